@@ -1,0 +1,53 @@
+package hooks
+
+import (
+	"time"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+)
+
+// Action is what sandbox creation does about the guest kernel.
+type Action string
+
+const (
+	Allow  Action = "allow"
+	Warn   Action = "warn"
+	Refuse Action = "refuse"
+)
+
+// Protection is how virtiofsd must serve the share of a sandbox that goes on
+// with a vulnerable or unknown guest kernel.
+type Protection string
+
+const (
+	// ProtectRecover serves the share with our own daemon, which keeps
+	// submounts and recovers submount roots the guest forgot.
+	ProtectRecover Protection = "recover"
+	// ProtectNoSubmounts stops virtiofsd from announcing submounts.
+	ProtectNoSubmounts Protection = "no-submounts"
+	// ProtectNone leaves virtiofsd exactly as Kata configured it.
+	ProtectNone Protection = "none"
+)
+
+// Plan is the decision for one sandbox. It is written to
+// <state_dir>/<sandbox-id>.json at sandbox creation and read back by
+// kata-virtiofsd; its JSON form is a contract between our binaries.
+type Plan struct {
+	SandboxID string `json:"sandbox_id"`
+	// ConfigPath is the Kata configuration file that was used, and
+	// ConfigSource what chose it (annotation, runtime-options, env, default).
+	ConfigPath   string `json:"config_path"`
+	ConfigSource string `json:"config_source"`
+	Hypervisor   string `json:"hypervisor"`
+
+	Kernel guestkernel.Report `json:"kernel"`
+
+	Action Action `json:"action"`
+	// Reason is one line a person can act on.
+	Reason string `json:"reason"`
+
+	Protection        Protection `json:"protection"`
+	UpstreamVirtiofsd string     `json:"upstream_virtiofsd"`
+
+	Created time.Time `json:"created"`
+}
