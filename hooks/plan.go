@@ -39,6 +39,9 @@ type Plan struct {
 	ConfigPath   string `json:"config_path"`
 	ConfigSource string `json:"config_source"`
 	Hypervisor   string `json:"hypervisor"`
+	// HypervisorCandidates lists every hypervisor table when the file holds
+	// several (Kata picks one at random); the plan is the strictest outcome.
+	HypervisorCandidates []string `json:"hypervisor_candidates,omitempty"`
 
 	Kernel guestkernel.Report `json:"kernel"`
 

@@ -1,0 +1,175 @@
+package config
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// GuardTable is the name of our own table in Kata's configuration file.
+const GuardTable = "submount_guard"
+
+// Policy is what sandbox creation does when a guest kernel is vulnerable or
+// its fix status is unknown.
+type Policy string
+
+const (
+	PolicyRefuse Policy = "refuse"
+	PolicyWarn   Policy = "warn"
+	PolicyOff    Policy = "off"
+)
+
+// Protection is how virtiofsd serves a sandbox that goes on with a vulnerable
+// or unknown guest kernel. Its values are those of hooks.Protection.
+type Protection string
+
+const (
+	ProtectionRecover     Protection = "recover"
+	ProtectionNoSubmounts Protection = "no-submounts"
+	ProtectionNone        Protection = "none"
+)
+
+// Defaults of [submount_guard]. README's "[submount_guard]" section says why.
+const (
+	DefaultOnVulnerable       = PolicyWarn
+	DefaultOnUnknown          = PolicyWarn
+	DefaultVirtiofsProtection = ProtectionNoSubmounts
+	DefaultDelegateShim       = "/opt/kata/bin/containerd-shim-kata-v2.upstream"
+	DefaultUpstreamVirtiofsd  = "/opt/kata/libexec/virtiofsd"
+	DefaultStateDir           = "/run/kata-containers/submount-guard"
+)
+
+// Guard is the [submount_guard] policy with defaults applied.
+type Guard struct {
+	OnVulnerable       Policy     `json:"on_vulnerable" toml:"on_vulnerable"`
+	OnUnknown          Policy     `json:"on_unknown" toml:"on_unknown"`
+	VirtiofsProtection Protection `json:"virtiofs_protection" toml:"virtiofs_protection"`
+	// FixedReleases are exact kernel releases (uname -r) an operator vouches
+	// carry the fix.
+	FixedReleases     []string `json:"fixed_releases" toml:"fixed_releases"`
+	DelegateShim      string   `json:"delegate_shim" toml:"delegate_shim"`
+	UpstreamVirtiofsd string   `json:"upstream_virtiofsd" toml:"upstream_virtiofsd"`
+	StateDir          string   `json:"state_dir" toml:"state_dir"`
+}
+
+// DefaultGuard returns the policy used when [submount_guard] is absent.
+func DefaultGuard() Guard {
+	return Guard{
+		OnVulnerable:       DefaultOnVulnerable,
+		OnUnknown:          DefaultOnUnknown,
+		VirtiofsProtection: DefaultVirtiofsProtection,
+		FixedReleases:      []string{},
+		DelegateShim:       DefaultDelegateShim,
+		UpstreamVirtiofsd:  DefaultUpstreamVirtiofsd,
+		StateDir:           DefaultStateDir,
+	}
+}
+
+// KernelCacheDir is where guest-kernel inspection results are cached:
+// state_dir/kernel-cache. state_dir is on tmpfs by default, so the cache is
+// rebuilt after a reboot, when kernel images may have been replaced anyway.
+func (g Guard) KernelCacheDir() string { return filepath.Join(g.StateDir, "kernel-cache") }
+
+var (
+	policyWords     = []string{string(PolicyRefuse), string(PolicyWarn), string(PolicyOff)}
+	protectionWords = []string{string(ProtectionNoSubmounts), string(ProtectionNone)}
+	guardKeys       = []string{"on_vulnerable", "on_unknown", "virtiofs_protection", "fixed_releases", "delegate_shim", "upstream_virtiofsd", "state_dir"}
+)
+
+// parseGuard applies defaults and validates the merged [submount_guard]
+// table; origin names the file that set a key, for errors.
+func parseGuard(table map[string]any, origin func(key string) string) (Guard, error) {
+	g := DefaultGuard()
+	keys := make([]string, 0, len(table))
+	for k := range table {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := table[k]
+		file := origin(GuardTable + "." + k)
+		bad := func(reason string, allowed []string) error {
+			return &ValueError{File: file, Table: GuardTable, Key: k, Value: v, Reason: reason, Allowed: allowed}
+		}
+		switch k {
+		case "on_vulnerable", "on_unknown":
+			s, ok := v.(string)
+			if !ok || !contains(policyWords, s) {
+				return Guard{}, bad("", policyWords)
+			}
+			if k == "on_vulnerable" {
+				g.OnVulnerable = Policy(s)
+			} else {
+				g.OnUnknown = Policy(s)
+			}
+		case "virtiofs_protection":
+			s, ok := v.(string)
+			if ok && s == string(ProtectionRecover) {
+				return Guard{}, bad("our recovering daemon is not available yet", protectionWords)
+			}
+			if !ok || !contains(protectionWords, s) {
+				return Guard{}, bad("", protectionWords)
+			}
+			g.VirtiofsProtection = Protection(s)
+		case "fixed_releases":
+			list, ok := v.([]any)
+			if !ok {
+				return Guard{}, bad("want an array of kernel release strings (uname -r)", nil)
+			}
+			rels := make([]string, 0, len(list))
+			for _, e := range list {
+				s, ok := e.(string)
+				if !ok || s == "" || strings.ContainsAny(s, " \t\r\n") {
+					return Guard{}, bad("each entry must be one non-empty kernel release (uname -r), such as \"6.1.0-18-amd64\"", nil)
+				}
+				rels = append(rels, s)
+			}
+			g.FixedReleases = rels
+		case "delegate_shim", "upstream_virtiofsd", "state_dir":
+			s, ok := v.(string)
+			if !ok || s == "" || !filepath.IsAbs(s) {
+				return Guard{}, bad("want an absolute path", nil)
+			}
+			s = filepath.Clean(s)
+			switch k {
+			case "delegate_shim":
+				g.DelegateShim = s
+			case "upstream_virtiofsd":
+				g.UpstreamVirtiofsd = s
+			default:
+				g.StateDir = s
+			}
+		default:
+			return Guard{}, &ValueError{File: file, Table: GuardTable, Key: k, Value: v, Reason: "unknown key", Allowed: guardKeys}
+		}
+	}
+	return g, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+// formatValue renders a decoded TOML value the way it would be written.
+func formatValue(v any) string {
+	switch t := v.(type) {
+	case string:
+		return fmt.Sprintf("%q", t)
+	case []any:
+		parts := make([]string, len(t))
+		for i, e := range t {
+			parts[i] = formatValue(e)
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	case map[string]any:
+		return "{...}"
+	default:
+		return fmt.Sprintf("%v", t)
+	}
+}

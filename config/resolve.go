@@ -1,0 +1,307 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/log"
+)
+
+// Annotations and the environment variable Kata reads.
+const (
+	AnnotationConfigPath       = "io.katacontainers.config_path"
+	AnnotationHypervisorPrefix = "io.katacontainers.config.hypervisor."
+	AnnotationKernel           = AnnotationHypervisorPrefix + "kernel"
+	AnnotationKernelHash       = AnnotationHypervisorPrefix + "kernel_hash"
+	AnnotationImage            = AnnotationHypervisorPrefix + "image"
+	AnnotationInitrd           = AnnotationHypervisorPrefix + "initrd"
+	AnnotationKernelParams     = AnnotationHypervisorPrefix + "kernel_params"
+	AnnotationSharedFS         = AnnotationHypervisorPrefix + "shared_fs"
+	AnnotationVirtioFSDaemon   = AnnotationHypervisorPrefix + "virtio_fs_daemon"
+	AnnotationVirtioFSArgs     = AnnotationHypervisorPrefix + "virtio_fs_extra_args"
+	AnnotationVirtioFSCache    = AnnotationHypervisorPrefix + "virtio_fs_cache"
+	AnnotationAssetHashType    = "io.katacontainers.asset_hash_type"
+
+	EnvConfigFile = "KATA_CONF_FILE"
+)
+
+// DefaultConfigPaths are tried in order when no source names a file:
+// the administrator's file, then the defaults of Kata's static build
+// (prefix /opt/kata) and of distribution packages (prefix /usr). A Kata
+// binary knows only its own prefix; trying both finds whichever is installed.
+func DefaultConfigPaths() []string {
+	return []string{
+		"/etc/kata-containers/configuration.toml",
+		"/opt/kata/share/defaults/kata-containers/configuration.toml",
+		"/usr/share/defaults/kata-containers/configuration.toml",
+	}
+}
+
+// Sources are the inputs that choose Kata's configuration file.
+type Sources struct {
+	// Annotations of the bundle's config.json (nil for kata-runtime).
+	Annotations map[string]string
+	// RuntimeOptions are the bytes containerd wrote to the shim's stdin at
+	// start (possibly empty).
+	RuntimeOptions []byte
+	// Getenv reads the environment (nil: no environment, as for
+	// kata-runtime, which does not read KATA_CONF_FILE).
+	Getenv func(string) string
+	// ExplicitPath is kata-runtime's --config/--kata-config.
+	ExplicitPath string
+	// DefaultPaths replaces DefaultConfigPaths() when not nil (tests).
+	DefaultPaths []string
+}
+
+// HypervisorChoice is one [hypervisor.<name>] table with its effective
+// values: Kata's defaults filled in, paths resolved, annotations applied.
+type HypervisorChoice struct {
+	Name   string     `json:"name"`
+	Config Hypervisor `json:"config"`
+}
+
+// Resolved is the configuration Kata would use for one sandbox.
+type Resolved struct {
+	// Path is the configuration file, symlinks resolved; config.d beside
+	// it was merged.
+	Path   string `json:"path"`
+	Source Source `json:"source"`
+	File   *File  `json:"file"`
+
+	// HypervisorName and Hypervisor are the active table. Kata's shipped
+	// files hold exactly one. When a file holds several, Kata builds every
+	// one (any invalid table fails) and keeps whichever its map iteration
+	// yields last, which is random; Hypervisors then lists them all, sorted
+	// by name, and consumers must consider each (hooks takes the strictest
+	// outcome). HypervisorName is the first of them.
+	HypervisorName string             `json:"hypervisor_name"`
+	Hypervisor     Hypervisor         `json:"hypervisor"`
+	Hypervisors    []HypervisorChoice `json:"hypervisors"`
+
+	Guard Guard `json:"submount_guard"`
+}
+
+// Ambiguous reports whether Kata may pick any of several hypervisor tables.
+func (r *Resolved) Ambiguous() bool { return len(r.Hypervisors) > 1 }
+
+// Resolve finds the configuration file as Kata's shim does (annotation,
+// runtime options, KATA_CONF_FILE, then the flag of kata-runtime, then the
+// default paths), loads it with its drop-ins and applies the hypervisor
+// annotations under Kata's gates. Errors name the file, key or annotation
+// to fix; a named file that does not exist wraps errdefs.ErrNotFound, a bad
+// value errdefs.ErrInvalidArgument.
+func Resolve(ctx context.Context, src Sources) (*Resolved, error) {
+	path, source, err := choosePath(src)
+	if err != nil {
+		return nil, err
+	}
+	f, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	r := &Resolved{Path: path, Source: source, File: f, Guard: f.Guard}
+
+	names := make([]string, 0, len(f.Hypervisors))
+	for n := range f.Hypervisors {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s has no [hypervisor.<name>] table (one of %s): Kata would boot its built-in defaults; add the table of the hypervisor you use: %w",
+			path, strings.Join(HypervisorNames(), ", "), errdefs.ErrInvalidArgument)
+	}
+	for _, n := range names {
+		h, err := effective(f, n, f.Hypervisors[n])
+		if err != nil {
+			return nil, err
+		}
+		if h, err = applyAnnotations(f, n, h, src.Annotations); err != nil {
+			return nil, err
+		}
+		r.Hypervisors = append(r.Hypervisors, HypervisorChoice{Name: n, Config: h})
+	}
+	r.HypervisorName, r.Hypervisor = r.Hypervisors[0].Name, r.Hypervisors[0].Config
+	if r.Ambiguous() {
+		log.G(ctx).WithField("config", path).WithField("hypervisors", names).
+			Warn("configuration holds several hypervisor tables; Kata picks one at random, every one is considered")
+	}
+	return r, nil
+}
+
+func choosePath(src Sources) (string, Source, error) {
+	var (
+		path   string
+		source Source
+	)
+	if p := src.Annotations[AnnotationConfigPath]; p != "" {
+		path, source = p, SourceAnnotation
+	}
+	if path == "" {
+		p, err := RuntimeOptionsConfigPath(src.RuntimeOptions)
+		if err != nil {
+			return "", "", err
+		}
+		if p != "" {
+			path, source = p, SourceRuntimeOptions
+		}
+	}
+	if path == "" && src.Getenv != nil {
+		if p := src.Getenv(EnvConfigFile); p != "" {
+			path, source = p, SourceEnv
+		}
+	}
+	if path == "" && src.ExplicitPath != "" {
+		path, source = src.ExplicitPath, SourceFlag
+	}
+	if path != "" {
+		resolved, err := resolvePath(path)
+		if err != nil {
+			return "", "", fmt.Errorf("configuration file from %s: %w", describeSource(source), err)
+		}
+		return resolved, source, nil
+	}
+	defaults := src.DefaultPaths
+	if defaults == nil {
+		defaults = DefaultConfigPaths()
+	}
+	for _, p := range defaults {
+		if resolved, err := resolvePath(p); err == nil {
+			return resolved, SourceDefault, nil
+		}
+	}
+	return "", "", fmt.Errorf("no Kata configuration file: none of %s exists; install one or name it with %s, %s or KATA_CONF_FILE: %w",
+		strings.Join(defaults, ", "), AnnotationConfigPath, "the runtime option ConfigPath", errdefs.ErrNotFound)
+}
+
+func describeSource(s Source) string {
+	switch s {
+	case SourceAnnotation:
+		return "annotation " + AnnotationConfigPath
+	case SourceRuntimeOptions:
+		return "containerd runtime option ConfigPath"
+	case SourceEnv:
+		return "environment variable " + EnvConfigFile
+	case SourceFlag:
+		return "--config"
+	}
+	return string(s)
+}
+
+// resolvePath is Kata's ResolvePath: absolute, symlinks resolved, and the
+// file must exist.
+func resolvePath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	resolved, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("file %s does not exist: %w", abs, errdefs.ErrNotFound)
+		}
+		return "", err
+	}
+	return resolved, nil
+}
+
+// defaultKernel is the kernel Kata boots when the table sets none: its
+// build's data directory. The build is guessed from where the
+// configuration file lives.
+func defaultKernel(configPath string) string {
+	if strings.HasPrefix(configPath, "/opt/kata/") {
+		return "/opt/kata/share/kata-containers/vmlinuz.container"
+	}
+	return "/usr/share/kata-containers/vmlinuz.container"
+}
+
+// effective fills in what Kata's new<Name>HypervisorConfig derives from a
+// table, and fails where it fails, for the keys we use.
+func effective(f *File, name string, h Hypervisor) (Hypervisor, error) {
+	table := "hypervisor." + name
+	bad := func(key string, v any, reason string, allowed []string) error {
+		return &ValueError{File: f.origin(table + "." + key), Table: table, Key: key, Value: v, Reason: reason, Allowed: allowed}
+	}
+	resolveKey := func(key, v string) (string, error) {
+		p, err := resolvePath(v)
+		if err != nil {
+			return "", fmt.Errorf("%s: [%s] %s = %q: %w", f.origin(table+"."+key), table, key, v, err)
+		}
+		return p, nil
+	}
+
+	if name == HypervisorRemote {
+		// The remote hypervisor boots its guest elsewhere and shares no
+		// file system with it.
+		h.SharedFS = SharedFSNone
+		return h, nil
+	}
+
+	kernel := h.Kernel
+	if kernel == "" {
+		kernel = defaultKernel(f.Path)
+	}
+	p, err := resolveKey("kernel", kernel)
+	if err != nil {
+		return Hypervisor{}, err
+	}
+	h.Kernel = p
+	if h.Image != "" {
+		if h.Image, err = resolveKey("image", h.Image); err != nil {
+			return Hypervisor{}, err
+		}
+	}
+	if h.Initrd != "" && name != HypervisorDragonball {
+		if h.Initrd, err = resolveKey("initrd", h.Initrd); err != nil {
+			return Hypervisor{}, err
+		}
+	}
+
+	switch name {
+	case HypervisorFirecracker:
+		// Kata's Firecracker support has no shared file system: it does
+		// not read shared_fs.
+		h.SharedFS = ""
+		return h, nil
+	case HypervisorDragonball:
+		// Kata's Go runtime ignores shared_fs here; runtime-rs, which
+		// drives Dragonball, shares with an inline virtio-fs daemon by
+		// default. Assume virtio-fs unless told otherwise.
+		if h.SharedFS == "" {
+			h.SharedFS = SharedFSVirtioFS
+		}
+		return h, nil
+	}
+
+	allowed := []string{SharedFSVirtio9P, SharedFSVirtioFS, SharedFSVirtioFSNydus, SharedFSNone}
+	if name != HypervisorQemu {
+		allowed = []string{SharedFSVirtioFS, SharedFSVirtioFSNydus, SharedFSNone}
+	}
+	if h.SharedFS == "" {
+		h.SharedFS = SharedFSVirtioFS
+	} else if !contains(allowed, h.SharedFS) {
+		return Hypervisor{}, bad("shared_fs", h.SharedFS, fmt.Sprintf("not supported by %s", name), allowed)
+	}
+	if (h.SharedFS == SharedFSVirtioFS || h.SharedFS == SharedFSVirtioFSNydus) && h.VirtioFSDaemon == "" {
+		return Hypervisor{}, bad("virtio_fs_daemon", "", fmt.Sprintf("shared_fs %s needs a daemon path (Kata refuses this too)", h.SharedFS), nil)
+	}
+	if h.VirtioFSCache == "" && name != HypervisorClh {
+		h.VirtioFSCache = "never"
+	}
+	return h, nil
+}
+
+// IsVirtioFS reports whether the guest mounts its shared directory over
+// virtio-fs, the only way the submount bug is reached.
+func (h Hypervisor) IsVirtioFS() bool {
+	switch h.SharedFS {
+	case SharedFSVirtioFS, SharedFSVirtioFSNydus, "inline-virtio-fs":
+		return true
+	}
+	return false
+}

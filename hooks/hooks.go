@@ -1,0 +1,125 @@
+package hooks
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+)
+
+// Input is what the decision for one sandbox is made from.
+type Input struct {
+	// Resolved is the configuration from config.Resolve (annotations
+	// already applied to the hypervisor tables).
+	Resolved *config.Resolved
+	// Annotations of the sandbox's config.json, for hooks that need them.
+	Annotations map[string]string
+	SandboxID   string
+	// ContainerType is how the container relates to a sandbox; a container
+	// that joins a pod gets no decision of its own.
+	ContainerType ContainerType
+	// Inspector inspects guest kernels; nil means guestkernel.Inspect.
+	Inspector Inspector
+	// InspectAlways inspects the kernel even when the policy would not
+	// need it (on_vulnerable = on_unknown = off, protection none), so that
+	// kata-runtime can report the verdict.
+	InspectAlways bool
+}
+
+// Hook is one step of the decision. It reads the input and the plan so far,
+// updates the plan, and returns done=true when later hooks must not run.
+type Hook interface {
+	Name() string
+	Run(ctx context.Context, in *Input, p *Plan) (done bool, err error)
+}
+
+// DefaultHooks is the chain Decide runs, in order. A new hook is appended
+// here and touches no other.
+func DefaultHooks() []Hook {
+	return []Hook{sharedFSHook{}, guestKernelHook{}, protectionHook{}}
+}
+
+// Decide runs DefaultHooks over in and returns the sandbox's plan.
+func Decide(ctx context.Context, in Input) (*Plan, error) {
+	return DecideWith(ctx, in, DefaultHooks()...)
+}
+
+// DecideWith runs hooks in order over in. The plan starts as "allow, no
+// protection"; each hook may change it.
+func DecideWith(ctx context.Context, in Input, hooks ...Hook) (*Plan, error) {
+	if in.Resolved == nil {
+		return nil, fmt.Errorf("decide: no resolved configuration: %w", errdefs.ErrInvalidArgument)
+	}
+	if in.ContainerType == PodContainer {
+		return nil, fmt.Errorf("decide: container %s joins a sandbox; the decision was made when the sandbox was created: %w", in.SandboxID, errdefs.ErrInvalidArgument)
+	}
+	if in.Inspector == nil {
+		in.Inspector = DefaultInspector()
+	}
+	r := in.Resolved
+	p := &Plan{
+		SandboxID:         in.SandboxID,
+		ConfigPath:        r.Path,
+		ConfigSource:      string(r.Source),
+		Hypervisor:        r.HypervisorName,
+		Action:            Allow,
+		Protection:        ProtectNone,
+		UpstreamVirtiofsd: r.Guard.UpstreamVirtiofsd,
+		Created:           time.Now().UTC(),
+	}
+	if r.Ambiguous() {
+		for _, h := range r.Hypervisors {
+			p.HypervisorCandidates = append(p.HypervisorCandidates, h.Name)
+		}
+	}
+	logger := log.G(ctx).WithField("sandbox", in.SandboxID)
+	for _, h := range hooks {
+		done, err := h.Run(ctx, &in, p)
+		if err != nil {
+			return nil, fmt.Errorf("hook %s: %w", h.Name(), err)
+		}
+		logger.WithField("hook", h.Name()).WithField("action", p.Action).Debug("hook ran")
+		if done {
+			break
+		}
+	}
+	return p, nil
+}
+
+// actionFor maps a policy word to the action it asks for.
+func actionFor(pol config.Policy) Action {
+	switch pol {
+	case config.PolicyRefuse:
+		return Refuse
+	case config.PolicyWarn:
+		return Warn
+	}
+	return Allow
+}
+
+func actionRank(a Action) int {
+	switch a {
+	case Refuse:
+		return 2
+	case Warn:
+		return 1
+	}
+	return 0
+}
+
+func verdictRank(v guestkernel.Verdict) int {
+	switch v {
+	case guestkernel.Vulnerable:
+		return 3
+	case guestkernel.Unknown:
+		return 2
+	case guestkernel.Unaffected:
+		return 1
+	}
+	return 0
+}

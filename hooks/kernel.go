@@ -1,0 +1,158 @@
+package hooks
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/containerd/log"
+
+	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+)
+
+// sharedFSHook ends the decision early when the guest mounts no virtio-fs
+// share: the submount bug lives in the guest's FUSE-over-virtio-fs code.
+type sharedFSHook struct{}
+
+func (sharedFSHook) Name() string { return "shared-fs" }
+
+func (sharedFSHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error) {
+	var kinds []string
+	for _, h := range in.Resolved.Hypervisors {
+		if h.Config.IsVirtioFS() {
+			return false, nil
+		}
+		kind := h.Config.SharedFS
+		if kind == "" {
+			kind = "none"
+		}
+		kinds = append(kinds, fmt.Sprintf("[hypervisor.%s] shared_fs = %s", h.Name, kind))
+	}
+	p.Action = Allow
+	p.Protection = ProtectNone
+	p.Kernel = guestkernel.Report{Path: in.Resolved.Hypervisor.Kernel, Verdict: guestkernel.Unknown, Evidence: guestkernel.EvidenceNone,
+		Reason: "not inspected: no virtio-fs share"}
+	p.Reason = fmt.Sprintf("%s: the guest mounts no virtio-fs share, so the FUSE submount bug cannot occur", strings.Join(kinds, ", "))
+	return true, nil
+}
+
+// guestKernelHook inspects the guest kernel of every hypervisor table Kata
+// may use and turns the strictest verdict into an action by the policy.
+type guestKernelHook struct{}
+
+func (guestKernelHook) Name() string { return "guest-kernel" }
+
+func (guestKernelHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error) {
+	g := in.Resolved.Guard
+	guardOff := g.OnVulnerable == config.PolicyOff && g.OnUnknown == config.PolicyOff && g.VirtiofsProtection == config.ProtectionNone
+	if guardOff && !in.InspectAlways {
+		p.Action = Allow
+		p.Kernel = guestkernel.Report{Path: in.Resolved.Hypervisor.Kernel, Verdict: guestkernel.Unknown, Evidence: guestkernel.EvidenceNone,
+			Reason: "not inspected: the guard is off"}
+		p.Reason = fmt.Sprintf("submount guard is off in %s (on_vulnerable = off, on_unknown = off, virtiofs_protection = none)", in.Resolved.Path)
+		return true, nil
+	}
+
+	opts := InspectOptions{FixedReleases: g.FixedReleases, CacheDir: g.KernelCacheDir()}
+	reports := map[string]guestkernel.Report{}
+	first := true
+	for _, h := range in.Resolved.Hypervisors {
+		if !h.Config.IsVirtioFS() {
+			continue
+		}
+		rep, ok := reports[h.Config.Kernel]
+		if !ok {
+			rep = inspect(ctx, in.Inspector, h.Config.Kernel, opts)
+			reports[h.Config.Kernel] = rep
+		}
+		action := Allow
+		switch rep.Verdict {
+		case guestkernel.Vulnerable:
+			action = actionFor(g.OnVulnerable)
+		case guestkernel.Unknown:
+			action = actionFor(g.OnUnknown)
+		}
+		if first || actionRank(action) > actionRank(p.Action) ||
+			(actionRank(action) == actionRank(p.Action) && verdictRank(rep.Verdict) > verdictRank(p.Kernel.Verdict)) {
+			p.Action, p.Kernel, p.Hypervisor = action, rep, h.Name
+			first = false
+		}
+	}
+	if guardOff {
+		p.Action = Allow
+	}
+	p.Reason = kernelReason(in.Resolved, p)
+	return false, nil
+}
+
+// inspect never fails: an image that cannot be read or understood is
+// "unknown", never "fixed".
+func inspect(ctx context.Context, insp Inspector, path string, opts InspectOptions) guestkernel.Report {
+	rep, err := insp.Inspect(ctx, path, opts)
+	if err != nil || rep == nil {
+		if err == nil {
+			err = fmt.Errorf("inspector returned no report")
+		}
+		log.G(ctx).WithError(err).WithField("kernel", path).Warn("guest kernel inspection failed")
+		out := guestkernel.Report{Path: path, Verdict: guestkernel.Unknown, Evidence: guestkernel.EvidenceNone,
+			Reason: "inspection failed: " + err.Error(), Error: err.Error()}
+		if rep != nil {
+			out = *rep
+			out.Verdict, out.Error = guestkernel.Unknown, err.Error()
+		}
+		return out
+	}
+	out := *rep
+	if out.Path == "" {
+		out.Path = path
+	}
+	switch out.Verdict {
+	case guestkernel.Fixed, guestkernel.Vulnerable, guestkernel.Unaffected, guestkernel.Unknown:
+	default:
+		out.Reason = fmt.Sprintf("inspector gave unrecognised verdict %q", out.Verdict)
+		out.Verdict = guestkernel.Unknown
+	}
+	return out
+}
+
+func kernelReason(r *config.Resolved, p *Plan) string {
+	k := p.Kernel
+	what := "guest kernel " + k.Path
+	if k.Version != "" {
+		what += " (" + k.Version + ")"
+	} else if k.Release != "" {
+		what += " (" + k.Release + ")"
+	}
+	evidence := ""
+	if k.Evidence != "" && k.Evidence != guestkernel.EvidenceNone {
+		evidence = fmt.Sprintf(" (evidence: %s)", k.Evidence)
+	}
+	g := r.Guard
+	switch k.Verdict {
+	case guestkernel.Fixed:
+		return fmt.Sprintf("%s carries the FUSE submount fix (Linux c4d361f66ac9)%s", what, evidence)
+	case guestkernel.Unaffected:
+		return fmt.Sprintf("%s predates FUSE submounts (Linux 5.10) and is not affected%s", what, evidence)
+	case guestkernel.Vulnerable:
+		s := fmt.Sprintf("%s lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146)%s; on_vulnerable = %s", what, evidence, g.OnVulnerable)
+		if p.Action == Refuse {
+			return s + fmt.Sprintf(": sandbox creation refused. Boot a fixed kernel, or set [submount_guard] on_vulnerable = \"warn\" in %s", r.Path)
+		}
+		return s
+	default:
+		detail := k.Reason
+		if detail == "" {
+			detail = "no evidence"
+		}
+		s := fmt.Sprintf("fix status of %s cannot be determined (%s); on_unknown = %s", what, detail, g.OnUnknown)
+		hint := "list its release (uname -r) in [submount_guard] fixed_releases"
+		if k.Release != "" {
+			hint = fmt.Sprintf("add %q to [submount_guard] fixed_releases", k.Release)
+		}
+		if p.Action == Refuse {
+			return s + fmt.Sprintf(": sandbox creation refused. If this kernel carries the fix, %s in %s", hint, r.Path)
+		}
+		return s + fmt.Sprintf("; if this kernel carries the fix, %s", hint)
+	}
+}

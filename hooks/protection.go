@@ -1,0 +1,70 @@
+package hooks
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+)
+
+// OurVirtiofsd is the base name of our daemon. Only a sandbox whose
+// virtio_fs_daemon is kata-virtiofsd (directly or through a symlink) reads
+// its plan, so only there can a protection be applied.
+const OurVirtiofsd = "kata-virtiofsd"
+
+// protectionHook chooses how virtiofsd serves a sandbox that goes on with a
+// vulnerable or unknown guest kernel.
+type protectionHook struct{}
+
+func (protectionHook) Name() string { return "virtiofsd-protection" }
+
+func (protectionHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error) {
+	p.Protection = ProtectNone
+	if p.Action == Refuse {
+		return false, nil
+	}
+	if p.Kernel.Verdict != guestkernel.Vulnerable && p.Kernel.Verdict != guestkernel.Unknown {
+		return false, nil
+	}
+	want := Protection(in.Resolved.Guard.VirtiofsProtection)
+	if want == ProtectNone {
+		p.Reason += "; virtiofs_protection = none: virtiofsd runs as Kata configured it"
+		return false, nil
+	}
+	daemon := hypervisorOf(in.Resolved, p.Hypervisor).VirtioFSDaemon
+	if !isOurDaemon(daemon) {
+		p.Reason += fmt.Sprintf("; virtiofs_protection = %s cannot be applied: virtio_fs_daemon %s is not %s (set virtio_fs_daemon to kata-virtiofsd's path in %s)",
+			want, daemon, OurVirtiofsd, in.Resolved.Path)
+		return false, nil
+	}
+	p.Protection = want
+	switch want {
+	case ProtectNoSubmounts:
+		p.Reason += "; protection no-submounts: virtiofsd will not announce submounts"
+	default:
+		p.Reason += fmt.Sprintf("; protection %s", want)
+	}
+	return false, nil
+}
+
+func hypervisorOf(r *config.Resolved, name string) config.Hypervisor {
+	for _, h := range r.Hypervisors {
+		if h.Name == name {
+			return h.Config
+		}
+	}
+	return r.Hypervisor
+}
+
+func isOurDaemon(path string) bool {
+	if path == "" {
+		return false
+	}
+	if filepath.Base(path) == OurVirtiofsd {
+		return true
+	}
+	resolved, err := filepath.EvalSymlinks(path)
+	return err == nil && filepath.Base(resolved) == OurVirtiofsd
+}

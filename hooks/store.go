@@ -1,0 +1,150 @@
+package hooks
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/containerd/containerd/errdefs"
+)
+
+// validID is Kata's rule for container and sandbox ids; it also keeps an id
+// from naming a path outside the state directory.
+var validID = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+
+// maxPlanSize caps what ReadPlan reads; a plan is a few KiB.
+const maxPlanSize = 1 << 20
+
+// PlanPath is where the plan of sandboxID lives.
+func PlanPath(stateDir, sandboxID string) string {
+	return filepath.Join(stateDir, sandboxID+".json")
+}
+
+func checkID(sandboxID string) error {
+	if !validID.MatchString(sandboxID) {
+		return fmt.Errorf("sandbox id %q is not valid (want %s): %w", sandboxID, validID, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// WritePlan stores p as <stateDir>/<p.SandboxID>.json: written to a temporary
+// file in the same directory, synced, then renamed over the old one, so a
+// reader sees the old plan or the new one, never a part. The file is 0600 and
+// stateDir is created 0700.
+func WritePlan(stateDir string, p *Plan) (err error) {
+	if p == nil {
+		return fmt.Errorf("write plan: nil plan: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := checkID(p.SandboxID); err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	data, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	// MkdirAll leaves an existing directory as it is; plans are ours only.
+	if err := os.Chmod(stateDir, 0o700); err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	tmp, err := os.CreateTemp(stateDir, "."+p.SandboxID+".json.tmp-*")
+	if err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = tmp.Write(append(data, '\n')); err != nil {
+		return fmt.Errorf("write plan %s: %w", tmp.Name(), err)
+	}
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("write plan %s: %w", tmp.Name(), err)
+	}
+	if err = tmp.Close(); err != nil {
+		return fmt.Errorf("write plan %s: %w", tmp.Name(), err)
+	}
+	final := PlanPath(stateDir, p.SandboxID)
+	if err = os.Rename(tmp.Name(), final); err != nil {
+		return fmt.Errorf("write plan %s: %w", final, err)
+	}
+	return nil
+}
+
+// ReadPlan reads the plan of sandboxID. A missing plan is an error wrapping
+// errdefs.ErrNotFound.
+func ReadPlan(stateDir, sandboxID string) (*Plan, error) {
+	if err := checkID(sandboxID); err != nil {
+		return nil, fmt.Errorf("read plan: %w", err)
+	}
+	path := PlanPath(stateDir, sandboxID)
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no plan for sandbox %s at %s: %w", sandboxID, path, errdefs.ErrNotFound)
+		}
+		return nil, fmt.Errorf("read plan: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxPlanSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read plan %s: %w", path, err)
+	}
+	p, err := DecodePlan(data)
+	if err != nil {
+		return nil, fmt.Errorf("read plan %s: %w", path, err)
+	}
+	if p.SandboxID != sandboxID {
+		return nil, fmt.Errorf("read plan %s: it is the plan of sandbox %q: %w", path, p.SandboxID, errdefs.ErrInvalidArgument)
+	}
+	return p, nil
+}
+
+// DecodePlan parses a plan's JSON form strictly: unknown fields, trailing
+// data, and unknown action or protection words are errors.
+func DecodePlan(data []byte) (*Plan, error) {
+	if len(data) > maxPlanSize {
+		return nil, fmt.Errorf("plan larger than %d bytes: %w", maxPlanSize, errdefs.ErrInvalidArgument)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var p Plan
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("decode plan: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("decode plan: trailing data: %w", errdefs.ErrInvalidArgument)
+	}
+	switch p.Action {
+	case Allow, Warn, Refuse:
+	default:
+		return nil, fmt.Errorf("decode plan: unknown action %q: %w", p.Action, errdefs.ErrInvalidArgument)
+	}
+	switch p.Protection {
+	case ProtectNone, ProtectNoSubmounts, ProtectRecover:
+	default:
+		return nil, fmt.Errorf("decode plan: unknown protection %q: %w", p.Protection, errdefs.ErrInvalidArgument)
+	}
+	return &p, nil
+}
+
+// RemovePlan deletes the plan of sandboxID; a plan already gone is not an
+// error (delete may run more than once).
+func RemovePlan(stateDir, sandboxID string) error {
+	if err := checkID(sandboxID); err != nil {
+		return fmt.Errorf("remove plan: %w", err)
+	}
+	if err := os.Remove(PlanPath(stateDir, sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove plan: %w", err)
+	}
+	return nil
+}
