@@ -1,0 +1,89 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+
+	"github.com/containerd/containerd/errdefs"
+
+	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
+)
+
+// planReader reads the plan of one sandbox from a state dir; hooks.ReadPlan.
+type planReader func(stateDir, sandboxID string) (*hooks.Plan, error)
+
+// decision is how one share is served and why.
+type decision struct {
+	protection     virtiofsd.Protection
+	protectionFrom string // "--guard-protection", "plan" or "--guard-no-plan"
+	upstream       string // "" when none is configured
+	upstreamFrom   string // "--guard-upstream" or "plan"
+	planPath       string
+	plan           *hooks.Plan
+	// noPlan says why there is no plan; empty when there is one.
+	noPlan string
+}
+
+// decide combines the --guard-* options with the sandbox's plan. Our options
+// override the plan. Without a plan (the sandbox was not created through
+// kata-submount-guard's shim, or the share is not a Kata sandbox share) the
+// protection is --guard-no-plan's, by default none: exactly what Kata would
+// run, never less. A plan that cannot be read, belongs to another sandbox or
+// refuses the sandbox is an error.
+func decide(o *virtiofsd.Options, read planReader) (decision, error) {
+	var d decision
+	switch {
+	case o.SandboxID == "" && o.SharedDir == "":
+		d.noPlan = "no shared directory"
+	case o.SandboxID == "":
+		d.noPlan = fmt.Sprintf("shared directory %s is not a Kata sandbox share (.../sandboxes/<id>/shared)", o.SharedDir)
+	default:
+		d.planPath = filepath.Join(o.Guard.StateDir, o.SandboxID+".json")
+		plan, err := read(o.Guard.StateDir, o.SandboxID)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) || errdefs.IsNotFound(err):
+			d.noPlan = fmt.Sprintf("no plan for sandbox %s at %s", o.SandboxID, d.planPath)
+		case err != nil:
+			return d, fmt.Errorf("reading the plan of sandbox %s (%s): %w; fix or remove the file", o.SandboxID, d.planPath, err)
+		case plan == nil:
+			d.noPlan = fmt.Sprintf("no plan for sandbox %s at %s", o.SandboxID, d.planPath)
+		case plan.SandboxID != o.SandboxID:
+			return d, fmt.Errorf("plan %s is for sandbox %q, not %q: remove the file, or check --guard-state-dir: %w",
+				d.planPath, plan.SandboxID, o.SandboxID, errdefs.ErrFailedPrecondition)
+		case plan.Action == hooks.Refuse:
+			return d, fmt.Errorf("plan %s refuses sandbox %s: %s: %w", d.planPath, o.SandboxID, plan.Reason, errdefs.ErrFailedPrecondition)
+		default:
+			switch virtiofsd.Protection(plan.Protection) {
+			case virtiofsd.ProtectNone, virtiofsd.ProtectNoSubmounts, virtiofsd.ProtectRecover:
+			default:
+				return d, fmt.Errorf("plan %s has protection %q, want %s, %s or %s: %w", d.planPath, plan.Protection,
+					virtiofsd.ProtectRecover, virtiofsd.ProtectNoSubmounts, virtiofsd.ProtectNone, errdefs.ErrInvalidArgument)
+			}
+			d.plan = plan
+		}
+	}
+
+	switch {
+	case o.Guard.Protection != "":
+		d.protection, d.protectionFrom = o.Guard.Protection, "--guard-protection"
+	case d.plan != nil:
+		d.protection, d.protectionFrom = virtiofsd.Protection(d.plan.Protection), "plan"
+	case o.Guard.NoPlan == virtiofsd.NoPlanFail:
+		return d, fmt.Errorf("%s and --guard-no-plan=%s: create the sandbox through kata-submount-guard's "+
+			"containerd-shim-kata-v2, set --guard-state-dir to its state_dir, or pass --guard-protection: %w",
+			d.noPlan, virtiofsd.NoPlanFail, errdefs.ErrFailedPrecondition)
+	default:
+		d.protection, d.protectionFrom = virtiofsd.Protection(o.Guard.NoPlan), "--guard-no-plan"
+	}
+
+	switch {
+	case o.Guard.Upstream != "":
+		d.upstream, d.upstreamFrom = o.Guard.Upstream, "--guard-upstream"
+	case d.plan != nil && d.plan.UpstreamVirtiofsd != "":
+		d.upstream, d.upstreamFrom = d.plan.UpstreamVirtiofsd, "plan"
+	}
+	return d, nil
+}

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"io"
+	"log/syslog"
+
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
+	lsyslog "github.com/sirupsen/logrus/hooks/syslog"
+)
+
+// syslogTag is Kata's: our lines sit beside the shim's and virtiofsd's.
+const syslogTag = "kata"
+
+// newLogger logs to syslog with Kata's tag when Kata passed --syslog (as
+// virtiofsd itself would), else to stderr, which Kata reads. The string it
+// returns says why syslog could not be used, if it could not.
+func newLogger(stderr io.Writer, useSyslog bool) (*logrus.Logger, string) {
+	l := logrus.New()
+	l.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true, TimestampFormat: log.RFC3339NanoFixed})
+	l.SetOutput(stderr)
+	if !useSyslog {
+		return l, ""
+	}
+	hook, err := lsyslog.NewSyslogHook("", "", syslog.LOG_INFO|syslog.LOG_DAEMON, syslogTag)
+	if err != nil {
+		return l, err.Error()
+	}
+	l.AddHook(hook)
+	l.SetOutput(io.Discard)
+	return l, ""
+}

@@ -1,0 +1,22 @@
+// Command kata-virtiofsd is configured as Kata's virtio_fs_daemon. It takes
+// the virtiofsd command line Kata passes, reads the sandbox's plan and execs
+// the upstream virtiofsd (Rust or QEMU's C daemon) with the plan's protection
+// applied, or serves the share itself.
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+)
+
+// revision is set at build time (-X main.revision).
+var revision = "unknown"
+
+func main() {
+	l := launcher{readPlan: hooks.ReadPlan, serve: serve, stdout: os.Stdout, stderr: os.Stderr, revision: revision}
+	if err := l.run(context.Background(), os.Args[1:]); err != nil {
+		os.Exit(1)
+	}
+}

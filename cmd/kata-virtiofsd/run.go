@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
+)
+
+const usage = `Usage: kata-virtiofsd [virtiofsd options] [--guard-* options]
+
+Configured as Kata's virtio_fs_daemon: takes the command line Kata gives
+virtiofsd (--syslog --cache=MODE --shared-dir=DIR --fd=3 <virtio_fs_extra_args>)
+and every other option of the Rust virtiofsd 1.13, reads the sandbox's plan
+from the state dir, and execs the upstream virtiofsd (Rust, or QEMU's C daemon
+with the options translated) with the plan's protection applied.
+
+kata-submount-guard options (they override the plan; never passed on):
+  --guard-protection=recover|no-submounts|none
+        how to serve the share; default: the plan's
+  --guard-upstream=PATH
+        the virtiofsd to exec; default: the plan's upstream_virtiofsd;
+        none at all: kata-virtiofsd serves the share itself
+  --guard-state-dir=DIR
+        where the plans are (default ` + virtiofsd.DefaultStateDir + `);
+        set it when [submount_guard] state_dir is not the default
+  --guard-no-plan=none|no-submounts|recover|fail
+        protection for a sandbox without a plan (default none: as Kata)
+  -h, --help     this text
+  -V, --version  kata-virtiofsd's version
+`
+
+// launcher runs kata-virtiofsd; its fields are what main wires in.
+type launcher struct {
+	readPlan planReader
+	serve    func(context.Context, *virtiofsd.Options) error
+	stdout   io.Writer
+	stderr   io.Writer
+	revision string
+}
+
+// run decides how the share is served and execs the upstream virtiofsd (it
+// returns only on failure) or serves it. Every failure is logged once, and
+// also printed to stderr when the log goes to syslog, because Kata shows a
+// daemon's stderr when it fails.
+func (l launcher) run(ctx context.Context, args []string) (err error) {
+	useSyslog := slices.Contains(args, "--syslog")
+	logger, syslogErr := newLogger(l.stderr, useSyslog)
+	entry := logrus.NewEntry(logger).WithField("name", "kata-virtiofsd")
+	ctx = log.WithLogger(ctx, entry)
+	if syslogErr != "" {
+		log.G(ctx).WithField("error", syslogErr).Warn("cannot log to syslog; logging to stderr")
+		useSyslog = false
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		log.G(ctx).WithError(err).Error("kata-virtiofsd cannot start the share")
+		if useSyslog {
+			fmt.Fprintf(l.stderr, "kata-virtiofsd: %v\n", err)
+		}
+	}()
+
+	o, err := virtiofsd.Parse(args)
+	if err != nil {
+		return err
+	}
+	if o.Help {
+		_, err = io.WriteString(l.stdout, usage)
+		return err
+	}
+	if o.Version {
+		_, err = fmt.Fprintf(l.stdout, "kata-virtiofsd (kata-submount-guard) %s\n", l.revision)
+		return err
+	}
+	if o.SandboxID != "" {
+		ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", o.SandboxID))
+	}
+	if o.FD >= 0 {
+		if err := virtiofsd.CheckListener(o.FD); err != nil {
+			return err
+		}
+	}
+
+	d, err := decide(o, l.readPlan)
+	if err != nil {
+		return err
+	}
+	fields := logrus.Fields{
+		"protection":      d.protection,
+		"protection_from": d.protectionFrom,
+		"shared_dir":      o.SharedDir,
+	}
+	if d.noPlan != "" {
+		fields["no_plan"] = d.noPlan
+	} else if d.plan != nil {
+		fields["plan"] = d.planPath
+		if plan := virtiofsd.Protection(d.plan.Protection); d.protectionFrom != "plan" && plan != d.protection {
+			fields["plan_protection"] = plan
+		}
+	}
+	// A decision without a plan is logged as a warning: the sandbox did not
+	// get kata-submount-guard's verdict.
+	logDecision := func(f logrus.Fields, msg string) {
+		e := log.G(ctx).WithFields(f)
+		if d.noPlan != "" {
+			e.Warn(msg)
+		} else {
+			e.Info(msg)
+		}
+	}
+
+	if d.protection == virtiofsd.ProtectRecover || d.upstream == "" {
+		why := "protection recover (from " + d.protectionFrom + ") needs kata-virtiofsd's own daemon"
+		if d.protection != virtiofsd.ProtectRecover {
+			why = "no upstream virtiofsd is configured (neither --guard-upstream nor the plan's upstream_virtiofsd), so kata-virtiofsd serves the share itself"
+		}
+		o.Protection = d.protection
+		if d.protection == virtiofsd.ProtectNoSubmounts {
+			o.AnnounceSubmounts = false
+		}
+		logDecision(fields, "serving the share with kata-virtiofsd's own daemon")
+		if err := l.serve(ctx, o); err != nil {
+			if errdefs.IsNotImplemented(err) {
+				return fmt.Errorf("%s: %w; use an upstream virtiofsd (--guard-upstream=PATH) with protection no-submounts or none", why, err)
+			}
+			return fmt.Errorf("serving the share: %w", err)
+		}
+		return nil
+	}
+
+	if err := notSelf(d.upstream); err != nil {
+		return err
+	}
+	daemon, err := virtiofsd.Detect(ctx, d.upstream, filepath.Join(o.Guard.StateDir, "virtiofsd-cache"))
+	if err != nil {
+		return fmt.Errorf("%w (upstream from %s)", err, d.upstreamFrom)
+	}
+	upstreamArgs, err := virtiofsd.Translate(o, daemon, d.protection)
+	if err != nil {
+		return err
+	}
+	fields["upstream"] = daemon.Path
+	fields["upstream_from"] = d.upstreamFrom
+	fields["flavour"] = daemon.Flavour
+	fields["version"] = daemon.Version
+	fields["args"] = strings.Join(upstreamArgs, " ")
+	logDecision(fields, "starting upstream virtiofsd")
+	return virtiofsd.Exec(o, daemon, upstreamArgs)
+}
+
+// notSelf refuses an upstream that is kata-virtiofsd itself, which would
+// exec itself for ever.
+func notSelf(upstream string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	a, errA := os.Stat(self)
+	b, errB := os.Stat(upstream)
+	if errA == nil && errB == nil && os.SameFile(a, b) {
+		return fmt.Errorf("upstream virtiofsd %s is kata-virtiofsd itself: point --guard-upstream or upstream_virtiofsd at the real virtiofsd: %w", upstream, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}

@@ -1,0 +1,14 @@
+// Package virtiofsd models a virtiofsd command line and hands it on to an
+// upstream daemon: it parses exactly what Kata Containers (>= 3.2) passes
+// (`--syslog --cache=MODE --shared-dir=DIR --fd=3 <virtio_fs_extra_args>`) and
+// everything else Rust virtiofsd 1.13 accepts, with Rust's defaults and
+// precedence; it detects whether an upstream binary is the Rust virtiofsd or
+// QEMU's C virtiofsd (from its --version and --help output, cached per binary);
+// it translates the command line for that flavour with a submount protection
+// applied, refusing flags the target cannot honour; and it execs the upstream
+// with the inherited vhost-user listening socket kept at its fd number.
+//
+// The flag sets follow the daemons themselves: Rust virtiofsd 1.13.2
+// (`virtiofsd --help`, clap; `-o` compat options applied after all flags) and
+// QEMU 7.2's tools/virtiofsd (`-o` fuse_opt options, helper.c flags).
+package virtiofsd

@@ -1,0 +1,654 @@
+package virtiofsd
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/containerd/errdefs"
+)
+
+// Protection is how the share of a sandbox is served. Its values are those
+// of hooks.Protection, the plan's contract; this package keeps its own type
+// so that it does not depend on the plan store.
+type Protection string
+
+const (
+	// ProtectRecover: kata-virtiofsd serves the share itself and recovers
+	// submount roots the guest forgot.
+	ProtectRecover Protection = "recover"
+	// ProtectNoSubmounts: the upstream virtiofsd does not announce submounts.
+	ProtectNoSubmounts Protection = "no-submounts"
+	// ProtectNone: the upstream virtiofsd runs exactly as Kata configured it.
+	ProtectNone Protection = "none"
+)
+
+// NoPlanFail is the --guard-no-plan value that refuses to start a share
+// whose sandbox has no plan.
+const NoPlanFail = "fail"
+
+// DefaultStateDir is where containerd-shim-kata-v2 writes the sandbox plans
+// when Kata's configuration does not say otherwise.
+const DefaultStateDir = "/run/kata-containers/submount-guard"
+
+// CacheMode is --cache.
+type CacheMode string
+
+const (
+	CacheAuto     CacheMode = "auto"
+	CacheAlways   CacheMode = "always"
+	CacheNever    CacheMode = "never"
+	CacheMetadata CacheMode = "metadata"
+)
+
+// SandboxMode is --sandbox.
+type SandboxMode string
+
+const (
+	SandboxNamespace SandboxMode = "namespace"
+	SandboxChroot    SandboxMode = "chroot"
+	SandboxNone      SandboxMode = "none"
+)
+
+// Arg is one option of the command line as it was given. A cluster of short
+// options (`-df`) becomes one Arg per option.
+type Arg struct {
+	// Name is the option: "--cache", "-o", "-d", "--guard-upstream", ...
+	Name string
+	// Value is the option's value; empty for a flag without one.
+	Value string
+	// Tokens are the argv elements that gave it, e.g. ["--cache=auto"] or
+	// ["--cache", "auto"].
+	Tokens []string
+}
+
+// Guard holds kata-virtiofsd's own options. They never reach an upstream
+// daemon.
+type Guard struct {
+	// Protection is --guard-protection: it overrides the sandbox's plan.
+	Protection Protection
+	// Upstream is --guard-upstream: the virtiofsd to exec; it overrides the
+	// plan's upstream_virtiofsd.
+	Upstream string
+	// StateDir is --guard-state-dir: where the plans are (DefaultStateDir).
+	StateDir string
+	// NoPlan is --guard-no-plan: what to do for a sandbox without a plan, a
+	// Protection or NoPlanFail (default ProtectNone: exactly as Kata).
+	NoPlan string
+}
+
+// Options is a virtiofsd command line as kata-virtiofsd understands it:
+// every option Rust virtiofsd 1.13 accepts, with its defaults and its
+// precedence (the last of a repeated option wins; `-o` compat options apply
+// after all others; -d beats --log-level), plus the --guard-* options.
+//
+// It is what the launcher translates for an upstream daemon, and what
+// kata-virtiofsd's own daemon receives when it serves the share itself: in
+// that case the launcher has already set SandboxID, Protection and, for
+// ProtectNoSubmounts, cleared AnnounceSubmounts.
+type Options struct {
+	// Args is the command line, in order.
+	Args []Arg
+
+	// SharedDir is the directory to share (--shared-dir, -o source).
+	SharedDir string
+	// SandboxID is the Kata sandbox whose share this is, from SharedDir's
+	// layout .../sandboxes/<id>/shared; empty when SharedDir has another form.
+	SandboxID string
+
+	// FD is the inherited listening vhost-user socket (--fd), or -1.
+	FD int
+	// SocketPath is where to create the socket when FD is -1 (--socket-path,
+	// or the deprecated --socket).
+	SocketPath  string
+	SocketGroup string
+	// Tag is the virtio-fs tag to advertise (--tag); empty: none.
+	Tag string
+
+	// ThreadPoolSize is --thread-pool-size; 0 serves requests on the
+	// queue's own thread.
+	ThreadPoolSize int
+	Cache          CacheMode
+	// AnnounceSubmounts sets FUSE_ATTR_SUBMOUNT on directories that are
+	// mount points (Rust's default: on; --no-announce-submounts).
+	AnnounceSubmounts bool
+	// Xattr is --xattr as given; see XattrEnabled.
+	Xattr         bool
+	PosixACL      bool
+	SecurityLabel bool
+	XattrMap      string
+	// NoReaddirplus is --no-readdirplus as given; see Readdirplus.
+	NoReaddirplus    bool
+	Writeback        bool
+	AllowDirectIO    bool
+	AllowMmap        bool
+	KillprivV2       bool
+	PreserveNoatime  bool
+	ReadOnly         bool
+	InodeFileHandles string // never, prefer, fallback (= prefer), mandatory
+	Sandbox          SandboxMode
+	Seccomp          string // kill, none, log, trap
+	Modcaps          string
+	// RlimitNofile is --rlimit-nofile, nil when not given.
+	RlimitNofile *uint64
+	UIDMap       []string
+	GIDMap       []string
+	TranslateUID []string
+	TranslateGID []string
+
+	MigrationMode          string // find-paths, file-handles
+	MigrationOnError       string // abort, guest-error
+	MigrationVerifyHandles bool
+	MigrationConfirmPaths  bool
+
+	LogLevel          string // error, warn, info, debug, trace, off
+	Syslog            bool
+	PrintCapabilities bool
+	Foreground        bool // -f: no effect
+	Help              bool
+	Version           bool
+
+	Guard Guard
+	// Protection is the protection in force, set by the launcher once it has
+	// read the plan; empty before.
+	Protection Protection
+
+	// given maps an option's key (see Given) to the argument that last set it.
+	given map[string]string
+}
+
+// Given returns how the command line set the option with key (a long name
+// without dashes, e.g. "cache", "announce-submounts", "log-level"), e.g.
+// "--cache=never" or "-o cache=none", and whether it set it at all.
+func (o *Options) Given(key string) (string, bool) {
+	s, ok := o.given[key]
+	return s, ok
+}
+
+// XattrEnabled reports whether extended attributes are served: --xattr, or
+// implied by --posix-acl, --security-label or --xattrmap.
+func (o *Options) XattrEnabled() bool {
+	return o.Xattr || o.PosixACL || o.SecurityLabel || o.XattrMap != ""
+}
+
+// Readdirplus reports whether READDIRPLUS is offered: not with --cache=never,
+// not with --no-readdirplus.
+func (o *Options) Readdirplus() bool {
+	return o.Cache != CacheNever && !o.NoReaddirplus
+}
+
+// Parse reads a virtiofsd command line (without argv[0]). Errors wrap
+// errdefs.ErrInvalidArgument and name the offending argument.
+func Parse(args []string) (*Options, error) {
+	o := &Options{
+		FD:                -1,
+		Cache:             CacheAuto,
+		AnnounceSubmounts: true,
+		InodeFileHandles:  "never",
+		Sandbox:           SandboxNamespace,
+		Seccomp:           "kill",
+		MigrationMode:     "find-paths",
+		MigrationOnError:  "abort",
+		LogLevel:          "info",
+		Guard:             Guard{StateDir: DefaultStateDir, NoPlan: string(ProtectNone)},
+		given:             map[string]string{},
+	}
+	if err := o.split(args); err != nil {
+		return nil, err
+	}
+	// Rust applies -o compat options after every other option.
+	debug := false
+	for _, a := range o.Args {
+		var err error
+		switch {
+		case a.Name == "-o":
+			continue
+		case a.Name == "-d":
+			debug = true
+		case a.Name == "-f":
+			o.Foreground = true
+		case a.Name == "-h":
+			o.Help = true
+		case a.Name == "-V":
+			o.Version = true
+		default:
+			err = o.applyLong(strings.TrimPrefix(a.Name, "--"), a.Value, strings.Join(a.Tokens, " "))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, a := range o.Args {
+		if a.Name != "-o" {
+			continue
+		}
+		for _, item := range strings.Split(a.Value, ",") {
+			if err := o.applyCompat(item, strings.Join(a.Tokens, " ")); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if debug {
+		o.LogLevel = "debug"
+		o.given["log-level"] = "-d"
+	}
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	if id, ok := SandboxIDFromSharedDir(o.SharedDir); ok {
+		o.SandboxID = id
+	}
+	return o, nil
+}
+
+func invalid(arg, format string, a ...any) error {
+	return fmt.Errorf("invalid argument %q: %s: %w", arg, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
+}
+
+// split cuts argv into options, taking values the way clap does.
+func (o *Options) split(args []string) error {
+	for i := 0; i < len(args); i++ {
+		tok := args[i]
+		switch {
+		case strings.HasPrefix(tok, "--") && len(tok) > 2:
+			name, value, hasValue := strings.Cut(tok[2:], "=")
+			takes, requireEquals, known := longTakesValue(name)
+			if !known {
+				return invalid(tok, "not an option of virtiofsd 1.13 nor of kata-virtiofsd (see kata-virtiofsd --help)")
+			}
+			a := Arg{Name: "--" + name, Tokens: []string{tok}}
+			switch {
+			case !takes && hasValue:
+				return invalid(tok, "--%s takes no value", name)
+			case takes && !hasValue && requireEquals:
+				return invalid(tok, "--%s needs its value after '=' (--%s=VALUE)", name, name)
+			case takes && !hasValue:
+				if i+1 >= len(args) || looksLikeOption(args[i+1]) {
+					return invalid(tok, "--%s needs a value", name)
+				}
+				i++
+				a.Value = args[i]
+				a.Tokens = append(a.Tokens, args[i])
+			case takes:
+				a.Value = value
+			}
+			o.Args = append(o.Args, a)
+		case strings.HasPrefix(tok, "-") && len(tok) > 1 && tok != "--":
+			// A cluster of short options, as clap reads it: -d, -f, -h and -V
+			// are flags; -o takes the rest of the token or the next one.
+			cluster := tok[1:]
+			for j := 0; j < len(cluster); j++ {
+				c := cluster[j]
+				switch c {
+				case 'd', 'f', 'h', 'V':
+					o.Args = append(o.Args, Arg{Name: "-" + string(c), Tokens: shortTokens(tok, "-"+string(c))})
+				case 'o':
+					rest := strings.TrimPrefix(cluster[j+1:], "=")
+					a := Arg{Name: "-o"}
+					switch {
+					case cluster[j+1:] != "":
+						a.Value = rest
+						if j == 0 {
+							a.Tokens = []string{tok}
+						} else {
+							a.Tokens = []string{"-o", rest}
+						}
+					case i+1 < len(args) && !looksLikeOption(args[i+1]):
+						i++
+						a.Value = args[i]
+						if j == 0 {
+							a.Tokens = []string{tok, args[i]}
+						} else {
+							a.Tokens = []string{"-o", args[i]}
+						}
+					default:
+						return invalid(tok, "-o needs a value")
+					}
+					o.Args = append(o.Args, a)
+					j = len(cluster)
+				default:
+					return invalid(tok, "-%c is not an option of virtiofsd 1.13 nor of kata-virtiofsd (see kata-virtiofsd --help)", c)
+				}
+			}
+		default:
+			return invalid(tok, "virtiofsd takes no positional arguments")
+		}
+	}
+	return nil
+}
+
+// shortTokens keeps a lone short option as given and spells out one taken
+// from a cluster.
+func shortTokens(tok, canonical string) []string {
+	if tok == canonical {
+		return []string{tok}
+	}
+	return []string{canonical}
+}
+
+func looksLikeOption(s string) bool {
+	return len(s) > 1 && s[0] == '-'
+}
+
+// longTakesValue tells whether the long option name takes a value, whether
+// that value must follow '=', and whether the option exists at all.
+func longTakesValue(name string) (takes, requireEquals, known bool) {
+	switch name {
+	case "shared-dir", "tag", "socket", "socket-path", "socket-group", "fd",
+		"thread-pool-size", "xattrmap", "sandbox", "seccomp", "cache", "modcaps",
+		"log-level", "rlimit-nofile", "uid-map", "gid-map", "translate-uid",
+		"translate-gid", "migration-mode", "migration-on-error",
+		"guard-protection", "guard-upstream", "guard-state-dir", "guard-no-plan":
+		return true, false, true
+	case "inode-file-handles":
+		return true, true, true
+	case "xattr", "posix-acl", "readonly", "announce-submounts",
+		"no-announce-submounts", "allow-mmap", "no-readdirplus", "writeback",
+		"allow-direct-io", "print-capabilities", "syslog", "no-killpriv-v2",
+		"killpriv-v2", "security-label", "preserve-noatime",
+		"migration-verify-handles", "migration-confirm-paths", "help", "version":
+		return false, false, true
+	}
+	return false, false, false
+}
+
+func oneOf(arg, option, value string, allowed ...string) (string, error) {
+	for _, a := range allowed {
+		if value == a {
+			return value, nil
+		}
+	}
+	return "", invalid(arg, "%s must be one of %s", option, strings.Join(allowed, ", "))
+}
+
+// parseUint reads an unsigned decimal as Rust's integer parsing does (a
+// leading '+' is allowed).
+func parseUint(arg, option, value string, bits int) (uint64, error) {
+	n, err := strconv.ParseUint(strings.TrimPrefix(value, "+"), 10, bits)
+	if err != nil || value == "" || strings.HasPrefix(value, "++") {
+		return 0, invalid(arg, "%s must be a non-negative decimal integer", option)
+	}
+	return n, nil
+}
+
+func (o *Options) applyLong(name, value, arg string) error {
+	o.given[name] = arg
+	var err error
+	switch name {
+	case "shared-dir":
+		o.SharedDir = value
+	case "tag":
+		if value == "" || len(value) > 36 {
+			return invalid(arg, "the tag must be 1 to 36 bytes long")
+		}
+		o.Tag = value
+	case "socket", "socket-path":
+		o.SocketPath = value
+	case "socket-group":
+		o.SocketGroup = value
+	case "fd":
+		var n uint64
+		n, err = parseUint(arg, "--fd", value, 31)
+		o.FD = int(n)
+	case "thread-pool-size":
+		var n uint64
+		n, err = parseUint(arg, "--thread-pool-size", value, 31)
+		o.ThreadPoolSize = int(n)
+	case "xattrmap":
+		if value == "" {
+			return invalid(arg, "--xattrmap needs rules, e.g. :map::user.virtiofs.:")
+		}
+		o.XattrMap = value
+	case "sandbox":
+		var s string
+		s, err = oneOf(arg, "--sandbox", strings.ToLower(value), "namespace", "chroot", "none")
+		o.Sandbox = SandboxMode(s)
+	case "seccomp":
+		o.Seccomp, err = oneOf(arg, "--seccomp", value, "none", "kill", "log", "trap")
+	case "cache":
+		var s string
+		s, err = oneOf(arg, "--cache", strings.ToLower(value), "auto", "always", "never", "metadata")
+		o.Cache = CacheMode(s)
+	case "inode-file-handles":
+		o.InodeFileHandles, err = oneOf(arg, "--inode-file-handles", value, "never", "prefer", "fallback", "mandatory")
+	case "modcaps":
+		o.Modcaps = value
+	case "log-level":
+		o.LogLevel, err = oneOf(arg, "--log-level", strings.ToLower(value), "error", "warn", "info", "debug", "trace", "off")
+	case "rlimit-nofile":
+		var n uint64
+		n, err = parseUint(arg, "--rlimit-nofile", value, 64)
+		o.RlimitNofile = &n
+	case "uid-map", "gid-map", "translate-uid", "translate-gid":
+		if value == "" {
+			return invalid(arg, "--%s needs a mapping", name)
+		}
+		switch name {
+		case "uid-map":
+			o.UIDMap = append(o.UIDMap, value)
+		case "gid-map":
+			o.GIDMap = append(o.GIDMap, value)
+		case "translate-uid":
+			o.TranslateUID = append(o.TranslateUID, value)
+		case "translate-gid":
+			o.TranslateGID = append(o.TranslateGID, value)
+		}
+	case "migration-mode":
+		o.MigrationMode, err = oneOf(arg, "--migration-mode", value, "find-paths", "file-handles")
+	case "migration-on-error":
+		o.MigrationOnError, err = oneOf(arg, "--migration-on-error", value, "abort", "guest-error")
+	case "xattr":
+		o.Xattr = true
+	case "posix-acl":
+		o.PosixACL = true
+	case "security-label":
+		o.SecurityLabel = true
+	case "readonly":
+		o.ReadOnly = true
+	case "announce-submounts":
+		o.AnnounceSubmounts = true
+	case "no-announce-submounts":
+		o.AnnounceSubmounts = false
+		o.given["announce-submounts"] = arg
+	case "allow-mmap":
+		o.AllowMmap = true
+	case "no-readdirplus":
+		o.NoReaddirplus = true
+	case "writeback":
+		o.Writeback = true
+	case "allow-direct-io":
+		o.AllowDirectIO = true
+	case "print-capabilities":
+		o.PrintCapabilities = true
+	case "syslog":
+		o.Syslog = true
+	case "killpriv-v2":
+		o.KillprivV2 = true
+	case "no-killpriv-v2":
+		o.KillprivV2 = false
+		o.given["killpriv-v2"] = arg
+	case "preserve-noatime":
+		o.PreserveNoatime = true
+	case "migration-verify-handles":
+		o.MigrationVerifyHandles = true
+	case "migration-confirm-paths":
+		o.MigrationConfirmPaths = true
+	case "help":
+		o.Help = true
+	case "version":
+		o.Version = true
+	case "guard-protection":
+		var s string
+		s, err = oneOf(arg, "--guard-protection", value, string(ProtectRecover), string(ProtectNoSubmounts), string(ProtectNone))
+		o.Guard.Protection = Protection(s)
+	case "guard-upstream":
+		if !filepath.IsAbs(value) {
+			return invalid(arg, "--guard-upstream needs the absolute path of a virtiofsd binary")
+		}
+		o.Guard.Upstream = filepath.Clean(value)
+	case "guard-state-dir":
+		if !filepath.IsAbs(value) {
+			return invalid(arg, "--guard-state-dir needs an absolute directory")
+		}
+		o.Guard.StateDir = filepath.Clean(value)
+	case "guard-no-plan":
+		o.Guard.NoPlan, err = oneOf(arg, "--guard-no-plan", value, string(ProtectNone), string(ProtectNoSubmounts), string(ProtectRecover), NoPlanFail)
+	default:
+		// split only lets known names through.
+		return invalid(arg, "unknown option")
+	}
+	return err
+}
+
+// applyCompat applies one item of a -o list as Rust virtiofsd 1.13 does.
+func (o *Options) applyCompat(item, arg string) error {
+	key, value, tuple := strings.Cut(item, "=")
+	if tuple {
+		if strings.Contains(value, "=") {
+			return invalid(arg, "-o %s: one '=' per option", item)
+		}
+		var err error
+		switch key {
+		case "xattrmap":
+			if value == "" {
+				return invalid(arg, "-o xattrmap needs rules")
+			}
+			o.XattrMap = value
+		case "cache":
+			var s string
+			s, err = oneOf(arg, "-o cache", value, "auto", "always", "none", "metadata")
+			if s == "none" {
+				s = string(CacheNever)
+			}
+			o.Cache = CacheMode(s)
+		case "loglevel":
+			var s string
+			s, err = oneOf(arg, "-o loglevel", value, "debug", "info", "warn", "err")
+			if s == "err" {
+				s = "error"
+			}
+			o.LogLevel = s
+			key = "log-level"
+		case "sandbox":
+			var s string
+			s, err = oneOf(arg, "-o sandbox", value, "namespace", "chroot")
+			o.Sandbox = SandboxMode(s)
+		case "source":
+			o.SharedDir = value
+			key = "shared-dir"
+		case "modcaps":
+			o.Modcaps = value
+		default:
+			return invalid(arg, "-o %s is not a compat option of virtiofsd 1.13", item)
+		}
+		o.given[key] = "-o " + item
+		return err
+	}
+	switch item {
+	case "xattr", "no_xattr":
+		o.Xattr = item == "xattr"
+	case "posix_acl", "no_posix_acl":
+		o.PosixACL = item == "posix_acl"
+		item = "posix-acl"
+	case "security_label", "no_security_label":
+		o.SecurityLabel = item == "security_label"
+		item = "security-label"
+	case "readdirplus", "no_readdirplus":
+		o.NoReaddirplus = item == "no_readdirplus"
+		item = "no-readdirplus"
+	case "writeback", "no_writeback":
+		o.Writeback = item == "writeback"
+		item = "writeback"
+	case "allow_direct_io", "no_allow_direct_io":
+		o.AllowDirectIO = item == "allow_direct_io"
+		item = "allow-direct-io"
+	case "killpriv_v2", "no_killpriv_v2":
+		o.KillprivV2 = item == "killpriv_v2"
+		item = "killpriv-v2"
+	case "announce_submounts":
+		// Rust 1.13 accepts it but announcing is decided by
+		// --no-announce-submounts alone: it changes nothing.
+		return nil
+	case "no_flock", "no_posix_lock":
+		// Accepted for compatibility; Rust virtiofsd has no such locks.
+		return nil
+	default:
+		return invalid(arg, "-o %s is not a compat option of virtiofsd 1.13", item)
+	}
+	o.given[strings.TrimPrefix(item, "no_")] = "-o " + item
+	return nil
+}
+
+// check applies the requirements and conflicts Rust virtiofsd enforces, so a
+// bad command line fails here with one message rather than in the daemon.
+func (o *Options) check() error {
+	if o.Help || o.Version {
+		return nil
+	}
+	_, fd := o.given["fd"]
+	_, group := o.given["socket-group"]
+	if fd && o.SocketPath != "" {
+		return invalid(o.given["fd"], "--fd cannot be used with --socket-path (%s)", o.given["socket-path"]+o.given["socket"])
+	}
+	if fd && group {
+		return invalid(o.given["socket-group"], "--socket-group cannot be used with --fd")
+	}
+	if o.PrintCapabilities {
+		if group {
+			return invalid(o.given["socket-group"], "--socket-group cannot be used with --print-capabilities")
+		}
+		return nil
+	}
+	if o.SharedDir == "" {
+		if arg, ok := o.given["shared-dir"]; ok {
+			return invalid(arg, "the shared directory is empty")
+		}
+		return fmt.Errorf("missing --shared-dir=DIR: %w", errdefs.ErrInvalidArgument)
+	}
+	if !fd && o.SocketPath == "" {
+		return fmt.Errorf("missing --fd=N or --socket-path=PATH for the vhost-user socket: %w", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// SandboxIDFromSharedDir returns the sandbox id in a Kata shared directory,
+// .../sandboxes/<id>/shared (/run/kata-containers/shared/sandboxes/<id>/shared
+// for a rootful Kata; a rootless Kata puts the same tail under its own
+// runtime dir).
+func SandboxIDFromSharedDir(dir string) (string, bool) {
+	if dir == "" {
+		return "", false
+	}
+	dir = filepath.Clean(dir)
+	if filepath.Base(dir) != "shared" {
+		return "", false
+	}
+	sandboxDir := filepath.Dir(dir)
+	if filepath.Base(filepath.Dir(sandboxDir)) != "sandboxes" {
+		return "", false
+	}
+	id := filepath.Base(sandboxDir)
+	if !validSandboxID(id) {
+		return "", false
+	}
+	return id, true
+}
+
+// validSandboxID accepts Kata's ids (the rule hooks' plan store checks): two
+// or more letters, digits and . _ -, starting with a letter or digit.
+func validSandboxID(id string) bool {
+	if len(id) < 2 || len(id) > 255 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case (c == '.' || c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,271 @@
+package virtiofsd
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/containerd/errdefs"
+)
+
+// Translate returns the arguments (without argv[0]) that make the upstream d
+// serve the share described by o under protection p:
+//
+//   - Rust target: o's own arguments, token for token, without the --guard-*
+//     options; ProtectNoSubmounts removes --announce-submounts (and the -o
+//     announce_submounts compat item) and adds --no-announce-submounts when d
+//     has it (announcing is its default). An option d's --help does not list
+//     is refused.
+//   - C target: the same behaviour spelt in QEMU's options (--shared-dir=D →
+//     -o source=D, --cache=never → -o cache=none, announcing → -o
+//     announce_submounts, ...), with Rust's defaults made explicit where the C
+//     daemon's differ (killpriv_v2). ProtectNoSubmounts omits -o
+//     announce_submounts. An option the C daemon cannot honour is refused,
+//     except the few that are harmless there (see cArgs).
+//
+// ProtectRecover is never an upstream's job and is refused. Refusals wrap
+// errdefs.ErrNotImplemented and name every offending argument.
+func Translate(o *Options, d Daemon, p Protection) ([]string, error) {
+	switch p {
+	case ProtectNone, ProtectNoSubmounts:
+	case ProtectRecover:
+		return nil, fmt.Errorf("protection %q is served by kata-virtiofsd itself, not by %s: %w", p, d, errdefs.ErrInvalidArgument)
+	default:
+		return nil, fmt.Errorf("unknown protection %q (want %s, %s or %s): %w", p, ProtectRecover, ProtectNoSubmounts, ProtectNone, errdefs.ErrInvalidArgument)
+	}
+	switch d.Flavour {
+	case FlavourRust:
+		return rustArgs(o, d, p)
+	case FlavourC:
+		return cArgs(o, d, p)
+	}
+	return nil, fmt.Errorf("upstream virtiofsd %s has unknown flavour %q: %w", d.Path, d.Flavour, errdefs.ErrNotImplemented)
+}
+
+func rustArgs(o *Options, d Daemon, p Protection) ([]string, error) {
+	var out, cannot []string
+	haveNoAnnounce := false
+	for _, a := range o.Args {
+		if strings.HasPrefix(a.Name, "--guard-") {
+			continue
+		}
+		if strings.HasPrefix(a.Name, "--") && !d.Supports(a.Name) {
+			cannot = append(cannot, strings.Join(a.Tokens, " "))
+			continue
+		}
+		if p == ProtectNoSubmounts {
+			switch a.Name {
+			case "--announce-submounts":
+				continue
+			case "--no-announce-submounts":
+				haveNoAnnounce = true
+			case "-o":
+				items := strings.Split(a.Value, ",")
+				kept := make([]string, 0, len(items))
+				for _, item := range items {
+					if item != "announce_submounts" {
+						kept = append(kept, item)
+					}
+				}
+				if len(kept) == len(items) {
+					break
+				}
+				if len(kept) > 0 {
+					out = append(out, "-o", strings.Join(kept, ","))
+				}
+				continue
+			}
+		}
+		out = append(out, a.Tokens...)
+	}
+	if len(cannot) > 0 {
+		return nil, fmt.Errorf("%s does not accept %s (its --help does not list it): remove it from Kata's "+
+			"virtio_fs_extra_args or use a newer virtiofsd: %w", d, strings.Join(cannot, ", "), errdefs.ErrNotImplemented)
+	}
+	// A Rust virtiofsd without --no-announce-submounts announces only when
+	// asked to (before 1.7 or so), so removing the request was enough.
+	if p == ProtectNoSubmounts && !haveNoAnnounce && d.Supports("--no-announce-submounts") {
+		out = append(out, "--no-announce-submounts")
+	}
+	return out, nil
+}
+
+// cArgs spells o for QEMU's C virtiofsd. Harmless on the C daemon, hence
+// dropped: -f (it runs in the foreground anyway), --seccomp=kill (its fixed
+// behaviour), --inode-file-handles=never|prefer|fallback (it always uses
+// O_PATH fds, which these allow), --allow-mmap with --cache=auto|always
+// (Rust ignores it there), migration options at their defaults (the C daemon
+// does not migrate), -o no_flock / -o no_posix_lock (its defaults). Log
+// levels map to the nearest: trace → debug, off → err.
+func cArgs(o *Options, d Daemon, p Protection) ([]string, error) {
+	var out, cannot []string
+	reject := func(key string) {
+		if arg, ok := o.Given(key); ok {
+			cannot = append(cannot, arg)
+		} else {
+			cannot = append(cannot, "--"+key)
+		}
+	}
+	// opt adds "-o item" when the daemon lists the option name; key names
+	// the Rust option that asked for it, for the error otherwise.
+	opt := func(name, value, key string) {
+		if !d.Supports(name) {
+			reject(key)
+			return
+		}
+		if value == "" {
+			out = append(out, "-o", name)
+			return
+		}
+		out = append(out, "-o", name+"="+escapeFuseOpt(value))
+	}
+	long := func(name, value, key string) {
+		if !d.Supports(name) {
+			reject(key)
+			return
+		}
+		if value == "" {
+			out = append(out, name)
+			return
+		}
+		out = append(out, name+"="+value)
+	}
+
+	if o.Syslog {
+		long("--syslog", "", "syslog")
+	}
+	switch {
+	case o.FD >= 0:
+		long("--fd", strconv.Itoa(o.FD), "fd")
+	case o.SocketPath != "":
+		long("--socket-path", o.SocketPath, "socket-path")
+	}
+	if o.SocketGroup != "" {
+		long("--socket-group", o.SocketGroup, "socket-group")
+	}
+	if o.SharedDir != "" {
+		opt("source", o.SharedDir, "shared-dir")
+	}
+	switch o.Cache {
+	case CacheAuto, CacheAlways:
+		opt("cache", string(o.Cache), "cache")
+	case CacheNever:
+		opt("cache", "none", "cache")
+	default:
+		reject("cache")
+	}
+	long("--thread-pool-size", strconv.Itoa(o.ThreadPoolSize), "thread-pool-size")
+	if _, ok := o.Given("log-level"); ok {
+		level := map[string]string{"error": "err", "warn": "warn", "info": "info", "debug": "debug", "trace": "debug", "off": "err"}[o.LogLevel]
+		opt("log_level", level, "log-level")
+	}
+	if _, ok := o.Given("sandbox"); ok {
+		if o.Sandbox == SandboxNone {
+			reject("sandbox")
+		} else {
+			opt("sandbox", string(o.Sandbox), "sandbox")
+		}
+	}
+	if o.Seccomp != "kill" {
+		reject("seccomp")
+	}
+	if o.XattrEnabled() {
+		opt("xattr", "", "xattr")
+	}
+	if o.PosixACL {
+		opt("posix_acl", "", "posix-acl")
+	}
+	if o.SecurityLabel {
+		opt("security_label", "", "security-label")
+	}
+	if o.XattrMap != "" {
+		opt("xattrmap", o.XattrMap, "xattrmap")
+	}
+	if o.AnnounceSubmounts && p != ProtectNoSubmounts {
+		opt("announce_submounts", "", "announce-submounts")
+	}
+	if o.Cache != CacheNever && o.NoReaddirplus {
+		opt("no_readdirplus", "", "no-readdirplus")
+	}
+	if o.Writeback {
+		opt("writeback", "", "writeback")
+	}
+	if o.AllowDirectIO {
+		opt("allow_direct_io", "", "allow-direct-io")
+	}
+	// Rust's default is no killpriv_v2; the C daemon's is to use it when the
+	// guest offers it. A C daemon without the option never uses it.
+	switch {
+	case o.KillprivV2:
+		opt("killpriv_v2", "", "killpriv-v2")
+	case d.Supports("no_killpriv_v2"):
+		opt("no_killpriv_v2", "", "killpriv-v2")
+	}
+	if o.Modcaps != "" {
+		opt("modcaps", o.Modcaps, "modcaps")
+	}
+	if o.RlimitNofile != nil {
+		long("--rlimit-nofile", strconv.FormatUint(*o.RlimitNofile, 10), "rlimit-nofile")
+	}
+	if o.PrintCapabilities {
+		long("--print-capabilities", "", "print-capabilities")
+	}
+
+	if o.ReadOnly {
+		reject("readonly")
+	}
+	if o.Tag != "" {
+		reject("tag")
+	}
+	if o.InodeFileHandles == "mandatory" {
+		reject("inode-file-handles")
+	}
+	if o.AllowMmap && (o.Cache == CacheNever || o.Cache == CacheMetadata) {
+		reject("allow-mmap")
+	}
+	if o.PreserveNoatime {
+		reject("preserve-noatime")
+	}
+	for _, k := range []struct {
+		key string
+		n   int
+	}{{"uid-map", len(o.UIDMap)}, {"gid-map", len(o.GIDMap)}, {"translate-uid", len(o.TranslateUID)}, {"translate-gid", len(o.TranslateGID)}} {
+		if k.n > 0 {
+			reject(k.key)
+		}
+	}
+	if o.MigrationMode != "find-paths" {
+		reject("migration-mode")
+	}
+	if o.MigrationOnError != "abort" {
+		reject("migration-on-error")
+	}
+	if o.MigrationVerifyHandles {
+		reject("migration-verify-handles")
+	}
+	if o.MigrationConfirmPaths {
+		reject("migration-confirm-paths")
+	}
+
+	if len(cannot) > 0 {
+		return nil, fmt.Errorf("%s cannot honour %s: remove it from Kata's virtio_fs_cache/virtio_fs_extra_args, "+
+			"or point --guard-upstream at the Rust virtiofsd: %w", d, strings.Join(cannot, ", "), errdefs.ErrNotImplemented)
+	}
+	return out, nil
+}
+
+// escapeFuseOpt escapes a value for the C daemon's comma-separated -o
+// parser, which takes a backslash to quote the next character.
+func escapeFuseOpt(v string) string {
+	if !strings.ContainsAny(v, `,\`) {
+		return v
+	}
+	var b strings.Builder
+	for _, r := range v {
+		if r == ',' || r == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
