@@ -1,0 +1,98 @@
+package passthroughfs
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// CachePolicy is the guest caching policy, as virtiofsd's --cache.
+type CachePolicy string
+
+const (
+	// CacheNever: no data cache (direct I/O on files), no entry or attribute
+	// cache, no READDIRPLUS.
+	CacheNever CachePolicy = "never"
+	// CacheMetadata: direct I/O on files, but directories, entries and
+	// attributes are cached for a day.
+	CacheMetadata CachePolicy = "metadata"
+	// CacheAuto: close-to-open consistency, entries and attributes valid 1s.
+	// The default.
+	CacheAuto CachePolicy = "auto"
+	// CacheAlways: the guest keeps its data cache across opens, entries and
+	// attributes are valid for a day.
+	CacheAlways CachePolicy = "always"
+)
+
+// ParseCachePolicy accepts the values virtiofsd's --cache accepts.
+func ParseCachePolicy(s string) (CachePolicy, error) {
+	switch p := CachePolicy(strings.ToLower(s)); p {
+	case CacheNever, CacheMetadata, CacheAuto, CacheAlways:
+		return p, nil
+	}
+	return "", fmt.Errorf("cache policy %q: want never, metadata, auto or always: %w", s, errdefs.ErrInvalidArgument)
+}
+
+// timeout is the entry and attribute validity virtiofsd derives from the policy.
+func (p CachePolicy) timeout() time.Duration {
+	switch p {
+	case CacheNever:
+		return 0
+	case CacheMetadata, CacheAlways:
+		return 24 * time.Hour
+	}
+	return time.Second
+}
+
+// Options configure an FS. The zero value is virtiofsd's default behaviour
+// without --announce-submounts and without --xattr.
+type Options struct {
+	// Cache is the caching policy; empty means CacheAuto.
+	Cache CachePolicy
+	// AnnounceSubmounts sets FUSE_ATTR_SUBMOUNT on directories whose st_dev or
+	// mount ID differs from their parent's, as virtiofsd --announce-submounts.
+	AnnounceSubmounts bool
+	// Xattr enables extended attributes (virtiofsd --xattr); without it the
+	// xattr operations answer ENOSYS and the guest stops asking.
+	Xattr bool
+	// AllowDirectIO passes O_DIRECT from the guest through (virtiofsd
+	// --allow-direct-io); otherwise it is dropped.
+	AllowDirectIO bool
+	// ProcSelfFD, if set, is an open /proc/self/fd directory, for a process
+	// whose root no longer shows /proc (after pivot_root). The FS takes it
+	// over and closes it on Close.
+	ProcSelfFD *os.File
+
+	// keep, if set, is consulted when an announced submount root loses its
+	// last lookup: it may keep the identity for recovery (issue 9).
+	keep keeper
+}
+
+func (o Options) cache() CachePolicy {
+	if o.Cache == "" {
+		return CacheAuto
+	}
+	return o.Cache
+}
+
+// MountOptions returns the FUSE session options that go with fs, for
+// fuse.NewServer or fuse.NewProtocolServer: the capabilities virtiofsd
+// negotiates (no host-side locks, READDIRPLUS unless the cache policy is
+// never, submounts, 1 MiB requests).
+func (fs *FS) MountOptions() *fuse.MountOptions {
+	return &fuse.MountOptions{
+		FsName:             "virtiofs",
+		Name:               "ksg",
+		MaxWrite:           1 << 20,
+		MaxBackground:      1 << 10,
+		DisableXAttrs:      !fs.opts.Xattr,
+		DisableReadDirPlus: fs.opts.cache() == CacheNever,
+		ExtraCapabilities: fuse.CAP_SUBMOUNTS | fuse.CAP_ASYNC_DIO | fuse.CAP_ATOMIC_O_TRUNC |
+			fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_IOCTL_DIR,
+		DisabledCapabilities: fuse.CAP_PASSTHROUGH | fuse.CAP_NO_OPEN_SUPPORT,
+	}
+}

@@ -1,0 +1,185 @@
+package passthroughfs
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The helpers here take NUL-terminated names as *byte and return a bare
+// errno, so that the request paths do not allocate for every name.
+
+// nameMax is NAME_MAX: the longest single path component Linux accepts.
+const nameMax = 255
+
+// cname holds one NUL-terminated path component on the caller's stack.
+type cname [nameMax + 1]byte
+
+// set copies s (already validated) and returns the C string.
+func (c *cname) set(s string) *byte {
+	n := copy(c[:nameMax], s)
+	c[n] = 0
+	return &c[0]
+}
+
+// fdName holds the decimal name of a descriptor, for /proc/self/fd/N.
+type fdName [24]byte
+
+func (b *fdName) set(fd int) *byte {
+	i := len(b) - 1
+	b[i] = 0
+	u := uint64(fd)
+	for {
+		i--
+		b[i] = byte('0' + u%10)
+		u /= 10
+		if u == 0 {
+			break
+		}
+	}
+	return &b[i]
+}
+
+func openat(dirfd int, name *byte, flags int, mode uint32) (int, syscall.Errno) {
+	r, _, e := unix.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(name)),
+		uintptr(flags|unix.O_CLOEXEC), uintptr(mode), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), 0
+}
+
+// openBeneath opens name relative to dirfd without following any symlink and
+// without leaving dirfd (RESOLVE_IN_ROOT: ".." at dirfd stays at dirfd), as
+// virtiofsd's openat2 does.
+func openBeneath(dirfd int, name *byte, flags int, mode uint32) (int, syscall.Errno) {
+	how := unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW),
+		Mode:    uint64(mode & 0o7777),
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	r, _, e := unix.Syscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(name)),
+		uintptr(unsafe.Pointer(&how)), unsafe.Sizeof(how), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), 0
+}
+
+const statxMask = unix.STATX_BASIC_STATS | unix.STATX_MNT_ID
+
+// fstatx stats an O_PATH (or any) descriptor.
+func fstatx(fd int, st *unix.Statx_t) syscall.Errno {
+	var empty byte
+	_, _, e := unix.Syscall6(unix.SYS_STATX, uintptr(fd), uintptr(unsafe.Pointer(&empty)),
+		uintptr(unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_SYNC_AS_STAT),
+		uintptr(statxMask), uintptr(unsafe.Pointer(st)), 0)
+	return e
+}
+
+func closeFD(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// iovMax is how many segments the stack-held iovec arrays take; longer
+// vectors are served in several calls.
+const iovMax = 32
+
+func fillIov(vecs *[iovMax]unix.Iovec, bufs [][]byte) (int, int) {
+	n, total := 0, 0
+	for _, b := range bufs {
+		if n == iovMax {
+			break
+		}
+		if len(b) == 0 {
+			continue
+		}
+		vecs[n].Base = &b[0]
+		vecs[n].SetLen(len(b))
+		n++
+		total += len(b)
+	}
+	return n, total
+}
+
+// preadFull reads into bufs at off until they are full or EOF.
+func preadFull(fd int, bufs [][]byte, off int64) (int, syscall.Errno) {
+	done := 0
+	for len(bufs) > 0 {
+		var vecs [iovMax]unix.Iovec
+		cnt, want := fillIov(&vecs, bufs)
+		if cnt == 0 {
+			break
+		}
+		r, _, e := unix.Syscall6(unix.SYS_PREADV, uintptr(fd), uintptr(unsafe.Pointer(&vecs[0])), uintptr(cnt),
+			uintptr(off), uintptr(uint64(off)>>32>>32), 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			if done > 0 {
+				return done, 0
+			}
+			return 0, e
+		}
+		n := int(r)
+		done += n
+		off += int64(n)
+		if n < want || n == 0 {
+			break
+		}
+		bufs = skipIov(bufs, n)
+	}
+	return done, 0
+}
+
+// pwriteFull writes bufs at off (or appends, with RWF_APPEND in flags).
+func pwriteFull(fd int, bufs [][]byte, off int64, flags int) (int, syscall.Errno) {
+	done := 0
+	for len(bufs) > 0 {
+		var vecs [iovMax]unix.Iovec
+		cnt, _ := fillIov(&vecs, bufs)
+		if cnt == 0 {
+			break
+		}
+		r, _, e := unix.Syscall6(unix.SYS_PWRITEV2, uintptr(fd), uintptr(unsafe.Pointer(&vecs[0])), uintptr(cnt),
+			uintptr(off), uintptr(uint64(off)>>32>>32), uintptr(flags))
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			if done > 0 {
+				return done, 0
+			}
+			return 0, e
+		}
+		n := int(r)
+		if n == 0 {
+			break
+		}
+		done += n
+		off += int64(n)
+		bufs = skipIov(bufs, n)
+	}
+	return done, 0
+}
+
+// skipIov drops the first n bytes of bufs; it reslices, never copies data.
+func skipIov(bufs [][]byte, n int) [][]byte {
+	for len(bufs) > 0 && n >= len(bufs[0]) {
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	if len(bufs) > 0 && n > 0 {
+		// Only reached after a short write or read in the middle of a
+		// segment: copy the header so the caller's slice stays intact.
+		rest := make([][]byte, len(bufs))
+		copy(rest, bufs)
+		rest[0] = rest[0][n:]
+		bufs = rest
+	}
+	return bufs
+}
