@@ -46,6 +46,8 @@ type launcher struct {
 	stdout   io.Writer
 	stderr   io.Writer
 	revision string
+	// syslogAddr is the syslog socket; empty: the system's.
+	syslogAddr string
 }
 
 // run decides how the share is served and execs the upstream virtiofsd (it
@@ -54,7 +56,7 @@ type launcher struct {
 // daemon's stderr when it fails.
 func (l launcher) run(ctx context.Context, args []string) (err error) {
 	useSyslog := slices.Contains(args, "--syslog")
-	logger, syslogErr := newLogger(l.stderr, useSyslog)
+	logger, syslogErr := newLogger(l.stderr, useSyslog, l.syslogAddr)
 	entry := logrus.NewEntry(logger).WithField("name", "kata-virtiofsd")
 	ctx = log.WithLogger(ctx, entry)
 	if syslogErr != "" {

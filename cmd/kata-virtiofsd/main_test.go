@@ -1,0 +1,523 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
+)
+
+// The test binary doubles as kata-virtiofsd: a real exec replaces the
+// process, so the launcher must run in a process of its own.
+const runAsKataVirtiofsd = "KSG_TEST_RUN_KATA_VIRTIOFSD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runAsKataVirtiofsd) == "1" {
+		l := launcher{readPlan: hooks.ReadPlan, serve: serve, stdout: os.Stdout, stderr: os.Stderr,
+			revision: "test", syslogAddr: os.Getenv("KSG_TEST_SYSLOG_ADDR")}
+		if err := l.run(context.Background(), os.Args[1:]); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const cDaemonPath = "/usr/lib/qemu/virtiofsd"
+
+func rustDaemon(t *testing.T) string {
+	t.Helper()
+	return testutil.RequiresCacheFile(t, "bin/virtiofsd-rust")
+}
+
+func cDaemon(t *testing.T) string {
+	t.Helper()
+	_, err := os.Stat(cDaemonPath)
+	testutil.Require(t, err == nil, cDaemonPath+" missing (qemu-system-common, test/setup/10-apt.sh)")
+	return cDaemonPath
+}
+
+// kataShare makes a shared dir laid out as Kata's and an empty state dir.
+func kataShare(t *testing.T, id string) (shared, stateDir string) {
+	t.Helper()
+	root := t.TempDir()
+	shared = filepath.Join(root, "shared", "sandboxes", id, "shared")
+	require.NoError(t, os.MkdirAll(shared, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(shared, "hello"), []byte("hi\n"), 0o644))
+	return shared, filepath.Join(root, "state")
+}
+
+func writePlan(t *testing.T, stateDir, id string, p hooks.Protection, upstream string) {
+	t.Helper()
+	require.NoError(t, hooks.WritePlan(stateDir, &hooks.Plan{
+		SandboxID: id, Action: hooks.Warn, Reason: "test", Protection: p, UpstreamVirtiofsd: upstream,
+		Created: time.Now().UTC(),
+	}))
+}
+
+// kataArgs is what Kata 3.x passes with the default virtio_fs_extra_args.
+func kataArgs(shared string, extra ...string) []string {
+	return append([]string{"--cache=auto", "--shared-dir=" + shared, "--fd=3", "--thread-pool-size=1", "--announce-submounts"}, extra...)
+}
+
+// listener returns a listening unix socket as a file, as Kata hands it over.
+func listener(t *testing.T) (path string, f *os.File) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "vhost-fs.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	require.NoError(t, err)
+	l.SetUnlinkOnClose(false)
+	f, err = l.File()
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	t.Cleanup(func() { f.Close() })
+	return path, f
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// start runs the test binary as kata-virtiofsd with fd (if any) as fd 3.
+func start(t *testing.T, args []string, fd *os.File, env ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), runAsKataVirtiofsd+"=1"), env...)
+	if fd != nil {
+		cmd.ExtraFiles = []*os.File{fd}
+	}
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd, out
+}
+
+// runToFailure runs kata-virtiofsd and wants it to fail; it returns its output.
+func runToFailure(t *testing.T, args []string, fd *os.File, env ...string) string {
+	t.Helper()
+	cmd, out := start(t, args, fd, env...)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "kata-virtiofsd should have failed; output:\n%s", out.String())
+		require.Equal(t, 1, ee.ExitCode())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("kata-virtiofsd still running; output:\n%s", out.String())
+	}
+	return out.String()
+}
+
+// getFeatures connects to a vhost-user backend and asks for its features.
+func getFeatures(t *testing.T, path string) uint64 {
+	t.Helper()
+	conn, err := net.DialTimeout("unix", path, 10*time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(20*time.Second)))
+	const getFeatures, version1, replyFlag = 1, 0x1, 0x4
+	msg := make([]byte, 12)
+	binary.LittleEndian.PutUint32(msg[0:], getFeatures)
+	binary.LittleEndian.PutUint32(msg[4:], version1)
+	_, err = conn.Write(msg)
+	require.NoError(t, err)
+	reply := make([]byte, 20)
+	_, err = io.ReadFull(conn, reply)
+	require.NoError(t, err, "reading VHOST_USER_GET_FEATURES reply")
+	require.Equal(t, uint32(getFeatures), binary.LittleEndian.Uint32(reply[0:]))
+	require.NotZero(t, binary.LittleEndian.Uint32(reply[4:])&replyFlag, "reply flag")
+	require.Equal(t, uint32(8), binary.LittleEndian.Uint32(reply[8:]))
+	return binary.LittleEndian.Uint64(reply[12:])
+}
+
+func cmdline(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	require.NoError(t, err)
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+}
+
+// TestRealStart starts each upstream daemon through kata-virtiofsd the way
+// Kata does, with the listening socket as fd 3, and checks that the daemon
+// answers a vhost-user front-end in the same process with the protection's
+// arguments.
+func TestRealStart(t *testing.T) {
+	testutil.RequiresRoot(t)
+	type daemon struct {
+		name string
+		path func(*testing.T) string
+	}
+	daemons := []daemon{{"rust", rustDaemon}, {"qemu-c", cDaemon}}
+	cases := []struct {
+		protection hooks.Protection
+		viaFlag    bool
+		announce   bool
+	}{
+		{hooks.ProtectNone, false, true},
+		{hooks.ProtectNoSubmounts, false, false},
+		{hooks.ProtectNoSubmounts, true, false},
+	}
+	for _, dm := range daemons {
+		for _, tc := range cases {
+			via := "plan"
+			if tc.viaFlag {
+				via = "flag"
+			}
+			t.Run(fmt.Sprintf("%s/%s/%s", dm.name, tc.protection, via), func(t *testing.T) {
+				upstream := dm.path(t)
+				id := "sb-" + dm.name
+				shared, stateDir := kataShare(t, id)
+				args := kataArgs(shared, "--guard-state-dir="+stateDir)
+				if tc.viaFlag {
+					writePlan(t, stateDir, id, hooks.ProtectNone, "/nonexistent/virtiofsd")
+					args = append(args, "--guard-protection="+string(tc.protection), "--guard-upstream="+upstream)
+				} else {
+					writePlan(t, stateDir, id, tc.protection, upstream)
+				}
+				sock, fd := listener(t)
+				cmd, out := start(t, args, fd)
+				fd.Close()
+
+				features := getFeatures(t, sock)
+				require.NotZero(t, features&(1<<32), "VIRTIO_F_VERSION_1 in %#x; output:\n%s", features, out.String())
+
+				// Same pid, now the upstream daemon with the translated arguments.
+				argv := cmdline(t, cmd.Process.Pid)
+				joined := strings.Join(argv, " ")
+				require.NotContains(t, joined, "--guard-", "our options never reach the upstream")
+				require.Contains(t, joined, "--fd=3")
+				switch dm.name {
+				case "rust":
+					require.Contains(t, joined, "--shared-dir="+shared)
+					require.Equal(t, tc.announce, strings.Contains(joined, "--announce-submounts"), joined)
+					require.Equal(t, !tc.announce, strings.Contains(joined, "--no-announce-submounts"), joined)
+				case "qemu-c":
+					require.Contains(t, joined, "-o source="+shared)
+					require.Equal(t, tc.announce, strings.Contains(joined, "-o announce_submounts"), joined)
+					require.NotContains(t, joined, "--shared-dir")
+				}
+
+				log := out.String()
+				require.Contains(t, log, `msg="starting upstream virtiofsd"`)
+				require.Contains(t, log, "sandbox="+id)
+				require.Contains(t, log, "protection="+string(tc.protection))
+				require.Equal(t, 1, strings.Count(log, "starting upstream virtiofsd"), "decision logged once")
+			})
+		}
+	}
+}
+
+// TestSyslog checks that with Kata's --syslog the decision goes to syslog
+// under Kata's tag, and a failure also to stderr.
+func TestSyslog(t *testing.T) {
+	testutil.RequiresRoot(t)
+	// The Rust daemon: QEMU's C virtiofsd --syslog exits at the first
+	// connection on a host without /dev/log, as this test host may be.
+	upstream := rustDaemon(t)
+	id := "sb-syslog"
+	shared, stateDir := kataShare(t, id)
+	writePlan(t, stateDir, id, hooks.ProtectNoSubmounts, upstream)
+
+	addr := filepath.Join(t.TempDir(), "log")
+	logConn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
+	require.NoError(t, err)
+	t.Cleanup(func() { logConn.Close() })
+
+	sock, fd := listener(t)
+	args := append([]string{"--syslog"}, kataArgs(shared, "--guard-state-dir="+stateDir)...)
+	_, out := start(t, args, fd, "KSG_TEST_SYSLOG_ADDR="+addr)
+	fd.Close()
+	getFeatures(t, sock)
+
+	require.NoError(t, logConn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	buf := make([]byte, 64<<10)
+	n, err := logConn.Read(buf)
+	require.NoError(t, err)
+	line := string(buf[:n])
+	require.Contains(t, line, " kata[")
+	require.Contains(t, line, "starting upstream virtiofsd")
+	require.Contains(t, line, "sandbox="+id)
+	require.Contains(t, line, "protection=no-submounts")
+	require.NotContains(t, out.String(), "starting upstream virtiofsd", "with --syslog the decision goes to syslog only")
+
+	// A failure reaches both.
+	out2 := runToFailure(t, append([]string{"--syslog"}, kataArgs(shared, "--guard-state-dir="+stateDir, "--bogus")...), nil,
+		"KSG_TEST_SYSLOG_ADDR="+addr)
+	require.Contains(t, out2, `kata-virtiofsd: invalid argument "--bogus"`)
+	require.NoError(t, logConn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	n, err = logConn.Read(buf)
+	require.NoError(t, err)
+	require.Contains(t, string(buf[:n]), "level=error")
+	require.Contains(t, string(buf[:n]), "--bogus")
+}
+
+// TestErrors runs kata-virtiofsd into each refusal and checks that it fails
+// with one message naming the cause.
+func TestErrors(t *testing.T) {
+	c := cDaemon(t)
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, stateDir, id string)
+		extra []string
+		want  []string
+	}{
+		{
+			name: "missing upstream",
+			setup: func(t *testing.T, stateDir, id string) {
+				writePlan(t, stateDir, id, hooks.ProtectNoSubmounts, "/opt/kata/libexec/no-such-virtiofsd")
+			},
+			want: []string{"upstream virtiofsd /opt/kata/libexec/no-such-virtiofsd does not exist", "upstream from plan"},
+		},
+		{
+			name:  "missing upstream from flag",
+			extra: []string{"--guard-upstream=/nonexistent/virtiofsd"},
+			want:  []string{"upstream virtiofsd /nonexistent/virtiofsd does not exist", "upstream from --guard-upstream"},
+		},
+		{
+			name:  "bad flag",
+			extra: []string{"--no-such-flag"},
+			want:  []string{`invalid argument \"--no-such-flag\"`},
+		},
+		{
+			name:  "bad protection",
+			extra: []string{"--guard-protection=maybe"},
+			want:  []string{"--guard-protection must be one of recover, no-submounts, none"},
+		},
+		{
+			name: "plan for another sandbox",
+			setup: func(t *testing.T, stateDir, id string) {
+				writePlan(t, stateDir, "other-sandbox", hooks.ProtectNone, c)
+				require.NoError(t, os.Rename(hooks.PlanPath(stateDir, "other-sandbox"), hooks.PlanPath(stateDir, id)))
+			},
+			want: []string{`it is the plan of sandbox \"other-sandbox\"`},
+		},
+		{
+			name: "unreadable plan",
+			setup: func(t *testing.T, stateDir, id string) {
+				require.NoError(t, os.MkdirAll(stateDir, 0o700))
+				require.NoError(t, os.WriteFile(hooks.PlanPath(stateDir, id), []byte(`{"sandbox_id": "x", `), 0o600))
+			},
+			want: []string{"reading the plan of sandbox", "fix or remove the file"},
+		},
+		{
+			name: "plan is a directory",
+			setup: func(t *testing.T, stateDir, id string) {
+				require.NoError(t, os.MkdirAll(hooks.PlanPath(stateDir, id), 0o700))
+			},
+			want: []string{"reading the plan of sandbox", "is a directory"},
+		},
+		{
+			name: "plan refuses the sandbox",
+			setup: func(t *testing.T, stateDir, id string) {
+				require.NoError(t, hooks.WritePlan(stateDir, &hooks.Plan{SandboxID: id, Action: hooks.Refuse,
+					Reason: "guest kernel 5.10.200 lacks the fix", Protection: hooks.ProtectNone, UpstreamVirtiofsd: c}))
+			},
+			want: []string{"refuses sandbox", "guest kernel 5.10.200 lacks the fix"},
+		},
+		{
+			name:  "no plan and --guard-no-plan=fail",
+			extra: []string{"--guard-no-plan=fail", "--guard-upstream=" + c},
+			want:  []string{"no plan for sandbox", "--guard-no-plan=fail"},
+		},
+		{
+			name: "no upstream at all",
+			want: []string{"no upstream virtiofsd is configured", "own virtio-fs daemon is not available"},
+		},
+		{
+			name:  "recover before our daemon exists",
+			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, hooks.ProtectRecover, c) },
+			want:  []string{"protection recover (from plan) needs kata-virtiofsd's own daemon", "not available"},
+		},
+		{
+			name:  "upstream is kata-virtiofsd itself",
+			extra: []string{"--guard-upstream=" + os.Args[0]},
+			want:  []string{"is kata-virtiofsd itself"},
+		},
+		{
+			name:  "C daemon cannot honour a flag",
+			extra: []string{"--guard-upstream=" + c, "--readonly", "--cache=metadata"},
+			want:  []string{"QEMU's C virtiofsd", "cannot honour --cache=metadata, --readonly"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "sb-errors"
+			shared, stateDir := kataShare(t, id)
+			if tc.setup != nil {
+				tc.setup(t, stateDir, id)
+			}
+			_, fd := listener(t)
+			out := runToFailure(t, kataArgs(shared, append([]string{"--guard-state-dir=" + stateDir}, tc.extra...)...), fd)
+			for _, w := range tc.want {
+				require.Contains(t, out, w)
+			}
+			require.Contains(t, out, "level=error")
+			require.Equal(t, 1, strings.Count(out, "level=error"), "one error line:\n%s", out)
+		})
+	}
+
+	t.Run("fd 3 not open", func(t *testing.T) {
+		shared, stateDir := kataShare(t, "sb-nofd")
+		out := runToFailure(t, kataArgs(shared, "--guard-state-dir="+stateDir, "--guard-upstream="+c), nil)
+		// In a Go child fd 3 may be the runtime's own (epoll), so the message is
+		// "not a socket" or "no such open file descriptor".
+		require.Contains(t, out, "--fd=3: ")
+		require.Contains(t, out, "Kata passes its listening vhost-user socket as fd 3")
+	})
+}
+
+// TestDecide covers how options and plans combine, against the real plan store.
+func TestDecide(t *testing.T) {
+	const id = "sb-decide"
+	cases := []struct {
+		name     string
+		plan     *hooks.Plan
+		args     []string
+		shared   string // default: a Kata share of id
+		want     decision
+		wantErr  error
+		errMatch string
+	}{
+		{
+			name: "plan decides",
+			plan: &hooks.Plan{SandboxID: id, Action: hooks.Warn, Protection: hooks.ProtectNoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
+			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "plan"},
+		},
+		{
+			name: "flags override the plan",
+			plan: &hooks.Plan{SandboxID: id, Action: hooks.Warn, Protection: hooks.ProtectNoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
+			args: []string{"--guard-protection=none", "--guard-upstream=/usr/lib/qemu/virtiofsd"},
+			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-protection", upstream: "/usr/lib/qemu/virtiofsd", upstreamFrom: "--guard-upstream"},
+		},
+		{
+			name: "no plan: as Kata",
+			args: []string{"--guard-upstream=/usr/libexec/virtiofsd"},
+			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "--guard-upstream"},
+		},
+		{
+			name: "no plan: operator's default",
+			args: []string{"--guard-no-plan=no-submounts"},
+			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "--guard-no-plan"},
+		},
+		{
+			name:   "not a Kata share",
+			shared: "/srv/share",
+			args:   []string{"--guard-protection=no-submounts"},
+			want:   decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "--guard-protection"},
+		},
+		{
+			name:     "no plan: fail",
+			args:     []string{"--guard-no-plan=fail"},
+			wantErr:  errdefs.ErrFailedPrecondition,
+			errMatch: "no plan for sandbox sb-decide",
+		},
+		{
+			name:     "refusing plan",
+			plan:     &hooks.Plan{SandboxID: id, Action: hooks.Refuse, Reason: "vulnerable", Protection: hooks.ProtectNone},
+			wantErr:  errdefs.ErrFailedPrecondition,
+			errMatch: "refuses sandbox sb-decide: vulnerable",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			stateDir := t.TempDir()
+			shared := tc.shared
+			if shared == "" {
+				shared = filepath.Join(t.TempDir(), "sandboxes", id, "shared")
+			}
+			if tc.plan != nil {
+				require.NoError(t, hooks.WritePlan(stateDir, tc.plan))
+			}
+			o, err := virtiofsd.Parse(append([]string{"--shared-dir=" + shared, "--fd=3", "--guard-state-dir=" + stateDir}, tc.args...))
+			require.NoError(t, err)
+			d, err := decide(o, hooks.ReadPlan)
+			if tc.wantErr != nil {
+				require.ErrorIs(t, err, tc.wantErr)
+				require.ErrorContains(t, err, tc.errMatch)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want.protection, d.protection)
+			require.Equal(t, tc.want.protectionFrom, d.protectionFrom)
+			require.Equal(t, tc.want.upstream, d.upstream)
+			require.Equal(t, tc.want.upstreamFrom, d.upstreamFrom)
+			require.Equal(t, tc.plan == nil, d.noPlan != "", "noPlan: %q", d.noPlan)
+		})
+	}
+}
+
+// TestProtectionValues keeps our Protection words equal to the plan's.
+func TestProtectionValues(t *testing.T) {
+	require.Equal(t, string(hooks.ProtectRecover), string(virtiofsd.ProtectRecover))
+	require.Equal(t, string(hooks.ProtectNoSubmounts), string(virtiofsd.ProtectNoSubmounts))
+	require.Equal(t, string(hooks.ProtectNone), string(virtiofsd.ProtectNone))
+}
+
+func TestServeSeam(t *testing.T) {
+	// The serve path gets the parsed options with the decision applied.
+	var got *virtiofsd.Options
+	l := launcher{
+		readPlan: hooks.ReadPlan,
+		serve: func(ctx context.Context, o *virtiofsd.Options) error {
+			got = o
+			return nil
+		},
+		stdout: io.Discard, stderr: io.Discard,
+	}
+	shared := filepath.Join(t.TempDir(), "sandboxes", "sb-serve", "shared")
+	stateDir := t.TempDir()
+	writePlan(t, stateDir, "sb-serve", hooks.ProtectNoSubmounts, "")
+	_, fd := listener(t)
+	// The listener's own fd number stands in for Kata's fd 3.
+	args := []string{"--cache=never", "--shared-dir=" + shared, fmt.Sprintf("--fd=%d", fd.Fd()),
+		"--thread-pool-size=4", "--announce-submounts", "--xattr", "--sandbox=chroot", "--guard-state-dir=" + stateDir}
+	require.NoError(t, l.run(context.Background(), args))
+	require.NotNil(t, got)
+	require.Equal(t, "sb-serve", got.SandboxID)
+	require.Equal(t, virtiofsd.ProtectNoSubmounts, got.Protection)
+	require.False(t, got.AnnounceSubmounts)
+	require.Equal(t, int(fd.Fd()), got.FD)
+	require.Equal(t, virtiofsd.CacheNever, got.Cache)
+	require.Equal(t, 4, got.ThreadPoolSize)
+	require.True(t, got.Xattr)
+	require.Equal(t, virtiofsd.SandboxChroot, got.Sandbox)
+	flags, err := unix.FcntlInt(fd.Fd(), unix.F_GETFD, 0)
+	require.NoError(t, err)
+	require.Zero(t, flags&unix.FD_CLOEXEC, "the socket stays open across exec")
+}
