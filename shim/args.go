@@ -1,0 +1,52 @@
+package shim
+
+import (
+	"flag"
+	"io"
+)
+
+// invocation is one run of the binary, parsed with the flags containerd's
+// shim library defines (runtime/v2/shim/shim.go, v1.7), plus -info, which
+// newer containerd asks for. The parse only chooses what we do; the delegate
+// always receives the original argv.
+type invocation struct {
+	action        string // flag.Arg(0): "start", "delete" or anything else
+	id            string
+	namespace     string
+	address       string
+	publishBinary string
+	bundle        string
+	socket        string
+	debug         bool
+	version       bool
+	info          bool
+	// parseErr is set when argv is not what we know; such an invocation is
+	// handed off untouched and the delegate judges it.
+	parseErr error
+}
+
+func parseArgs(args []string) invocation {
+	var inv invocation
+	fs := flag.NewFlagSet("containerd-shim-kata-v2", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&inv.debug, "debug", false, "")
+	fs.BoolVar(&inv.version, "v", false, "")
+	fs.BoolVar(&inv.info, "info", false, "")
+	fs.StringVar(&inv.namespace, "namespace", "", "")
+	fs.StringVar(&inv.id, "id", "", "")
+	fs.StringVar(&inv.socket, "socket", "", "")
+	fs.StringVar(&inv.bundle, "bundle", "", "")
+	fs.StringVar(&inv.address, "address", "", "")
+	fs.StringVar(&inv.publishBinary, "publish-binary", "", "")
+	if len(args) > 1 {
+		inv.parseErr = fs.Parse(args[1:])
+	}
+	inv.action = fs.Arg(0)
+	return inv
+}
+
+// checks reports whether this invocation is one we check before handing off:
+// `start`, as containerd runs it. Everything else goes to the delegate at once.
+func (inv invocation) checks() bool {
+	return inv.parseErr == nil && !inv.version && !inv.info && inv.action == "start" && inv.id != ""
+}

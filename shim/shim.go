@@ -1,0 +1,287 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+)
+
+// ErrorPrefix starts every line the shim prints; containerd shows it after
+// "failed to start shim: start failed: ".
+const ErrorPrefix = "kata-submount-guard: "
+
+// maxRuntimeOptions caps what start reads from stdin; containerd's runtime
+// options are a few hundred bytes.
+const maxRuntimeOptions = 4 << 20
+
+// ttrpcAddressEnv is where containerd's ttrpc (events) service listens.
+const ttrpcAddressEnv = "TTRPC_ADDRESS"
+
+// Shim is one run of containerd-shim-kata-v2.
+type Shim struct {
+	// Args is the whole argv (argv[0] included) and Env the environment, as
+	// the process received them; the delegate gets exactly these.
+	Args []string
+	Env  []string
+	// Stdin carries containerd's runtime options at start.
+	Stdin *os.File
+	// Stderr receives the one line explaining a refusal or an error.
+	Stderr io.Writer
+	// Exec replaces the process with the delegate; nil means execve(2).
+	Exec func(path string, argv, env []string) error
+}
+
+// Run does what the invocation asks and returns the exit code when it did
+// not hand off (a hand-off never returns).
+func (s *Shim) Run(ctx context.Context) int {
+	inv := parseArgs(s.Args)
+	cwd, _ := os.Getwd()
+	fifo := ""
+	if inv.checks() {
+		fifo = filepath.Join(cwd, bundleLogFIFO)
+	}
+	logger, sinks := newLogger(inv.debug, fifo)
+	defer sinks.Close()
+	ctx = log.WithLogger(ctx, logger.WithField("sandbox", inv.id))
+
+	var err error
+	switch {
+	case inv.checks():
+		err = s.start(ctx, inv, cwd)
+	case inv.parseErr == nil && !inv.version && !inv.info && inv.action == "delete":
+		err = s.delete(ctx, inv, cwd)
+	default:
+		err = s.handOffAtOnce(ctx, inv, cwd)
+	}
+	var r *refusal
+	if !errors.As(err, &r) {
+		log.G(ctx).WithError(err).WithField("action", inv.action).Error("containerd-shim-kata-v2 cannot hand off to the delegate shim")
+	}
+	s.printError(err)
+	return 1
+}
+
+// refusal is a start the policy refused.
+type refusal struct{ reason string }
+
+func (r *refusal) Error() string { return r.reason }
+
+// printError writes err as one line. Without a trailing newline when
+// containerd reads it, like containerd's own shims: it quotes the output as
+// "start failed: <output>: exit status 1".
+func (s *Shim) printError(err error) {
+	line := ErrorPrefix + strings.Join(strings.Fields(err.Error()), " ")
+	if f, ok := s.Stderr.(*os.File); ok && isTerminal(f) {
+		line += "\n"
+	}
+	_, _ = io.WriteString(s.Stderr, line)
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func (s *Shim) getenv(key string) string {
+	v := ""
+	prefix := key + "="
+	for _, kv := range s.Env {
+		if strings.HasPrefix(kv, prefix) {
+			v = kv[len(prefix):]
+		}
+	}
+	return v
+}
+
+// start checks a sandbox-creating start and hands off.
+func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
+	annotations, err := readAnnotations(bundle)
+	if err != nil {
+		return err
+	}
+	options, err := io.ReadAll(io.LimitReader(s.Stdin, maxRuntimeOptions+1))
+	if err != nil {
+		return fmt.Errorf("read runtime options from stdin: %w", err)
+	}
+	if len(options) > maxRuntimeOptions {
+		return fmt.Errorf("runtime options on stdin are larger than %d bytes: %w", maxRuntimeOptions, errdefs.ErrInvalidArgument)
+	}
+	ctype, sandboxID, err := hooks.Classify(annotations, inv.id)
+	if err != nil {
+		return err
+	}
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", sandboxID))
+
+	if ctype == hooks.PodContainer {
+		// The decision was made when the sandbox was created; Kata reads
+		// no hypervisor annotation for a joining container either.
+		res, err := config.Resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), RuntimeOptions: options, Getenv: s.getenv})
+		if err != nil {
+			return err
+		}
+		return s.handOff(ctx, bundle, inv.id, sandboxID, res, options, false)
+	}
+
+	res, err := config.Resolve(ctx, config.Sources{Annotations: annotations, RuntimeOptions: options, Getenv: s.getenv})
+	if err != nil {
+		return err
+	}
+	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: res, Annotations: annotations, SandboxID: sandboxID, ContainerType: ctype})
+	if err != nil {
+		return err
+	}
+	entry := log.G(ctx).WithFields(planFields(plan))
+	switch plan.Action {
+	case hooks.Refuse:
+		entry.Error("sandbox creation refused: guest kernel and [submount_guard] policy")
+		return &refusal{reason: plan.Reason}
+	case hooks.Warn:
+		entry.Warn("guest kernel may lose virtio-fs submounts (Linux c4d361f66ac9 missing or unproven); sandbox starts as configured")
+		if err := publishWarning(ctx, s.getenv(ttrpcAddressEnv), inv.namespace, plan); err != nil {
+			log.G(ctx).WithError(err).Error("containerd event not published")
+		}
+	default:
+		entry.Debug("guest kernel check passed")
+	}
+	// A start that cannot hand off must not leave a plan behind.
+	if err := checkDelegate(res.Guard.DelegateShim, res.Path); err != nil {
+		return err
+	}
+	if err := hooks.WritePlan(res.Guard.StateDir, plan); err != nil {
+		return fmt.Errorf("cannot store the plan of sandbox %s in [submount_guard] state_dir = %q (%s): %w; make that directory writable by root or set state_dir to one that is",
+			sandboxID, res.Guard.StateDir, res.Path, err)
+	}
+	return s.handOff(ctx, bundle, inv.id, sandboxID, res, options, true)
+}
+
+// handOff leaves the note for delete and execs the delegate with stdin fed
+// back. If the exec fails, what start wrote is removed again.
+func (s *Shim) handOff(ctx context.Context, bundle, id, sandboxID string, res *config.Resolved, options []byte, wrotePlan bool) error {
+	g := res.Guard
+	undo := func() {
+		if wrotePlan {
+			_ = hooks.RemovePlan(g.StateDir, sandboxID)
+		}
+		removeNote(bundle)
+	}
+	if err := checkDelegate(g.DelegateShim, res.Path); err != nil {
+		undo()
+		return err
+	}
+	note := handoffNote{ID: id, SandboxID: sandboxID, ConfigPath: res.Path, DelegateShim: g.DelegateShim, StateDir: g.StateDir}
+	if err := writeNote(bundle, note); err != nil {
+		undo()
+		return fmt.Errorf("cannot write to the bundle: %w", err)
+	}
+	if err := feedStdin(options); err != nil {
+		undo()
+		return err
+	}
+	err := s.exec(g.DelegateShim)
+	undo()
+	return err
+}
+
+func (s *Shim) exec(path string) error {
+	if s.Exec != nil {
+		return s.Exec(path, s.Args, s.Env)
+	}
+	return execve(path, s.Args, s.Env)
+}
+
+// delete removes the plan of a sandbox being deleted and hands off. The
+// note start left in the bundle names the delegate and state directory; a
+// bundle without one (gone, or started by another build) falls back to the
+// configuration its annotations and the environment select.
+func (s *Shim) delete(ctx context.Context, inv invocation, cwd string) error {
+	bundle := inv.bundle
+	if bundle == "" {
+		bundle = cwd
+	}
+	delegate, configPath, stateDir := "", "", ""
+	if note, err := readNote(bundle); err == nil {
+		delegate, configPath, stateDir = note.DelegateShim, note.ConfigPath, note.StateDir
+	} else {
+		res, err := s.resolveForHandOff(ctx, bundle)
+		if err != nil {
+			return err
+		}
+		delegate, configPath, stateDir = res.Guard.DelegateShim, res.Path, res.Guard.StateDir
+	}
+	if err := checkDelegate(delegate, configPath); err != nil {
+		return err
+	}
+	// A plan is named by its sandbox's id, so removing <id>.json only ever
+	// removes this sandbox's plan; a container that joined has none.
+	if inv.id != "" {
+		if err := hooks.RemovePlan(stateDir, inv.id); err != nil && !errors.Is(err, errdefs.ErrInvalidArgument) {
+			log.G(ctx).WithError(err).Error("plan not removed")
+			fmt.Fprintf(s.Stderr, "%splan of %s not removed: %v\n", ErrorPrefix, inv.id, err)
+		}
+	}
+	return s.exec(delegate)
+}
+
+// handOffAtOnce serves -v, -info and anything we do not know: find the
+// delegate and exec it, stdin untouched.
+func (s *Shim) handOffAtOnce(ctx context.Context, inv invocation, cwd string) error {
+	bundle := inv.bundle
+	if bundle == "" {
+		bundle = cwd
+	}
+	res, err := s.resolveForHandOff(ctx, bundle)
+	if err != nil {
+		return err
+	}
+	if err := checkDelegate(res.Guard.DelegateShim, res.Path); err != nil {
+		return err
+	}
+	return s.exec(res.Guard.DelegateShim)
+}
+
+// resolveForHandOff finds the configuration from what is at hand without
+// stdin: the bundle's config_path annotation if there is a bundle, the
+// environment, the default paths.
+func (s *Shim) resolveForHandOff(ctx context.Context, bundle string) (*config.Resolved, error) {
+	annotations, err := readAnnotations(bundle)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return nil, err
+	}
+	res, err := config.Resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), Getenv: s.getenv})
+	if err != nil {
+		return nil, fmt.Errorf("cannot find the delegate shim: %w", err)
+	}
+	return res, nil
+}
+
+// configPathOnly keeps the annotation that chooses the file and drops the
+// hypervisor overrides, which only sandbox creation applies.
+func configPathOnly(annotations map[string]string) map[string]string {
+	if p, ok := annotations[config.AnnotationConfigPath]; ok {
+		return map[string]string{config.AnnotationConfigPath: p}
+	}
+	return nil
+}
+
+func planFields(p *hooks.Plan) log.Fields {
+	return log.Fields{
+		"kernel":   p.Kernel.Path,
+		"version":  p.Kernel.Version,
+		"verdict":  p.Kernel.Verdict,
+		"evidence": p.Kernel.Evidence,
+		"action":   p.Action,
+		"reason":   p.Reason,
+		"config":   p.ConfigPath,
+	}
+}
