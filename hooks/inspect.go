@@ -2,9 +2,6 @@ package hooks
 
 import (
 	"context"
-	"fmt"
-
-	"github.com/containerd/containerd/errdefs"
 
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 )
@@ -33,8 +30,6 @@ func (f InspectorFunc) Inspect(ctx context.Context, path string, opts InspectOpt
 // DefaultInspector is guestkernel.Inspect.
 func DefaultInspector() Inspector {
 	return InspectorFunc(func(ctx context.Context, path string, opts InspectOptions) (*guestkernel.Report, error) {
-		// TODO(issue 3): call guestkernel.Inspect once that package lands;
-		// until then every kernel is "unknown", never "fixed".
-		return nil, fmt.Errorf("guest-kernel inspection is not available in this build: %w", errdefs.ErrNotImplemented)
+		return guestkernel.Inspect(ctx, path, guestkernel.Options{FixedReleases: opts.FixedReleases, CacheDir: opts.CacheDir})
 	})
 }

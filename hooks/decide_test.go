@@ -1,0 +1,266 @@
+package hooks
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+)
+
+// setup writes a configuration with one virtio-fs qemu table and returns its
+// path; daemon names the virtio_fs_daemon ("" = a kata-virtiofsd in dir).
+func setup(t *testing.T, kernel, guard, daemon string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if daemon == "" {
+		daemon = filepath.Join(dir, "bin", OurVirtiofsd)
+		require.NoError(t, os.MkdirAll(filepath.Dir(daemon), 0o755))
+		require.NoError(t, os.WriteFile(daemon, nil, 0o755))
+	}
+	p := filepath.Join(dir, "configuration.toml")
+	body := fmt.Sprintf("[hypervisor.qemu]\nkernel = %q\nshared_fs = \"virtio-fs\"\nvirtio_fs_daemon = %q\n\n[submount_guard]\nstate_dir = %q\n%s\n",
+		kernel, daemon, filepath.Join(dir, "state"), guard)
+	require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
+	return p
+}
+
+func resolve(t *testing.T, path string) *config.Resolved {
+	t.Helper()
+	r, err := config.Resolve(context.Background(), config.Sources{ExplicitPath: path})
+	require.NoError(t, err)
+	return r
+}
+
+// canned returns an Inspector that reports verdict for every kernel and
+// counts its calls.
+func canned(verdict guestkernel.Verdict, calls *int) Inspector {
+	return InspectorFunc(func(ctx context.Context, path string, opts InspectOptions) (*guestkernel.Report, error) {
+		*calls++
+		return &guestkernel.Report{Path: path, Release: "6.1.69", Version: "6.1.69", Verdict: verdict, Evidence: guestkernel.EvidenceVersion, Reason: "canned"}, nil
+	})
+}
+
+// TestPolicyMatrix runs every policy combination against every verdict the
+// inspector can give. The expected outcome is the README's table:
+// fixed/unaffected always allow with no protection; vulnerable and unknown
+// follow on_vulnerable / on_unknown (refuse, warn, off=allow) and, unless
+// refused, get virtiofs_protection.
+func TestPolicyMatrix(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
+	policyAction := map[config.Policy]Action{config.PolicyRefuse: Refuse, config.PolicyWarn: Warn, config.PolicyOff: Allow}
+	policies := []config.Policy{config.PolicyRefuse, config.PolicyWarn, config.PolicyOff}
+	verdicts := []guestkernel.Verdict{guestkernel.Fixed, guestkernel.Unaffected, guestkernel.Vulnerable, guestkernel.Unknown}
+	for _, onVuln := range policies {
+		for _, onUnk := range policies {
+			for _, prot := range []config.Protection{config.ProtectionNoSubmounts, config.ProtectionNone} {
+				guard := fmt.Sprintf("on_vulnerable = %q\non_unknown = %q\nvirtiofs_protection = %q", onVuln, onUnk, prot)
+				r := resolve(t, setup(t, kernel, guard, ""))
+				for _, v := range verdicts {
+					name := fmt.Sprintf("vuln=%s/unk=%s/prot=%s/%s", onVuln, onUnk, prot, v)
+					t.Run(name, func(t *testing.T) {
+						calls := 0
+						p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", ContainerType: PodSandbox, Inspector: canned(v, &calls)})
+						require.NoError(t, err)
+						wantAction, wantProt := Allow, ProtectNone
+						switch v {
+						case guestkernel.Vulnerable:
+							wantAction = policyAction[onVuln]
+						case guestkernel.Unknown:
+							wantAction = policyAction[onUnk]
+						}
+						if (v == guestkernel.Vulnerable || v == guestkernel.Unknown) && wantAction != Refuse {
+							wantProt = Protection(prot)
+						}
+						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == config.ProtectionNone
+						if guardOff {
+							require.Equal(t, 0, calls, "a guard that is off must not inspect")
+							require.Equal(t, Allow, p.Action)
+							require.Equal(t, ProtectNone, p.Protection)
+							require.Contains(t, p.Reason, "submount guard is off")
+							return
+						}
+						require.Equal(t, 1, calls)
+						require.Equal(t, wantAction, p.Action)
+						require.Equal(t, wantProt, p.Protection)
+						require.Equal(t, v, p.Kernel.Verdict)
+						require.Equal(t, "sb", p.SandboxID)
+						require.Equal(t, r.Path, p.ConfigPath)
+						require.Equal(t, "flag", p.ConfigSource)
+						require.Equal(t, "qemu", p.Hypervisor)
+						require.NotEmpty(t, p.Reason)
+					})
+				}
+			}
+		}
+	}
+}
+
+func TestDecideReasons(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
+	cases := []struct {
+		name    string
+		guard   string
+		daemon  string
+		verdict guestkernel.Verdict
+		action  Action
+		prot    Protection
+		reason  string
+	}{
+		{"fixed", "", "", guestkernel.Fixed, Allow, ProtectNone,
+			"guest kernel " + kernel + " (6.1.69) carries the FUSE submount fix (Linux c4d361f66ac9) (evidence: version)"},
+		{"vulnerable refused", `on_vulnerable = "refuse"`, "", guestkernel.Vulnerable, Refuse, ProtectNone,
+			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = refuse: sandbox creation refused. Boot a fixed kernel, or set [submount_guard] on_vulnerable = \"warn\" in CONFIG"},
+		{"vulnerable warned and protected", "", "", guestkernel.Vulnerable, Warn, ProtectNoSubmounts,
+			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = warn; protection no-submounts: virtiofsd will not announce submounts"},
+		{"protection impossible with upstream daemon", "", "/opt/kata/libexec/virtiofsd", guestkernel.Vulnerable, Warn, ProtectNone,
+			"; virtiofs_protection = no-submounts cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd (set virtio_fs_daemon to kata-virtiofsd's path in CONFIG)"},
+		{"unknown refused", `on_unknown = "refuse"`, "", guestkernel.Unknown, Refuse, ProtectNone,
+			"fix status of guest kernel " + kernel + " (6.1.69) cannot be determined (canned); on_unknown = refuse: sandbox creation refused. If this kernel carries the fix, add \"6.1.69\" to [submount_guard] fixed_releases in CONFIG"},
+		{"protection none", `virtiofs_protection = "none"`, "", guestkernel.Unknown, Warn, ProtectNone,
+			"; virtiofs_protection = none: virtiofsd runs as Kata configured it"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := setup(t, kernel, tc.guard, tc.daemon)
+			r := resolve(t, path)
+			calls := 0
+			p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: canned(tc.verdict, &calls)})
+			require.NoError(t, err)
+			require.Equal(t, tc.action, p.Action)
+			require.Equal(t, tc.prot, p.Protection)
+			want := strings.ReplaceAll(tc.reason, "CONFIG", path)
+			if strings.HasPrefix(want, ";") {
+				require.True(t, strings.HasSuffix(p.Reason, want), p.Reason)
+			} else {
+				require.Equal(t, want, p.Reason)
+			}
+		})
+	}
+}
+
+func TestDecideInspectionFailureIsUnknown(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
+	r := resolve(t, setup(t, kernel, `on_unknown = "refuse"`, ""))
+	for name, insp := range map[string]Inspector{
+		"error": InspectorFunc(func(context.Context, string, InspectOptions) (*guestkernel.Report, error) {
+			return nil, fmt.Errorf("cannot read: %w", errdefs.ErrInvalidArgument)
+		}),
+		"report with error claiming fixed": InspectorFunc(func(_ context.Context, p string, _ InspectOptions) (*guestkernel.Report, error) {
+			return &guestkernel.Report{Path: p, Verdict: guestkernel.Fixed}, fmt.Errorf("half read")
+		}),
+		"no report": InspectorFunc(func(context.Context, string, InspectOptions) (*guestkernel.Report, error) { return nil, nil }),
+		"made-up verdict": InspectorFunc(func(_ context.Context, p string, _ InspectOptions) (*guestkernel.Report, error) {
+			return &guestkernel.Report{Path: p, Verdict: "probably-fine"}, nil
+		}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: insp})
+			require.NoError(t, err)
+			require.Equal(t, guestkernel.Unknown, p.Kernel.Verdict, "never a false fixed")
+			require.Equal(t, Refuse, p.Action)
+		})
+	}
+}
+
+func TestDecideNoVirtioFS(t *testing.T) {
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "vmlinuz")
+	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
+	path := filepath.Join(dir, "c.toml")
+	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf("[hypervisor.qemu]\nkernel = %q\nshared_fs = \"virtio-9p\"\n[submount_guard]\non_unknown = \"refuse\"\n", kernel)), 0o644))
+	calls := 0
+	p, err := Decide(context.Background(), Input{Resolved: resolve(t, path), SandboxID: "sb", Inspector: canned(guestkernel.Vulnerable, &calls)})
+	require.NoError(t, err)
+	require.Equal(t, 0, calls)
+	require.Equal(t, Allow, p.Action)
+	require.Equal(t, ProtectNone, p.Protection)
+	require.Equal(t, "[hypervisor.qemu] shared_fs = virtio-9p: the guest mounts no virtio-fs share, so the FUSE submount bug cannot occur", p.Reason)
+}
+
+func TestDecideSeveralTablesTakesStrictest(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "vmlinuz-good")
+	bad := filepath.Join(dir, "vmlinuz-bad")
+	for _, k := range []string{good, bad} {
+		require.NoError(t, os.WriteFile(k, []byte("x"), 0o644))
+	}
+	path := filepath.Join(dir, "c.toml")
+	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(`[hypervisor.clh]
+kernel = %q
+virtio_fs_daemon = "/v"
+[hypervisor.qemu]
+kernel = %q
+virtio_fs_daemon = "/v"
+[submount_guard]
+on_vulnerable = "refuse"
+`, good, bad)), 0o644))
+	insp := InspectorFunc(func(_ context.Context, p string, _ InspectOptions) (*guestkernel.Report, error) {
+		v := guestkernel.Fixed
+		if p == bad {
+			v = guestkernel.Vulnerable
+		}
+		return &guestkernel.Report{Path: p, Verdict: v}, nil
+	})
+	p, err := Decide(context.Background(), Input{Resolved: resolve(t, path), SandboxID: "sb", Inspector: insp})
+	require.NoError(t, err)
+	require.Equal(t, Refuse, p.Action)
+	require.Equal(t, "qemu", p.Hypervisor)
+	require.Equal(t, bad, p.Kernel.Path)
+	require.Equal(t, []string{"clh", "qemu"}, p.HypervisorCandidates)
+}
+
+func TestDecideGuardOffInspectAlways(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
+	r := resolve(t, setup(t, kernel, "on_vulnerable = \"off\"\non_unknown = \"off\"\nvirtiofs_protection = \"none\"", ""))
+	calls := 0
+	p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: canned(guestkernel.Vulnerable, &calls), InspectAlways: true})
+	require.NoError(t, err)
+	require.Equal(t, 1, calls)
+	require.Equal(t, guestkernel.Vulnerable, p.Kernel.Verdict)
+	require.Equal(t, Allow, p.Action)
+	require.Equal(t, ProtectNone, p.Protection)
+}
+
+func TestDecideRejects(t *testing.T) {
+	_, err := Decide(context.Background(), Input{})
+	require.True(t, errdefs.IsInvalidArgument(err))
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
+	_, err = Decide(context.Background(), Input{Resolved: resolve(t, setup(t, kernel, "", "")), SandboxID: "c2", ContainerType: PodContainer})
+	require.True(t, errdefs.IsInvalidArgument(err))
+}
+
+// countHook records that it ran; it shows a new hook joins the chain without
+// touching the others.
+type countHook struct{ ran *int }
+
+func (countHook) Name() string { return "count" }
+func (h countHook) Run(_ context.Context, _ *Input, p *Plan) (bool, error) {
+	*h.ran++
+	p.Reason += "; counted"
+	return false, nil
+}
+
+func TestDecideWithExtraHook(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
+	r := resolve(t, setup(t, kernel, "", ""))
+	calls, ran := 0, 0
+	hooks := append(DefaultHooks(), countHook{&ran})
+	p, err := DecideWith(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: canned(guestkernel.Fixed, &calls)}, hooks...)
+	require.NoError(t, err)
+	require.Equal(t, 1, ran)
+	require.True(t, strings.HasSuffix(p.Reason, "; counted"))
+}

@@ -1,0 +1,196 @@
+package hooks
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+)
+
+func samplePlan(id string) *Plan {
+	return &Plan{
+		SandboxID: id, ConfigPath: "/etc/kata-containers/configuration.toml", ConfigSource: "default", Hypervisor: "qemu",
+		Kernel: guestkernel.Report{Path: "/opt/kata/share/kata-containers/vmlinux.container", Release: "6.1.69", Version: "6.1.69",
+			Verdict: guestkernel.Vulnerable, Evidence: guestkernel.EvidenceBTF, Reason: "BTF lacks struct fuse_submount_lookup"},
+		Action: Warn, Reason: "guest kernel lacks the fix", Protection: ProtectNoSubmounts,
+		UpstreamVirtiofsd: "/opt/kata/libexec/virtiofsd", Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+	}
+}
+
+func TestPlanRoundTrip(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state", "guard")
+	p := samplePlan("sb-1")
+	require.NoError(t, WritePlan(dir, p))
+
+	st, err := os.Stat(dir)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), st.Mode().Perm())
+	st, err = os.Stat(PlanPath(dir, "sb-1"))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+
+	got, err := ReadPlan(dir, "sb-1")
+	require.NoError(t, err)
+	require.Equal(t, p, got)
+
+	// Nothing but the plan is left behind.
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+
+	require.NoError(t, RemovePlan(dir, "sb-1"))
+	_, err = ReadPlan(dir, "sb-1")
+	require.True(t, errdefs.IsNotFound(err), err)
+	require.NoError(t, RemovePlan(dir, "sb-1"), "removing twice is fine")
+}
+
+func TestPlanStateDirTightened(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o755))
+	require.NoError(t, WritePlan(dir, samplePlan("sb")))
+	st, err := os.Stat(dir)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), st.Mode().Perm())
+}
+
+func TestPlanBadIDs(t *testing.T) {
+	dir := t.TempDir()
+	for _, id := range []string{"", "a", "../etc/passwd", "a/b", ".hidden", "-x", "x y"} {
+		t.Run(fmt.Sprintf("%q", id), func(t *testing.T) {
+			require.True(t, errdefs.IsInvalidArgument(WritePlan(dir, samplePlan(id))))
+			_, err := ReadPlan(dir, id)
+			require.True(t, errdefs.IsInvalidArgument(err))
+			require.True(t, errdefs.IsInvalidArgument(RemovePlan(dir, id)))
+		})
+	}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Empty(t, entries)
+	require.True(t, errdefs.IsInvalidArgument(WritePlan(dir, nil)))
+}
+
+func TestReadPlanRejects(t *testing.T) {
+	cases := []struct {
+		name string
+		body string
+		msg  string
+	}{
+		{"not json", "{", "decode plan: unexpected EOF: invalid argument"},
+		{"other sandbox", `{"sandbox_id":"other","action":"allow","protection":"none"}`, `it is the plan of sandbox "other": invalid argument`},
+		{"unknown field", `{"sandbox_id":"sb","action":"allow","protection":"none","extra":1}`, `decode plan: json: unknown field "extra": invalid argument`},
+		{"bad action", `{"sandbox_id":"sb","action":"maybe","protection":"none"}`, `decode plan: unknown action "maybe": invalid argument`},
+		{"bad protection", `{"sandbox_id":"sb","action":"warn","protection":"all"}`, `decode plan: unknown protection "all": invalid argument`},
+		{"trailing", `{"sandbox_id":"sb","action":"allow","protection":"none"} {}`, "decode plan: trailing data: invalid argument"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			require.NoError(t, os.WriteFile(PlanPath(dir, "sb"), []byte(tc.body), 0o600))
+			_, err := ReadPlan(dir, "sb")
+			require.ErrorContains(t, err, tc.msg)
+			require.True(t, errdefs.IsInvalidArgument(err))
+		})
+	}
+}
+
+// TestPlanConcurrentWriters has many writers replace one sandbox's plan
+// while readers read it: every read sees one whole plan, and no temporary
+// file is left behind.
+func TestPlanConcurrentWriters(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, WritePlan(dir, samplePlan("sb")))
+	const writers, rounds = 8, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*rounds*2)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < rounds; i++ {
+				p := samplePlan("sb")
+				p.Reason = fmt.Sprintf("writer %d round %d", w, i)
+				if err := WritePlan(dir, p); err != nil {
+					errs <- err
+				}
+			}
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < rounds; i++ {
+				p, err := ReadPlan(dir, "sb")
+				if err != nil {
+					errs <- err
+					continue
+				}
+				if p.SandboxID != "sb" || p.Action != Warn {
+					errs <- fmt.Errorf("torn plan: %+v", p)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "temporary files left behind")
+}
+
+func FuzzDecodePlan(f *testing.F) {
+	f.Add([]byte(`{"sandbox_id":"sb","action":"allow","protection":"none"}`))
+	f.Add([]byte(`{"sandbox_id":"sb","kernel":{"verdict":"fixed"},"action":"warn","protection":"no-submounts","created":"2026-01-02T03:04:05Z"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := DecodePlan(data)
+		if err != nil {
+			require.Nil(t, p)
+			require.True(t, errdefs.IsInvalidArgument(err))
+			return
+		}
+		require.Contains(t, []Action{Allow, Warn, Refuse}, p.Action)
+	})
+}
+
+func TestClassify(t *testing.T) {
+	cases := []struct {
+		name    string
+		ann     map[string]string
+		typ     ContainerType
+		sandbox string
+		msg     string
+	}{
+		{"no annotations", nil, SingleContainer, "c1", ""},
+		{"cri sandbox", map[string]string{"io.kubernetes.cri.container-type": "sandbox"}, PodSandbox, "c1", ""},
+		{"cri container", map[string]string{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "sb9"}, PodContainer, "sb9", ""},
+		{"crio sandbox", map[string]string{"io.kubernetes.cri-o.ContainerType": "sandbox"}, PodSandbox, "c1", ""},
+		{"crio container", map[string]string{"io.kubernetes.cri-o.ContainerType": "container", "io.kubernetes.cri-o.SandboxID": "sb8"}, PodContainer, "sb8", ""},
+		{"docker podsandbox", map[string]string{"io.kubernetes.docker.type": "podsandbox"}, PodSandbox, "c1", ""},
+		{"docker container", map[string]string{"io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": "sb7"}, PodContainer, "sb7", ""},
+		{"values are shared across keys", map[string]string{"io.kubernetes.cri.container-type": "podsandbox"}, PodSandbox, "c1", ""},
+		{"cri key first", map[string]string{"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri-o.ContainerType": "container"}, PodSandbox, "c1", ""},
+		{"unknown type", map[string]string{"io.kubernetes.cri.container-type": "pod"}, "", "", `unknown container type "pod"`},
+		{"container without sandbox id", map[string]string{"io.kubernetes.cri.container-type": "container"}, "", "", "no sandbox id annotation"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			typ, sb, err := Classify(tc.ann, "c1")
+			if tc.msg != "" {
+				require.ErrorContains(t, err, tc.msg)
+				require.True(t, errdefs.IsInvalidArgument(err))
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.typ, typ)
+			require.Equal(t, tc.sandbox, sb)
+		})
+	}
+}
