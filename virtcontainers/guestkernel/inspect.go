@@ -2,9 +2,14 @@ package guestkernel
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
 
 	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/log"
 )
 
 // DefaultMaxDecompressed caps how many bytes a compressed kernel payload may
@@ -18,23 +23,153 @@ type Options struct {
 	// string but not BTF.
 	FixedReleases []string
 	// CacheDir holds inspection results keyed by (device, inode, size,
-	// mtime); "" disables the cache.
+	// mtime); "" disables the cache. See cache.go for the layout.
 	CacheDir string
-	// MaxDecompressed caps the decompressed size of a payload;
-	// 0 means DefaultMaxDecompressed.
+	// MaxDecompressed caps the decompressed size of a payload, and the size
+	// of a compressed input; 0 means DefaultMaxDecompressed.
 	MaxDecompressed int64
-	// HeaderOnly stops at what headers tell (the bzImage setup header's
-	// version string) and skips decompressing payloads, so compressed
-	// images give no BTF evidence.
+	// HeaderOnly reads only what an image stores uncompressed: a bzImage's
+	// setup header, an ELF's sections, a raw Image. Compressed payloads are
+	// not decompressed, so they give no BTF (and zboot images no version).
 	HeaderOnly bool
 }
 
+func (o Options) limit() int64 {
+	if o.MaxDecompressed > 0 {
+		return o.MaxDecompressed
+	}
+	return DefaultMaxDecompressed
+}
+
+// classed gives an error an errdefs class without changing its message.
+type classed struct {
+	class error
+	err   error
+}
+
+func (e *classed) Error() string   { return e.err.Error() }
+func (e *classed) Unwrap() []error { return []error{e.err, e.class} }
+
+func withClass(class, err error) error { return &classed{class: class, err: err} }
+
 // Inspect reads the kernel image at path and reports what it is and whether
-// it carries the fix. On failure it still returns a Report (Verdict Unknown,
-// Error set) together with an error wrapping errdefs.ErrNotFound (no such
-// file) or errdefs.ErrInvalidArgument (not a readable kernel image).
+// it carries the FUSE submount fix. On failure it still returns a Report
+// (facts found so far, Verdict Unknown, Error and Reason set) and an error
+// wrapping errdefs.ErrNotFound (no such file), errdefs.ErrPermissionDenied,
+// errdefs.ErrNotImplemented (a compression this build cannot read, wrapping
+// ErrUnsupportedCompression) or errdefs.ErrInvalidArgument (anything else
+// that is not a readable kernel image; ErrDecompressionBudget when a payload
+// expands too far).
 func Inspect(ctx context.Context, path string, opts Options) (*Report, error) {
-	err := fmt.Errorf("inspect %s: %w", path, errdefs.ErrNotImplemented)
-	return &Report{Path: path, Verdict: Unknown, Evidence: EvidenceNone, Error: err.Error(),
-		Reason: "kernel inspection is not implemented yet"}, err
+	rep, cached, err := inspectPath(ctx, path, opts)
+	if err != nil {
+		rep.Path = path
+		rep.Verdict, rep.Evidence = Unknown, EvidenceNone
+		rep.Error = err.Error()
+		rep.Reason = errorReason(err)
+		log.G(ctx).WithError(err).WithField("path", path).Debug("guest kernel inspection failed")
+		return rep, err
+	}
+	rep.Path = path
+	judge(rep, opts.FixedReleases)
+	log.G(ctx).WithFields(log.Fields{
+		"path": path, "verdict": rep.Verdict, "evidence": rep.Evidence, "cached": cached,
+	}).Debug("inspected guest kernel")
+	return rep, nil
+}
+
+func inspectPath(ctx context.Context, path string, opts Options) (rep *Report, cached bool, err error) {
+	rep = &Report{}
+	st, err := os.Stat(path)
+	if err != nil {
+		return rep, false, openError(path, err)
+	}
+	if err := checkRegular(path, st); err != nil {
+		return rep, false, err
+	}
+	cache := fileCache{dir: opts.CacheDir}
+	key := newCacheKey(st, opts)
+	if facts, ok := cache.load(ctx, key); ok {
+		return facts, true, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return rep, false, openError(path, err)
+	}
+	defer f.Close()
+	if st, err = f.Stat(); err != nil {
+		return rep, false, openError(path, err)
+	}
+	if err := checkRegular(path, st); err != nil {
+		return rep, false, err
+	}
+	if err := parse(ctx, f, st.Size(), opts, rep); err != nil {
+		return rep, false, fmt.Errorf("inspect %s: %w", path, err)
+	}
+	// Cache only what was read from a file that did not change meanwhile.
+	if after, err := f.Stat(); err == nil && newCacheKey(after, opts) == newCacheKey(st, opts) {
+		cache.store(ctx, newCacheKey(st, opts), rep)
+	}
+	return rep, false, nil
+}
+
+// parse runs the inspector over r, turning parser panics on hostile bytes
+// into errors and giving every error its errdefs class.
+func parse(ctx context.Context, r io.ReaderAt, size int64, opts Options, rep *Report) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = withClass(errdefs.ErrInvalidArgument, fmt.Errorf("malformed image (parser panic: %v)", p))
+		}
+	}()
+	in := &inspector{ctx: ctx, limit: opts.limit(), headerOnly: opts.HeaderOnly}
+	if err := in.inspect(r, size, rep); err != nil {
+		switch {
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			return err
+		case errors.Is(err, ErrUnsupportedCompression):
+			return withClass(errdefs.ErrNotImplemented, err)
+		default:
+			return withClass(errdefs.ErrInvalidArgument, err)
+		}
+	}
+	return nil
+}
+
+func checkRegular(path string, st fs.FileInfo) error {
+	switch {
+	case st.IsDir():
+		return withClass(errdefs.ErrInvalidArgument, fmt.Errorf("inspect %s: is a directory, not a kernel image", path))
+	case !st.Mode().IsRegular():
+		return withClass(errdefs.ErrInvalidArgument, fmt.Errorf("inspect %s: not a regular file (%s)", path, st.Mode().Type()))
+	case st.Size() == 0:
+		return withClass(errdefs.ErrInvalidArgument, fmt.Errorf("inspect %s: empty file: %w", path, errNotKernel))
+	}
+	return nil
+}
+
+func openError(path string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return withClass(errdefs.ErrNotFound, fmt.Errorf("inspect %s: no such file", path))
+	case errors.Is(err, fs.ErrPermission):
+		return withClass(errdefs.ErrPermissionDenied, fmt.Errorf("inspect %s: permission denied", path))
+	}
+	return withClass(errdefs.ErrInvalidArgument, fmt.Errorf("inspect: %w", err))
+}
+
+// errorReason is the one line telling a person what to do about err.
+func errorReason(err error) string {
+	switch {
+	case errdefs.IsNotFound(err):
+		return "the kernel image does not exist; fix the path (the hypervisor's `kernel` in the Kata configuration)"
+	case errdefs.IsPermissionDenied(err):
+		return "the kernel image is not readable; run as root or make it readable"
+	case errors.Is(err, ErrDecompressionBudget):
+		return "the payload expands beyond the decompression budget; a Linux kernel image does not, so check the file"
+	case errdefs.IsNotImplemented(err):
+		return "this build cannot decompress the image; use a kernel compressed with gzip, xz, zstd, lz4, bzip2 or lzma, or an uncompressed vmlinux"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "inspection was interrupted; retry"
+	}
+	return "the file is not a readable Linux kernel image (ELF vmlinux, x86 bzImage, arm64 Image, EFI zboot); check the path and the file"
 }

@@ -33,7 +33,7 @@ type Report struct {
 	Format      string `json:"format"`      // "elf", "bzimage", "arm64-image", "efi-zboot", ...
 	Arch        string `json:"arch"`        // "x86_64", "arm64", "s390x", "ppc64le", "" if unknown
 	Compression string `json:"compression"` // payload compression: "none", "gzip", "xz", "zstd", "lz4", ...
-	Banner      string `json:"banner"`      // the whole "Linux version ..." line
+	Banner      string `json:"banner"`      // the whole "Linux version ..." line; for a bzImage whose payload was not read, the setup header's version string
 	Release     string `json:"release"`     // uname -r
 	Version     string `json:"version"`     // upstream version, e.g. "6.1.76", from a distro tail if the release is an ABI name
 	DistroTail  string `json:"distro_tail,omitempty"`
@@ -41,6 +41,12 @@ type Report struct {
 	BTFPresent bool `json:"btf_present"`
 	BTFHasFUSE bool `json:"btf_has_fuse"`
 	BTFHasFix  bool `json:"btf_has_fix"`
+	// BTFHasSubmounts: struct fuse_conn has auto_submounts (FUSE submounts,
+	// Linux 5.10+). Meaningful only when BTFHasFUSE.
+	BTFHasSubmounts bool `json:"btf_has_submounts"`
+	// Note says what was not examined and why, e.g. a payload compression
+	// this build cannot decompress.
+	Note string `json:"note,omitempty"`
 
 	Verdict  Verdict  `json:"verdict"`
 	Evidence Evidence `json:"evidence"`

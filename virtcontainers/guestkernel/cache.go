@@ -1,0 +1,120 @@
+package guestkernel
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/containerd/containerd/log"
+)
+
+// The cache keeps the facts of inspected images (never verdicts: those are
+// recomputed from the facts and the caller's FixedReleases on every call),
+// one small JSON file per image under Options.CacheDir, named after its key:
+//
+//	v<schema>-<dev>-<ino>-<size>-<mtime ns>-<mode>-<limit>.json
+//
+// Shims start concurrently and share the directory without locks: a writer
+// writes a temporary file in the same directory and renames it into place,
+// which is atomic, so a reader sees either no entry or a whole one; two
+// writers of one key write the same facts and the last rename wins. An entry
+// that does not parse or whose key differs is ignored and rewritten. Entries
+// of replaced images are left behind; each is under 2 KiB.
+
+// cacheSchema changes whenever the facts an image yields may change (parser
+// fixes), so old entries stop matching.
+const cacheSchema = 1
+
+type cacheKey struct {
+	Dev        uint64 `json:"dev"`
+	Ino        uint64 `json:"ino"`
+	Size       int64  `json:"size"`
+	MtimeNs    int64  `json:"mtime_ns"`
+	HeaderOnly bool   `json:"header_only"`
+	Limit      int64  `json:"limit"`
+}
+
+func newCacheKey(st fs.FileInfo, opts Options) cacheKey {
+	k := cacheKey{Size: st.Size(), MtimeNs: st.ModTime().UnixNano(), HeaderOnly: opts.HeaderOnly, Limit: opts.limit()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		k.Dev, k.Ino = uint64(sys.Dev), uint64(sys.Ino)
+	}
+	return k
+}
+
+func (k cacheKey) name() string {
+	mode := "full"
+	if k.HeaderOnly {
+		mode = "header"
+	}
+	return fmt.Sprintf("v%d-%x-%x-%x-%x-%s-%x.json", cacheSchema, k.Dev, k.Ino, k.Size, k.MtimeNs, mode, k.Limit)
+}
+
+type cacheEntry struct {
+	Schema int      `json:"schema"`
+	Key    cacheKey `json:"key"`
+	Facts  *Report  `json:"facts"`
+}
+
+type fileCache struct{ dir string }
+
+func (c fileCache) load(ctx context.Context, key cacheKey) (*Report, bool) {
+	if c.dir == "" || key.Ino == 0 {
+		return nil, false
+	}
+	b, err := os.ReadFile(filepath.Join(c.dir, key.name()))
+	if err != nil {
+		return nil, false
+	}
+	var e cacheEntry
+	if err := json.Unmarshal(b, &e); err != nil || e.Schema != cacheSchema || e.Key != key || e.Facts == nil {
+		log.G(ctx).WithField("entry", key.name()).Debug("ignoring unusable guest kernel cache entry")
+		return nil, false
+	}
+	return e.Facts, true
+}
+
+// store writes the facts of rep (not its verdict) for key; failures only
+// cost a later re-read, so they are logged, not returned.
+func (c fileCache) store(ctx context.Context, key cacheKey, rep *Report) {
+	if c.dir == "" || key.Ino == 0 {
+		return
+	}
+	facts := *rep
+	facts.Path, facts.Verdict, facts.Evidence, facts.Reason, facts.Error = "", "", "", "", ""
+	facts.Version, facts.DistroTail = "", ""
+	b, err := json.Marshal(cacheEntry{Schema: cacheSchema, Key: key, Facts: &facts})
+	if err == nil {
+		err = writeAtomic(c.dir, key.name(), b)
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("dir", c.dir).Warn("cannot write guest kernel cache entry")
+	}
+}
+
+func writeAtomic(dir, name string, b []byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, name))
+}

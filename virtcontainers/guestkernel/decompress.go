@@ -1,0 +1,139 @@
+package guestkernel
+
+import (
+	"bytes"
+	"compress/bzip2"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+	"github.com/ulikunitz/xz/lzma"
+)
+
+// Payload compressions, as the Report names them.
+const (
+	compNone  = "none"
+	compGzip  = "gzip"
+	compBzip2 = "bzip2"
+	compLZMA  = "lzma"
+	compXZ    = "xz"
+	compLZO   = "lzo"
+	compLZ4   = "lz4"
+	compZstd  = "zstd"
+)
+
+var (
+	// ErrDecompressionBudget is wrapped by errors for payloads that expand
+	// beyond Options.MaxDecompressed.
+	ErrDecompressionBudget = errors.New("decompression budget exceeded")
+	// ErrUnsupportedCompression is wrapped by errors for payloads this build
+	// cannot decompress (lzo: no maintained Go library; some xz filters).
+	ErrUnsupportedCompression = errors.New("unsupported compression")
+)
+
+// sniffCompression names the compression whose magic starts b, or "".
+// The magics are those the kernel's own decompressors check
+// (lib/decompress.c), plus the lz4 frame format for standalone files.
+func sniffCompression(b []byte) string {
+	has := func(p string) bool { return bytes.HasPrefix(b, []byte(p)) }
+	switch {
+	case has("\x1f\x8b"):
+		return compGzip
+	case has("BZh") && len(b) > 3 && b[3] >= '1' && b[3] <= '9':
+		return compBzip2
+	case has("\xfd7zXZ\x00"):
+		return compXZ
+	case has("\x28\xb5\x2f\xfd"):
+		return compZstd
+	case has("\x02\x21\x4c\x18"), has("\x04\x22\x4d\x18"):
+		return compLZ4
+	case has("\x89LZO\x00\r\n\x1a\n"):
+		return compLZO
+	case has("\x5d\x00\x00"):
+		return compLZMA
+	}
+	return ""
+}
+
+// sizeAppended splits the little-endian size that kbuild's size_append puts
+// after every compressed x86 payload but gzip's (whose trailer already ends
+// with it) and returns the stream without it plus the claimed size.
+func sizeAppended(kind string, data []byte) ([]byte, int64) {
+	if len(data) < 4 {
+		return data, 0
+	}
+	claimed := int64(binary.LittleEndian.Uint32(data[len(data)-4:]))
+	if kind == compGzip {
+		return data, claimed
+	}
+	return data[:len(data)-4], claimed
+}
+
+// decompress expands data, compressed with kind, into at most limit bytes.
+// hint, when plausible, sizes the output buffer up front.
+func decompress(ctx context.Context, kind string, data []byte, limit, hint int64) ([]byte, error) {
+	if hint > limit {
+		return nil, fmt.Errorf("%s payload claims %d bytes, more than the %d-byte limit: %w", kind, hint, limit, ErrDecompressionBudget)
+	}
+	src := bytes.NewReader(data)
+	var r io.Reader
+	switch kind {
+	case compGzip:
+		zr, err := gzip.NewReader(src)
+		if err != nil {
+			return nil, fmt.Errorf("gzip: %w", err)
+		}
+		zr.Multistream(false)
+		r = zr
+	case compBzip2:
+		r = bzip2.NewReader(src)
+	case compLZMA:
+		dictCap := int(min(max(limit, 8<<20), 1<<30))
+		lr, err := lzma.ReaderConfig{DictCap: dictCap}.NewReader(src)
+		if err != nil {
+			return nil, fmt.Errorf("lzma: %w", err)
+		}
+		r = lr
+	case compXZ:
+		return decompressXZ(ctx, data, limit, hint)
+	case compLZ4:
+		lr := lz4.NewReader(src)
+		if err := lr.Apply(lz4.ConcurrencyOption(1)); err != nil {
+			return nil, fmt.Errorf("lz4: %w", err)
+		}
+		r = lr
+	case compZstd:
+		zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxMemory(uint64(max(limit, 1))),
+			zstd.WithDecoderMaxWindow(uint64(min(max(limit, zstd.MinWindowSize), zstd.MaxWindowSize))))
+		if err != nil {
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		defer zr.Close()
+		r = zr
+	case compLZO:
+		return nil, fmt.Errorf("lzo: no maintained Go LZO decoder is available: %w", ErrUnsupportedCompression)
+	default:
+		return nil, fmt.Errorf("%q: %w", kind, ErrUnsupportedCompression)
+	}
+	out, err := readLimited(ctx, r, limit, hint)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", kind, err)
+	}
+	return out, nil
+}
+
+// readLimited reads r to its end into a buffer of at most limit bytes.
+func readLimited(ctx context.Context, r io.Reader, limit, hint int64) ([]byte, error) {
+	initial := int64(1 << 20)
+	if hint > 0 && hint <= limit {
+		// +1 so a stream of exactly hint bytes ends without a regrow.
+		initial = hint + 1
+	}
+	return appendLimited(ctx, make([]byte, 0, min(initial, limit+1)), r, limit)
+}
