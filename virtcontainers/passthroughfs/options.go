@@ -82,11 +82,15 @@ func (o Options) cache() CachePolicy {
 // MountOptions returns the FUSE session options that go with fs, for
 // fuse.NewServer or fuse.NewProtocolServer: the capabilities virtiofsd
 // negotiates (no host-side locks, READDIRPLUS unless the cache policy is
-// never, submounts, 1 MiB requests).
+// never, submounts, 1 MiB requests). For a /dev/fuse mount they also ask for
+// what a virtio-fs guest always mounts with: default_permissions (the kernel
+// checks permissions) and allow_other.
 func (fs *FS) MountOptions() *fuse.MountOptions {
 	return &fuse.MountOptions{
 		FsName:             "virtiofs",
 		Name:               "ksg",
+		AllowOther:         true,
+		Options:            []string{"default_permissions"},
 		MaxWrite:           1 << 20,
 		MaxBackground:      1 << 10,
 		DisableXAttrs:      !fs.opts.Xattr,
