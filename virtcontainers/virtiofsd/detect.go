@@ -67,7 +67,7 @@ var (
 	rustVersionRE = regexp.MustCompile(`^virtiofsd (\d+\.\d+\.\d+\S*)\s*$`)
 	cVersionRE    = regexp.MustCompile(`^virtiofsd version (\d+\.\d+\.\d+)\S*`)
 	longOptionRE  = regexp.MustCompile(`(?m)^\s+(?:-[A-Za-z],?\s+)?(--[a-z0-9][a-z0-9-]*)`)
-	cCompatRE     = regexp.MustCompile(`(?m)^\s+-o ([a-z_]+(?:[|/][a-z_]+)*)`)
+	cCompatRE     = regexp.MustCompile(`(?m)^\s+-o ([a-z0-9_]+(?:[|/][a-z0-9_]+)*)`)
 )
 
 // ParseVersion tells the flavour and version from a daemon's --version

@@ -1,0 +1,84 @@
+package virtiofsd
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/errdefs"
+)
+
+// FuzzParse feeds command lines (arguments separated by NUL) to Parse and
+// to both translations. A parse either fails with ErrInvalidArgument or gives
+// options whose Rust translation without protection is the command line
+// minus our --guard-* options, and whose no-submounts translation never
+// asks for submounts.
+func FuzzParse(f *testing.F) {
+	for _, seed := range [][]string{
+		kataArgv(),
+		kataArgv("--guard-protection=no-submounts", "--guard-upstream=/usr/libexec/virtiofsd"),
+		kataArgv("-o", "xattr,announce_submounts,cache=none", "-do", "source=/x"),
+		{"--cache", "never", "--shared-dir", "/srv", "--socket-path", "/s", "--xattrmap=:map::user.:"},
+		{"--print-capabilities"},
+	} {
+		f.Add(strings.Join(seed, "\x00"))
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		args := strings.Split(line, "\x00")
+		o, err := Parse(args)
+		if err != nil {
+			if o != nil || !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Fatalf("Parse(%q) = %v, %v", args, o, err)
+			}
+			return
+		}
+		var want []string
+		for _, a := range o.Args {
+			if !strings.HasPrefix(a.Name, "--guard-") {
+				want = append(want, a.Tokens...)
+			}
+		}
+		got, err := Translate(o, rust113(), ProtectNone)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("Translate(%q, rust, none) = %q, %v; want %q", args, got, err, want)
+		}
+		got, err = Translate(o, rust113(), ProtectNoSubmounts)
+		if err != nil {
+			t.Fatalf("Translate(%q, rust, no-submounts): %v", args, err)
+		}
+		for i, a := range got {
+			if a == "--announce-submounts" || (i > 0 && got[i-1] == "-o" && slices.Contains(strings.Split(a, ","), "announce_submounts")) {
+				t.Fatalf("Translate(%q, rust, no-submounts) = %q still announces", args, got)
+			}
+		}
+		for _, p := range []Protection{ProtectNone, ProtectNoSubmounts} {
+			got, err = Translate(o, qemu72(), p)
+			if err == nil && p == ProtectNoSubmounts && slices.Contains(got, "announce_submounts") {
+				t.Fatalf("Translate(%q, C, no-submounts) = %q still announces", args, got)
+			}
+			if err != nil && !errors.Is(err, errdefs.ErrNotImplemented) {
+				t.Fatalf("Translate(%q, C, %s): %v", args, p, err)
+			}
+		}
+	})
+}
+
+// FuzzParseVersion feeds --version and --help output to the parsers.
+func FuzzParseVersion(f *testing.F) {
+	f.Add([]byte("virtiofsd 1.13.2\n"))
+	f.Add([]byte("virtiofsd version 7.2.22 (Debian)\nCopyright\nusing FUSE kernel interface version 7.36\n"))
+	f.Add([]byte("      --shared-dir <SHARED_DIR>\n  -h, --help\n    -o flock|no_flock\n"))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		flavour, version, err := ParseVersion(out)
+		if err == nil && (version == "" || (flavour != FlavourRust && flavour != FlavourC)) {
+			t.Fatalf("ParseVersion(%q) = %q, %q, nil", out, flavour, version)
+		}
+		for _, fl := range []Flavour{FlavourRust, FlavourC} {
+			opts := ParseHelp(fl, out)
+			if !slices.IsSorted(opts) {
+				t.Fatalf("ParseHelp(%q) not sorted: %q", out, opts)
+			}
+		}
+	})
+}
