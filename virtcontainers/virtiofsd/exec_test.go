@@ -84,8 +84,14 @@ func TestCDaemonTakesEscapedOptions(t *testing.T) {
 	require.NoError(t, err)
 
 	cmd := exec.Command(path, args...)
-	out := &limitedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	require.NoError(t, err)
+	t.Cleanup(func() { logFile.Close() })
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	output := func() string {
+		b, _ := os.ReadFile(logFile.Name())
+		return string(b)
+	}
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -101,11 +107,11 @@ func TestCDaemonTakesEscapedOptions(t *testing.T) {
 		select {
 		case err := <-exited:
 			exited <- err
-			t.Fatalf("C virtiofsd %q exited: %v\n%s", args, err, out.String())
+			t.Fatalf("C virtiofsd %q exited: %v\n%s", args, err, output())
 		default:
 		}
-		require.True(t, time.Now().Before(deadline), "no socket after 10s:\n%s", out.String())
+		require.True(t, time.Now().Before(deadline), "no socket after 10s:\n%s", output())
 		time.Sleep(20 * time.Millisecond)
 	}
-	require.NotContains(t, out.String(), "unknown option")
+	require.NotContains(t, output(), "unknown option")
 }
