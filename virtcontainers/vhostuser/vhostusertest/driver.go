@@ -33,6 +33,7 @@ type Queue struct {
 	heapStart uint64
 	heapEnd   uint64
 	heapNext  uint64
+	done      map[uint16]uint32
 	// UseIndirect puts every chain in an indirect table.
 	UseIndirect bool
 }
@@ -186,6 +187,10 @@ func (q *Queue) UsedIdx() uint16 {
 func (q *Queue) Reap() []Used {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.reapLocked()
+}
+
+func (q *Queue) reapLocked() []Used {
 	var out []Used
 	idx := q.UsedIdx()
 	for q.lastUsed != idx {
@@ -291,33 +296,42 @@ func (q *Queue) Release(p *Pending) {
 }
 
 // Wait polls the used ring for the listed requests until all completed or
-// d passed, and returns their used lengths by head.
+// d passed, and returns their used lengths by head. Several goroutines may
+// wait on one queue: completions are handed to whoever submitted them.
 func (q *Queue) Wait(d time.Duration, ps ...*Pending) (map[uint16]uint32, error) {
-	want := map[uint16]bool{}
-	for _, p := range ps {
-		want[p.Head] = true
-	}
 	got := map[uint16]uint32{}
 	deadline := time.Now().Add(d)
-	for len(got) < len(want) {
-		for _, u := range q.Reap() {
-			if !want[u.ID] {
-				return got, fmt.Errorf("queue %d: unexpected used id %d", q.Index, u.ID)
+	for {
+		q.mu.Lock()
+		if q.done == nil {
+			q.done = map[uint16]uint32{}
+		}
+		for _, u := range q.reapLocked() {
+			if _, dup := q.done[u.ID]; dup {
+				q.mu.Unlock()
+				return got, fmt.Errorf("queue %d: head %d used twice", q.Index, u.ID)
 			}
-			got[u.ID] = u.Len
+			q.done[u.ID] = u.Len
 		}
-		if len(got) == len(want) {
-			break
+		for _, p := range ps {
+			if n, ok := q.done[p.Head]; ok {
+				got[p.Head] = n
+			}
 		}
+		if len(got) == len(ps) {
+			for _, p := range ps {
+				delete(q.done, p.Head)
+				q.free = append(q.free, p.descs...)
+			}
+			q.mu.Unlock()
+			return got, nil
+		}
+		q.mu.Unlock()
 		if time.Now().After(deadline) {
-			return got, fmt.Errorf("queue %d: %d of %d requests completed in %v", q.Index, len(got), len(want), d)
+			return got, fmt.Errorf("queue %d: %d of %d requests completed in %v", q.Index, len(got), len(ps), d)
 		}
-		q.WaitCall(10 * time.Millisecond)
+		q.WaitCall(5 * time.Millisecond)
 	}
-	for _, p := range ps {
-		q.Release(p)
-	}
-	return got, nil
 }
 
 // Do submits one request and waits for it: the bytes written to its

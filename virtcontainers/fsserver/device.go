@@ -1,0 +1,221 @@
+package fsserver
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	stdlog "log"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/containerd/containerd/log"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser"
+)
+
+// Queue 0 of a virtio-fs device is the high-priority queue (FORGET,
+// BATCH_FORGET, INTERRUPT); the rest are request queues.
+const HiprioQueue = 0
+
+// FUSE wire sizes the bridge needs itself.
+const (
+	inHeaderSize  = 40
+	outHeaderSize = 16
+	opInit        = 26
+	opDestroy     = 38
+	// slack covers the request header and structs around a payload of
+	// max_write bytes, and xattr values (64 KiB).
+	slack = 1<<16 + 1<<12
+)
+
+// Capabilities the virtio-fs device never negotiates: DAX needs a shared
+// memory window we do not offer, passthrough needs /dev/fuse.
+const refusedCaps = fuse.CAP_MAP_ALIGNMENT | fuse.CAP_HAS_INODE_DAX | fuse.CAP_PASSTHROUGH
+
+// DeviceConfig shapes the virtio-fs device.
+type DeviceConfig struct {
+	// RequestQueues is how many request queues the device accepts (the
+	// frontend's num-request-queues may be lower). Default 1.
+	RequestQueues int
+}
+
+// Device is a virtio-fs device serving a fuse.RawFileSystem.
+type Device struct {
+	fs     fuse.RawFileSystem
+	ps     *fuse.ProtocolServer
+	queues int
+	lim    vhostuser.Limits
+
+	// INIT updates the protocol server's negotiated state, which later
+	// requests read: serialize requests until INIT has been answered.
+	initDone atomic.Bool
+	initMu   sync.Mutex
+}
+
+var _ vhostuser.Device = (*Device)(nil)
+
+// NewDevice returns the device for fs with the session options opts (as the
+// file system's own MountOptions give them). opts is copied; go-fuse's
+// messages go to ctx's logger.
+func NewDevice(ctx context.Context, fs fuse.RawFileSystem, opts *fuse.MountOptions, cfg DeviceConfig) *Device {
+	o := *opts
+	o.DisabledCapabilities |= refusedCaps
+	o.ExtraCapabilities &^= refusedCaps
+	if o.Logger == nil {
+		w := log.G(ctx).WithField("component", "go-fuse").WriterLevel(logrus.WarnLevel)
+		o.Logger = stdlog.New(w, "", 0)
+	}
+	if o.MaxWrite <= 0 {
+		o.MaxWrite = 1 << 20
+	}
+	if cfg.RequestQueues <= 0 {
+		cfg.RequestQueues = 1
+	}
+	ps := fuse.NewProtocolServer(fs, &o)
+	limit := uint64(o.MaxWrite) + slack
+	return &Device{
+		fs:     fs,
+		ps:     ps,
+		queues: 1 + cfg.RequestQueues,
+		lim:    vhostuser.Limits{MaxReadable: limit, MaxWritable: limit},
+	}
+}
+
+// NumQueues implements vhostuser.Device.
+func (d *Device) NumQueues() int { return d.queues }
+
+// Features implements vhostuser.Device: virtio-fs has no feature bits of its
+// own besides the notification one we do not offer.
+func (d *Device) Features() uint64 { return 0 }
+
+// Limits implements vhostuser.Device.
+func (d *Device) Limits() vhostuser.Limits { return d.lim }
+
+// Handle implements vhostuser.Device: one FUSE request in c.Readable, its
+// reply into c.Writable.
+func (d *Device) Handle(ctx context.Context, q int, c *vhostuser.Chain) (n uint32) {
+	var hdr [inHeaderSize]byte
+	got := copyIov(hdr[:], c.Readable)
+	if !d.initDone.Load() {
+		d.initMu.Lock()
+		defer d.initMu.Unlock()
+	}
+	defer func() {
+		// The file system and go-fuse already recover their panics; this
+		// catches the bridge's own so one bad request cannot kill the daemon.
+		if r := recover(); r != nil {
+			log.G(ctx).WithField("panic", r).Error("virtio-fs request panicked")
+			n = errorReply(c.Writable, hdr[:got], syscall.EIO)
+		}
+	}()
+	op := uint32(0)
+	if got == inHeaderSize {
+		op = binary.LittleEndian.Uint32(hdr[4:])
+	}
+	if op == opInit {
+		d.sessionStart(ctx, c.Readable)
+	}
+	written, status := d.ps.HandleRequest(c.Readable, c.Writable)
+	if op == opDestroy {
+		if r, ok := d.fs.(resetter); ok {
+			r.Reset()
+		}
+	}
+	if !status.Ok() {
+		// The request was too short or its reply buffer too small: answer
+		// with an error if at all possible so the guest does not hang.
+		return errorReply(c.Writable, hdr[:got], syscall.Errno(status))
+	}
+	if written > 0 && written < outHeaderSize {
+		// go-fuse truncates an error reply to a buffer too small for it;
+		// the guest must not see a partial header.
+		return 0
+	}
+	if op == opInit && !d.initDone.Load() {
+		if written >= outHeaderSize && outError(c.Writable) == 0 {
+			d.initDone.Store(true)
+			log.G(ctx).WithField("queue", q).Debug("virtio-fs session initialised")
+		}
+	}
+	return uint32(written)
+}
+
+// File systems that keep per-session state (passthroughfs) learn about
+// sessions through these.
+type (
+	resetter interface{ Reset() }
+	capsSetter interface{ SetKernelCapabilities(flags uint64) }
+)
+
+// sessionStart tells the file system what the guest kernel offers in INIT,
+// and that a second INIT (a rebooted guest) starts a new session.
+func (d *Device) sessionStart(ctx context.Context, in [][]byte) {
+	var b [inHeaderSize + 24]byte
+	n := copyIov(b[:], in)
+	if d.initDone.Load() {
+		if r, ok := d.fs.(resetter); ok {
+			log.G(ctx).Info("virtio-fs guest started a new session; forgetting the old one")
+			r.Reset()
+		}
+	}
+	if n < inHeaderSize+16 {
+		return
+	}
+	flags := uint64(binary.LittleEndian.Uint32(b[inHeaderSize+12:]))
+	if flags&fuse.CAP_INIT_EXT != 0 && n >= inHeaderSize+20 {
+		flags |= uint64(binary.LittleEndian.Uint32(b[inHeaderSize+16:])) << 32
+	}
+	if s, ok := d.fs.(capsSetter); ok {
+		s.SetKernelCapabilities(flags)
+	}
+}
+
+func copyIov(dst []byte, iov [][]byte) int {
+	n := 0
+	for _, b := range iov {
+		if n == len(dst) {
+			break
+		}
+		n += copy(dst[n:], b)
+	}
+	return n
+}
+
+func outError(out [][]byte) int32 {
+	var h [outHeaderSize]byte
+	copyIov(h[:], out)
+	return int32(binary.LittleEndian.Uint32(h[4:]))
+}
+
+// errorReply writes a bare FUSE error reply for the request whose header is
+// hdr; 0 when there is no room (or no header to answer).
+func errorReply(out [][]byte, hdr []byte, errno syscall.Errno) uint32 {
+	if len(hdr) < inHeaderSize {
+		return 0
+	}
+	var h [outHeaderSize]byte
+	binary.LittleEndian.PutUint32(h[0:], outHeaderSize)
+	binary.LittleEndian.PutUint32(h[4:], uint32(-int32(errno)))
+	copy(h[8:], hdr[8:16]) // unique
+	total := 0
+	for _, b := range out {
+		total += len(b)
+	}
+	if total < outHeaderSize {
+		return 0
+	}
+	src := h[:]
+	for _, b := range out {
+		k := copy(b, src)
+		src = src[k:]
+		if len(src) == 0 {
+			break
+		}
+	}
+	return outHeaderSize
+}
+
+func (d *Device) String() string { return fmt.Sprintf("virtio-fs device (%d queues)", d.queues) }
