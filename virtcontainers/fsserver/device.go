@@ -146,7 +146,7 @@ func (d *Device) Handle(ctx context.Context, q int, c *vhostuser.Chain) (n uint3
 // File systems that keep per-session state (passthroughfs) learn about
 // sessions through these.
 type (
-	resetter interface{ Reset() }
+	resetter   interface{ Reset() }
 	capsSetter interface{ SetKernelCapabilities(flags uint64) }
 )
 
