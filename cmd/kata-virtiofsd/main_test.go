@@ -42,12 +42,12 @@ func TestMain(m *testing.M) {
 
 const cDaemonPath = "/usr/lib/qemu/virtiofsd"
 
-func rustDaemon(t *testing.T) string {
+func rustDaemon(t testing.TB) string {
 	t.Helper()
 	return testutil.RequiresCacheFile(t, "bin/virtiofsd-rust")
 }
 
-func cDaemon(t *testing.T) string {
+func cDaemon(t testing.TB) string {
 	t.Helper()
 	_, err := os.Stat(cDaemonPath)
 	testutil.Require(t, err == nil, cDaemonPath+" missing (qemu-system-common, test/setup/10-apt.sh)")
@@ -55,7 +55,7 @@ func cDaemon(t *testing.T) string {
 }
 
 // kataShare makes a shared dir laid out as Kata's and an empty state dir.
-func kataShare(t *testing.T, id string) (shared, stateDir string) {
+func kataShare(t testing.TB, id string) (shared, stateDir string) {
 	t.Helper()
 	root := t.TempDir()
 	shared = filepath.Join(root, "shared", "sandboxes", id, "shared")
@@ -64,7 +64,7 @@ func kataShare(t *testing.T, id string) (shared, stateDir string) {
 	return shared, filepath.Join(root, "state")
 }
 
-func writePlan(t *testing.T, stateDir, id string, p hooks.Protection, upstream string) {
+func writePlan(t testing.TB, stateDir, id string, p hooks.Protection, upstream string) {
 	t.Helper()
 	require.NoError(t, hooks.WritePlan(stateDir, &hooks.Plan{
 		SandboxID: id, Action: hooks.Warn, Reason: "test", Protection: p, UpstreamVirtiofsd: upstream,
@@ -78,7 +78,7 @@ func kataArgs(shared string, extra ...string) []string {
 }
 
 // listener returns a listening unix socket as a file, as Kata hands it over.
-func listener(t *testing.T) (path string, f *os.File) {
+func listener(t testing.TB) (path string, f *os.File) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "vhost-fs.sock")
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -110,7 +110,7 @@ func (s *syncBuffer) String() string {
 }
 
 // start runs the test binary as kata-virtiofsd with fd (if any) as fd 3.
-func start(t *testing.T, args []string, fd *os.File, env ...string) (*exec.Cmd, *syncBuffer) {
+func start(t testing.TB, args []string, fd *os.File, env ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), runAsKataVirtiofsd+"=1"), env...)
@@ -145,7 +145,7 @@ func runToFailure(t *testing.T, args []string, fd *os.File, env ...string) strin
 }
 
 // getFeatures connects to a vhost-user backend and asks for its features.
-func getFeatures(t *testing.T, path string) uint64 {
+func getFeatures(t testing.TB, path string) uint64 {
 	t.Helper()
 	conn, err := net.DialTimeout("unix", path, 10*time.Second)
 	require.NoError(t, err)
@@ -181,7 +181,7 @@ func TestRealStart(t *testing.T) {
 	testutil.RequiresRoot(t)
 	type daemon struct {
 		name string
-		path func(*testing.T) string
+		path func(testing.TB) string
 	}
 	daemons := []daemon{{"rust", rustDaemon}, {"qemu-c", cDaemon}}
 	cases := []struct {
@@ -520,4 +520,45 @@ func TestServeSeam(t *testing.T) {
 	flags, err := unix.FcntlInt(fd.Fd(), unix.F_GETFD, 0)
 	require.NoError(t, err)
 	require.Zero(t, flags&unix.FD_CLOEXEC, "the socket stays open across exec")
+}
+
+// BenchmarkStartToFirstReply measures a share's start as Kata sees it: from
+// spawning the daemon to its first vhost-user reply, for the upstream started
+// directly and through kata-virtiofsd (parse, plan, cached detection, exec).
+func BenchmarkStartToFirstReply(b *testing.B) {
+	testutil.RequiresRoot(b)
+	for _, dm := range []struct {
+		name string
+		path func(testing.TB) string
+	}{{"rust", rustDaemon}, {"qemu-c", cDaemon}} {
+		upstream := dm.path(b)
+		id := "sb-bench-" + dm.name
+		shared, stateDir := kataShare(b, id)
+		writePlan(b, stateDir, id, hooks.ProtectNoSubmounts, upstream)
+		for _, via := range []string{"direct", "kata-virtiofsd"} {
+			b.Run(dm.name+"/"+via, func(b *testing.B) {
+				for b.Loop() {
+					sock, fd := listener(b)
+					var cmd *exec.Cmd
+					if via == "direct" {
+						o, err := virtiofsd.Parse(kataArgs(shared))
+						require.NoError(b, err)
+						d, err := virtiofsd.Detect(context.Background(), upstream, filepath.Join(stateDir, "virtiofsd-cache"))
+						require.NoError(b, err)
+						args, err := virtiofsd.Translate(o, d, virtiofsd.ProtectNoSubmounts)
+						require.NoError(b, err)
+						cmd = exec.Command(upstream, args...)
+						cmd.ExtraFiles = []*os.File{fd}
+						require.NoError(b, cmd.Start())
+					} else {
+						cmd, _ = start(b, kataArgs(shared, "--guard-state-dir="+stateDir), fd)
+					}
+					getFeatures(b, sock)
+					cmd.Process.Kill()
+					cmd.Wait()
+					fd.Close()
+				}
+			})
+		}
+	}
 }

@@ -18,12 +18,12 @@ import (
 
 const cDaemonPath = "/usr/lib/qemu/virtiofsd"
 
-func rustDaemonPath(t *testing.T) string {
+func rustDaemonPath(t testing.TB) string {
 	t.Helper()
 	return testutil.RequiresCacheFile(t, "bin/virtiofsd-rust")
 }
 
-func cDaemon(t *testing.T) string {
+func cDaemon(t testing.TB) string {
 	t.Helper()
 	_, err := os.Stat(cDaemonPath)
 	testutil.Require(t, err == nil, cDaemonPath+" missing (qemu-system-common, test/setup/10-apt.sh)")
@@ -85,7 +85,7 @@ func TestParseHelp(t *testing.T) {
 func TestDetectRealDaemons(t *testing.T) {
 	cases := []struct {
 		name    string
-		path    func(*testing.T) string
+		path    func(testing.TB) string
 		flavour Flavour
 		version string
 		options []string
@@ -159,7 +159,7 @@ func TestDetectCache(t *testing.T) {
 	require.Equal(t, first, d)
 }
 
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
 	t.Helper()
 	in, err := os.Open(src)
 	require.NoError(t, err)
