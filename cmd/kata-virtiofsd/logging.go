@@ -28,7 +28,7 @@ func newLogger(stderr io.Writer, useSyslog bool, syslogAddr string) (*logrus.Log
 	if syslogAddr != "" {
 		network = "unixgram"
 	}
-	hook, err := lsyslog.NewSyslogHook(network, syslogAddr, syslog.LOG_INFO|syslog.LOG_DAEMON, syslogTag)
+	hook, err := lsyslog.NewSyslogHook(network, syslogAddr, syslog.LOG_INFO|syslog.LOG_USER, syslogTag)
 	if err != nil {
 		return l, err.Error()
 	}
