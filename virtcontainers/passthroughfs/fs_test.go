@@ -377,7 +377,9 @@ func TestReadDirPlusCountsEveryEntryOnce(t *testing.T) {
 	require.Equal(t, 1, fs.inodes.len())
 }
 
-func itoa3(i int) string { return string([]byte{byte('0' + i/100%10), byte('0' + i/10%10), byte('0' + i%10)}) }
+func itoa3(i int) string {
+	return string([]byte{byte('0' + i/100%10), byte('0' + i/10%10), byte('0' + i%10)})
+}
 
 // TestDataPathDoesNotAllocate holds the READ and WRITE paths to zero heap
 // allocations per request.
