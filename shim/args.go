@@ -41,7 +41,9 @@ func parseArgs(args []string) invocation {
 	if len(args) > 1 {
 		inv.parseErr = fs.Parse(args[1:])
 	}
-	inv.action = fs.Arg(0)
+	if inv.parseErr == nil {
+		inv.action = fs.Arg(0)
+	}
 	return inv
 }
 
