@@ -24,8 +24,12 @@ test: build lint ## run every test: unit (-race), containerd integration and the
 unit-test: ## run the unit tests only (no containerd, no VMs)
 	$(GO) test -race -count=1 ./...
 
-integration: build ## run the containerd integration tests only
-	KSG_INTEGRATION=1 $(GO) test -count=1 -timeout 30m ./test/integration/...
+integration: build ## run the containerd integration tests only (root; crictl from test/setup)
+	KSG_INTEGRATION=1 $(GO) test -count=1 -timeout 30m -v ./test/integration/...
+
+.PHONY: bench-shim
+bench-shim: ## median shim start->address, ours vs the stand-in delegate alone (BENCHMARKS.md)
+	KSG_INTEGRATION=1 $(GO) test -run '^$$' -bench BenchmarkShimStart -benchtime 200x -timeout 30m ./test/integration/
 
 e2e: build ## run the VM truth table only
 	KSG_E2E=1 $(GO) test -count=1 -timeout 60m -v ./test/e2e/...

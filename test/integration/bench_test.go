@@ -1,0 +1,130 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/ttrpc"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+)
+
+// BenchmarkShimStart measures what containerd waits for at sandbox creation:
+// from exec of the shim's `start` to the address on its stdout and its exit,
+// for the stand-in alone and for our shim handing off to it, interleaved in
+// one run. Our shim resolves the configuration, checks the fixed test kernel
+// (its inspection cache warmed by the first start), writes the plan and
+// execs the stand-in. Reported: the median of each and their difference.
+//
+//	KSG_INTEGRATION=1 go test -run '^$' -bench BenchmarkShimStart -benchtime 200x ./test/integration/
+//
+// KSG_BENCH_STATE_DIR puts state_dir (plan and kernel cache) elsewhere, e.g.
+// on tmpfs as /run is on most hosts.
+func BenchmarkShimStart(b *testing.B) {
+	kernels := requireKernels(b)
+	dir := b.TempDir()
+	cfg := kataConfig{kernel: kernels.fixed, onVulnerable: "refuse", onUnknown: "refuse"}
+	if d := os.Getenv("KSG_BENCH_STATE_DIR"); d != "" {
+		cfg.stateDir = filepath.Join(d, fmt.Sprintf("ksg-bench-%d", os.Getpid()))
+		b.Cleanup(func() { os.RemoveAll(cfg.stateDir) })
+	}
+	cfgPath, stateDir := writeKataConfig(b, dir, cfg)
+	c := startContainerd(b, containerdOptions{})
+	// containerd's environment for shims (runtime/v2/shim/util.go Command).
+	env := append(os.Environ(), "KATA_CONF_FILE="+cfgPath, "GOMAXPROCS=2", "MAX_SHIM_VERSION=2",
+		"TTRPC_ADDRESS="+c.ttrpcAddress, "GRPC_ADDRESS="+c.address, "NAMESPACE="+ctrNamespace)
+	env = withoutEnv(env, "KSG_STANDIN_RECORD_DIR")
+
+	start := func(bin, id string) time.Duration {
+		bundle := filepath.Join(dir, "bundles", id)
+		require.NoError(b, os.MkdirAll(bundle, 0o755))
+		require.NoError(b, os.WriteFile(filepath.Join(bundle, "config.json"),
+			[]byte(`{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"`+id+`"}}`), 0o644))
+		cmd := exec.Command(bin, "-namespace", ctrNamespace, "-address", c.address, "-publish-binary", "/usr/bin/containerd", "-id", id, "start")
+		cmd.Dir, cmd.Env = bundle, env
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		t0 := time.Now()
+		err := cmd.Run()
+		elapsed := time.Since(t0)
+		require.NoError(b, err, errb.String())
+		address := strings.TrimSpace(out.String())
+		require.True(b, strings.HasPrefix(address, "unix://"), "start printed %q", address)
+		shutdownShim(b, address, id)
+		_ = hooks.RemovePlan(stateDir, id)
+		require.NoError(b, os.RemoveAll(bundle))
+		return elapsed
+	}
+
+	// Warm the kernel cache and the page cache of both binaries.
+	start(suite.bins.ours, "bench-warm")
+	start(suite.bins.standin, "bench-warm")
+
+	alone := make([]time.Duration, 0, b.N)
+	guard := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		alone = append(alone, start(suite.bins.standin, fmt.Sprintf("bench-alone-%d", i)))
+		guard = append(guard, start(suite.bins.ours, fmt.Sprintf("bench-guard-%d", i)))
+	}
+	b.StopTimer()
+	ma, mg := median(alone), median(guard)
+	b.ReportMetric(ms(ma), "ms-standin-median")
+	b.ReportMetric(ms(mg), "ms-guard-median")
+	b.ReportMetric(ms(mg-ma), "ms-overhead-median")
+}
+
+func shutdownShim(b testing.TB, address, id string) {
+	conn, err := net.Dial("unix", strings.TrimPrefix(address, "unix://"))
+	require.NoError(b, err)
+	client := ttrpc.NewClient(conn)
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ctrNamespace), 10*time.Second)
+	defer cancel()
+	_, _ = taskAPI.NewTaskClient(client).Shutdown(ctx, &taskAPI.ShutdownRequest{ID: id, Now: true})
+	// The shim removes its socket as it exits.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(strings.TrimPrefix(address, "unix://")); os.IsNotExist(err) {
+			return
+		}
+		require.True(b, time.Now().Before(deadline), "shim %s did not exit", id)
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func withoutEnv(env []string, key string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, key+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func median(d []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
