@@ -83,12 +83,14 @@ func TestPolicyMatrix(t *testing.T) {
 						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == config.ProtectionNone
 						if guardOff {
 							require.Equal(t, 0, calls, "a guard that is off must not inspect")
+							require.False(t, p.KernelInspected)
 							require.Equal(t, Allow, p.Action)
 							require.Equal(t, ProtectNone, p.Protection)
 							require.Contains(t, p.Reason, "submount guard is off")
 							return
 						}
 						require.Equal(t, 1, calls)
+						require.True(t, p.KernelInspected)
 						require.Equal(t, wantAction, p.Action)
 						require.Equal(t, wantProt, p.Protection)
 						require.Equal(t, v, p.Kernel.Verdict)
@@ -183,6 +185,7 @@ func TestDecideNoVirtioFS(t *testing.T) {
 	p, err := Decide(context.Background(), Input{Resolved: resolve(t, path), SandboxID: "sb", Inspector: canned(guestkernel.Vulnerable, &calls)})
 	require.NoError(t, err)
 	require.Equal(t, 0, calls)
+	require.False(t, p.KernelInspected)
 	require.Equal(t, Allow, p.Action)
 	require.Equal(t, ProtectNone, p.Protection)
 	require.Equal(t, "[hypervisor.qemu] shared_fs = virtio-9p: the guest mounts no virtio-fs share, so the FUSE submount bug cannot occur", p.Reason)

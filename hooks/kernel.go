@@ -73,6 +73,7 @@ func (guestKernelHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error
 		case guestkernel.Unknown:
 			action = actionFor(g.OnUnknown)
 		}
+		p.KernelInspected = true
 		if first || actionRank(action) > actionRank(p.Action) ||
 			(actionRank(action) == actionRank(p.Action) && verdictRank(rep.Verdict) > verdictRank(p.Kernel.Verdict)) {
 			p.Action, p.Kernel, p.Hypervisor = action, rep, h.Name

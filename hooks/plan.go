@@ -44,6 +44,10 @@ type Plan struct {
 	HypervisorCandidates []string `json:"hypervisor_candidates,omitempty"`
 
 	Kernel guestkernel.Report `json:"kernel"`
+	// KernelInspected is false when the decision needed no inspection (no
+	// virtio-fs share, or the guard is off); Kernel then only names the
+	// image.
+	KernelInspected bool `json:"kernel_inspected"`
 
 	Action Action `json:"action"`
 	// Reason is one line a person can act on.

@@ -1,0 +1,137 @@
+package hooks
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+)
+
+// guestKernels returns test/kernels' output directory and its MANIFEST
+// (variant -> release); locally the test is skipped when the kernels are
+// not built, under CI it fails.
+func guestKernels(t *testing.T) (string, map[string]string) {
+	t.Helper()
+	out, err := exec.Command("../test/kernels/build.sh", "--print-dir").Output()
+	testutil.Require(t, err == nil, "guest kernels are not built (run test/kernels/build.sh)")
+	dir := strings.TrimSpace(string(out))
+	f, err := os.Open(filepath.Join(dir, "MANIFEST"))
+	require.NoError(t, err)
+	defer f.Close()
+	releases := map[string]string{}
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		parts := strings.SplitN(s.Text(), "\t", 3)
+		if len(parts) >= 2 {
+			releases[parts[0]] = parts[1]
+		}
+	}
+	require.NoError(t, s.Err())
+	return dir, releases
+}
+
+// TestDecideRealKernels decides on the kernels test/kernels builds, through
+// the real guestkernel.Inspect, for both image formats.
+func TestDecideRealKernels(t *testing.T) {
+	dir, releases := guestKernels(t)
+	garbage := filepath.Join(t.TempDir(), "not-a-kernel")
+	require.NoError(t, os.WriteFile(garbage, []byte("this is not a kernel image\n"), 0o644))
+	cases := []struct {
+		name    string
+		kernel  string
+		guard   string
+		verdict guestkernel.Verdict
+		action  Action
+		prot    Protection
+	}{
+		{"fixed bzImage", filepath.Join(dir, "fixed/bzImage"), `on_vulnerable = "refuse"`, guestkernel.Fixed, Allow, ProtectNone},
+		{"fixed vmlinux", filepath.Join(dir, "fixed/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Fixed, Allow, ProtectNone},
+		{"vulnerable bzImage refused", filepath.Join(dir, "vulnerable/bzImage"), `on_vulnerable = "refuse"`, guestkernel.Vulnerable, Refuse, ProtectNone},
+		{"vulnerable vmlinux warned", filepath.Join(dir, "vulnerable/vmlinux"), ``, guestkernel.Vulnerable, Warn, ProtectNoSubmounts},
+		{"vulnerable off still protected", filepath.Join(dir, "vulnerable/vmlinux"), `on_vulnerable = "off"`, guestkernel.Vulnerable, Allow, ProtectNoSubmounts},
+		// BTF outranks a version string that lies either way.
+		{"lying-fixed is vulnerable", filepath.Join(dir, "lying-fixed/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Vulnerable, Refuse, ProtectNone},
+		{"lying-vulnerable is fixed", filepath.Join(dir, "lying-vulnerable/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Fixed, Allow, ProtectNone},
+		// BTF outranks fixed_releases; without BTF the operator's word does.
+		{"fixed_releases cannot beat BTF", filepath.Join(dir, "vulnerable/vmlinux"),
+			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable"]), guestkernel.Vulnerable, Refuse, ProtectNone},
+		{"fixed_releases beats the version", filepath.Join(dir, "vulnerable-nobtf/vmlinux"),
+			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable-nobtf"]), guestkernel.Fixed, Allow, ProtectNone},
+		{"version alone", filepath.Join(dir, "vulnerable-nobtf/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Vulnerable, Refuse, ProtectNone},
+		{"not a kernel is unknown", garbage, `on_unknown = "refuse"`, guestkernel.Unknown, Refuse, ProtectNone},
+		{"not a kernel warned", garbage, ``, guestkernel.Unknown, Warn, ProtectNoSubmounts},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := resolve(t, setup(t, tc.kernel, tc.guard, ""))
+			p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", ContainerType: PodSandbox})
+			require.NoError(t, err)
+			require.Equal(t, tc.verdict, p.Kernel.Verdict, p.Reason)
+			require.Equal(t, tc.action, p.Action, p.Reason)
+			require.Equal(t, tc.prot, p.Protection, p.Reason)
+			require.Equal(t, tc.kernel, p.Kernel.Path)
+			if tc.verdict != guestkernel.Unknown {
+				require.NotEmpty(t, p.Kernel.Release)
+			}
+			// The plan the shim would write round-trips.
+			require.NoError(t, WritePlan(r.Guard.StateDir, p))
+			back, err := ReadPlan(r.Guard.StateDir, "sb")
+			require.NoError(t, err)
+			require.Equal(t, p.Kernel, back.Kernel)
+			require.Equal(t, p.Action, back.Action)
+		})
+	}
+}
+
+// TestPolicyMatrixRealKernels repeats the policy matrix with verdicts that
+// come from real images instead of canned reports.
+func TestPolicyMatrixRealKernels(t *testing.T) {
+	dir, _ := guestKernels(t)
+	garbage := filepath.Join(t.TempDir(), "not-a-kernel")
+	require.NoError(t, os.WriteFile(garbage, []byte("MZ but nothing else"), 0o644))
+	images := map[guestkernel.Verdict]string{
+		guestkernel.Fixed:      filepath.Join(dir, "fixed/vmlinux"),
+		guestkernel.Vulnerable: filepath.Join(dir, "vulnerable/vmlinux"),
+		guestkernel.Unknown:    garbage,
+	}
+	policyAction := map[config.Policy]Action{config.PolicyRefuse: Refuse, config.PolicyWarn: Warn, config.PolicyOff: Allow}
+	policies := []config.Policy{config.PolicyRefuse, config.PolicyWarn, config.PolicyOff}
+	for _, onVuln := range policies {
+		for _, onUnk := range policies {
+			for _, prot := range []config.Protection{config.ProtectionNoSubmounts, config.ProtectionNone} {
+				for v, image := range images {
+					t.Run(fmt.Sprintf("vuln=%s/unk=%s/prot=%s/%s", onVuln, onUnk, prot, v), func(t *testing.T) {
+						guard := fmt.Sprintf("on_vulnerable = %q\non_unknown = %q\nvirtiofs_protection = %q", onVuln, onUnk, prot)
+						r := resolve(t, setup(t, image, guard, ""))
+						p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", InspectAlways: true})
+						require.NoError(t, err)
+						require.Equal(t, v, p.Kernel.Verdict)
+						want, wantProt := Allow, ProtectNone
+						switch v {
+						case guestkernel.Vulnerable:
+							want = policyAction[onVuln]
+						case guestkernel.Unknown:
+							want = policyAction[onUnk]
+						}
+						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == config.ProtectionNone
+						if v != guestkernel.Fixed && want != Refuse && !guardOff {
+							wantProt = Protection(prot)
+						}
+						require.Equal(t, want, p.Action, p.Reason)
+						require.Equal(t, wantProt, p.Protection, p.Reason)
+					})
+				}
+			}
+		}
+	}
+}
