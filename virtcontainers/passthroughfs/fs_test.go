@@ -349,6 +349,18 @@ func readDirPlus(t *testing.T, fs *FS, nodeid uint64, size int) []plusEntry {
 	}
 }
 
+// decodePlus returns the entries of one READDIRPLUS reply.
+func decodePlus(b []byte) []fuse.EntryOut {
+	var out []fuse.EntryOut
+	for len(b) > 0 {
+		out = append(out, *(*fuse.EntryOut)(unsafe.Pointer(&b[0])))
+		b = b[unsafe.Sizeof(fuse.EntryOut{}):]
+		namelen := *(*uint32)(unsafe.Pointer(&b[16]))
+		b = b[(24+int(namelen)+7)&^7:]
+	}
+	return out
+}
+
 func TestReadDirPlusCountsEveryEntryOnce(t *testing.T) {
 	share := newHostShare(t)
 	for i := 0; i < 300; i++ {

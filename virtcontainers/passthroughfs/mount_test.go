@@ -21,7 +21,7 @@ type hostShare struct {
 	base, src, marker string
 }
 
-func newHostShare(t *testing.T) hostShare {
+func newHostShare(t testing.TB) hostShare {
 	base, err := os.MkdirTemp("", "ksg-ptfs-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(base) })
@@ -33,7 +33,7 @@ func newHostShare(t *testing.T) hostShare {
 }
 
 // requireUntouched asserts nothing beside the share was created or changed.
-func (s hostShare) requireUntouched(t *testing.T) {
+func (s hostShare) requireUntouched(t testing.TB) {
 	ents, err := os.ReadDir(s.base)
 	require.NoError(t, err)
 	var names []string
@@ -73,7 +73,7 @@ func mountFS(t *testing.T, fs *FS) string {
 	return mnt
 }
 
-func newFS(t *testing.T, src string, opts Options) *FS {
+func newFS(t testing.TB, src string, opts Options) *FS {
 	fs, err := New(context.Background(), src, opts)
 	require.NoError(t, err)
 	return fs
