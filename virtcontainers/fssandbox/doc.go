@@ -1,0 +1,15 @@
+// Package fssandbox confines a file-server process the way virtiofsd does
+// before it serves guest requests: in a child with new mount, PID and network
+// namespaces whose root is pivoted to the shared directory (Mode namespace),
+// or chrooted into it (Mode chroot), holding only the capabilities a
+// passthrough file system needs.
+//
+// Confinement takes two steps: the supervisor (Spawn) starts the current
+// executable again in the new namespaces and waits for it; that child
+// (Setup) changes its root, opens /proc/self/fd and drops capabilities in all
+// its threads, then serves. Go changes all threads' capabilities only without
+// cgo, so the binary must be built with CGO_ENABLED=0.
+//
+// Spec: namespaces(7), pivot_root(2), capabilities(7) ("Transformation of
+// capabilities during execve()"), and virtiofsd's --sandbox option.
+package fssandbox

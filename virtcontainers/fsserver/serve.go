@@ -1,0 +1,313 @@
+package fsserver
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/log"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
+)
+
+// requestQueues is how many request queues the device accepts; QEMU's
+// vhost-user-fs num-request-queues (Kata: 1) must not exceed it.
+const requestQueues = 16
+
+// envOptions carries the parsed options to the sandboxed child, which
+// re-executes the same binary.
+const envOptions = "KSG_FSSERVER_OPTIONS"
+
+// Serve serves o.SharedDir over the vhost-user socket o.FD (an inherited
+// listening socket) or o.SocketPath until the frontend disconnects. With
+// sandbox namespace or chroot the daemon runs in a confined child of this
+// process (see package fssandbox), whose log is relayed to ctx's logger; the
+// binary's main must hand such a child to RunSandboxChild.
+func Serve(ctx context.Context, o *virtiofsd.Options) error {
+	if o.SharedDir == "" {
+		return fmt.Errorf("serve: no shared directory (--shared-dir): %w", errdefs.ErrInvalidArgument)
+	}
+	dir, err := filepath.Abs(o.SharedDir)
+	if err != nil {
+		return fmt.Errorf("serve: shared directory %q: %w", o.SharedDir, err)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("serve: shared directory %q is not a directory: %w", dir, errdefs.ErrInvalidArgument)
+	}
+	mode, err := fssandbox.ParseMode(string(o.Sandbox))
+	if err != nil {
+		return fmt.Errorf("serve: --sandbox: %w", err)
+	}
+	l, cleanup, err := listen(o)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("shared_dir", dir))
+
+	if mode == fssandbox.ModeNone {
+		return serveOn(ctx, l, dir, nil, o)
+	}
+
+	lf, err := l.File()
+	_ = l.Close()
+	if err != nil {
+		return fmt.Errorf("serve: listening socket: %w", err)
+	}
+	child := *o
+	child.SharedDir = dir
+	child.FD = fssandbox.FirstFD
+	child.SocketPath = ""
+	optsJSON, err := json.Marshal(&child)
+	if err != nil {
+		lf.Close()
+		return fmt.Errorf("serve: encode options for the sandbox: %w", err)
+	}
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		lf.Close()
+		return fmt.Errorf("serve: log pipe: %w", err)
+	}
+	c, err := fssandbox.Spawn(mode, dir, []*os.File{lf}, []string{envOptions + "=" + string(optsJSON)}, nil, logW)
+	lf.Close()
+	logW.Close()
+	if err != nil {
+		logR.Close()
+		return fmt.Errorf("serve: %w", err)
+	}
+	relayed := make(chan struct{})
+	go func() { relayLog(ctx, logR); logR.Close(); close(relayed) }()
+	log.G(ctx).WithField("sandbox_mode", mode).WithField("pid", c.Pid()).Info("virtio-fs daemon started in its sandbox")
+	err = c.Wait(ctx)
+	<-relayed
+	if err != nil {
+		return fmt.Errorf("serve: sandboxed daemon: %w", err)
+	}
+	return nil
+}
+
+// listen returns the vhost-user listening socket: the inherited fd, or a new
+// socket at o.SocketPath (removed again by cleanup).
+func listen(o *virtiofsd.Options) (*net.UnixListener, func(), error) {
+	if o.FD >= 0 {
+		f := os.NewFile(uintptr(o.FD), "vhost-user socket")
+		fl, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("serve: --fd=%d is not a listening socket: %w", o.FD, err)
+		}
+		ul, ok := fl.(*net.UnixListener)
+		if !ok {
+			fl.Close()
+			return nil, nil, fmt.Errorf("serve: --fd=%d is not a unix socket: %w", o.FD, errdefs.ErrInvalidArgument)
+		}
+		return ul, func() {}, nil
+	}
+	if o.SocketPath == "" {
+		return nil, nil, fmt.Errorf("serve: neither --fd nor --socket-path given: %w", errdefs.ErrInvalidArgument)
+	}
+	path := o.SocketPath
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, nil, fmt.Errorf("serve: --socket-path %s exists and is not a socket: %w", path, errdefs.ErrAlreadyExists)
+		}
+		_ = os.Remove(path)
+	}
+	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("serve: --socket-path: %w", err)
+	}
+	ul.SetUnlinkOnClose(false)
+	cleanup := func() { _ = os.Remove(path) }
+	mode := os.FileMode(0o600)
+	if o.SocketGroup != "" {
+		gid, err := lookupGroup(o.SocketGroup)
+		if err == nil {
+			err = os.Chown(path, -1, gid)
+		}
+		if err != nil {
+			ul.Close()
+			cleanup()
+			return nil, nil, fmt.Errorf("serve: --socket-group %s: %w", o.SocketGroup, err)
+		}
+		mode = 0o660
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ul.Close()
+		cleanup()
+		return nil, nil, fmt.Errorf("serve: %w", err)
+	}
+	return ul, cleanup, nil
+}
+
+func lookupGroup(name string) (int, error) {
+	if gid, err := strconv.Atoi(name); err == nil {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return -1, err
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// serveOn accepts one frontend on l and serves root to it.
+func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os.File, o *virtiofsd.Options) error {
+	fs, err := passthroughfs.New(ctx, root, passthroughfs.Options{
+		Cache:             passthroughfs.CachePolicy(o.Cache),
+		AnnounceSubmounts: o.AnnounceSubmounts,
+		Xattr:             o.XattrEnabled(),
+		AllowDirectIO:     o.AllowDirectIO,
+		ProcSelfFD:        procSelf,
+	})
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer fs.Close()
+
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	conn, err := l.AcceptUnix()
+	stop()
+	l.Close()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("serve: accept vhost-user frontend: %w", err)
+	}
+	defer conn.Close()
+
+	mo := fs.MountOptions()
+	if !o.Readdirplus() {
+		mo.DisableReadDirPlus = true
+	}
+	dev := NewDevice(ctx, fs, mo, DeviceConfig{RequestQueues: requestQueues})
+	b := vhostuser.NewBackend(dev, vhostuser.Config{Workers: o.ThreadPoolSize, InlineQueues: []int{HiprioQueue}})
+	log.G(ctx).WithFields(logrus.Fields{
+		"cache":              o.Cache,
+		"announce_submounts": o.AnnounceSubmounts,
+		"thread_pool_size":   o.ThreadPoolSize,
+		"xattr":              o.XattrEnabled(),
+	}).Info("vhost-user frontend connected; serving")
+	if err := b.Serve(ctx, conn); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.G(ctx).Info("vhost-user frontend disconnected; daemon exits")
+	return nil
+}
+
+// IsSandboxChild reports whether this process is a sandbox step started by
+// Serve; main must then call RunSandboxChild instead of anything else.
+func IsSandboxChild() bool { return fssandbox.Stage() != "" }
+
+// RunSandboxChild runs the sandboxed daemon's current step and returns the
+// process exit code. It logs JSON to stderr, which Serve relays.
+func RunSandboxChild() int {
+	logger := logrus.New()
+	logger.SetOutput(os.Stderr)
+	logger.SetFormatter(&logrus.JSONFormatter{})
+	ctx := log.WithLogger(context.Background(), logrus.NewEntry(logger))
+	var o virtiofsd.Options
+	if err := json.Unmarshal([]byte(os.Getenv(envOptions)), &o); err != nil {
+		log.G(ctx).WithError(err).Error("sandboxed daemon: bad options from the parent")
+		return 1
+	}
+	if lvl, err := logrus.ParseLevel(o.LogLevel); err == nil {
+		logger.SetLevel(lvl)
+	}
+	if o.SandboxID != "" {
+		ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", o.SandboxID))
+	}
+	c, err := fssandbox.Setup()
+	if err != nil {
+		log.G(ctx).WithError(err).Error("virtio-fs daemon sandbox")
+		return 1
+	}
+	_ = os.Unsetenv(envOptions)
+	f := os.NewFile(uintptr(o.FD), "vhost-user socket")
+	fl, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		log.G(ctx).WithError(err).Error("sandboxed daemon: listening socket")
+		return 1
+	}
+	log.G(ctx).WithField("capabilities", capEff()).WithField("sandbox_mode", c.Mode).Debug("sandboxed daemon confined")
+	ctx, stop := signalContext(ctx)
+	defer stop()
+	if err := serveOn(ctx, fl.(*net.UnixListener), c.Root, c.ProcSelfFD, &o); err != nil && !errors.Is(err, context.Canceled) {
+		log.G(ctx).WithError(err).Error("sandboxed daemon")
+		return 1
+	}
+	return 0
+}
+
+// capEff is this process's effective capability mask from /proc/self/status.
+func capEff() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
+
+// relayLog re-logs the JSON lines of the sandboxed daemon through ctx's
+// logger, keeping their level and fields; other lines (go-fuse's own
+// messages) are logged as warnings.
+func relayLog(ctx context.Context, r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			log.G(ctx).WithField("daemon_output", string(line)).Warn("virtio-fs daemon")
+			continue
+		}
+		msg, _ := m["msg"].(string)
+		lvl, err := logrus.ParseLevel(fmt.Sprint(m["level"]))
+		if err != nil {
+			lvl = logrus.InfoLevel
+		}
+		delete(m, "msg")
+		delete(m, "level")
+		delete(m, "time")
+		log.G(ctx).WithFields(m).Log(lvl, msg)
+	}
+}
+
+func signalContext(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	sigs := make(chan os.Signal, 1)
+	notify(sigs)
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { stopNotify(sigs); cancel() }
+}
+
+var _ = unix.SIGTERM
