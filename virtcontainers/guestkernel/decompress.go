@@ -36,6 +36,9 @@ var (
 	ErrUnsupportedCompression = errors.New("unsupported compression")
 )
 
+// zstdKbuildWindow is the window `zstd -22 --ultra` declares (2^27).
+const zstdKbuildWindow = 128 << 20
+
 // sniffCompression names the compression whose magic starts b, or "".
 // The magics are those the kernel's own decompressors check
 // (lib/decompress.c), plus the lz4 frame format for standalone files.
@@ -93,8 +96,7 @@ func decompress(ctx context.Context, kind string, data []byte, limit, hint int64
 	case compBzip2:
 		r = bzip2.NewReader(src)
 	case compLZMA:
-		dictCap := int(min(max(limit, 8<<20), 1<<30))
-		lr, err := lzma.ReaderConfig{DictCap: dictCap}.NewReader(src)
+		lr, err := newLZMAReader(data, limit)
 		if err != nil {
 			return nil, fmt.Errorf("lzma: %w", err)
 		}
@@ -108,9 +110,12 @@ func decompress(ctx context.Context, kind string, data []byte, limit, hint int64
 		}
 		r = lr
 	case compZstd:
+		// kbuild's `zstd -22 --ultra` reads stdin and so declares a 128 MiB
+		// window whatever the kernel's size; the output budget is enforced
+		// below, the window is allowed up to that or the budget.
+		window := uint64(min(max(limit, zstdKbuildWindow), zstd.MaxWindowSize))
 		zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1),
-			zstd.WithDecoderMaxMemory(uint64(max(limit, 1))),
-			zstd.WithDecoderMaxWindow(uint64(min(max(limit, zstd.MinWindowSize), zstd.MaxWindowSize))))
+			zstd.WithDecoderMaxMemory(window), zstd.WithDecoderMaxWindow(window))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
@@ -122,10 +127,32 @@ func decompress(ctx context.Context, kind string, data []byte, limit, hint int64
 		return nil, fmt.Errorf("%q: %w", kind, ErrUnsupportedCompression)
 	}
 	out, err := readLimited(ctx, r, limit, hint)
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		err = fmt.Errorf("%w: %w", err, ErrDecompressionBudget)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", kind, err)
 	}
 	return out, nil
+}
+
+// newLZMAReader reads a .lzma stream. Matches cannot reach further back than
+// the output, which stops at limit, so a dictionary larger than limit is
+// never needed: the header's size is lowered to it, bounding memory by the
+// budget without refusing the 64 MiB kbuild's `lzma -9` declares.
+func newLZMAReader(data []byte, limit int64) (io.Reader, error) {
+	const headerLen = 13
+	if len(data) < headerLen {
+		return nil, errors.New("truncated header")
+	}
+	header := append([]byte(nil), data[:headerLen]...)
+	dict := int64(binary.LittleEndian.Uint32(header[1:]))
+	dictCap := min(max(limit, lzma.MinDictCap), 1<<30)
+	if dict > dictCap {
+		binary.LittleEndian.PutUint32(header[1:], uint32(dictCap))
+	}
+	return lzma.ReaderConfig{DictCap: int(dictCap)}.NewReader(
+		io.MultiReader(bytes.NewReader(header), bytes.NewReader(data[headerLen:])))
 }
 
 // readLimited reads r to its end into a buffer of at most limit bytes.

@@ -123,10 +123,9 @@ func decompressXZ(ctx context.Context, data []byte, limit, hint int64) ([]byte, 
 		if last.id != xzFilterLZMA2 || len(last.props) != 1 || last.props[0] > 40 {
 			return nil, fmt.Errorf("xz: last filter is not LZMA2: %w", errXZ)
 		}
-		dictCap := lzma2DictSize(last.props[0])
-		if dictCap > min(max(limit, 8<<20), 1<<30) {
-			return nil, fmt.Errorf("xz: %d-byte dictionary exceeds the decompression budget: %w", dictCap, ErrDecompressionBudget)
-		}
+		// Matches reach no further back than the output, which stops at
+		// limit: a larger dictionary is never needed.
+		dictCap := min(lzma2DictSize(last.props[0]), max(limit, lzma.MinDictCap), 1<<30)
 		lr, err := lzma.Reader2Config{DictCap: int(max(dictCap, lzma.MinDictCap))}.NewReader2(cr)
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
