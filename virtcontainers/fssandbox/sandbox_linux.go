@@ -77,6 +77,19 @@ func KeptMask() uint64 {
 // Spawn ("setup") or not ("").
 func Stage() string { return os.Getenv(envStage) }
 
+// Supported reports whether this binary can confine itself in mode: the
+// sandboxes drop capabilities in all threads, which Go does only in binaries
+// built without cgo.
+func Supported(mode Mode) error {
+	if mode == ModeNone {
+		return nil
+	}
+	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_READ, 0, 0); errno == syscall.ENOTSUP {
+		return fmt.Errorf("sandbox %s: this binary is built with cgo and cannot drop capabilities in all its threads; build it with CGO_ENABLED=0 (make build does) or run with --sandbox=none: %w", mode, errdefs.ErrNotImplemented)
+	}
+	return nil
+}
+
 // Spawn starts the current executable (with the same arguments) as the
 // sandboxed child for mode, confined to dir. files become fds FirstFD... in
 // the child; env is added to the child's environment. The caller waits with
@@ -84,6 +97,13 @@ func Stage() string { return os.Getenv(envStage) }
 func Spawn(mode Mode, dir string, files []*os.File, env []string, stdout, stderr *os.File) (*Child, error) {
 	if mode == ModeNone {
 		return nil, fmt.Errorf("sandbox mode none runs no child: %w", errdefs.ErrInvalidArgument)
+	}
+	if Stage() != "" {
+		// A sandbox child that reaches Spawn again would fork for ever.
+		return nil, fmt.Errorf("sandbox: a sandbox child must call Setup, not Spawn (main lacks its sandbox hook): %w", errdefs.ErrFailedPrecondition)
+	}
+	if err := Supported(mode); err != nil {
+		return nil, err
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -178,8 +198,8 @@ func Setup() (*Confined, error) {
 	}
 	// Check first that capabilities can be dropped at all, before
 	// changing anything.
-	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_READ, 0, 0); errno == syscall.ENOTSUP {
-		return nil, fmt.Errorf("sandbox %s: this binary is built with cgo and cannot drop capabilities in all its threads; build it with CGO_ENABLED=0 or run with --sandbox=none: %w", mode, errdefs.ErrNotImplemented)
+	if err := Supported(mode); err != nil {
+		return nil, err
 	}
 	var procFD int
 	switch mode {

@@ -53,6 +53,9 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	if err != nil {
 		return fmt.Errorf("serve: --sandbox: %w", err)
 	}
+	if err := fssandbox.Supported(mode); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
 	l, cleanup, err := listen(o)
 	if err != nil {
 		return err

@@ -254,9 +254,9 @@ func TestServeRejectsBadOptions(t *testing.T) {
 	}{
 		{"no_shared_dir", virtiofsd.Options{FD: -1, SocketPath: filepath.Join(dir, "s")}, "no shared directory"},
 		{"shared_dir_missing", virtiofsd.Options{SharedDir: filepath.Join(dir, "nope"), FD: -1, SocketPath: filepath.Join(dir, "s")}, "not a directory"},
-		{"no_socket", virtiofsd.Options{SharedDir: dir, FD: -1}, "neither --fd nor --socket-path"},
-		{"socket_path_is_a_file", virtiofsd.Options{SharedDir: dir, FD: -1, SocketPath: notSock}, "not a socket"},
-		{"fd_not_a_socket", virtiofsd.Options{SharedDir: dir, FD: int(os.Stdin.Fd())}, "not a listening socket"},
+		{"no_socket", virtiofsd.Options{SharedDir: dir, FD: -1, Sandbox: virtiofsd.SandboxNone}, "neither --fd nor --socket-path"},
+		{"socket_path_is_a_file", virtiofsd.Options{SharedDir: dir, FD: -1, SocketPath: notSock, Sandbox: virtiofsd.SandboxNone}, "not a socket"},
+		{"fd_not_a_socket", virtiofsd.Options{SharedDir: dir, FD: int(os.Stdin.Fd()), Sandbox: virtiofsd.SandboxNone}, "not a listening socket"},
 		{"bad_sandbox", virtiofsd.Options{SharedDir: dir, FD: -1, SocketPath: filepath.Join(dir, "s"), Sandbox: "jail"}, "sandbox mode \"jail\""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -266,4 +266,15 @@ func TestServeRejectsBadOptions(t *testing.T) {
 	}
 	_, err := os.Stat(notSock)
 	require.NoError(t, err, "Serve removed a file that is not its socket")
+
+	t.Run("sandbox_in_cgo_binary", func(t *testing.T) {
+		if fssandbox.Supported(fssandbox.ModeNamespace) == nil {
+			t.Skip("test binary built without cgo")
+		}
+		sock := filepath.Join(dir, "cgo.sock")
+		err := Serve(context.Background(), &virtiofsd.Options{SharedDir: dir, FD: -1, SocketPath: sock, Sandbox: virtiofsd.SandboxNamespace})
+		require.ErrorContains(t, err, "build it with CGO_ENABLED=0")
+		_, err = os.Stat(sock)
+		require.True(t, os.IsNotExist(err), "refused daemon left its socket")
+	})
 }
