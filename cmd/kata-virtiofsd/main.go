@@ -9,12 +9,16 @@ import (
 	"os"
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver"
 )
 
 // revision is set at build time (-X main.revision).
 var revision = "unknown"
 
 func main() {
+	if fsserver.IsSandboxChild() {
+		os.Exit(fsserver.RunSandboxChild())
+	}
 	l := launcher{readPlan: hooks.ReadPlan, serve: serve, stdout: os.Stdout, stderr: os.Stderr, revision: revision}
 	if err := l.run(context.Background(), os.Args[1:]); err != nil {
 		os.Exit(1)

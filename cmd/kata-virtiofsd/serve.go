@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 
-	"github.com/containerd/containerd/errdefs"
-
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
@@ -16,8 +14,9 @@ import (
 // o.FD (listening, inherited from Kata) or o.SocketPath. It blocks while the
 // share is served and returns when the front-end goes away.
 //
-// The daemon (vhost-user backend + passthrough file system) is not written
-// yet; this is its one entry point.
+// The daemon is fsserver.Serve (vhost-user backend + passthrough file
+// system); its sandbox re-executes this binary, which main hands to
+// fsserver.RunSandboxChild.
 func serve(ctx context.Context, o *virtiofsd.Options) error {
-	return fmt.Errorf("kata-virtiofsd's own virtio-fs daemon is not available in this build: %w", errdefs.ErrNotImplemented)
+	return fsserver.Serve(ctx, o)
 }
