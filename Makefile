@@ -33,6 +33,10 @@ integration: build ## run the containerd integration tests only (root; crictl fr
 bench-shim: ## median shim start->address, ours vs the stand-in delegate alone (BENCHMARKS.md)
 	KSG_INTEGRATION=1 $(GO) test -run '^$$' -bench BenchmarkShimStart -benchtime 200x -timeout 30m ./test/integration/
 
+.PHONY: bench-daemon
+bench-daemon: ## our virtio-fs daemon vs Rust and C virtiofsd in TCG guests (root; BENCHMARKS.md)
+	test/e2e/daemon/bench-daemon.sh
+
 e2e: build ## run the VM truth table only
 	KSG_E2E=1 $(GO) test -count=1 -timeout 60m -v ./test/e2e/...
 
