@@ -30,17 +30,17 @@ const mib = 1 << 20
 // fsUnderTest builds a RawFileSystem over dir and its session options.
 type fsUnderTest struct {
 	name string
-	make func(t *testing.T, dir string) (fuse.RawFileSystem, *fuse.MountOptions)
+	make func(t testing.TB, dir string) (fuse.RawFileSystem, *fuse.MountOptions)
 }
 
 func fileSystems() []fsUnderTest {
 	return []fsUnderTest{
-		{"loopback", func(t *testing.T, dir string) (fuse.RawFileSystem, *fuse.MountOptions) {
+		{"loopback", func(t testing.TB, dir string) (fuse.RawFileSystem, *fuse.MountOptions) {
 			root, err := fs.NewLoopbackRoot(dir)
 			require.NoError(t, err)
 			return fs.NewNodeFS(root, &fs.Options{}), &fuse.MountOptions{MaxWrite: 1 << 20}
 		}},
-		{"passthrough", func(t *testing.T, dir string) (fuse.RawFileSystem, *fuse.MountOptions) {
+		{"passthrough", func(t testing.TB, dir string) (fuse.RawFileSystem, *fuse.MountOptions) {
 			p, err := passthroughfs.New(context.Background(), dir, passthroughfs.Options{AnnounceSubmounts: true})
 			require.NoError(t, err)
 			t.Cleanup(func() { p.Close() })
@@ -57,7 +57,7 @@ type session struct {
 
 // startSession serves rawFS as a virtio-fs device over vhost-user with
 // nreq request queues, and negotiates like QEMU + a guest kernel.
-func startSession(t *testing.T, rawFS fuse.RawFileSystem, opts *fuse.MountOptions, nreq, workers int, features uint64) *session {
+func startSession(t testing.TB, rawFS fuse.RawFileSystem, opts *fuse.MountOptions, nreq, workers int, features uint64) *session {
 	t.Helper()
 	ctx := context.Background()
 	dev := NewDevice(ctx, rawFS, opts, DeviceConfig{RequestQueues: nreq})

@@ -157,6 +157,12 @@ func (q *Queue) Publish(head uint16) {
 	q.KickNow()
 }
 
+func (q *Queue) lastUsedLocked() uint16 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.lastUsed
+}
+
 // KickNow signals the kick eventfd.
 func (q *Queue) KickNow() {
 	_, _ = unix.Write(q.Kick, U64(1))
@@ -326,9 +332,19 @@ func (q *Queue) Wait(d time.Duration, ps ...*Pending) (map[uint16]uint32, error)
 			q.mu.Unlock()
 			return got, nil
 		}
+		// With EVENT_IDX the device signals only when used->idx passes
+		// used_event: ask for the next completion, then look once more
+		// in case it landed before the request.
+		eventIdx := q.f.features&FeatureEventIdx != 0
+		if eventIdx {
+			q.SetUsedEvent(q.lastUsed)
+		}
 		q.mu.Unlock()
 		if time.Now().After(deadline) {
 			return got, fmt.Errorf("queue %d: %d of %d requests completed in %v", q.Index, len(got), len(ps), d)
+		}
+		if eventIdx && q.UsedIdx() != q.lastUsedLocked() {
+			continue
 		}
 		q.WaitCall(5 * time.Millisecond)
 	}

@@ -1,0 +1,55 @@
+package fsserver
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/stretchr/testify/require"
+
+	vut "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser/vhostusertest"
+)
+
+// BenchmarkDeviceRoundTrip measures one FUSE request through the whole host
+// side of the daemon (vhost-user rings in memfd memory, the bridge,
+// ProtocolServer, passthroughfs) as a guest driver on the same host sees it.
+func BenchmarkDeviceRoundTrip(b *testing.B) {
+	dir := b.TempDir()
+	data := make([]byte, 1<<20)
+	require.NoError(b, os.WriteFile(filepath.Join(dir, "data"), data, 0o644))
+	for _, workers := range []int{0, 1, 4} {
+		rawFS, opts := fileSystems()[1].make(b, dir)
+		s := startSession(b, rawFS, opts, 1, workers, vut.FeatureVersion1|vut.FeatureEventIdx|vut.FeatureIndirect)
+		c := s.clients[0]
+		_, err := c.init(guestInitFlags)
+		require.NoError(b, err)
+		e, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "data")
+		require.NoError(b, err)
+		require.Zero(b, errno)
+		r, err := c.call(opOpen, e.NodeId, inBody(&fuse.OpenIn{Flags: syscall.O_RDONLY}), nil, 32)
+		require.NoError(b, err)
+		fh := fromBytes[fuse.OpenOut](r.body).Fh
+		name := map[int]string{0: "pool0", 1: "pool1", 4: "pool4"}[workers]
+		b.Run(name+"/getattr", func(b *testing.B) {
+			in := fuse.GetAttrIn{}
+			for b.Loop() {
+				if _, err := c.call(opGetattr, e.NodeId, inBody(&in), nil, int(sizeofAttrOut)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(name+"/read128KiB", func(b *testing.B) {
+			b.SetBytes(128 << 10)
+			for b.Loop() {
+				if _, err := c.read(e.NodeId, fh, 0, 128<<10); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+const sizeofAttrOut = 104
+
