@@ -52,4 +52,3 @@ func BenchmarkDeviceRoundTrip(b *testing.B) {
 }
 
 const sizeofAttrOut = 104
-
