@@ -31,8 +31,7 @@ type queue struct {
 	features atomic.Uint64
 
 	running  bool
-	stopping atomic.Bool
-	done     chan struct{}
+	run      *queueRun
 	inflight sync.WaitGroup
 
 	nextAvail uint16
@@ -61,14 +60,20 @@ func (q *queue) closeFDs() {
 	}
 }
 
+// queueRun is one start of a queue's dispatcher; a dispatcher that outlives
+// a bounded stop keeps its own stop flag.
+type queueRun struct {
+	stopping atomic.Bool
+	done     chan struct{}
+}
+
 func (q *queue) start(ctx context.Context) {
 	q.one[0] = 1
 	q.running = true
-	q.stopping.Store(false)
-	q.done = make(chan struct{})
+	q.run = &queueRun{done: make(chan struct{})}
 	_ = q.kick.SetReadDeadline(time.Time{})
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("queue", q.index))
-	go q.dispatch(ctx, q.kick, q.done)
+	go q.dispatch(ctx, q.kick, q.run)
 	log.G(ctx).Debug("virtqueue started")
 }
 
@@ -78,12 +83,13 @@ func (q *queue) stop(ctx context.Context) {
 	if !q.running {
 		return
 	}
-	q.stopping.Store(true)
+	q.run.stopping.Store(true)
 	_ = q.kick.SetReadDeadline(time.Unix(1, 0))
-	<-q.done
 	q.running = false
+	// The dispatcher may wait for a free worker, and workers for slow file
+	// operations: bound the wait so the frontend is not blocked for ever.
 	drained := make(chan struct{})
-	go func() { q.inflight.Wait(); close(drained) }()
+	go func(done chan struct{}) { <-done; q.inflight.Wait(); close(drained) }(q.run.done)
 	select {
 	case <-drained:
 	case <-time.After(q.b.cfg.DrainTimeout):
@@ -91,11 +97,11 @@ func (q *queue) stop(ctx context.Context) {
 	}
 }
 
-func (q *queue) dispatch(ctx context.Context, kick *os.File, done chan struct{}) {
-	defer close(done)
+func (q *queue) dispatch(ctx context.Context, kick *os.File, run *queueRun) {
+	defer close(run.done)
 	var buf [8]byte
 	for {
-		if !q.drain(ctx) {
+		if !q.drain(ctx, run) {
 			return
 		}
 		if _, err := kick.Read(buf[:]); err != nil {
@@ -109,7 +115,7 @@ func (q *queue) dispatch(ctx context.Context, kick *os.File, done chan struct{})
 
 // drain hands out every available chain. It returns false when the queue
 // must stop: asked to, or the guest broke the ring.
-func (q *queue) drain(ctx context.Context) bool {
+func (q *queue) drain(ctx context.Context, run *queueRun) bool {
 	t := q.b.mem.acquire()
 	if t == nil {
 		log.G(ctx).Error("virtqueue: no guest memory")
@@ -125,7 +131,7 @@ func (q *queue) drain(ctx context.Context) bool {
 	}
 	lim := q.b.dev.Limits()
 	indirect := features&FeatureRingIndirectDesc != 0
-	for !q.stopping.Load() {
+	for !run.stopping.Load() {
 		avail := r.availIdx()
 		if avail == q.nextAvail {
 			if !eventIdx {
