@@ -30,6 +30,7 @@ func TestDaemonSmoke(t *testing.T) {
 
 			d := startDaemon(t, kind, dir)
 			lines := guestRun(t, d, "smoke", 3*time.Minute, nil)
+			t.Logf("guest results against %s:\n%s", kind, strings.Join(lines, "\n"))
 			checks := map[string]string{}
 			for _, l := range lines {
 				f := strings.SplitN(l, " ", 4)

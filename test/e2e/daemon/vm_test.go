@@ -36,9 +36,13 @@ func repoRoot(t testing.TB) string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
-// guestKernel returns the fixed guest kernel test/kernels built.
+// guestKernel returns the fixed guest kernel test/kernels built, or the
+// bzImage $KSG_DAEMON_KERNEL names.
 func guestKernel(t testing.TB) string {
 	t.Helper()
+	if k := os.Getenv("KSG_DAEMON_KERNEL"); k != "" {
+		return k
+	}
 	out, err := exec.Command(filepath.Join(repoRoot(t), "test/kernels/build.sh"), "--print-dir").Output()
 	testutil.Require(t, err == nil, "guest kernels not built (test/setup runs test/kernels/build.sh)")
 	k := filepath.Join(strings.TrimSpace(string(out)), "fixed", "bzImage")
@@ -288,7 +292,9 @@ func guestRun(t testing.TB, d *daemon, mode string, timeout time.Duration, onDon
 	for sc.Scan() {
 		l := strings.TrimRight(sc.Text(), "\r")
 		console = append(console, l)
-		if strings.HasPrefix(l, "KSG-") {
+		// Kernel messages may share the line with the init's output.
+		if i := strings.Index(l, "KSG-"); i >= 0 {
+			l = l[i:]
 			lines = append(lines, l)
 			if l == "KSG-DONE" && onDone != nil {
 				onDone()
