@@ -224,23 +224,30 @@ func startDaemon(t testing.TB, kind, shared string) *daemon {
 	return d
 }
 
-// peakRSS sums VmHWM (kB) over the daemon and its descendants: virtiofsd and
-// kata-virtiofsd all serve from a sandboxed child.
-func (d *daemon) peakRSS() int {
-	total := 0
+// memory sums, over the daemon and its descendants (every daemon here serves
+// from a sandboxed child), VmHWM (peak resident, including the guest memory
+// pages the daemon touched) and RssAnon (its private memory now), in kB.
+func (d *daemon) memory() (peakKB, anonKB int) {
 	for _, pid := range append([]int{d.cmd.Process.Pid}, descendants(d.cmd.Process.Pid)...) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			continue
 		}
 		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-				kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-				total += kb
+			k, v, ok := strings.Cut(l, ":")
+			if !ok {
+				continue
+			}
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			switch k {
+			case "VmHWM":
+				peakKB += kb
+			case "RssAnon":
+				anonKB += kb
 			}
 		}
 	}
-	return total
+	return peakKB, anonKB
 }
 
 func descendants(pid int) []int {
