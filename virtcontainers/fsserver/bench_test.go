@@ -40,6 +40,29 @@ func BenchmarkDeviceRoundTrip(b *testing.B) {
 				}
 			}
 		})
+		b.Run(name+"/lookup_create_unlink", func(b *testing.B) {
+			for b.Loop() {
+				if _, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "tmpfile"); err != nil || errno != syscall.ENOENT {
+					b.Fatal(errno, err)
+				}
+				ce, cfh, err := c.create(fuse.FUSE_ROOT_ID, "tmpfile", 0o644)
+				if err != nil {
+					b.Fatal(err)
+				}
+				rel := fuse.ReleaseIn{Fh: cfh}
+				if _, err := c.call(opRelease, ce.NodeId, inBody(&rel), nil, 0); err != nil {
+					b.Fatal(err)
+				}
+				r, err := c.call(opUnlink, fuse.FUSE_ROOT_ID, nil, cstr("tmpfile"), 0)
+				if err != nil || r.errno != 0 {
+					b.Fatal(r.errno, err)
+				}
+				fin := fuse.ForgetIn{Nlookup: 1}
+				if _, err := (&client{q: s.hiprio}).call(opForget, ce.NodeId, inBody(&fin), nil, -1); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 		b.Run(name+"/read128KiB", func(b *testing.B) {
 			b.SetBytes(128 << 10)
 			for b.Loop() {
