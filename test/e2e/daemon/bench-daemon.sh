@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-KSG_BENCH_DAEMON=1 KSG_BENCH_OUT="$out" go test -count=1 -timeout 90m -v \
+KSG_BENCH_ROUNDS=${KSG_BENCH_ROUNDS:-3} KSG_BENCH_DAEMON=1 KSG_BENCH_OUT="$out" go test -count=1 -timeout 90m -v \
 	-run '^TestBenchDaemon$' ./test/e2e/daemon/
 section="## virtio-fs daemon"
 {
