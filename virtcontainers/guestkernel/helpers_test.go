@@ -152,9 +152,9 @@ func makeELF(arch elfArchSpec, sections []elfSection) []byte {
 func kernelELF(arch elfArchSpec, banner string, btfBlob []byte) []byte {
 	rodata := []byte("\x00<6>%s version %s (%s)\n\x00Linux version %s\n\x00")
 	rodata = append(rodata, banner+"\n\x00"...)
-	rodata = append(rodata, bytes.Repeat([]byte("other read-only data "), 64)...)
+	rodata = append(rodata, bytes.Repeat([]byte("other read-only data "), 8)...)
 	sections := []elfSection{
-		{".text", elf.SHF_ALLOC | elf.SHF_EXECINSTR, bytes.Repeat([]byte{0x90, 0xe8, 0, 0, 0, 0, 0xc3}, 512)},
+		{".text", elf.SHF_ALLOC | elf.SHF_EXECINSTR, bytes.Repeat([]byte{0x90, 0xe8, 0, 0, 0, 0, 0xc3}, 64)},
 		{".rodata", elf.SHF_ALLOC, rodata},
 	}
 	if btfBlob != nil {

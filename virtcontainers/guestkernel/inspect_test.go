@@ -23,7 +23,7 @@ func TestInspectBadInput(t *testing.T) {
 	good := kernelELF(x86, bannerFixed61, nil)
 	bz := makeBzImage("6.1.76 (ksg@build) #1 SMP", withSize(kbuildCompress(t, compGzip, good), len(good)))
 	corrupt := append([]byte(nil), bz...)
-	for i := 1100; i < 1400; i++ {
+	for i := 1100; i < len(corrupt)-8; i += 3 {
 		corrupt[i] ^= 0xa5
 	}
 

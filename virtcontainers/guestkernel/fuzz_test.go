@@ -1,0 +1,229 @@
+package guestkernel
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+	"github.com/ulikunitz/xz"
+)
+
+// Fuzz targets for every parser of outside bytes, seeded with valid images.
+// `make fuzz` runs each; `go test` runs the seeds.
+
+const fuzzLimit = 8 << 20
+
+func gzipBytes(b []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	_, _ = w.Write(b)
+	_ = w.Close()
+	return buf.Bytes()
+}
+
+func zstdBytes(b []byte) []byte {
+	enc, _ := zstd.NewWriter(nil)
+	defer enc.Close()
+	return enc.EncodeAll(b, nil)
+}
+
+func lz4LegacyBytes(b []byte) []byte {
+	var buf bytes.Buffer
+	w := lz4.NewWriter(&buf)
+	_ = w.Apply(lz4.LegacyOption(true))
+	_, _ = w.Write(b)
+	_ = w.Close()
+	return buf.Bytes()
+}
+
+func xzBytes(b []byte) []byte {
+	var buf bytes.Buffer
+	w, _ := xz.NewWriter(&buf)
+	_, _ = w.Write(b)
+	_ = w.Close()
+	return buf.Bytes()
+}
+
+// seedImages are small valid images of every format.
+func seedImages(t testing.TB) [][]byte {
+	vmlinux := kernelELF(elfArches[0], bannerFixed61, makeBTF(t, binary.LittleEndian, shapeFixed))
+	arm := makeArm64Image(append([]byte(bannerVuln61+"\n\x00"), makeBTF(t, binary.LittleEndian, shapeVuln)...))
+	header := "6.1.76 (ksg@build) #1 SMP"
+	return [][]byte{
+		vmlinux,
+		kernelELF(elfArches[2], bannerDebian, makeBTF(t, binary.BigEndian, shapeNoFS)),
+		makeBzImage(header, gzipBytes(vmlinux)),
+		makeBzImage(header, withSize(zstdBytes(vmlinux), len(vmlinux))),
+		makeBzImage(header, withSize(lz4LegacyBytes(vmlinux), len(vmlinux))),
+		makeBzImage(header, withSize(xzBytes(vmlinux), len(vmlinux))),
+		arm,
+		gzipBytes(arm),
+		makeZboot("gzip", 0xaa64, gzipBytes(arm)),
+		makeZboot("zstd22", 0xaa64, zstdBytes(arm)),
+	}
+}
+
+// inspectNoForeignPanic runs the inspector; a panic inside debug/elf is
+// recovered in production (parse) and tolerated here, any other panic is a bug.
+func inspectNoForeignPanic(t *testing.T, b []byte, opts Options) (rep *Report, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			stack := string(debug.Stack())
+			if !strings.Contains(stack, "debug/elf.") {
+				t.Fatalf("panic: %v\n%s", p, stack)
+			}
+			err = fmt.Errorf("debug/elf panic: %v", p)
+		}
+	}()
+	rep = &Report{}
+	in := &inspector{ctx: context.Background(), limit: opts.limit(), headerOnly: opts.HeaderOnly}
+	return rep, in.inspect(bytes.NewReader(b), int64(len(b)), rep)
+}
+
+func FuzzInspect(f *testing.F) {
+	for _, seed := range seedImages(f) {
+		f.Add(seed, false)
+	}
+	f.Fuzz(func(t *testing.T, b []byte, headerOnly bool) {
+		rep, err := inspectNoForeignPanic(t, b, Options{MaxDecompressed: fuzzLimit, HeaderOnly: headerOnly})
+		if err != nil {
+			return
+		}
+		if rep.Format == "" {
+			t.Fatalf("accepted without a format: %+v", rep)
+		}
+		judge(rep, nil)
+		if rep.Verdict == Fixed && rep.Evidence == EvidenceBTF && !rep.BTFHasFix {
+			t.Fatalf("fixed by BTF without the fix: %+v", rep)
+		}
+	})
+}
+
+func FuzzJudgeVersion(f *testing.F) {
+	f.Add("6.1.0-18-amd64", bannerDebian)
+	f.Add("6.7.0-rc4-00012-gabcdef", "")
+	f.Add("5.15.0-91-generic", "Linux version 5.15.0-91-generic (b@h) (gcc) #101-Ubuntu SMP")
+	f.Add("6.1.76+", bannerFixed61)
+	f.Fuzz(func(t *testing.T, release, banner string) {
+		r := &Report{Release: release, Banner: banner}
+		judge(r, nil)
+		switch r.Verdict {
+		case Fixed, Vulnerable, Unaffected:
+			if r.Evidence != EvidenceVersion {
+				t.Fatalf("%q/%q: %s by %s", release, banner, r.Verdict, r.Evidence)
+			}
+			if got := versionVerdict(readVersion(release, banner).Version); got != r.Verdict && !(got == Unaffected && r.Verdict == Unknown) {
+				t.Fatalf("%q: verdict %s, version says %s", release, r.Verdict, got)
+			}
+		case Unknown:
+		default:
+			t.Fatalf("verdict %q", r.Verdict)
+		}
+		if r.Reason == "" {
+			t.Fatal("no reason")
+		}
+	})
+}
+
+func FuzzAnalyzeBTF(f *testing.F) {
+	for _, order := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {
+		for _, shape := range []btfShape{shapeFixed, shapeVuln, shapeNoFS} {
+			f.Add(makeBTF(f, order, shape))
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		facts, err := analyzeBTF(b)
+		if err != nil && facts != (btfFacts{}) {
+			t.Fatalf("error with facts: %v %+v", err, facts)
+		}
+		if facts.Fix && !facts.FUSE {
+			t.Fatalf("fix without FUSE: %+v", facts)
+		}
+		if _, err := scanBTF(context.Background(), bytes.NewReader(b), 0, int64(len(b))); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func FuzzDecompressXZ(f *testing.F) {
+	data := codeLike(64<<10, 11)
+	f.Add(xzBytes(data))
+	f.Add(runFilter(f, data, "xz", "--check=crc32", "--x86", "--lzma2=preset=6"))
+	f.Add(runFilter(f, data, "xz", "--check=crc64", "--arm64=start=4096", "--lzma2=preset=0"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, err := decompressXZ(context.Background(), b, fuzzLimit, 0)
+		if err == nil && int64(len(out)) > fuzzLimit {
+			t.Fatalf("%d bytes beyond the limit", len(out))
+		}
+	})
+}
+
+func FuzzDecompress(f *testing.F) {
+	data := codeLike(32<<10, 12)
+	f.Add(compGzip, gzipBytes(data))
+	f.Add(compZstd, zstdBytes(data))
+	f.Add(compLZ4, lz4LegacyBytes(data))
+	f.Add(compLZMA, runFilter(f, data, "lzma", "-9"))
+	f.Add(compBzip2, runFilter(f, data, "bzip2", "-9"))
+	f.Fuzz(func(t *testing.T, kind string, b []byte) {
+		out, err := decompress(context.Background(), kind, b, fuzzLimit, int64(len(b)))
+		if err == nil && int64(len(out)) > fuzzLimit {
+			t.Fatalf("%d bytes beyond the limit", len(out))
+		}
+	})
+}
+
+func FuzzBanner(f *testing.F) {
+	f.Add([]byte("junk\x00" + bannerDebian + "\n\x00more"))
+	f.Add([]byte("Linux version %s\nLinux version 6.1.76 (a@b) #1\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s := bannerIn(b)
+		if s != "" && (!strings.HasPrefix(s, bannerPrefix) || strings.ContainsAny(s, "\n\x00") || len(s) > maxBanner) {
+			t.Fatalf("bad banner %q", s)
+		}
+		_ = releaseOf(s)
+	})
+}
+
+func FuzzCacheEntry(f *testing.F) {
+	dir := f.TempDir()
+	key := cacheKey{Dev: 1, Ino: 2, Size: 3, MtimeNs: 4, Limit: DefaultMaxDecompressed}
+	fileCache{dir: dir}.store(context.Background(), key, &Report{Format: formatELF, Release: "6.1.76"})
+	good, err := os.ReadFile(filepath.Join(dir, key.name()))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d := t.TempDir()
+		if err := os.WriteFile(filepath.Join(d, key.name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if facts, ok := (fileCache{dir: d}).load(context.Background(), key); ok && facts == nil {
+			t.Fatal("hit without facts")
+		}
+	})
+}
+
+// TestFuzzSeedsAreValid keeps the fuzz seeds meaningful: each is an image
+// the inspector reads.
+func TestFuzzSeedsAreValid(t *testing.T) {
+	for i, seed := range seedImages(t) {
+		rep, err := inspectNoForeignPanic(t, seed, Options{})
+		if err != nil {
+			t.Fatalf("seed %d: %v", i, err)
+		}
+		if rep.Release == "" || !rep.BTFPresent {
+			t.Fatalf("seed %d: %+v", i, rep)
+		}
+	}
+}
