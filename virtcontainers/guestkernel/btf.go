@@ -83,11 +83,20 @@ func (h btfHeader) strings(blob []byte) []byte {
 }
 
 // hasName reports whether name is in a BTF string table. The table starts
-// with "" so every name follows a NUL.
+// with "" so every name follows a NUL. The needle starts with the name, not
+// the NUL: NUL is the table's most common byte, which would slow the search.
 func hasName(strs []byte, name string) bool {
-	needle := make([]byte, 0, len(name)+2)
-	needle = append(append(append(needle, 0), name...), 0)
-	return bytes.Contains(strs, needle)
+	needle := append([]byte(name), 0)
+	for off := 0; ; {
+		i := bytes.Index(strs[off:], needle)
+		if i < 0 {
+			return false
+		}
+		if at := off + i; at > 0 && strs[at-1] == 0 {
+			return true
+		}
+		off += i + 1
+	}
 }
 
 // analyzeBTF decides what a BTF blob says about FUSE. The string table answers

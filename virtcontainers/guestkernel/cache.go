@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -66,7 +67,7 @@ func (c fileCache) load(ctx context.Context, key cacheKey) (*Report, bool) {
 	if c.dir == "" || key.Ino == 0 {
 		return nil, false
 	}
-	b, err := os.ReadFile(filepath.Join(c.dir, key.name()))
+	b, err := readSmall(filepath.Join(c.dir, key.name()))
 	if err != nil {
 		return nil, false
 	}
@@ -93,6 +94,36 @@ func (c fileCache) store(ctx context.Context, key cacheKey, rep *Report) {
 	}
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("dir", c.dir).Warn("cannot write guest kernel cache entry")
+	}
+}
+
+// maxEntry bounds a cache entry; real ones are under 2 KiB.
+const maxEntry = 64 << 10
+
+// readSmall reads a cache entry with one read in the common case (no fstat
+// as os.ReadFile does: a hit is a few syscalls).
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, 0, 4096)
+	for {
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF || n == 0 && err == nil {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == cap(b) {
+			if len(b) >= maxEntry {
+				return nil, fmt.Errorf("cache entry %s larger than %d bytes", path, maxEntry)
+			}
+			b = append(b, make([]byte, len(b))...)[:len(b)]
+		}
 	}
 }
 

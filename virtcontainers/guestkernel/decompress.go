@@ -110,28 +110,45 @@ func decompress(ctx context.Context, kind string, data []byte, limit, hint int64
 		}
 		r = lr
 	case compZstd:
-		// kbuild's `zstd -22 --ultra` reads stdin and so declares a 128 MiB
-		// window whatever the kernel's size; the output budget is enforced
-		// below, the window is allowed up to that or the budget.
-		window := uint64(min(max(limit, zstdKbuildWindow), zstd.MaxWindowSize))
-		zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1),
-			zstd.WithDecoderMaxMemory(window), zstd.WithDecoderMaxWindow(window))
-		if err != nil {
-			return nil, fmt.Errorf("zstd: %w", err)
-		}
-		defer zr.Close()
-		r = zr
+		return decompressZstd(data, limit, hint)
 	case compLZO:
 		return nil, fmt.Errorf("lzo: no maintained Go LZO decoder is available: %w", ErrUnsupportedCompression)
 	default:
 		return nil, fmt.Errorf("%q: %w", kind, ErrUnsupportedCompression)
 	}
 	out, err := readLimited(ctx, r, limit, hint)
-	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
-		err = fmt.Errorf("%w: %w", err, ErrDecompressionBudget)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", kind, err)
+	}
+	return out, nil
+}
+
+// decompressZstd decodes all frames straight into the output buffer, which
+// then serves as the decoder's history: no separate window buffer. kbuild's
+// `zstd -22 --ultra` reads stdin and so declares a 128 MiB window whatever
+// the kernel's size (Debian 13's cloud kernel does); the decoder may use up
+// to that or the budget, whichever is larger, and the budget is checked on
+// the result.
+func decompressZstd(data []byte, limit, hint int64) ([]byte, error) {
+	window := min(max(limit, zstdKbuildWindow), zstd.MaxWindowSize)
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxMemory(uint64(window)), zstd.WithDecoderMaxWindow(uint64(window)))
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	defer dec.Close()
+	initial := int64(1 << 20)
+	if hint > 0 && hint <= limit {
+		initial = hint
+	}
+	out, err := dec.DecodeAll(data, make([]byte, 0, min(initial, limit)))
+	switch {
+	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
+		return nil, fmt.Errorf("zstd: %w: %w", err, ErrDecompressionBudget)
+	case err != nil:
+		return nil, fmt.Errorf("zstd: %w", err)
+	case int64(len(out)) > limit:
+		return nil, fmt.Errorf("zstd: expands beyond %d bytes: %w", limit, ErrDecompressionBudget)
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/log"
+	"github.com/sirupsen/logrus"
 )
 
 // DefaultMaxDecompressed caps how many bytes a compressed kernel payload may
@@ -72,9 +73,12 @@ func Inspect(ctx context.Context, path string, opts Options) (*Report, error) {
 	}
 	rep.Path = path
 	judge(rep, opts.FixedReleases)
-	log.G(ctx).WithFields(log.Fields{
-		"path": path, "verdict": rep.Verdict, "evidence": rep.Evidence, "cached": cached,
-	}).Debug("inspected guest kernel")
+	// Checked first: building the fields costs more than a cache hit.
+	if l := log.G(ctx); l.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		l.WithFields(log.Fields{
+			"path": path, "verdict": rep.Verdict, "evidence": rep.Evidence, "cached": cached,
+		}).Debug("inspected guest kernel")
+	}
 	return rep, nil
 }
 

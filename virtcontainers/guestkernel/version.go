@@ -120,7 +120,7 @@ func parseRelease(release string) (v upstreamVersion, abi bool, ok bool) {
 }
 
 var (
-	debianTailRE = regexp.MustCompile(`\bDebian (\d+\.\d+(?:\.\d+)?(?:~rc\d+)?)(\S*) \(\d{4}-\d{2}-\d{2}\)`)
+	debianTailRE = regexp.MustCompile(`^Debian (\d+\.\d+(?:\.\d+)?(?:~rc\d+)?)(\S*) \(\d{4}-\d{2}-\d{2}\)`)
 	ubuntuRE     = regexp.MustCompile(`#\d+(?:~[0-9.]+)?-Ubuntu\b`)
 )
 
@@ -129,10 +129,13 @@ var (
 // "#101-Ubuntu", with no upstream version; tail is then "Ubuntu" and upstream
 // empty.
 func distroTail(banner string) (tail, upstream string) {
-	if m := debianTailRE.FindStringSubmatch(banner); m != nil {
-		return "Debian " + m[1] + m[2], strings.Replace(m[1], "~rc", "-rc", 1)
+	// The tail ends the banner; earlier "Debian" words name the compiler.
+	if i := strings.LastIndex(banner, "Debian "); i >= 0 && (i == 0 || banner[i-1] == ' ') {
+		if m := debianTailRE.FindStringSubmatch(banner[i:]); m != nil {
+			return "Debian " + m[1] + m[2], strings.Replace(m[1], "~rc", "-rc", 1)
+		}
 	}
-	if ubuntuRE.MatchString(banner) {
+	if strings.Contains(banner, "-Ubuntu") && ubuntuRE.MatchString(banner) {
 		return "Ubuntu", ""
 	}
 	return "", ""
