@@ -30,6 +30,8 @@ func run(ctx context.Context) error {
 func commands() []*cli.Command {
 	return []*cli.Command{
 		guestKernelCommand(),
+		checkCommand(),
+		envCommand(),
 	}
 }
 

@@ -1,0 +1,361 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/BurntSushi/toml"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/hostcheck"
+)
+
+// guestKernels returns test/kernels' output directory and MANIFEST releases;
+// skipped locally when the kernels are not built, a failure under CI.
+func guestKernels(t *testing.T) (string, map[string]string) {
+	t.Helper()
+	out, err := exec.Command("../../test/kernels/build.sh", "--print-dir").Output()
+	testutil.Require(t, err == nil, "guest kernels are not built (run test/kernels/build.sh)")
+	dir := strings.TrimSpace(string(out))
+	f, err := os.Open(filepath.Join(dir, "MANIFEST"))
+	require.NoError(t, err)
+	defer f.Close()
+	releases := map[string]string{}
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if parts := strings.SplitN(s.Text(), "\t", 3); len(parts) >= 2 {
+			releases[parts[0]] = parts[1]
+		}
+	}
+	return dir, releases
+}
+
+// writeConfig writes a Kata configuration with the given hypervisor tables
+// (name -> kernel) and [submount_guard] body; virtio_fs_daemon is a
+// kata-virtiofsd in the same directory, so protections apply.
+func writeConfig(t *testing.T, tables map[string]string, guard string) string {
+	t.Helper()
+	dir := t.TempDir()
+	daemon := filepath.Join(dir, "kata-virtiofsd")
+	require.NoError(t, os.WriteFile(daemon, nil, 0o755))
+	var b strings.Builder
+	for _, name := range []string{"qemu", "clh"} {
+		if k, ok := tables[name]; ok {
+			fmt.Fprintf(&b, "[hypervisor.%s]\npath = \"/usr/bin/qemu-system-x86_64\"\nkernel = %q\nshared_fs = \"virtio-fs\"\nvirtio_fs_daemon = %q\nkernel_params = \"quiet\"\nenable_annotations = [\"kernel\"]\n\n", name, k, daemon)
+		}
+	}
+	fmt.Fprintf(&b, "[agent.kata]\nenable_debug = true\n\n[runtime]\nenable_debug = false\n\n[submount_guard]\nstate_dir = %q\n%s\n", filepath.Join(dir, "state"), guard)
+	p := filepath.Join(dir, "configuration.toml")
+	require.NoError(t, os.WriteFile(p, []byte(b.String()), 0o644))
+	return p
+}
+
+func check(t *testing.T, o checkOptions) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	o.Stdout, o.Stderr = &stdout, &stderr
+	o.NoNetwork = true
+	code := runCheck(context.Background(), o)
+	return code, stdout.String(), stderr.String()
+}
+
+func notAKernel(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "vmlinuz")
+	require.NoError(t, os.WriteFile(p, []byte("this is not a kernel\n"), 0o644))
+	return p
+}
+
+// TestCheckHostSectionOnThisHost runs the host checks on this machine's real
+// /proc, /sys and /dev and compares what check prints with what the files
+// say: a missing vmx/svm or vhost module is reported, nothing crashes.
+func TestCheckHostSectionOnThisHost(t *testing.T) {
+	code, stdout, stderr := check(t, checkOptions{ConfigPath: writeConfig(t, map[string]string{"qemu": notAKernel(t)}, "")})
+	require.Equal(t, 0, code, stderr) // unknown kernel + on_unknown = warn: start goes on
+	res, err := hostcheck.Run(context.Background(), hostcheck.Options{NoModprobe: true})
+	require.NoError(t, err)
+	for _, c := range res.Checks {
+		if c.OK {
+			continue
+		}
+		msg := "CPU property not found"
+		if c.Kind == hostcheck.KindModule {
+			msg = "kernel property " + c.Name + " not found"
+		}
+		require.Contains(t, stderr, fmt.Sprintf("msg=%q", msg))
+		require.Contains(t, stderr, "name="+c.Name+" ")
+	}
+	if res.Capable {
+		require.Contains(t, stdout, "System is capable of running Kata Containers\n")
+	} else {
+		require.Contains(t, stderr, "ERROR: System is not capable of running Kata Containers\n")
+		require.NotContains(t, stdout, "System is capable")
+	}
+	require.Contains(t, stdout, "Guest kernel (FUSE submount fix, Linux c4d361f66ac9):\n")
+	require.Contains(t, stdout, "  verdict:           unknown\n")
+	require.Contains(t, stdout, "  sandbox creation:  warn (protection no-submounts)\n")
+}
+
+func TestCheckVerbose(t *testing.T) {
+	_, _, stderr := check(t, checkOptions{ConfigPath: writeConfig(t, map[string]string{"qemu": notAKernel(t)}, ""), Verbose: true})
+	require.Contains(t, stderr, `msg="CPU property found"`)
+	require.Contains(t, stderr, "name=lm ")
+}
+
+// TestCheckRealKernels predicts start for the kernels test/kernels builds.
+func TestCheckRealKernels(t *testing.T) {
+	dir, releases := guestKernels(t)
+	fixed, vulnerable := filepath.Join(dir, "fixed/bzImage"), filepath.Join(dir, "vulnerable/bzImage")
+	cases := []struct {
+		name    string
+		tables  map[string]string
+		guard   string
+		strict  bool
+		code    int
+		stdout  []string
+		stderr  []string
+		nostder []string
+	}{
+		{name: "fixed passes", tables: map[string]string{"qemu": fixed}, guard: `on_vulnerable = "refuse"`, strict: true, code: 0,
+			stdout: []string{"  image:             " + fixed + "\n", "  verdict:           fixed\n", "  evidence:          btf\n",
+				"  version:           6.1.192\n", "  sandbox creation:  allow (protection none)\n"},
+			nostder: []string{"ERROR: sandbox", "ERROR: --strict"}},
+		{name: "vulnerable and refuse", tables: map[string]string{"qemu": vulnerable}, guard: `on_vulnerable = "refuse"`, code: 1,
+			stdout: []string{"  verdict:           vulnerable\n", "  policy:            on_vulnerable = refuse, on_unknown = warn, virtiofs_protection = no-submounts\n",
+				"  sandbox creation:  refuse (protection none)\n"},
+			stderr: []string{"ERROR: sandbox creation will be refused: guest kernel " + vulnerable + " (" + releases["vulnerable"] + ") lacks the FUSE submount fix"}},
+		{name: "vulnerable and warn passes", tables: map[string]string{"qemu": vulnerable}, code: 0,
+			stdout: []string{"  sandbox creation:  warn (protection no-submounts)\n"}, stderr: []string{"level=warning"}},
+		{name: "vulnerable and warn, strict", tables: map[string]string{"qemu": vulnerable}, strict: true, code: 1,
+			stderr: []string{"ERROR: --strict: guest kernel " + vulnerable + " is vulnerable: "}},
+		{name: "unknown and strict", tables: map[string]string{"qemu": notAKernel(t)}, strict: true, code: 1,
+			stdout: []string{"  verdict:           unknown\n"}, stderr: []string{"is unknown: fix status of guest kernel"}},
+		{name: "unknown and refuse", tables: map[string]string{"qemu": notAKernel(t)}, guard: `on_unknown = "refuse"`, code: 1,
+			stderr: []string{"ERROR: sandbox creation will be refused: fix status of guest kernel"}},
+		{name: "fixed_releases without BTF", tables: map[string]string{"qemu": filepath.Join(dir, "vulnerable-nobtf/vmlinux")},
+			guard: fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable-nobtf"]), strict: true, code: 0,
+			stdout: []string{"  verdict:           fixed\n", "  evidence:          override\n"}},
+		{name: "two tables, strictest wins", tables: map[string]string{"qemu": fixed, "clh": vulnerable}, guard: `on_vulnerable = "refuse"`, code: 1,
+			stdout: []string{"  hypervisors:       clh, qemu (Kata picks one at random; the strictest is shown)\n", "  hypervisor:        clh\n",
+				"  image:             " + vulnerable + "\n"},
+			stderr: []string{"ERROR: sandbox creation will be refused"}},
+		{name: "two tables, both fixed", tables: map[string]string{"qemu": fixed, "clh": filepath.Join(dir, "fixed/vmlinux")}, guard: `on_vulnerable = "refuse"`, code: 0,
+			stdout: []string{"  hypervisors:       clh, qemu", "  verdict:           fixed\n"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, tc.tables, tc.guard)
+			code, stdout, stderr := check(t, checkOptions{ConfigPath: path, Strict: tc.strict})
+			require.Equal(t, tc.code, code, "stdout:\n%s\nstderr:\n%s", stdout, stderr)
+			require.Contains(t, stdout, "  config:            "+path+" (flag)\n")
+			for _, s := range tc.stdout {
+				require.Contains(t, stdout, s)
+			}
+			for _, s := range tc.stderr {
+				require.Contains(t, stderr, s)
+			}
+			for _, s := range tc.nostder {
+				require.NotContains(t, stderr, s)
+			}
+			// check predicts start: the same Decide the shim runs.
+			r, err := resolveConfig(context.Background(), path)
+			require.NoError(t, err)
+			plan, err := hooks.Decide(context.Background(), hooks.Input{Resolved: r, SandboxID: "sb", ContainerType: hooks.PodSandbox})
+			require.NoError(t, err)
+			require.Contains(t, stdout, fmt.Sprintf("  sandbox creation:  %s (protection %s)\n", plan.Action, plan.Protection))
+			if !tc.strict {
+				require.Equal(t, plan.Action == hooks.Refuse, code == 1)
+			}
+		})
+	}
+}
+
+func TestCheckConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	require.NoError(t, os.WriteFile(bad, []byte("[hypervisor.qemu]\nkernel = \"/k\"\nshared_fs = virtio-fs\n"), 0o644))
+	missingKernel := writeConfig(t, map[string]string{"qemu": filepath.Join(dir, "no-such-vmlinuz")}, "")
+	badGuard := writeConfig(t, map[string]string{"qemu": notAKernel(t)}, `on_vulnerable = "sometimes"`)
+	cases := []struct {
+		name string
+		path string
+		msg  string
+	}{
+		{"syntax error with line:col", bad, bad + ":3:13: invalid TOML: expected value but found \"virtio\" instead"},
+		{"missing kernel file", missingKernel, `[hypervisor.qemu] kernel = "` + filepath.Join(dir, "no-such-vmlinuz") + `": file ` + filepath.Join(dir, "no-such-vmlinuz") + ` does not exist`},
+		{"bad policy", badGuard, badGuard + `: [submount_guard] on_vulnerable = "sometimes": invalid value; allowed: refuse, warn, off`},
+		{"missing config", filepath.Join(dir, "nope.toml"), "configuration file from --config: file " + filepath.Join(dir, "nope.toml") + " does not exist"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := check(t, checkOptions{ConfigPath: tc.path})
+			require.Equal(t, 1, code)
+			require.Contains(t, stderr, tc.msg)
+			require.Empty(t, stdout)
+		})
+	}
+}
+
+func TestCheckNetworkFlags(t *testing.T) {
+	path := writeConfig(t, map[string]string{"qemu": notAKernel(t)}, "")
+	for _, o := range []checkOptions{{CheckVersionOnly: true}, {OnlyListReleases: true}} {
+		var stdout, stderr bytes.Buffer
+		o.ConfigPath, o.Stdout, o.Stderr = path, &stdout, &stderr
+		require.Equal(t, 1, runCheck(context.Background(), o))
+		require.Contains(t, stderr.String(), "needs the network to ask GitHub for Kata releases; kata-submount-guard's kata-runtime makes no network calls")
+	}
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, runCheck(context.Background(), checkOptions{ConfigPath: path, Stdout: &stdout, Stderr: &stderr}))
+	require.Contains(t, stderr.String(), "makes no network calls (pass --no-network-checks")
+}
+
+func TestEnv(t *testing.T) {
+	kernel := notAKernel(t)
+	path := writeConfig(t, map[string]string{"qemu": kernel}, "on_unknown = \"refuse\"\nfixed_releases = [\"6.1.0-18-amd64\"]")
+	t.Run("json", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		require.NoError(t, runEnv(context.Background(), envOptions{ConfigPath: path, JSON: true, Stdout: &out, Stderr: &errOut}))
+		var env EnvInfo
+		require.NoError(t, json.Unmarshal(out.Bytes(), &env))
+		require.Equal(t, kernel, env.Kernel.Path)
+		require.Equal(t, "quiet", env.Kernel.Parameters)
+		require.Equal(t, "unknown", env.Kernel.SubmountFix)
+		require.Equal(t, "none", env.Kernel.Evidence)
+		require.NotEmpty(t, env.Kernel.Reason)
+		require.Equal(t, envFormatVersion, env.Meta.Version)
+		require.Equal(t, "virtio-fs", env.Hypervisor.SharedFS)
+		require.Equal(t, []string{"kernel"}, env.Hypervisor.SecurityInfo.EnableAnnotations)
+		require.Equal(t, path, env.Runtime.Config.Path)
+		require.True(t, env.Agent.Debug)
+		require.Equal(t, "refuse", env.SubmountGuard.OnUnknown)
+		require.Equal(t, []string{"6.1.0-18-amd64"}, env.SubmountGuard.FixedReleases)
+		require.Equal(t, "refuse", env.SubmountGuard.Action)
+		require.Equal(t, []string{"qemu"}, env.SubmountGuard.Hypervisors)
+		require.Equal(t, filepath.Join(filepath.Dir(path), "state", "kernel-cache"), env.SubmountGuard.KernelCacheDir)
+		rel, err := os.ReadFile("/proc/sys/kernel/osrelease")
+		require.NoError(t, err)
+		require.Equal(t, strings.TrimSpace(string(rel)), env.Host.Kernel)
+		res, err := hostcheck.Run(context.Background(), hostcheck.Options{NoModprobe: true})
+		require.NoError(t, err)
+		require.Equal(t, res.Capable, env.Host.VMContainerCapable)
+		// Keys of both formats are Kata's names.
+		require.Contains(t, out.String(), `"SubmountFix": "unknown"`)
+		require.Contains(t, out.String(), `"SubmountGuard": {`)
+	})
+	t.Run("toml by default", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		require.NoError(t, runEnv(context.Background(), envOptions{ConfigPath: path, Stdout: &out, Stderr: &errOut}))
+		var env EnvInfo
+		_, err := toml.Decode(out.String(), &env)
+		require.NoError(t, err)
+		require.Equal(t, "unknown", env.Kernel.SubmountFix)
+		require.Contains(t, out.String(), "[Kernel]\n")
+		require.Contains(t, out.String(), "[SubmountGuard]\n")
+	})
+	t.Run("bad config", func(t *testing.T) {
+		var out bytes.Buffer
+		err := runEnv(context.Background(), envOptions{ConfigPath: filepath.Join(t.TempDir(), "missing.toml"), Stdout: &out, Stderr: &out})
+		require.ErrorContains(t, err, "does not exist")
+	})
+}
+
+func TestEnvRealKernel(t *testing.T) {
+	dir, _ := guestKernels(t)
+	path := writeConfig(t, map[string]string{"qemu": filepath.Join(dir, "vulnerable/vmlinux")}, "")
+	var out, errOut bytes.Buffer
+	require.NoError(t, runEnv(context.Background(), envOptions{ConfigPath: path, JSON: true, Stdout: &out, Stderr: &errOut}))
+	var env EnvInfo
+	require.NoError(t, json.Unmarshal(out.Bytes(), &env))
+	require.Equal(t, "vulnerable", env.Kernel.SubmountFix)
+	require.Equal(t, "btf", env.Kernel.Evidence)
+	require.Equal(t, "6.1.69", env.Kernel.Version)
+	require.Equal(t, "warn", env.SubmountGuard.Action)
+	require.Equal(t, "no-submounts", env.SubmountGuard.Protection)
+}
+
+// TestCheckEnvThroughCLI runs the commands as main wires them: aliases,
+// Kata's global --config/--kata-config, flags and exit codes.
+func TestCheckEnvThroughCLI(t *testing.T) {
+	refuse := writeConfig(t, map[string]string{"qemu": notAKernel(t)}, `on_unknown = "refuse"`)
+	warn := writeConfig(t, map[string]string{"qemu": notAKernel(t)}, "")
+	cases := []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"--config", refuse, "check", "-n"}, 1, "  sandbox creation:  refuse (protection none)\n", "ERROR: sandbox creation will be refused"},
+		{[]string{"--kata-config", warn, "kata-check", "--no-network-checks"}, 0, "  sandbox creation:  warn (protection no-submounts)\n", ""},
+		{[]string{"--config", warn, "check", "-n", "-s"}, 1, "  verdict:           unknown\n", "ERROR: --strict"},
+		{[]string{"--config", warn, "check", "-n", "--strict", "--verbose"}, 1, "", `msg="CPU property found"`},
+		{[]string{"--config", warn, "check", "--check-version-only"}, 1, "", "needs the network"},
+		{[]string{"--config", warn, "env", "--json"}, 0, `"SubmountFix": "unknown"`, ""},
+		{[]string{"--kata-config", warn, "kata-env"}, 0, "[SubmountGuard]\n", ""},
+		{[]string{"--config", filepath.Join(t.TempDir(), "missing.toml"), "env"}, 1, "", "kata-runtime: configuration file from --config: file "},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args[2:], " "), func(t *testing.T) {
+			stdout, stderr, code := runCLI(t, tc.args...)
+			require.Equal(t, tc.code, code, "stdout:\n%s\nstderr:\n%s", stdout, stderr)
+			require.Contains(t, stdout, tc.stdout)
+			require.Contains(t, stderr, tc.stderr)
+		})
+	}
+	t.Run("KATA_CHECK_NO_NETWORK", func(t *testing.T) {
+		t.Setenv(noNetworkEnv, "yes please")
+		_, stderr, code := runCLI(t, "--config", warn, "check")
+		require.Equal(t, 0, code)
+		require.NotContains(t, stderr, "makes no network calls")
+	})
+}
+
+// TestBinaryCheckPredictsStart is the issue's acceptance check: the built
+// binary's exit code for `--config FILE check` agrees with the decision the
+// shim makes at start, on Debian's own kernels (bookworm: fixed 6.1.x;
+// bullseye: 5.10, never fixed).
+func TestBinaryCheckPredictsStart(t *testing.T) {
+	testutil.RequiresCommand(t, "go")
+	bookworm := testutil.RequiresCacheFile(t, "debian-kernels/bookworm-cloud-amd64/vmlinuz")
+	bullseye := testutil.RequiresCacheFile(t, "debian-kernels/bullseye-cloud-amd64/vmlinuz")
+	bin := buildBinary(t)
+	for _, tc := range []struct {
+		name, kernel, guard string
+		code                int
+		verdict             string
+	}{
+		{"bookworm fixed", bookworm, `on_vulnerable = "refuse"`, 0, "fixed"},
+		{"bullseye refused", bullseye, `on_vulnerable = "refuse"`, 1, "vulnerable"},
+		{"bullseye warned", bullseye, ``, 0, "vulnerable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, map[string]string{"qemu": tc.kernel}, tc.guard)
+			cmd := exec.Command(bin, "--config", path, "check", "--no-network-checks")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else {
+				require.NoError(t, err)
+			}
+			require.Equal(t, tc.code, code, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+			require.Contains(t, stdout.String(), "  verdict:           "+tc.verdict+"\n")
+
+			r, err := resolveConfig(context.Background(), path)
+			require.NoError(t, err)
+			plan, err := hooks.Decide(context.Background(), hooks.Input{Resolved: r, SandboxID: "sb", ContainerType: hooks.PodSandbox})
+			require.NoError(t, err)
+			require.Equal(t, plan.Action == hooks.Refuse, code == 1, plan.Reason)
+		})
+	}
+}
