@@ -135,3 +135,65 @@ func TestPolicyMatrixRealKernels(t *testing.T) {
 		}
 	}
 }
+
+// TestDecideDebianKernels decides on Debian's own cloud kernels, which
+// test/setup caches: bookworm's 6.1 carries the fix (distro tail version),
+// bullseye's 5.10 never got it. Their FUSE is a module, so the evidence is
+// the version string.
+func TestDecideDebianKernels(t *testing.T) {
+	bookworm := testutil.RequiresCacheFile(t, "debian-kernels/bookworm-cloud-amd64/vmlinuz")
+	bullseye := testutil.RequiresCacheFile(t, "debian-kernels/bullseye-cloud-amd64/vmlinuz")
+	for _, tc := range []struct {
+		name    string
+		kernel  string
+		verdict guestkernel.Verdict
+		action  Action
+	}{
+		{"bookworm", bookworm, guestkernel.Fixed, Allow},
+		{"bullseye", bullseye, guestkernel.Vulnerable, Refuse},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := resolve(t, setup(t, tc.kernel, `on_vulnerable = "refuse"`, ""))
+			p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", ContainerType: SingleContainer})
+			require.NoError(t, err)
+			require.Equal(t, tc.verdict, p.Kernel.Verdict, p.Reason)
+			require.Equal(t, guestkernel.EvidenceVersion, p.Kernel.Evidence)
+			require.Equal(t, tc.action, p.Action)
+			require.True(t, p.KernelInspected)
+			// A second decision is served from state_dir/kernel-cache.
+			entries, err := os.ReadDir(r.Guard.KernelCacheDir())
+			require.NoError(t, err)
+			require.NotEmpty(t, entries)
+			again, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb"})
+			require.NoError(t, err)
+			require.Equal(t, p.Kernel.Verdict, again.Kernel.Verdict)
+		})
+	}
+}
+
+// BenchmarkDecideCached is the shim's per-sandbox cost once the kernel's
+// inspection is cached: resolve the configuration and decide.
+func BenchmarkDecideCached(b *testing.B) {
+	kernel := testutil.RequiresCacheFile(b, "debian-kernels/bookworm-cloud-amd64/vmlinuz")
+	dir := b.TempDir()
+	daemon := filepath.Join(dir, OurVirtiofsd)
+	require.NoError(b, os.WriteFile(daemon, nil, 0o755))
+	path := filepath.Join(dir, "c.toml")
+	require.NoError(b, os.WriteFile(path, []byte(fmt.Sprintf("[hypervisor.qemu]\nkernel = %q\nvirtio_fs_daemon = %q\n[submount_guard]\nstate_dir = %q\n",
+		kernel, daemon, filepath.Join(dir, "state"))), 0o644))
+	ctx := context.Background()
+	decide := func() {
+		r, err := config.Resolve(ctx, config.Sources{ExplicitPath: path})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Decide(ctx, Input{Resolved: r, SandboxID: "sb"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	decide() // fill the cache
+	b.ReportAllocs()
+	for b.Loop() {
+		decide()
+	}
+}
