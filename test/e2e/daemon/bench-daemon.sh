@@ -4,6 +4,7 @@
 # BENCHMARKS.md under "## virtio-fs daemon", replacing that section only.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 KSG_BENCH_ROUNDS=${KSG_BENCH_ROUNDS:-3} KSG_BENCH_DAEMON=1 KSG_BENCH_OUT="$out" go test -count=1 -timeout 90m -v \
@@ -12,7 +13,7 @@ section="## virtio-fs daemon"
 {
 	echo "$section"
 	echo
-	echo "\`make bench-daemon\` ($(date -u +%Y-%m-%d), $(git rev-parse --short HEAD 2>/dev/null || echo unknown)):"
+	echo "\`make bench-daemon\` ($(date -u +%Y-%m-%d), $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $(nproc) cores, load average $load at the start: TCG guests are CPU-bound, so other work on the machine moves single rounds by up to 3×):"
 	echo
 	cat "$out"
 } >"$out.section"

@@ -273,9 +273,9 @@ func descendants(pid int) []int {
 }
 
 // guestRun boots the guest against d's socket with scenario mode and
-// returns its result lines. onDone runs after the guest finished its
-// scenario and before QEMU is gone (to sample the daemon).
-func guestRun(t testing.TB, d *daemon, mode string, timeout time.Duration, onDone func()) []string {
+// returns its result lines. onSample runs when the guest prints KSG-SAMPLE,
+// while the VM and the daemon are still up.
+func guestRun(t testing.TB, d *daemon, mode string, timeout time.Duration, onSample func()) []string {
 	t.Helper()
 	qemu := testutil.RequiresCommand(t, "qemu-system-x86_64")
 	kernel, initrd := guestKernel(t), initramfs(t)
@@ -303,8 +303,8 @@ func guestRun(t testing.TB, d *daemon, mode string, timeout time.Duration, onDon
 		if i := strings.Index(l, "KSG-"); i >= 0 {
 			l = l[i:]
 			lines = append(lines, l)
-			if l == "KSG-DONE" && onDone != nil {
-				onDone()
+			if l == "KSG-SAMPLE" && onSample != nil {
+				onSample()
 			}
 		}
 	}
