@@ -9,10 +9,11 @@ import (
 
 	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
 	"github.com/containerd/containerd/api/types"
-	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/containerd/protobuf"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 )
@@ -51,10 +52,13 @@ func publishWarning(ctx context.Context, address, ns string, p *hooks.Plan) erro
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", WarnTopic, err)
 	}
-	event, err := protobuf.MarshalAnyToProto(payload)
+	value, err := proto.Marshal(payload)
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", WarnTopic, err)
 	}
+	// The type URL is the bare message name, as containerd's typeurl
+	// writes it and as its clients (ctr events) look it up.
+	event := &anypb.Any{TypeUrl: string(payload.ProtoReflect().Descriptor().FullName()), Value: value}
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -64,9 +68,10 @@ func publishWarning(ctx context.Context, address, ns string, p *hooks.Plan) erro
 	}
 	client := ttrpc.NewClient(conn)
 	defer client.Close()
-	_, err = eventsapi.NewEventsClient(client).Forward(namespaces.WithNamespace(ctx, ns), &eventsapi.ForwardRequest{
+	// containerd files the event under the envelope's namespace.
+	_, err = eventsapi.NewEventsClient(client).Forward(ctx, &eventsapi.ForwardRequest{
 		Envelope: &types.Envelope{
-			Timestamp: protobuf.ToTimestamp(time.Now()),
+			Timestamp: timestamppb.New(time.Now()),
 			Namespace: ns,
 			Topic:     WarnTopic,
 			Event:     event,

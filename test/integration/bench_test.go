@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,12 +53,19 @@ func BenchmarkShimStart(b *testing.B) {
 		require.NoError(b, os.MkdirAll(bundle, 0o755))
 		require.NoError(b, os.WriteFile(filepath.Join(bundle, "config.json"),
 			[]byte(`{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"`+id+`"}}`), 0o644))
+		// The shim's log FIFO, held open read-write as containerd holds it;
+		// the shim server exits when it cannot open it.
+		fifo := filepath.Join(bundle, "log")
+		require.NoError(b, syscall.Mkfifo(fifo, 0o700))
+		logs, err := os.OpenFile(fifo, os.O_RDWR|syscall.O_NONBLOCK, 0)
+		require.NoError(b, err)
+		defer logs.Close()
 		cmd := exec.Command(bin, "-namespace", ctrNamespace, "-address", c.address, "-publish-binary", "/usr/bin/containerd", "-id", id, "start")
 		cmd.Dir, cmd.Env = bundle, env
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		t0 := time.Now()
-		err := cmd.Run()
+		err = cmd.Run()
 		elapsed := time.Since(t0)
 		require.NoError(b, err, errb.String())
 		address := strings.TrimSpace(out.String())
@@ -86,23 +94,40 @@ func BenchmarkShimStart(b *testing.B) {
 	b.ReportMetric(ms(mg-ma), "ms-overhead-median")
 }
 
+// shutdownShim ends the shim serving address and removes its socket.
 func shutdownShim(b testing.TB, address, id string) {
-	conn, err := net.Dial("unix", strings.TrimPrefix(address, "unix://"))
+	path := strings.TrimPrefix(address, "unix://")
+	conn, err := net.Dial("unix", path)
 	require.NoError(b, err)
 	client := ttrpc.NewClient(conn)
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ctrNamespace), 10*time.Second)
 	defer cancel()
-	_, _ = taskAPI.NewTaskClient(client).Shutdown(ctx, &taskAPI.ShutdownRequest{ID: id, Now: true})
-	// The shim removes its socket as it exits.
+	tasks := taskAPI.NewTaskClient(client)
+	info, err := tasks.Connect(ctx, &taskAPI.ConnectRequest{ID: id})
+	require.NoError(b, err)
+	// A shim serving nothing holds nothing: kill it rather than wait for
+	// its orderly exit, which takes seconds and would load the machine
+	// during the next measurement.
+	require.NoError(b, syscall.Kill(int(info.ShimPid), syscall.SIGKILL))
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(strings.TrimPrefix(address, "unix://")); os.IsNotExist(err) {
-			return
-		}
-		require.True(b, time.Now().Before(deadline), "shim %s did not exit", id)
-		time.Sleep(5 * time.Millisecond)
+	for alive(int(info.ShimPid)) {
+		require.True(b, time.Now().Before(deadline), "shim %s (pid %d) did not exit", id, info.ShimPid)
+		time.Sleep(2 * time.Millisecond)
 	}
+	// runc's shim may exit before it removes its socket.
+	_ = os.Remove(path)
+}
+
+// alive reports whether pid runs; a zombie (whose reaper is slow here) does
+// not.
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
 }
 
 func withoutEnv(env []string, key string) []string {

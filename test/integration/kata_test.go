@@ -2,11 +2,13 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -122,7 +124,7 @@ func plans(t testing.TB, stateDir string) map[string]*hooks.Plan {
 	t.Helper()
 	out := map[string]*hooks.Plan{}
 	entries, err := os.ReadDir(stateDir)
-	if os.IsNotExist(err) {
+	if os.IsNotExist(err) || errors.Is(err, syscall.ENOTDIR) {
 		return out
 	}
 	require.NoError(t, err)

@@ -421,11 +421,15 @@ func TestStartErrors(t *testing.T) {
 		{name: "delegate is this shim", cfg: &kataConfig{delegate: suite.bins.ours},
 			wantLine: fmt.Sprintf(`delegate shim %s ([submount_guard] delegate_shim = %q in %s) is this guard shim itself; point delegate_shim at Kata's upstream containerd-shim-kata-v2: invalid argument`, suite.bins.ours, suite.bins.ours, cfgPath)},
 		{name: "state dir unwritable", cfg: &kataConfig{stateDir: filepath.Join(aFile, "state")},
-			wantLine: fmt.Sprintf(`cannot store the plan of sandbox failing in [submount_guard] state_dir = %q (%s): write plan: mkdir %s: not a directory; make that directory writable by root or set state_dir to one that is`, filepath.Join(aFile, "state"), cfgPath, filepath.Join(aFile, "state"))},
+			wantLine: fmt.Sprintf(`cannot store the plan of sandbox failing in [submount_guard] state_dir = %q (%s): write plan: mkdir %s: not a directory; make that directory writable by root or set state_dir to one that is`, filepath.Join(aFile, "state"), cfgPath, aFile)},
 		{name: "config missing",
 			wantLine: fmt.Sprintf(`configuration file from environment variable KATA_CONF_FILE: file %s does not exist: not found`, cfgPath)},
-		{name: "config unreadable", cfg: &kataConfig{}, edit: func(p string) { require.NoError(t, os.WriteFile(p, []byte("[hypervisor.qemu\nkernel = 1\n"), 0o644)) },
-			wantLine: fmt.Sprintf(`%s:1:17: expected a top-level item to end with a newline, comment, or EOF, but got '\n' instead: invalid argument`, cfgPath)},
+		{name: "config malformed", cfg: &kataConfig{}, edit: func(p string) {
+			require.NoError(t, os.WriteFile(p, []byte("[hypervisor.qemu]\nkernel = = 1\n"), 0o644))
+		},
+			wantLine: fmt.Sprintf(`%s:2:10: invalid TOML: expected value but found '=' instead (last key "hypervisor.qemu.kernel")`, cfgPath)},
+		{name: "config unreadable", cfg: &kataConfig{}, edit: func(p string) { require.NoError(t, os.Remove(p)); require.NoError(t, os.Mkdir(p, 0o755)) },
+			wantLine: fmt.Sprintf(`%s is a directory, not a TOML file: invalid argument`, cfgPath)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_ = os.RemoveAll(cfgPath)
