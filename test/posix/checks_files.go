@@ -142,48 +142,74 @@ func checkUnlinkedOpen(t *testing.T, dir string, _ Options) {
 	require.EqualValues(t, 0, st.Nlink)
 }
 
+// checkMmap maps the file in a helper process: a page fault on a FUSE file
+// served by the faulting process itself can deadlock with Go's garbage
+// collector (the server goroutines stop while the faulting thread cannot),
+// and the suite may run inside the process serving dir.
 func checkMmap(t *testing.T, dir string, o Options) {
 	p := filepath.Join(dir, "m")
-	const size = 3 * 4096
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
 	require.NoError(t, err)
 	defer f.Close()
-	require.NoError(t, f.Truncate(size))
-
-	// A private mapping reads the file and does not change it.
+	require.NoError(t, f.Truncate(mmapSize))
 	_, err = f.WriteAt([]byte("file data"), 0)
 	require.NoError(t, err)
-	pm, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
-	require.NoError(t, err)
-	require.Equal(t, "file data", string(pm[:9]))
-	copy(pm, "private")
-	require.NoError(t, unix.Munmap(pm))
+
+	// A private mapping reads the file and does not change it.
+	require.Equal(t, "OK", asSelf(t, "mmapprivate", p))
 	require.Equal(t, "file data", string(readFile(t, p)[:9]))
 
-	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if o.DirectIO && errnoOf(err) == unix.ENODEV {
+	got := asSelf(t, "mmapwrite", p)
+	if o.DirectIO && got == "ENODEV" {
 		t.Log("shared mmap of a direct-I/O file refused by the client kernel (ENODEV)")
 		return
 	}
-	require.NoError(t, err)
-	copy(m[4096:], "written through mmap")
-	require.NoError(t, unix.Msync(m, unix.MS_SYNC))
-	require.NoError(t, unix.Munmap(m))
-
-	// Seen by read(2) through another descriptor.
-	got := readFile(t, p)
-	require.Equal(t, "written through mmap", string(got[4096:4096+20]))
+	require.Equal(t, "OK", got)
+	// Seen by read(2).
+	require.Equal(t, "written through mmap", string(readFile(t, p)[4096:4096+20]))
 
 	// And write(2) is seen by a new mapping.
 	_, err = f.WriteAt([]byte("by write"), 2*4096)
 	require.NoError(t, err)
-	g, err := os.Open(p)
-	require.NoError(t, err)
-	defer g.Close()
-	r, err := unix.Mmap(int(g.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
-	require.NoError(t, err)
-	defer unix.Munmap(r)
-	require.Equal(t, "by write", string(r[2*4096:2*4096+8]))
+	require.Equal(t, "OK:by write", asSelf(t, "mmapread", p))
+}
+
+const mmapSize = 3 * 4096
+
+// mmapHelper runs in the helper process for checkMmap.
+func mmapHelper(op, path string) string {
+	flags, prot, share := os.O_RDWR, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED
+	switch op {
+	case "mmapread":
+		flags, prot = os.O_RDONLY, unix.PROT_READ
+	case "mmapprivate":
+		share = unix.MAP_PRIVATE
+	}
+	f, err := os.OpenFile(path, flags, 0)
+	if err != nil {
+		return unix.ErrnoName(errnoOf(err))
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, mmapSize, prot, share)
+	if err != nil {
+		return unix.ErrnoName(errnoOf(err))
+	}
+	defer unix.Munmap(m)
+	switch op {
+	case "mmapread":
+		return "OK:" + string(m[2*4096:2*4096+8])
+	case "mmapprivate":
+		if string(m[:9]) != "file data" {
+			return "BAD:" + string(m[:9])
+		}
+		copy(m, "private")
+		return "OK"
+	}
+	copy(m[4096:], "written through mmap")
+	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+		return unix.ErrnoName(errnoOf(err))
+	}
+	return "OK"
 }
 
 func checkSeekHoles(t *testing.T, dir string, _ Options) {

@@ -227,10 +227,10 @@ func checkPosixLocks(t *testing.T, dir string, _ Options) {
 		defer c.Close()
 		all := unix.Flock_t{Type: unix.F_RDLCK, Start: 0, Len: 0}
 		require.NoError(t, unix.FcntlFlock(c.Fd(), unix.F_SETLK, &all))
-		require.Contains(t, []string{"EAGAIN", "EACCES"}, asUser(t, 0, 0, "lock", p))
+		require.Contains(t, []string{"EAGAIN", "EACCES"}, asSelf(t, "lock", p))
 		all.Type = unix.F_UNLCK
 		require.NoError(t, unix.FcntlFlock(c.Fd(), unix.F_SETLK, &all))
-		require.Equal(t, "OK", asUser(t, 0, 0, "lock", p))
+		require.Equal(t, "OK", asSelf(t, "lock", p))
 	}
 }
 
@@ -246,7 +246,7 @@ func checkFlock(t *testing.T, dir string, _ Options) {
 	require.NoError(t, unix.Flock(int(a.Fd()), unix.LOCK_EX|unix.LOCK_NB))
 	requireErrno(t, unix.Flock(int(b.Fd()), unix.LOCK_SH|unix.LOCK_NB), unix.EWOULDBLOCK)
 	if os.Geteuid() == 0 {
-		require.Equal(t, "EAGAIN", asUser(t, 0, 0, "flock", p), "EWOULDBLOCK is EAGAIN")
+		require.Equal(t, "EAGAIN", asSelf(t, "flock", p), "EWOULDBLOCK is EAGAIN")
 	}
 	require.NoError(t, unix.Flock(int(a.Fd()), unix.LOCK_UN))
 	require.NoError(t, unix.Flock(int(b.Fd()), unix.LOCK_SH|unix.LOCK_NB))

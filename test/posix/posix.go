@@ -168,14 +168,16 @@ func runHelper(spec string) string {
 		return "BADSPEC"
 	}
 	op, path = parts[2], parts[3]
-	if err := syscall.Setgroups(nil); err != nil {
-		return "SETGROUPS:" + err.Error()
-	}
-	if err := syscall.Setgid(gid); err != nil {
-		return "SETGID:" + err.Error()
-	}
-	if err := syscall.Setuid(uid); err != nil {
-		return "SETUID:" + err.Error()
+	if uid != os.Getuid() || gid != os.Getgid() {
+		if err := syscall.Setgroups(nil); err != nil {
+			return "SETGROUPS:" + err.Error()
+		}
+		if err := syscall.Setgid(gid); err != nil {
+			return "SETGID:" + err.Error()
+		}
+		if err := syscall.Setuid(uid); err != nil {
+			return "SETUID:" + err.Error()
+		}
 	}
 	var err error
 	switch op {
@@ -197,6 +199,8 @@ func runHelper(spec string) string {
 		}
 	case "unlink":
 		err = unix.Unlink(path)
+	case "mmapwrite", "mmapread", "mmapprivate":
+		return mmapHelper(op, path)
 	case "lock", "flock":
 		var fd int
 		fd, err = unix.Open(path, unix.O_RDWR, 0)
@@ -222,7 +226,7 @@ func runHelper(spec string) string {
 }
 
 // asUser performs op on path as uid:gid in a helper process and returns the
-// errno name it saw ("OK" on success). It needs root.
+// errno name it saw ("OK" on success). Another user than our own needs root.
 func asUser(t *testing.T, uid, gid int, op, path string) string {
 	t.Helper()
 	exe, err := os.Executable()
@@ -233,6 +237,12 @@ func asUser(t *testing.T, uid, gid int, op, path string) string {
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	require.NoError(t, cmd.Run(), "helper %s %s: %s", op, path, stderr.String())
 	return strings.TrimSpace(out.String())
+}
+
+// asSelf performs op in a helper process as the current user.
+func asSelf(t *testing.T, op, path string) string {
+	t.Helper()
+	return asUser(t, os.Getuid(), os.Getgid(), op, path)
 }
 
 func requireRoot(t *testing.T) {
