@@ -207,7 +207,11 @@ func (fs *FS) enter(parent *inode, fd int, out *fuse.EntryOut) syscall.Errno {
 	mode := uint32(st.Mode) & unix.S_IFMT
 	submount := mode == unix.S_IFDIR && fs.announce.Load() &&
 		(key.dev != parent.key.dev || key.mnt != parent.key.mnt)
-	out.NodeId = fs.inodes.ref(key, fd, mode, submount)
+	var fh *fileHandle
+	if submount {
+		fh = handleOf(fd)
+	}
+	out.NodeId = fs.inodes.ref(key, fd, mode, submount, fh)
 	out.Generation = 0
 	fs.setEntryTimeouts(out)
 	fillAttr(&out.Attr, &st)
@@ -215,6 +219,18 @@ func (fs *FS) enter(parent *inode, fd int, out *fuse.EntryOut) syscall.Errno {
 		out.Attr.Flags |= fuse.ATTR_SUBMOUNT
 	}
 	return 0
+}
+
+// handleOf returns the file handle of the file open at fd, or nil where its
+// filesystem has none (EOPNOTSUPP) or for any other failure: the O_PATH
+// descriptor remains the identity then.
+func handleOf(fd int) *fileHandle {
+	var empty string
+	h, mnt, err := unix.NameToHandleAt(fd, empty, unix.AT_EMPTY_PATH)
+	if err != nil {
+		return nil
+	}
+	return &fileHandle{fh: h, mountID: mnt}
 }
 
 // reopen opens an inode for I/O: directories through their own O_PATH

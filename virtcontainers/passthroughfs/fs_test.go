@@ -304,9 +304,13 @@ func TestSubmounts(t *testing.T) {
 					require.Equal(t, want, e.out.Attr.Flags&fuse.ATTR_SUBMOUNT != 0, "readdirplus %s", e.name)
 				}
 			}
-			ino, _ := fs.inodes.get(v.NodeId), 0
+			ino := fs.inodes.get(v.NodeId)
 			require.Equal(t, tc.want["vol"], ino.submount, "table remembers the announcement")
+			require.Equal(t, tc.want["vol"], ino.handle != nil, "a file handle for announced roots (tmpfs has them)")
 			ino.release()
+			p := fs.inodes.get(mustLookup(t, fs, rootID, "plain").NodeId)
+			require.Nil(t, p.handle, "no handle for ordinary directories")
+			p.release()
 		})
 	}
 }

@@ -3,6 +3,8 @@ package passthroughfs
 import (
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // rootID is FUSE_ROOT_ID: the kernel knows the root without a LOOKUP.
@@ -30,6 +32,16 @@ type inode struct {
 	lookups  uint64
 	gone     bool // no longer in the tables: the guest forgot it
 	submount bool // announced with FUSE_ATTR_SUBMOUNT at least once
+	// handle is the file handle of an announced submount root, where its
+	// filesystem has them: an identity that survives without a descriptor.
+	handle *fileHandle
+}
+
+// fileHandle is what name_to_handle_at(2) returns: the host file's identity
+// within its mount.
+type fileHandle struct {
+	fh      unix.FileHandle
+	mountID int
 }
 
 // release drops one pin, closing the descriptor with the last one.
@@ -121,8 +133,9 @@ func (t *inodeTable) get(nodeid uint64) *inode {
 
 // ref adds one lookup to the inode with key, creating it around fd if the
 // table has none; fd is closed if an existing inode is used. submount marks
-// an announced submount root. It returns the node ID to give the guest.
-func (t *inodeTable) ref(key inodeKey, fd int, mode uint32, submount bool) uint64 {
+// an announced submount root, fh its file handle if any. It returns the node
+// ID to give the guest.
+func (t *inodeTable) ref(key inodeKey, fd int, mode uint32, submount bool, fh *fileHandle) uint64 {
 	ks := t.keyShard(key)
 	ks.mu.Lock()
 	if ino := ks.m[key]; ino != nil {
@@ -130,12 +143,15 @@ func (t *inodeTable) ref(key inodeKey, fd int, mode uint32, submount bool) uint6
 		if submount {
 			ino.submount = true
 		}
+		if ino.handle == nil {
+			ino.handle = fh
+		}
 		id := ino.nodeid
 		ks.mu.Unlock()
 		closeFD(fd)
 		return id
 	}
-	ino := &inode{nodeid: t.next.Add(1), key: key, fd: fd, mode: mode, lookups: 1, submount: submount}
+	ino := &inode{nodeid: t.next.Add(1), key: key, fd: fd, mode: mode, lookups: 1, submount: submount, handle: fh}
 	ino.pins.Store(1)
 	ks.m[key] = ino
 	s := t.idShard(ino.nodeid)

@@ -30,13 +30,13 @@ func TestInodeTableLookupCounts(t *testing.T) {
 
 	k := inodeKey{dev: 1, ino: 42, mnt: 7}
 	fd1 := openPath(t)
-	id := tab.ref(k, fd1, unix.S_IFREG, false)
+	id := tab.ref(k, fd1, unix.S_IFREG, false, nil)
 	require.EqualValues(t, 2, id, "first node ID after the root")
 
 	// A second lookup of the same host file reuses the inode and closes
 	// the new descriptor.
 	fd2 := openPath(t)
-	require.Equal(t, id, tab.ref(k, fd2, unix.S_IFREG, false))
+	require.Equal(t, id, tab.ref(k, fd2, unix.S_IFREG, false, nil))
 	require.False(t, fdOpen(fd2), "duplicate descriptor closed")
 	require.True(t, fdOpen(fd1))
 	n, ok := tab.lookupCount(id)
@@ -44,7 +44,7 @@ func TestInodeTableLookupCounts(t *testing.T) {
 	require.EqualValues(t, 2, n)
 
 	// Same inode number on another mount is another file.
-	other := tab.ref(inodeKey{dev: 1, ino: 42, mnt: 8}, openPath(t), unix.S_IFREG, false)
+	other := tab.ref(inodeKey{dev: 1, ino: 42, mnt: 8}, openPath(t), unix.S_IFREG, false, nil)
 	require.NotEqual(t, id, other)
 
 	tab.forget(id, 1)
@@ -63,7 +63,7 @@ func TestInodeTableLookupCounts(t *testing.T) {
 	require.False(t, fdOpen(fd1), "closed with the last pin")
 
 	// The host file seen again gets a new node ID: node IDs are never reused.
-	again := tab.ref(k, openPath(t), unix.S_IFREG, false)
+	again := tab.ref(k, openPath(t), unix.S_IFREG, false, nil)
 	require.Greater(t, again, other)
 
 	// Forgetting more than held, an unknown node or the root is harmless.
@@ -94,8 +94,8 @@ func TestInodeTableKeeperHook(t *testing.T) {
 	tab := newInodeTable(k)
 	tab.setRoot(inodeKey{ino: 1}, openPath(t), unix.S_IFDIR)
 	fdPlain, fdSub := openPath(t), openPath(t)
-	plain := tab.ref(inodeKey{ino: 2}, fdPlain, unix.S_IFDIR, false)
-	sub := tab.ref(inodeKey{dev: 9, ino: 3}, fdSub, unix.S_IFDIR, true)
+	plain := tab.ref(inodeKey{ino: 2}, fdPlain, unix.S_IFDIR, false, nil)
+	sub := tab.ref(inodeKey{dev: 9, ino: 3}, fdSub, unix.S_IFDIR, true, nil)
 
 	tab.forget(plain, 1)
 	tab.forget(sub, 1)
@@ -113,7 +113,7 @@ func TestInodeTableKeeperHook(t *testing.T) {
 	require.EqualValues(t, 0, n, "a reinstated root holds no lookup of its own")
 
 	// A LOOKUP of the same directory now finds the same node ID.
-	require.Equal(t, sub, tab.ref(inodeKey{dev: 9, ino: 3}, openPath(t), unix.S_IFDIR, true))
+	require.Equal(t, sub, tab.ref(inodeKey{dev: 9, ino: 3}, openPath(t), unix.S_IFDIR, true, nil))
 	require.False(t, tab.reinstate(k.kept[0]), "already in the table")
 }
 
@@ -130,7 +130,7 @@ func TestInodeTableConcurrentLookupForget(t *testing.T) {
 			defer wg.Done()
 			for r := 0; r < rounds; r++ {
 				k := inodeKey{dev: 1, ino: uint64(100 + (r*7+w)%files)}
-				id := tab.ref(k, openPath(t), unix.S_IFREG, false)
+				id := tab.ref(k, openPath(t), unix.S_IFREG, false, nil)
 				mu.Lock()
 				if prev, ok := seen[id]; ok && prev != k {
 					mu.Unlock()
