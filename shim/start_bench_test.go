@@ -1,0 +1,77 @@
+package shim
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/log"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+)
+
+// BenchmarkStartInProcess is the part of a sandbox start that runs inside
+// our process, between its runtime start-up and the exec of the delegate:
+// read the bundle and stdin, resolve the configuration, check the fixed test
+// kernel (inspection cache warm), write the plan and the bundle note. The
+// exec is replaced by a stub that returns, after which start undoes its
+// writes (as after a failed exec), so every iteration starts afresh.
+func BenchmarkStartInProcess(b *testing.B) {
+	out, err := exec.Command(filepath.Join("..", "test", "kernels", "build.sh"), "--print-dir").Output()
+	testutil.Require(b, err == nil, "guest kernels not built (run test/kernels/build.sh)")
+	kernel := filepath.Join(strings.TrimSpace(string(out)), "fixed", "bzImage")
+
+	dir := b.TempDir()
+	if d := os.Getenv("KSG_BENCH_STATE_DIR"); d != "" {
+		dir = d
+	}
+	bundle := filepath.Join(b.TempDir(), "bundle")
+	require.NoError(b, os.MkdirAll(bundle, 0o755))
+	require.NoError(b, os.WriteFile(filepath.Join(bundle, specFile),
+		[]byte(`{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"sb"}}`), 0o644))
+	cfg := filepath.Join(b.TempDir(), "configuration.toml")
+	require.NoError(b, os.WriteFile(cfg, []byte(`[hypervisor.qemu]
+kernel = "`+kernel+`"
+shared_fs = "virtio-fs"
+virtio_fs_daemon = "/opt/kata/libexec/kata-virtiofsd"
+[submount_guard]
+on_vulnerable = "refuse"
+on_unknown = "refuse"
+delegate_shim = "/bin/true"
+state_dir = "`+filepath.Join(dir, "ksg-bench-state")+`"
+`), 0o644))
+	cwd, err := os.Getwd()
+	require.NoError(b, err)
+	require.NoError(b, os.Chdir(bundle))
+	b.Cleanup(func() { _ = os.Chdir(cwd) })
+
+	devnull, err := os.Open(os.DevNull)
+	require.NoError(b, err)
+	defer devnull.Close()
+	var stderr strings.Builder
+	s := &Shim{
+		Args:   []string{"containerd-shim-kata-v2", "-namespace", "k8s.io", "-address", "/run/c.sock", "-publish-binary", "/usr/bin/containerd", "-id", "sb", "start"},
+		Env:    []string{"KATA_CONF_FILE=" + cfg},
+		Stdin:  devnull,
+		Stderr: &stderr,
+	}
+	execs := 0
+	s.Exec = func(string, []string, []string) error { execs++; return nil }
+	inv := parseArgs(s.Args)
+	logger, sinks := newLogger(false, filepath.Join(bundle, bundleLogFIFO))
+	defer sinks.Close()
+	ctx := log.WithLogger(context.Background(), logger)
+	require.NoError(b, s.start(ctx, inv, bundle), stderr.String())
+	b.ResetTimer()
+	for range b.N {
+		if err := s.start(ctx, inv, bundle); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	require.Equal(b, b.N+1, execs)
+}
