@@ -492,6 +492,8 @@ func TestHandOffUnchanged(t *testing.T) {
 			require.Equal(t, ref.Env, ours.Env)
 			require.Equal(t, filepath.Join(filepath.Dir(ref.Cwd), "ours"), ours.Cwd)
 			require.Equal(t, ref.Stdin, ours.Stdin)
+			require.Equal(t, ref.SigBlk, ours.SigBlk, "blocked signals")
+			require.Equal(t, ref.SigIgn, ours.SigIgn, "ignored signals")
 			if tc.args != nil {
 				require.NotEmpty(t, ours.Stdin)
 				require.Equal(t, cfgPath, ours.StdinConfigPath)

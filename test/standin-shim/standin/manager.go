@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
 	"github.com/containerd/containerd/protobuf/proto"
@@ -65,6 +66,16 @@ func startRecord(id string, stdin io.Reader) (*StartRecord, error) {
 		return nil, fmt.Errorf("stand-in: read stdin: %w", err)
 	}
 	rec := &StartRecord{ID: id, Argv: os.Args, Env: os.Environ(), Cwd: cwd, Stdin: data}
+	if status, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "SigBlk:"); ok {
+				rec.SigBlk = strings.TrimSpace(v)
+			}
+			if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+				rec.SigIgn = strings.TrimSpace(v)
+			}
+		}
+	}
 	if len(data) > 0 {
 		var a types.Any
 		if err := proto.Unmarshal(data, &a); err != nil {

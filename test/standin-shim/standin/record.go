@@ -20,6 +20,10 @@ type StartRecord struct {
 	// StdinConfigPath is runtimeoptions.v1.Options.ConfigPath when stdin
 	// carried Kata's runtime options.
 	StdinConfigPath string `json:"stdin_config_path,omitempty"`
+	// SigBlk and SigIgn are the blocked and ignored signal masks the
+	// process started with (/proc/self/status): an exec hands them on.
+	SigBlk string `json:"sig_blk"`
+	SigIgn string `json:"sig_ign"`
 }
 
 // CreateRecord is what one Create request carried, and the configuration file
