@@ -19,11 +19,11 @@ var benchMetrics = []struct {
 	key, label string
 	data       bool // bytes per op: report MiB/s; else ops/s
 }{
-	{"seq_write_64MiB", "64 MiB sequential write (1 MiB writes + fsync)", true},
-	{"seq_read_64MiB", "64 MiB sequential read (cold cache)", true},
-	{"rand_read_4KiB", "4 KiB random read, 2000 reads (cold cache)", false},
+	{"seq_write_64MiB", "64 MiB sequential write (1 MiB writes + fsync), ×5", true},
+	{"seq_read_64MiB", "64 MiB sequential read (cold cache), ×5", true},
+	{"rand_read_4KiB", "4 KiB random read (cold cache), 5×2000 reads", false},
 	{"create_stat_unlink_10k", "create+stat+unlink, 10k files", false},
-	{"readdir_10k", "readdir of 10k entries (cold cache)", false},
+	{"readdir_10k", "readdir of 10k entries (cold cache), ×5", false},
 }
 
 type benchResult struct {
