@@ -121,6 +121,13 @@ func walkChain(t *memTable, desc []byte, num uint16, head uint16, indirectOK boo
 }
 
 // rings is a queue's three rings translated through one memTable.
+//
+// Ordering with the driver: avail->idx is read with an atomic load
+// (acquire) before the ring entries it publishes; used elements are written
+// before used->idx is published with an atomic store (release, and a full
+// fence on amd64 before used_event is read); avail_event is written before a
+// full fence (an atomic read-modify-write) and the re-check of avail->idx.
+// On amd64 (TSO), the only target, these are the barriers virtio needs.
 type rings struct {
 	desc, avail, used []byte
 	num               uint16
