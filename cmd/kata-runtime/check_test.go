@@ -114,7 +114,10 @@ func TestCheckVerbose(t *testing.T) {
 // TestCheckRealKernels predicts start for the kernels test/kernels builds.
 func TestCheckRealKernels(t *testing.T) {
 	dir, releases := guestKernels(t)
+	// bzImages (compressed: slow to inspect under -race) for the two main
+	// cases, vmlinux for the rest.
 	fixed, vulnerable := filepath.Join(dir, "fixed/bzImage"), filepath.Join(dir, "vulnerable/bzImage")
+	fixedELF, vulnerableELF := filepath.Join(dir, "fixed/vmlinux"), filepath.Join(dir, "vulnerable/vmlinux")
 	cases := []struct {
 		name    string
 		tables  map[string]string
@@ -133,10 +136,10 @@ func TestCheckRealKernels(t *testing.T) {
 			stdout: []string{"  verdict:           vulnerable\n", "  policy:            on_vulnerable = refuse, on_unknown = warn, virtiofs_protection = no-submounts\n",
 				"  sandbox creation:  refuse (protection none)\n"},
 			stderr: []string{"ERROR: sandbox creation will be refused: guest kernel " + vulnerable + " (" + releases["vulnerable"] + ") lacks the FUSE submount fix"}},
-		{name: "vulnerable and warn passes", tables: map[string]string{"qemu": vulnerable}, code: 0,
+		{name: "vulnerable and warn passes", tables: map[string]string{"qemu": vulnerableELF}, code: 0,
 			stdout: []string{"  sandbox creation:  warn (protection no-submounts)\n"}, stderr: []string{"level=warning"}},
-		{name: "vulnerable and warn, strict", tables: map[string]string{"qemu": vulnerable}, strict: true, code: 1,
-			stderr: []string{"ERROR: --strict: guest kernel " + vulnerable + " is vulnerable: "}},
+		{name: "vulnerable and warn, strict", tables: map[string]string{"qemu": vulnerableELF}, strict: true, code: 1,
+			stderr: []string{"ERROR: --strict: guest kernel " + vulnerableELF + " is vulnerable: "}},
 		{name: "unknown and strict", tables: map[string]string{"qemu": notAKernel(t)}, strict: true, code: 1,
 			stdout: []string{"  verdict:           unknown\n"}, stderr: []string{"is unknown: fix status of guest kernel"}},
 		{name: "unknown and refuse", tables: map[string]string{"qemu": notAKernel(t)}, guard: `on_unknown = "refuse"`, code: 1,
@@ -144,11 +147,11 @@ func TestCheckRealKernels(t *testing.T) {
 		{name: "fixed_releases without BTF", tables: map[string]string{"qemu": filepath.Join(dir, "vulnerable-nobtf/vmlinux")},
 			guard: fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable-nobtf"]), strict: true, code: 0,
 			stdout: []string{"  verdict:           fixed\n", "  evidence:          override\n"}},
-		{name: "two tables, strictest wins", tables: map[string]string{"qemu": fixed, "clh": vulnerable}, guard: `on_vulnerable = "refuse"`, code: 1,
+		{name: "two tables, strictest wins", tables: map[string]string{"qemu": fixedELF, "clh": vulnerableELF}, guard: `on_vulnerable = "refuse"`, code: 1,
 			stdout: []string{"  hypervisors:       clh, qemu (Kata picks one at random; the strictest is shown)\n", "  hypervisor:        clh\n",
-				"  image:             " + vulnerable + "\n"},
+				"  image:             " + vulnerableELF + "\n"},
 			stderr: []string{"ERROR: sandbox creation will be refused"}},
-		{name: "two tables, both fixed", tables: map[string]string{"qemu": fixed, "clh": filepath.Join(dir, "fixed/vmlinux")}, guard: `on_vulnerable = "refuse"`, code: 0,
+		{name: "two tables, both fixed", tables: map[string]string{"qemu": fixedELF, "clh": filepath.Join(dir, "lying-vulnerable/vmlinux")}, guard: `on_vulnerable = "refuse"`, code: 0,
 			stdout: []string{"  hypervisors:       clh, qemu", "  verdict:           fixed\n"}},
 	}
 	for _, tc := range cases {
