@@ -117,6 +117,14 @@ func applyAnnotations(f *File, name string, h Hypervisor, ann map[string]string)
 		if err := json.Unmarshal([]byte(v), &extra); err != nil {
 			return Hypervisor{}, bad(AnnotationVirtioFSArgs, "want a JSON array of strings: "+err.Error())
 		}
+		// Our daemon's own options choose what runs as root and how the share
+		// is protected: that is the operator's call, not a pod's.
+		for _, a := range extra {
+			if strings.HasPrefix(a, "--guard-") {
+				return Hypervisor{}, bad(AnnotationVirtioFSArgs, fmt.Sprintf(
+					"%q is a kata-virtiofsd option only the configuration file may set; remove it from the pod's annotations", a))
+			}
+		}
 		// Kata appends annotated arguments to the configured ones.
 		h.VirtioFSExtraArgs = append(append([]string(nil), h.VirtioFSExtraArgs...), extra...)
 	}

@@ -113,6 +113,8 @@ enable_annotations = ["kernel", "virtio_fs_daemon", "virtio_fs_extra_args", "vir
 			check: func(t *testing.T, h Hypervisor) {
 				require.Equal(t, []string{"--thread-pool-size=1", "--announce-submounts", "-d"}, h.VirtioFSExtraArgs)
 			}},
+		{name: "extra args may not carry our daemon's options", ann: map[string]string{AnnotationVirtioFSArgs: `["--guard-upstream=/bin/sh"]`},
+			msg: `annotation io.katacontainers.config.hypervisor.virtio_fs_extra_args="[\"--guard-upstream=/bin/sh\"]": "--guard-upstream=/bin/sh" is a kata-virtiofsd option only the configuration file may set; remove it from the pod's annotations: invalid argument`},
 		{name: "extra args not json", ann: map[string]string{AnnotationVirtioFSArgs: `--announce-submounts`},
 			msg: `annotation io.katacontainers.config.hypervisor.virtio_fs_extra_args="--announce-submounts": want a JSON array of strings: invalid character '-' in numeric literal: invalid argument`},
 		{name: "cache", ann: map[string]string{AnnotationVirtioFSCache: "always"}, check: func(t *testing.T, h Hypervisor) { require.Equal(t, "always", h.VirtioFSCache) }},
