@@ -29,6 +29,8 @@ type FS struct {
 	root    *inode
 	inodes  *inodeTable
 	handles *handleTable
+	// rec holds forgotten submount roots; nil unless Options.Recover.
+	rec *recoveryTable
 
 	entrySec, attrSec   uint64
 	entryNsec, attrNsec uint32
@@ -72,7 +74,6 @@ func New(ctx context.Context, root string, opts Options) (*FS, error) {
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		opts:          opts,
 		log:           log.G(ctx).WithField("shared_dir", root),
-		inodes:        newInodeTable(opts.keep),
 		handles:       newHandleTable(),
 		asCaller:      os.Geteuid() == 0,
 	}
@@ -83,6 +84,22 @@ func New(ctx context.Context, root string, opts Options) (*FS, error) {
 		return nil, fmt.Errorf("open /proc/self/fd (mount /proc or pass Options.ProcSelfFD): %w", err)
 	}
 	fs.procFD = int(fs.procDir.Fd())
+	if opts.Recover != nil {
+		fs.rec = newRecoveryTable(opts.Recover, fs.log)
+		fs.rec.rootFD, fs.rec.procFD = fd, fs.procFD
+		var ok bool
+		if fs.rec.rootPath, ok = readFDLink(fs.procFD, fd); !ok {
+			closeFD(fd)
+			fs.procDir.Close()
+			return nil, fmt.Errorf("shared directory %q: cannot read its name in /proc/self/fd, which submount root recovery needs: %w",
+				root, errdefs.ErrFailedPrecondition)
+		}
+	}
+	fs.inodes = newInodeTable(fs.rec)
+	if fs.rec != nil {
+		fs.rec.t = fs.inodes
+		fs.rec.start()
+	}
 	fs.root = fs.inodes.setRoot(keyOf(&st), fd, uint32(st.Mode)&unix.S_IFMT)
 	t := opts.cache().timeout()
 	fs.entrySec, fs.entryNsec = uint64(t/time.Second), uint32(t%time.Second)
@@ -94,9 +111,11 @@ func New(ctx context.Context, root string, opts Options) (*FS, error) {
 }
 
 // Close drops every inode and open file and releases the shared directory.
-// Call it after the FUSE session has ended.
+// Call it after the FUSE session has ended. With recovery on it logs the
+// recovery totals and reports them a last time.
 func (fs *FS) Close() error {
 	fs.closeOnce.Do(func() {
+		fs.rec.close()
 		fs.handles.clear()
 		fs.inodes.clear(false)
 		fs.procDir.Close()
@@ -147,12 +166,25 @@ func keyOf(st *unix.Statx_t) inodeKey {
 func status(e syscall.Errno) fuse.Status { return fuse.Status(e) }
 
 // inode returns the pinned inode for nodeid; EBADF for a node ID the guest
-// holds no lookup on, as virtiofsd answers.
+// holds no lookup on, as virtiofsd answers. With recovery on, a node ID the
+// table does not know goes to recoverInode: the hot path is unchanged.
 func (fs *FS) inode(nodeid uint64) (*inode, syscall.Errno) {
 	if ino := fs.inodes.get(nodeid); ino != nil {
 		return ino, 0
 	}
+	if fs.rec != nil {
+		return fs.recoverInode(nodeid)
+	}
 	return nil, syscall.EBADF
+}
+
+// RecoveryStats returns the counters of submount-root recovery; zero when
+// it is off.
+func (fs *FS) RecoveryStats() RecoveryStats {
+	if fs.rec == nil {
+		return RecoveryStats{}
+	}
+	return fs.rec.Stats()
 }
 
 func fillAttr(a *fuse.Attr, st *unix.Statx_t) {
@@ -208,7 +240,7 @@ func (fs *FS) enter(parent *inode, fd int, out *fuse.EntryOut) syscall.Errno {
 	submount := mode == unix.S_IFDIR && fs.announce.Load() &&
 		(key.dev != parent.key.dev || key.mnt != parent.key.mnt)
 	var fh *fileHandle
-	if submount {
+	if submount && fs.rec != nil && !fs.rec.noHandles {
 		fh = handleOf(fd)
 	}
 	out.NodeId = fs.inodes.ref(key, fd, mode, submount, fh)

@@ -33,8 +33,16 @@ type inode struct {
 	gone     bool // no longer in the tables: the guest forgot it
 	submount bool // announced with FUSE_ATTR_SUBMOUNT at least once
 	// handle is the file handle of an announced submount root, where its
-	// filesystem has them: an identity that survives without a descriptor.
+	// filesystem has them and recovery is on: an identity that survives
+	// without a descriptor.
 	handle *fileHandle
+	// owned: the recovery table, not the guest, keeps this inode (a
+	// recovered submount root with no lookups; see recover.go).
+	owned bool
+	// root is the recovery table's entry of this node ID, on an inode
+	// revived or reinstated from it; set before the inode is published and
+	// never changed.
+	root *heldRoot
 }
 
 // fileHandle is what name_to_handle_at(2) returns: the host file's identity
@@ -51,16 +59,6 @@ func (ino *inode) release() {
 	}
 }
 
-// keeper decides the fate of an announced submount root whose last lookup
-// the guest has forgotten. Guest kernels without Linux commit c4d361f66ac9
-// forget it while a submount still uses the node ID (issue 9); a keeper that
-// returns true takes over the table's pin and the node ID stays reserved for
-// re-instantiation through inodeTable.reinstate. It runs with the key shard
-// locked and must not block.
-type keeper interface {
-	keep(ino *inode) bool
-}
-
 const shards = 64 // power of two
 
 type idShard struct {
@@ -72,21 +70,27 @@ type idShard struct {
 type keyShard struct {
 	mu sync.Mutex
 	m  map[inodeKey]*inode
-	_  [48]byte
+	// held counts the recovery table's forgotten roots with a key of this
+	// shard. It only grows under mu, so LOOKUP, which holds mu, asks the
+	// recovery table only when the count is not zero.
+	held atomic.Int32
+	_    [44]byte
 }
 
 // inodeTable maps node IDs to inodes and host identities to node IDs. Node
-// IDs come from a 64-bit counter and are never handed out twice. Locks are
-// per shard; the key shard is always taken before the ID shard.
+// IDs come from a 64-bit counter and never name two host files. Locks are
+// per shard; the key shard is always taken before the ID shard, and before
+// the recovery table's lock.
 type inodeTable struct {
 	next  atomic.Uint64
 	byID  [shards]idShard
 	byKey [shards]keyShard
-	keep  keeper
+	// rec holds forgotten submount roots (protection recover); nil: off.
+	rec *recoveryTable
 }
 
-func newInodeTable(k keeper) *inodeTable {
-	t := &inodeTable{keep: k}
+func newInodeTable(rec *recoveryTable) *inodeTable {
+	t := &inodeTable{rec: rec}
 	t.next.Store(rootID)
 	for i := range t.byID {
 		t.byID[i].m = make(map[uint64]*inode)
@@ -134,7 +138,9 @@ func (t *inodeTable) get(nodeid uint64) *inode {
 // ref adds one lookup to the inode with key, creating it around fd if the
 // table has none; fd is closed if an existing inode is used. submount marks
 // an announced submount root, fh its file handle if any. It returns the node
-// ID to give the guest.
+// ID to give the guest: a new one, or, for a submount root the recovery
+// table holds since the guest forgot it, its old one (the same host file,
+// never another: see recoveryTable.revive).
 func (t *inodeTable) ref(key inodeKey, fd int, mode uint32, submount bool, fh *fileHandle) uint64 {
 	ks := t.keyShard(key)
 	ks.mu.Lock()
@@ -146,12 +152,28 @@ func (t *inodeTable) ref(key inodeKey, fd int, mode uint32, submount bool, fh *f
 		if ino.handle == nil {
 			ino.handle = fh
 		}
+		if ino.owned {
+			// The guest counts the recovered root again.
+			ino.owned = false
+			t.rec.disown(ino.root)
+		}
 		id := ino.nodeid
 		ks.mu.Unlock()
 		closeFD(fd)
 		return id
 	}
-	ino := &inode{nodeid: t.next.Add(1), key: key, fd: fd, mode: mode, lookups: 1, submount: submount, handle: fh}
+	var h *heldRoot
+	var unpin *inode
+	if ks.held.Load() != 0 {
+		h, unpin = t.rec.revive(ks, key, fh)
+	}
+	var id uint64
+	if h != nil {
+		id = h.nodeid
+	} else {
+		id = t.next.Add(1)
+	}
+	ino := &inode{nodeid: id, key: key, fd: fd, mode: mode, lookups: 1, submount: submount, handle: fh, root: h}
 	ino.pins.Store(1)
 	ks.m[key] = ino
 	s := t.idShard(ino.nodeid)
@@ -159,12 +181,16 @@ func (t *inodeTable) ref(key inodeKey, fd int, mode uint32, submount bool, fh *f
 	s.m[ino.nodeid] = ino
 	s.mu.Unlock()
 	ks.mu.Unlock()
-	return ino.nodeid
+	if unpin != nil {
+		unpin.release()
+	}
+	return id
 }
 
 // forget drops n lookups from nodeid, as FORGET does; with the last one the
-// inode leaves the table (or goes to the keeper) and its node ID is never
-// used again for another file.
+// inode leaves the table, or the recovery table holds its identity (an
+// announced submount root) or keeps it (a root it recovered before), and
+// its node ID never names another file.
 func (t *inodeTable) forget(nodeid, n uint64) {
 	if nodeid == rootID {
 		return
@@ -178,7 +204,8 @@ func (t *inodeTable) forget(nodeid, n uint64) {
 	}
 	ks := t.keyShard(ino.key)
 	ks.mu.Lock()
-	if ino.gone {
+	if ino.gone || ino.owned {
+		// An owned root has no lookup left to forget.
 		ks.mu.Unlock()
 		return
 	}
@@ -191,6 +218,15 @@ func (t *inodeTable) forget(nodeid, n uint64) {
 		ks.mu.Unlock()
 		return
 	}
+	if ino.root != nil && ino.root.recovered {
+		// This node ID was used after a FORGET once already: the guest
+		// has a user of it that holds no lookup. Keep it served.
+		ino.owned = true
+		ev := t.rec.own(ino.root)
+		ks.mu.Unlock()
+		t.rec.evict(ev)
+		return
+	}
 	ino.gone = true
 	if ks.m[ino.key] == ino {
 		delete(ks.m, ino.key)
@@ -198,31 +234,16 @@ func (t *inodeTable) forget(nodeid, n uint64) {
 	s.mu.Lock()
 	delete(s.m, nodeid)
 	s.mu.Unlock()
-	kept := ino.submount && t.keep != nil && t.keep.keep(ino)
+	var pinTaken bool
+	var ev evictions
+	if ino.submount && t.rec != nil {
+		pinTaken, ev = t.rec.hold(ks, ino)
+	}
 	ks.mu.Unlock()
-	if !kept {
+	if !pinTaken {
 		ino.release()
 	}
-}
-
-// reinstate puts an inode a keeper held back under its old node ID, with no
-// lookups of its own (the guest's submount root reuses the node ID without a
-// LOOKUP). If another inode took its key meanwhile, the host file was seen
-// anew under a fresh node ID and reinstate reports false.
-func (t *inodeTable) reinstate(ino *inode) bool {
-	ks := t.keyShard(ino.key)
-	ks.mu.Lock()
-	defer ks.mu.Unlock()
-	if ks.m[ino.key] != nil || !ino.gone {
-		return false
-	}
-	ino.gone = false
-	ks.m[ino.key] = ino
-	s := t.idShard(ino.nodeid)
-	s.mu.Lock()
-	s.m[ino.nodeid] = ino
-	s.mu.Unlock()
-	return true
+	t.rec.evict(ev)
 }
 
 // lookupCount reports the guest's lookups on nodeid (tests and status).
@@ -265,8 +286,10 @@ func (t *inodeTable) clear(keepRoot bool) {
 			delete(s.m, ino.nodeid)
 			s.mu.Unlock()
 			ino.gone = true
+			ino.owned = false
 			ino.release()
 		}
 		ks.mu.Unlock()
 	}
+	t.rec.clear(t)
 }

@@ -76,47 +76,6 @@ func TestInodeTableLookupCounts(t *testing.T) {
 	require.Equal(t, 2, tab.len(), "root and the other-mount inode")
 }
 
-// keepAll is a keeper that holds every forgotten submount root.
-type keepAll struct {
-	mu   sync.Mutex
-	kept []*inode
-}
-
-func (k *keepAll) keep(ino *inode) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.kept = append(k.kept, ino)
-	return true
-}
-
-func TestInodeTableKeeperHook(t *testing.T) {
-	k := &keepAll{}
-	tab := newInodeTable(k)
-	tab.setRoot(inodeKey{ino: 1}, openPath(t), unix.S_IFDIR)
-	fdPlain, fdSub := openPath(t), openPath(t)
-	plain := tab.ref(inodeKey{ino: 2}, fdPlain, unix.S_IFDIR, false, nil)
-	sub := tab.ref(inodeKey{dev: 9, ino: 3}, fdSub, unix.S_IFDIR, true, nil)
-
-	tab.forget(plain, 1)
-	tab.forget(sub, 1)
-	require.False(t, fdOpen(fdPlain), "an ordinary inode is dropped")
-	require.Len(t, k.kept, 1, "only the announced submount root goes to the keeper")
-	require.Equal(t, sub, k.kept[0].nodeid)
-	require.True(t, fdOpen(fdSub), "the keeper holds the identity")
-	require.Nil(t, tab.get(sub), "not reachable until reinstated")
-
-	require.True(t, tab.reinstate(k.kept[0]))
-	ino := tab.get(sub)
-	require.NotNil(t, ino)
-	ino.release()
-	n, _ := tab.lookupCount(sub)
-	require.EqualValues(t, 0, n, "a reinstated root holds no lookup of its own")
-
-	// A LOOKUP of the same directory now finds the same node ID.
-	require.Equal(t, sub, tab.ref(inodeKey{dev: 9, ino: 3}, openPath(t), unix.S_IFDIR, true, nil))
-	require.False(t, tab.reinstate(k.kept[0]), "already in the table")
-}
-
 func TestInodeTableConcurrentLookupForget(t *testing.T) {
 	tab := newInodeTable(nil)
 	tab.setRoot(inodeKey{ino: 1}, openPath(t), unix.S_IFDIR)

@@ -66,10 +66,10 @@ type Options struct {
 	// whose root no longer shows /proc (after pivot_root). The FS takes it
 	// over and closes it on Close.
 	ProcSelfFD *os.File
-
-	// keep, if set, is consulted when an announced submount root loses its
-	// last lookup: it may keep the identity for recovery (issue 9).
-	keep keeper
+	// Recover, if set, turns on the recovery of submount roots the guest
+	// forgot while still using them (protection recover; see RecoverOptions).
+	// It only matters with AnnounceSubmounts.
+	Recover *RecoverOptions
 }
 
 func (o Options) cache() CachePolicy {

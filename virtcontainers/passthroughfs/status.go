@@ -1,0 +1,114 @@
+package passthroughfs
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// StatusDir is the directory under kata-submount-guard's state_dir that holds
+// the status files of shares served with protection recover. Plans are
+// <state_dir>/<sandbox-id>.json; a directory of their own keeps a status file
+// from ever taking a plan's name.
+const StatusDir = "status"
+
+// maxStatusSize caps what ReadStatus reads; a status is a few hundred bytes.
+const maxStatusSize = 64 << 10
+
+// Status is the status file of a share served with protection recover,
+// <state_dir>/status/<sandbox-id>.json, written by kata-virtiofsd: once when
+// it starts serving, again whenever the recovery counters change, and a last
+// time with running false when the daemon ends. The file is replaced
+// atomically, so a reader sees one whole version. Its JSON form is a
+// contract (tests and operators read it).
+type Status struct {
+	SandboxID  string `json:"sandbox_id"`
+	Protection string `json:"protection"`
+	// PID is the kata-virtiofsd process that serves the share.
+	PID int `json:"pid"`
+	// Running is false once the daemon has ended.
+	Running bool      `json:"running"`
+	Updated time.Time `json:"updated"`
+	RecoveryStats
+}
+
+// StatusPath is where the status of sandboxID's share lives.
+func StatusPath(stateDir, sandboxID string) string {
+	return filepath.Join(stateDir, StatusDir, sandboxID+".json")
+}
+
+// WriteStatus replaces the file at path with s: written to a temporary file
+// beside it and renamed over it. The directory is created 0700 if missing;
+// the file is 0600.
+func WriteStatus(path string, s *Status) (err error) {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = tmp.Write(append(data, '\n')); err != nil {
+		return fmt.Errorf("write status %s: %w", tmp.Name(), err)
+	}
+	if err = tmp.Close(); err != nil {
+		return fmt.Errorf("write status %s: %w", tmp.Name(), err)
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write status %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadStatus reads the status file at path.
+func ReadStatus(path string) (*Status, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read status: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxStatusSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read status %s: %w", path, err)
+	}
+	s, err := DecodeStatus(data)
+	if err != nil {
+		return nil, fmt.Errorf("read status %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// DecodeStatus parses a status file strictly: unknown fields and trailing
+// data are errors.
+func DecodeStatus(data []byte) (*Status, error) {
+	if len(data) > maxStatusSize {
+		return nil, fmt.Errorf("status larger than %d bytes: %w", maxStatusSize, errdefs.ErrInvalidArgument)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var s Status
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("decode status: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("decode status: trailing data: %w", errdefs.ErrInvalidArgument)
+	}
+	return &s, nil
+}
