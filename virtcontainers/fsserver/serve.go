@@ -62,9 +62,12 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	}
 	defer cleanup()
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("shared_dir", dir))
+	// Protection recover: <state_dir>/status/<sandbox-id>.json.
+	status := newStatusFile(ctx, o)
+	defer status.finish()
 
 	if mode == fssandbox.ModeNone {
-		return serveOn(ctx, l, dir, nil, o)
+		return serveOn(ctx, l, dir, nil, o, status.update)
 	}
 
 	lf, err := l.File()
@@ -86,18 +89,43 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 		lf.Close()
 		return fmt.Errorf("serve: log pipe: %w", err)
 	}
-	c, err := fssandbox.Spawn(mode, dir, []*os.File{lf}, []string{envOptions + "=" + string(optsJSON)}, nil, logW)
+	files, env := []*os.File{lf}, []string{envOptions + "=" + string(optsJSON)}
+	var statusR, statusW *os.File
+	if status != nil {
+		if statusR, statusW, err = os.Pipe(); err != nil {
+			lf.Close()
+			logR.Close()
+			logW.Close()
+			return fmt.Errorf("serve: status pipe: %w", err)
+		}
+		env = append(env, envStatusFD+"="+strconv.Itoa(fssandbox.FirstFD+len(files)))
+		files = append(files, statusW)
+	}
+	c, err := fssandbox.Spawn(mode, dir, files, env, nil, logW)
 	lf.Close()
 	logW.Close()
+	if statusW != nil {
+		statusW.Close()
+	}
 	if err != nil {
 		logR.Close()
+		if statusR != nil {
+			statusR.Close()
+		}
 		return fmt.Errorf("serve: %w", err)
+	}
+	relayedStatus := make(chan struct{})
+	if statusR != nil {
+		go func() { status.relay(statusR); statusR.Close(); close(relayedStatus) }()
+	} else {
+		close(relayedStatus)
 	}
 	relayed := make(chan struct{})
 	go func() { relayLog(ctx, logR); logR.Close(); close(relayed) }()
 	log.G(ctx).WithField("sandbox_mode", mode).WithField("pid", c.Pid()).Info("virtio-fs daemon started in its sandbox")
 	err = c.Wait(ctx)
 	<-relayed
+	<-relayedStatus
 	if err != nil {
 		return fmt.Errorf("serve: sandboxed daemon: %w", err)
 	}
@@ -169,14 +197,21 @@ func lookupGroup(name string) (int, error) {
 	return strconv.Atoi(g.Gid)
 }
 
-// serveOn accepts one frontend on l and serves root to it.
-func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os.File, o *virtiofsd.Options) error {
+// serveOn accepts one frontend on l and serves root to it. With protection
+// recover the file system recovers forgotten submount roots and passes its
+// counters to report (may be nil).
+func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os.File, o *virtiofsd.Options, report func(passthroughfs.RecoveryStats)) error {
+	var rec *passthroughfs.RecoverOptions
+	if o.Protection == virtiofsd.ProtectRecover {
+		rec = &passthroughfs.RecoverOptions{Report: report}
+	}
 	fs, err := passthroughfs.New(ctx, root, passthroughfs.Options{
 		Cache:             passthroughfs.CachePolicy(o.Cache),
 		AnnounceSubmounts: o.AnnounceSubmounts,
 		Xattr:             o.XattrEnabled(),
 		AllowDirectIO:     o.AllowDirectIO,
 		ProcSelfFD:        procSelf,
+		Recover:           rec,
 	})
 	if err != nil {
 		l.Close()
@@ -207,6 +242,7 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 		"announce_submounts": o.AnnounceSubmounts,
 		"thread_pool_size":   o.ThreadPoolSize,
 		"xattr":              o.XattrEnabled(),
+		"recover":            rec != nil,
 	}).Info("vhost-user frontend connected; serving")
 	if err := b.Serve(ctx, conn); err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -253,7 +289,8 @@ func RunSandboxChild() int {
 	log.G(ctx).WithField("capabilities", capEff()).WithField("sandbox_mode", c.Mode).Debug("sandboxed daemon confined")
 	ctx, stop := signalContext(ctx)
 	defer stop()
-	if err := serveOn(ctx, fl.(*net.UnixListener), c.Root, c.ProcSelfFD, &o); err != nil && !errors.Is(err, context.Canceled) {
+	report := childStatusReporter(ctx)
+	if err := serveOn(ctx, fl.(*net.UnixListener), c.Root, c.ProcSelfFD, &o, report); err != nil && !errors.Is(err, context.Canceled) {
 		log.G(ctx).WithError(err).Error("sandboxed daemon")
 		return 1
 	}

@@ -73,7 +73,7 @@ func New(ctx context.Context, root string, opts Options) (*FS, error) {
 	fs := &FS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		opts:          opts,
-		log:           log.G(ctx).WithField("shared_dir", root),
+		log:           log.G(ctx),
 		handles:       newHandleTable(),
 		asCaller:      os.Geteuid() == 0,
 	}
@@ -84,6 +84,10 @@ func New(ctx context.Context, root string, opts Options) (*FS, error) {
 		return nil, fmt.Errorf("open /proc/self/fd (mount /proc or pass Options.ProcSelfFD): %w", err)
 	}
 	fs.procFD = int(fs.procDir.Fd())
+	// A confined daemon serves "/": its parent's log names the directory.
+	if root != "/" {
+		fs.log = fs.log.WithField("shared_dir", root)
+	}
 	if opts.Recover != nil {
 		fs.rec = newRecoveryTable(opts.Recover, fs.log)
 		fs.rec.rootFD, fs.rec.procFD = fd, fs.procFD

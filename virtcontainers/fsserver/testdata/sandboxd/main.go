@@ -24,6 +24,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	// The launcher's decision, without a plan: our --guard-protection.
+	o.Protection = o.Guard.Protection
 	logger := logrus.New()
 	logger.SetLevel(logrus.DebugLevel)
 	ctx := log.WithLogger(context.Background(), logrus.NewEntry(logger))

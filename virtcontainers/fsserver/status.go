@@ -1,0 +1,118 @@
+package fsserver
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/log"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
+)
+
+// envStatusFD names the descriptor on which a sandboxed daemon with
+// protection recover sends its recovery counters, one JSON line each, for
+// the parent to write the status file (the sandbox cannot reach state_dir).
+const envStatusFD = "KSG_FSSERVER_STATUS_FD"
+
+// statusFile keeps <state_dir>/status/<sandbox-id>.json (passthroughfs.Status)
+// of a share served with protection recover. A nil *statusFile does nothing:
+// other protections, or a share that is not a Kata sandbox's.
+type statusFile struct {
+	ctx    context.Context
+	path   string
+	mu     sync.Mutex
+	status passthroughfs.Status
+	failed bool
+}
+
+func newStatusFile(ctx context.Context, o *virtiofsd.Options) *statusFile {
+	if o.Protection != virtiofsd.ProtectRecover || o.SandboxID == "" {
+		return nil
+	}
+	s := &statusFile{
+		ctx:  ctx,
+		path: passthroughfs.StatusPath(o.Guard.StateDir, o.SandboxID),
+		status: passthroughfs.Status{
+			SandboxID: o.SandboxID, Protection: string(o.Protection), PID: os.Getpid(), Running: true,
+			RecoveryStats: passthroughfs.RecoveryStats{MaxHeld: passthroughfs.DefaultMaxHeld},
+		},
+	}
+	s.write()
+	return s
+}
+
+// update records the counters of the running daemon.
+func (s *statusFile) update(st passthroughfs.RecoveryStats) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.RecoveryStats = st
+	s.writeLocked()
+}
+
+// finish records that the daemon has ended, with its last counters.
+func (s *statusFile) finish() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.Running = false
+	s.writeLocked()
+}
+
+func (s *statusFile) write() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writeLocked()
+}
+
+// writeLocked replaces the file; a failure is logged once and the share is
+// served regardless.
+func (s *statusFile) writeLocked() {
+	s.status.Updated = time.Now().UTC()
+	if err := passthroughfs.WriteStatus(s.path, &s.status); err != nil && !s.failed {
+		s.failed = true
+		log.G(s.ctx).WithError(err).Warn("cannot write the recovery status file; recoveries are still logged")
+	}
+}
+
+// relay reads the counters the sandboxed daemon sends on r until it closes.
+func (s *statusFile) relay(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var st passthroughfs.RecoveryStats
+		if err := json.Unmarshal(sc.Bytes(), &st); err != nil {
+			log.G(s.ctx).WithError(err).Warn("sandboxed daemon sent a bad status line")
+			continue
+		}
+		s.update(st)
+	}
+}
+
+// childStatusReporter is the sandboxed daemon's side of relay: nil without
+// a status descriptor.
+func childStatusReporter(ctx context.Context) func(passthroughfs.RecoveryStats) {
+	v := os.Getenv(envStatusFD)
+	if v == "" {
+		return nil
+	}
+	_ = os.Unsetenv(envStatusFD)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 0 {
+		log.G(ctx).WithField(envStatusFD, v).Warn("sandboxed daemon: bad status descriptor; no status file")
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "recovery status")
+	enc := json.NewEncoder(f)
+	return func(st passthroughfs.RecoveryStats) { _ = enc.Encode(st) }
+}
