@@ -73,7 +73,7 @@ func (g Guard) KernelCacheDir() string { return filepath.Join(g.StateDir, "kerne
 
 var (
 	policyWords     = []string{string(PolicyRefuse), string(PolicyWarn), string(PolicyOff)}
-	protectionWords = []string{string(ProtectionNoSubmounts), string(ProtectionNone)}
+	protectionWords = []string{string(ProtectionRecover), string(ProtectionNoSubmounts), string(ProtectionNone)}
 	guardKeys       = []string{"on_vulnerable", "on_unknown", "virtiofs_protection", "fixed_releases", "delegate_shim", "upstream_virtiofsd", "state_dir"}
 )
 
@@ -105,9 +105,6 @@ func parseGuard(table map[string]any, origin func(key string) string) (Guard, er
 			}
 		case "virtiofs_protection":
 			s, ok := v.(string)
-			if ok && s == string(ProtectionRecover) {
-				return Guard{}, bad("our recovering daemon is not available yet", protectionWords)
-			}
 			if !ok || !contains(protectionWords, s) {
 				return Guard{}, bad("", protectionWords)
 			}

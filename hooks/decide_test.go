@@ -61,7 +61,7 @@ func TestPolicyMatrix(t *testing.T) {
 	verdicts := []guestkernel.Verdict{guestkernel.Fixed, guestkernel.Unaffected, guestkernel.Vulnerable, guestkernel.Unknown}
 	for _, onVuln := range policies {
 		for _, onUnk := range policies {
-			for _, prot := range []config.Protection{config.ProtectionNoSubmounts, config.ProtectionNone} {
+			for _, prot := range []config.Protection{config.ProtectionRecover, config.ProtectionNoSubmounts, config.ProtectionNone} {
 				guard := fmt.Sprintf("on_vulnerable = %q\non_unknown = %q\nvirtiofs_protection = %q", onVuln, onUnk, prot)
 				r := resolve(t, setup(t, kernel, guard, ""))
 				for _, v := range verdicts {
@@ -128,6 +128,10 @@ func TestDecideReasons(t *testing.T) {
 			"; virtiofs_protection = no-submounts cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd (set virtio_fs_daemon to kata-virtiofsd's path in CONFIG)"},
 		{"unknown refused", `on_unknown = "refuse"`, "", guestkernel.Unknown, Refuse, ProtectNone,
 			"fix status of guest kernel " + kernel + " (6.1.69) cannot be determined (canned); on_unknown = refuse: sandbox creation refused. If this kernel carries the fix, add \"6.1.69\" to [submount_guard] fixed_releases in CONFIG"},
+		{"vulnerable warned and recovered", `virtiofs_protection = "recover"`, "", guestkernel.Vulnerable, Warn, ProtectRecover,
+			"; on_vulnerable = warn; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets"},
+		{"recover impossible with upstream daemon", `virtiofs_protection = "recover"`, "/opt/kata/libexec/virtiofsd", guestkernel.Unknown, Warn, ProtectNone,
+			"; virtiofs_protection = recover cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd (set virtio_fs_daemon to kata-virtiofsd's path in CONFIG)"},
 		{"protection none", `virtiofs_protection = "none"`, "", guestkernel.Unknown, Warn, ProtectNone,
 			"; virtiofs_protection = none: virtiofsd runs as Kata configured it"},
 	}

@@ -43,6 +43,8 @@ func (protectionHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error)
 	switch want {
 	case ProtectNoSubmounts:
 		p.Reason += "; protection no-submounts: virtiofsd will not announce submounts"
+	case ProtectRecover:
+		p.Reason += "; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets"
 	default:
 		p.Reason += fmt.Sprintf("; protection %s", want)
 	}
