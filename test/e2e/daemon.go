@@ -20,6 +20,9 @@ type Daemon string
 const (
 	DaemonC    Daemon = "c"    // QEMU 7.2's C virtiofsd
 	DaemonRust Daemon = "rust" // Rust virtiofsd 1.13.2
+	// DaemonOurs: kata-virtiofsd serves the share itself (protection
+	// recover); no upstream is involved.
+	DaemonOurs Daemon = "ours"
 )
 
 // Protection is the value of kata-virtiofsd's --guard-protection.
@@ -28,6 +31,7 @@ type Protection string
 const (
 	ProtectNone        Protection = "none"
 	ProtectNoSubmounts Protection = "no-submounts"
+	ProtectRecover     Protection = "recover"
 )
 
 // kataArgs is the command line Kata ≥3.2 gives virtio_fs_daemon with the
@@ -43,8 +47,11 @@ func kataArgs(sharedDir string) []string {
 // Kata's argv, our --guard-* flags riding in virtio_fs_extra_args after
 // Kata's own, as an operator would configure them.
 func daemonCommand(kataVirtiofsd, upstream string, p Protection, sharedDir, stateDir string) (string, []string) {
-	return kataVirtiofsd, append(kataArgs(sharedDir),
-		"--guard-protection="+string(p), "--guard-upstream="+upstream, "--guard-state-dir="+stateDir)
+	args := append(kataArgs(sharedDir), "--guard-protection="+string(p))
+	if upstream != "" {
+		args = append(args, "--guard-upstream="+upstream)
+	}
+	return kataVirtiofsd, append(args, "--guard-state-dir="+stateDir)
 }
 
 // daemonProc is a running daemon listening on the socket given as fd 3.

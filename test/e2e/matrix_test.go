@@ -23,13 +23,20 @@ import (
 type expectation struct {
 	Outcome  guest.Outcome
 	Submount bool // the volume has its own st_dev in the guest
+	// Recoveries is what the recover column's status file must count:
+	// "0" or "≥1"; empty for other columns.
+	Recoveries string
 }
 
 func (e expectation) String() string {
+	s := string(e.Outcome) + ", one st_dev"
 	if e.Submount {
-		return string(e.Outcome) + ", submount"
+		s = string(e.Outcome) + ", submount"
 	}
-	return string(e.Outcome) + ", one st_dev"
+	if e.Recoveries != "" {
+		s += ", " + e.Recoveries + " recoveries"
+	}
+	return s
 }
 
 // column is one protection and what it promises on each kernel. The recover
@@ -37,18 +44,21 @@ func (e expectation) String() string {
 type column struct {
 	Protection Protection
 	Expect     func(kernel string) expectation
+	// Daemons the column runs with; nil: the C and the Rust virtiofsd.
+	Daemons []Daemon
 }
 
 func matrixColumns() []column {
 	return []column{
-		{ProtectNone, func(kernel string) expectation {
+		{Protection: ProtectNone, Expect: func(kernel string) expectation {
 			if kernel == KernelVulnerable {
 				// The test proves the bug is real: it fails if it stops reproducing.
-				return expectation{guest.EBADF, true}
+				return expectation{Outcome: guest.EBADF, Submount: true}
 			}
-			return expectation{guest.OK, true}
+			return expectation{Outcome: guest.OK, Submount: true}
 		}},
-		{ProtectNoSubmounts, func(string) expectation { return expectation{guest.OK, false} }},
+		{Protection: ProtectNoSubmounts, Expect: func(string) expectation { return expectation{Outcome: guest.OK} }},
+		recoverColumn(),
 	}
 }
 
@@ -69,8 +79,12 @@ func (c cell) name() string {
 func matrixCells() []cell {
 	var cells []cell
 	for _, k := range []string{KernelVulnerable, KernelFixed} {
-		for _, d := range []Daemon{DaemonC, DaemonRust} {
-			for _, col := range matrixColumns() {
+		for _, col := range matrixColumns() {
+			daemons := col.Daemons
+			if daemons == nil {
+				daemons = []Daemon{DaemonC, DaemonRust}
+			}
+			for _, d := range daemons {
 				for _, s := range []guest.Scenario{guest.BindDetach, guest.SlaveUmount} {
 					for _, p := range []guest.Pressure{guest.DropCaches, guest.Memory} {
 						cells = append(cells, cell{k, d, col.Protection, s, p, col.Expect(k)})
@@ -191,6 +205,9 @@ func runCell(t *testing.T, env *suiteEnv, c cell, observed *string) {
 	}
 	*observed = describe(res)
 	t.Logf("guest %s: %s", res.Kernel, res.Line())
+	if c.Protection == ProtectRecover {
+		*observed += checkRecoveries(t, c, d, filepath.Join(dir, "state"), share, daemonLog)
+	}
 	if !assertCell(t, c, res) {
 		t.Logf("console tail:\n%s\ndaemon log:\n%s", tail(console, 40), tail(dlog, 30))
 	}
@@ -198,7 +215,7 @@ func runCell(t *testing.T, env *suiteEnv, c cell, observed *string) {
 
 // describe summarises a result for the table.
 func describe(r *guest.Result) string {
-	s := expectation{r.Outcome, r.Submount()}.String()
+	s := expectation{Outcome: r.Outcome, Submount: r.Submount()}.String()
 	s += fmt.Sprintf(" (dev share %s vol %s ctr %s)", devString(r.ShareDev), devString(r.VolumeDev), devString(r.ContainerDev))
 	if r.FailedAfterMS > 0 || r.Outcome != guest.OK {
 		s += fmt.Sprintf(" at read %d, %d ms after pressure", r.Attempts, r.FailedAfterMS)
