@@ -277,8 +277,8 @@ func TestKernelAnnotation(t *testing.T) {
 		{name: "allowed, to a fixed kernel", configured: kernels.vulnerable, annotated: kernels.fixed, enable: []string{"kernel"}},
 		{name: "disallowed", configured: kernels.vulnerable, annotated: kernels.fixed, enable: nil,
 			wantLine: func(cfg string) string {
-				return shim.ErrorPrefix + fmt.Sprintf(`annotation %s is not enabled in [hypervisor.qemu] enable_annotations of %s; add "kernel" to it or remove the annotation: invalid argument`,
-					kernelAnnotation, cfg)
+				return shim.ErrorPrefix + fmt.Sprintf(`annotation %s is not enabled: its name after "io.katacontainers.config.hypervisor." must match a regular expression in [hypervisor.qemu] enable_annotations [] of %s (Kata refuses the sandbox too): invalid argument`,
+					kernelAnnotation, filepath.Join(filepath.Dir(cfg), "config.d", "50-test.toml"))
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
