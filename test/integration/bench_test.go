@@ -24,10 +24,12 @@ import (
 
 // BenchmarkShimStart measures what containerd waits for at sandbox creation:
 // from exec of the shim's `start` to the address on its stdout and its exit,
-// for the stand-in alone and for our shim handing off to it, interleaved in
-// one run. Our shim resolves the configuration, checks the fixed test kernel
-// (its inspection cache warmed by the first start), writes the plan and
-// execs the stand-in. Reported: the median of each and their difference.
+// for the stand-in alone, for a do-nothing Go exec wrapper in front of it
+// (testdata/execwrapper: the floor of any Go wrapper) and for our shim
+// handing off to it, interleaved in one run. Our shim resolves the
+// configuration, checks the fixed test kernel (its inspection cache warmed
+// by the first start), writes the plan and execs the stand-in. Reported: the
+// median of each and ours minus the stand-in's.
 //
 //	KSG_INTEGRATION=1 go test -run '^$' -bench BenchmarkShimStart -benchtime 200x ./test/integration/
 //
@@ -76,20 +78,31 @@ func BenchmarkShimStart(b *testing.B) {
 		return elapsed
 	}
 
-	// Warm the kernel cache and the page cache of both binaries.
-	start(suite.bins.ours, "bench-warm")
-	start(suite.bins.standin, "bench-warm")
+	// The floor of any Go wrapper: exec the stand-in, check nothing.
+	wrapper := filepath.Join(dir, "execwrapper")
+	build := exec.Command("go", "build", "-o", wrapper, "./testdata/execwrapper")
+	out, err := build.CombinedOutput()
+	require.NoError(b, err, string(out))
+	env = append(env, "KSG_EXEC_WRAPPER_TARGET="+suite.bins.standin)
+
+	// Warm the kernel cache and the page cache of the binaries.
+	for _, bin := range []string{suite.bins.ours, suite.bins.standin, wrapper} {
+		start(bin, "bench-warm")
+	}
 
 	alone := make([]time.Duration, 0, b.N)
+	wrapped := make([]time.Duration, 0, b.N)
 	guard := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := range b.N {
 		alone = append(alone, start(suite.bins.standin, fmt.Sprintf("bench-alone-%d", i)))
+		wrapped = append(wrapped, start(wrapper, fmt.Sprintf("bench-wrapped-%d", i)))
 		guard = append(guard, start(suite.bins.ours, fmt.Sprintf("bench-guard-%d", i)))
 	}
 	b.StopTimer()
-	ma, mg := median(alone), median(guard)
+	ma, mw, mg := median(alone), median(wrapped), median(guard)
 	b.ReportMetric(ms(ma), "ms-standin-median")
+	b.ReportMetric(ms(mw), "ms-execwrapper-median")
 	b.ReportMetric(ms(mg), "ms-guard-median")
 	b.ReportMetric(ms(mg-ma), "ms-overhead-median")
 }
