@@ -536,22 +536,35 @@ func TestHandOffUnchanged(t *testing.T) {
 	}
 }
 
-// TestVersionHandOff: -v is the delegate's answer, whatever our argv[0].
-func TestVersionHandOff(t *testing.T) {
+// TestHandOffAtOnce: -v, -info, unknown flags and -h are the delegate's
+// answer, output and exit code alike, with our argv[0] (the stand-in names
+// itself after it). Run without containerd, as a person would.
+func TestHandOffAtOnce(t *testing.T) {
 	requireIntegration(t)
 	requireStandin(t)
 	kernels := requireKernels(t)
 	cfgPath, _ := writeKataConfig(t, t.TempDir(), kataConfig{kernel: kernels.fixed})
-
-	ours := exec.Command(suite.bins.ours, "-v")
-	ours.Env = append(os.Environ(), "KATA_CONF_FILE="+cfgPath)
-	got, err := ours.CombinedOutput()
-	require.NoError(t, err, string(got))
-
-	ref := exec.Command(suite.bins.standin, "-v")
-	ref.Args[0] = suite.bins.ours
-	want, err := ref.CombinedOutput()
-	require.NoError(t, err, string(want))
-	require.Equal(t, string(want), string(got))
-	require.True(t, strings.HasPrefix(string(got), "containerd-shim-kata-v2:\n"), string(got))
+	for _, args := range [][]string{{"-v"}, {"-info"}, {"--version"}, {"-h"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			run := func(bin string) (string, int) {
+				cmd := exec.Command(bin, args...)
+				cmd.Args[0] = suite.bins.ours
+				cmd.Dir = t.TempDir()
+				cmd.Env = append(os.Environ(), "KATA_CONF_FILE="+cfgPath)
+				out, err := cmd.CombinedOutput()
+				code := 0
+				if ee, ok := err.(*exec.ExitError); ok {
+					code = ee.ExitCode()
+				} else {
+					require.NoError(t, err)
+				}
+				return string(out), code
+			}
+			got, gotCode := run(suite.bins.ours)
+			want, wantCode := run(suite.bins.standin)
+			require.Equal(t, want, got)
+			require.Equal(t, wantCode, gotCode)
+			require.Contains(t, got, "containerd-shim-kata-v2")
+		})
+	}
 }
