@@ -47,6 +47,20 @@ func parseArgs(args []string) invocation {
 	return inv
 }
 
+// uncheckableStart reports a start whose arguments we cannot parse: handing
+// it off would create a sandbox without the check, so it fails instead.
+func (inv invocation) uncheckableStart(args []string) bool {
+	if inv.parseErr == nil {
+		return false
+	}
+	for _, a := range args[1:] {
+		if a == "start" {
+			return true
+		}
+	}
+	return false
+}
+
 // checks reports whether this invocation is one we check before handing off:
 // `start`, as containerd runs it. Everything else goes to the delegate at once.
 func (inv invocation) checks() bool {

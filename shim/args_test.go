@@ -39,6 +39,20 @@ func TestParseArgs(t *testing.T) {
 	}
 }
 
+func TestUncheckableStart(t *testing.T) {
+	for _, tc := range []struct {
+		argv []string
+		want bool
+	}{
+		{[]string{"shim", "-new-flag", "x", "-id", "abc", "start"}, true},
+		{[]string{"shim", "-namespace", "ns", "-id", "abc", "start"}, false},
+		{[]string{"shim", "--version"}, false},
+		{[]string{"shim", "-info"}, false},
+	} {
+		require.Equal(t, tc.want, parseArgs(tc.argv).uncheckableStart(tc.argv), "%v", tc.argv)
+	}
+}
+
 func TestGetenvLastWins(t *testing.T) {
 	s := &Shim{Env: []string{"A=1", "KATA_CONF_FILE=/x", "KATA_CONF_FILE_X=/y", "KATA_CONF_FILE=/z"}}
 	require.Equal(t, "/z", s.getenv("KATA_CONF_FILE"))

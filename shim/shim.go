@@ -57,6 +57,9 @@ func (s *Shim) Run(ctx context.Context) int {
 
 	var err error
 	switch {
+	case inv.uncheckableStart(s.Args):
+		err = fmt.Errorf("cannot parse the shim arguments %q (%v), so the guest kernel cannot be checked and the sandbox is not started; upgrade containerd-shim-kata-v2 to match containerd: %w",
+			s.Args[1:], inv.parseErr, errdefs.ErrInvalidArgument)
 	case inv.checks():
 		err = s.start(ctx, inv, cwd)
 	case inv.parseErr == nil && !inv.version && !inv.info && inv.action == "delete":
