@@ -18,7 +18,7 @@ type vmSpec struct {
 	QEMU    string
 	Kernel  string // bzImage
 	Initrd  string
-	Socket  string // the daemon's vhost-user socket
+	Socket  string // the daemon's vhost-user socket; "" for no virtio-fs device
 	Tag     string // virtio-fs tag
 	Console string // serial console log file
 	Append  []string
@@ -28,17 +28,20 @@ type vmSpec struct {
 
 func (s vmSpec) args() []string {
 	mem := strconv.Itoa(s.MemMB) + "M"
-	return []string{
+	args := []string{
 		"-accel", "tcg", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-smp", "1", "-m", mem,
 		// vhost-user needs guest RAM the daemon can map.
 		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on", "-numa", "node,memdev=mem",
-		"-chardev", "socket,id=vfs,path=" + s.Socket,
-		"-device", "vhost-user-fs-pci,chardev=vfs,tag=" + s.Tag,
-		"-serial", "file:" + s.Console,
+	}
+	if s.Socket != "" {
+		args = append(args, "-chardev", "socket,id=vfs,path="+s.Socket, "-device", "vhost-user-fs-pci,chardev=vfs,tag="+s.Tag)
+	}
+	return append(args,
+		"-serial", "file:"+s.Console,
 		"-kernel", s.Kernel, "-initrd", s.Initrd,
 		"-append", strings.Join(append([]string{"console=ttyS0", "panic=-1"}, s.Append...), " "),
-	}
+	)
 }
 
 // errHung is wrapped when the guest did not power off in time.

@@ -24,7 +24,13 @@ const (
 	// requests: thousands of them from a dentry-cache shrink can reach the
 	// daemon well after the container's next read.
 	KeySettleMS = "ksg.settle_ms"
+	// KeyHang=1 makes the guest print HangLine and hang: the suite's test
+	// that a hung guest is killed and reported.
+	KeyHang = "ksg.hang"
 )
+
+// HangLine is what a guest told to hang prints first.
+const HangLine = "KSG-LOG hanging on purpose"
 
 // Scenario is how the container comes to hold the volume without any mount
 // left on the shared mount's dentry for it.

@@ -51,7 +51,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "guestinit: poweroff:", err)
 	}
 	// PID 1 must not return: the kernel would panic over it.
-	select {}
+	hang()
+}
+
+// hang blocks forever. Not `select {}`: with no other goroutine the Go
+// runtime calls that a deadlock and exits.
+func hang() {
+	for {
+		_ = unix.Pause()
+	}
 }
 
 func logf(format string, args ...any) {
@@ -79,6 +87,10 @@ func runAgent(r *guest.Result) error {
 	params, err := cmdline()
 	if err != nil {
 		return err
+	}
+	if params[guest.KeyHang] == "1" {
+		fmt.Fprintln(os.Stderr, guest.HangLine)
+		hang()
 	}
 	r.Scenario = guest.Scenario(params[guest.KeyScenario])
 	r.Pressure = guest.Pressure(params[guest.KeyPressure])
