@@ -25,11 +25,15 @@ func BenchmarkStartInProcess(b *testing.B) {
 	testutil.Require(b, err == nil, "guest kernels not built (run test/kernels/build.sh)")
 	kernel := filepath.Join(strings.TrimSpace(string(out)), "fixed", "bzImage")
 
+	// KSG_BENCH_RUN_DIR as in test/integration's BenchmarkShimStart.
 	dir := b.TempDir()
-	if d := os.Getenv("KSG_BENCH_STATE_DIR"); d != "" {
-		dir = d
+	if d := os.Getenv("KSG_BENCH_RUN_DIR"); d != "" {
+		var err error
+		dir, err = os.MkdirTemp(d, "ksg-bench-")
+		require.NoError(b, err)
+		b.Cleanup(func() { os.RemoveAll(dir) })
 	}
-	bundle := filepath.Join(b.TempDir(), "bundle")
+	bundle := filepath.Join(dir, "bundle")
 	require.NoError(b, os.MkdirAll(bundle, 0o755))
 	require.NoError(b, os.WriteFile(filepath.Join(bundle, specFile),
 		[]byte(`{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"sb"}}`), 0o644))
