@@ -222,16 +222,18 @@ func (s *Shim) delete(ctx context.Context, inv invocation, cwd string) error {
 		}
 		delegate, configPath, stateDir = res.Guard.DelegateShim, res.Path, res.Guard.StateDir
 	}
-	if err := checkDelegate(delegate, configPath); err != nil {
-		return err
-	}
 	// A plan is named by its sandbox's id, so removing <id>.json only ever
-	// removes this sandbox's plan; a container that joined has none.
+	// removes this sandbox's plan; a container that joined has none. The
+	// sandbox goes away whatever the delegate says, so its plan goes first.
 	if inv.id != "" {
 		if err := hooks.RemovePlan(stateDir, inv.id); err != nil && !errors.Is(err, errdefs.ErrInvalidArgument) {
 			log.G(ctx).WithError(err).Error("plan not removed")
+			// containerd logs a delete's stderr as cleanup warnings.
 			fmt.Fprintf(s.Stderr, "%splan of %s not removed: %v\n", ErrorPrefix, inv.id, err)
 		}
+	}
+	if err := checkDelegate(delegate, configPath); err != nil {
+		return err
 	}
 	return s.exec(delegate)
 }
