@@ -62,7 +62,7 @@ func (inv invocation) uncheckableStart(args []string) bool {
 }
 
 // checks reports whether this invocation is one we check before handing off:
-// `start`, as containerd runs it. Everything else goes to the delegate at once.
+// `start`. Everything else goes to the delegate at once.
 func (inv invocation) checks() bool {
-	return inv.parseErr == nil && !inv.version && !inv.info && inv.action == "start" && inv.id != ""
+	return inv.parseErr == nil && !inv.version && !inv.info && inv.action == "start"
 }

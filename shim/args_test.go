@@ -26,7 +26,7 @@ func TestParseArgs(t *testing.T) {
 		{name: "info", argv: []string{"shim", "-info"}},
 		{name: "unknown flag", argv: []string{"shim", "--version"}},
 		{name: "unknown flag before start", argv: []string{"shim", "-new-flag", "x", "-id", "abc", "start"}},
-		{name: "start without id", argv: []string{"shim", "-namespace", "ns", "start"}, action: "start"},
+		{name: "start without id (start refuses it)", argv: []string{"shim", "-namespace", "ns", "start"}, checks: true, action: "start"},
 		{name: "server mode (no action)", argv: []string{"shim", "-namespace", "ns", "-id", "abc"}, id: "abc"},
 		{name: "argv0 only", argv: []string{"shim"}},
 	} {

@@ -39,14 +39,23 @@ func readAnnotations(bundle string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle spec %s: %w", path, err)
 	}
+	ann, err := parseAnnotations(data)
+	if err != nil {
+		return nil, fmt.Errorf("bundle spec %s: %w", path, err)
+	}
+	return ann, nil
+}
+
+// parseAnnotations returns the annotations of an OCI runtime spec.
+func parseAnnotations(data []byte) (map[string]string, error) {
 	if len(data) > maxSpecSize {
-		return nil, fmt.Errorf("bundle spec %s is larger than %d bytes: %w", path, maxSpecSize, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("larger than %d bytes: %w", maxSpecSize, errdefs.ErrInvalidArgument)
 	}
 	var spec struct {
 		Annotations map[string]string `json:"annotations"`
 	}
 	if err := json.Unmarshal(data, &spec); err != nil {
-		return nil, fmt.Errorf("bundle spec %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	return spec.Annotations, nil
 }

@@ -109,6 +109,9 @@ func (s *Shim) getenv(key string) string {
 
 // start checks a sandbox-creating start and hands off.
 func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
+	if inv.id == "" {
+		return fmt.Errorf("start without -id: containerd always names the container; nothing was started: %w", errdefs.ErrInvalidArgument)
+	}
 	annotations, err := readAnnotations(bundle)
 	if err != nil {
 		return err
