@@ -31,7 +31,7 @@ integration: build ## run the containerd integration tests only (root; crictl fr
 
 .PHONY: bench-shim
 bench-shim: ## median shim start->address, ours vs the stand-in delegate alone (BENCHMARKS.md)
-	KSG_INTEGRATION=1 $(GO) test -run '^$$' -bench BenchmarkShimStart -benchtime 200x -timeout 30m ./test/integration/
+	KSG_INTEGRATION=1 $(GO) test -run '^$$' -bench BenchmarkShimStart -benchtime 300x -timeout 30m ./test/integration/
 
 .PHONY: bench-daemon
 bench-daemon: ## our virtio-fs daemon vs Rust and C virtiofsd in TCG guests (root; BENCHMARKS.md)
