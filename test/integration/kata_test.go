@@ -49,6 +49,7 @@ type guestKernels struct {
 
 func requireKernels(t testing.TB) guestKernels {
 	t.Helper()
+	requireIntegration(t)
 	out, err := exec.Command(filepath.Join("..", "kernels", "build.sh"), "--print-dir").Output()
 	testutil.Require(t, err == nil, "guest kernels not built (run test/kernels/build.sh)")
 	dir := strings.TrimSpace(string(out))
