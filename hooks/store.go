@@ -137,14 +137,19 @@ func DecodePlan(data []byte) (*Plan, error) {
 	return &p, nil
 }
 
-// RemovePlan deletes the plan of sandboxID; a plan already gone is not an
-// error (delete may run more than once).
+// RemovePlan deletes the plan of sandboxID, and the status file that
+// kata-virtiofsd keeps for it with protection recover
+// (<stateDir>/status/<id>.json, passthroughfs.StatusPath); one already gone
+// is not an error (delete may run more than once).
 func RemovePlan(stateDir, sandboxID string) error {
 	if err := checkID(sandboxID); err != nil {
 		return fmt.Errorf("remove plan: %w", err)
 	}
 	if err := os.Remove(PlanPath(stateDir, sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove plan: %w", err)
+	}
+	if err := os.Remove(filepath.Join(stateDir, "status", sandboxID+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove recovery status: %w", err)
 	}
 	return nil
 }

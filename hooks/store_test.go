@@ -45,9 +45,14 @@ func TestPlanRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
 
+	// kata-virtiofsd's status file with protection recover goes too.
+	status := filepath.Join(dir, "status", "sb-1.json")
+	require.NoError(t, os.MkdirAll(filepath.Dir(status), 0o700))
+	require.NoError(t, os.WriteFile(status, []byte("{}"), 0o600))
 	require.NoError(t, RemovePlan(dir, "sb-1"))
 	_, err = ReadPlan(dir, "sb-1")
 	require.True(t, errdefs.IsNotFound(err), err)
+	require.NoFileExists(t, status)
 	require.NoError(t, RemovePlan(dir, "sb-1"), "removing twice is fine")
 }
 

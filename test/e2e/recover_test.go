@@ -1,13 +1,21 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 )
 
@@ -106,4 +114,96 @@ func checkRecoveries(t *testing.T, c cell, d *daemonProc, stateDir string, share
 		t.Errorf("%d exit totals lines in the daemon log, want 1", totals)
 	}
 	return summary
+}
+
+// TestRecoverFromPlan boots each guest kernel with the daemon its sandbox's
+// plan chooses, as the shim decides it (hooks.Decide inspects the real
+// kernel under a Kata configuration with virtiofs_protection = "recover"),
+// and kata-virtiofsd started with Kata's argv plus --guard-state-dir only:
+// the vulnerable kernel gets our daemon, which recovers its volume; the
+// fixed one needs no protection and gets the upstream Rust virtiofsd with
+// submounts. (TestRecoverThroughThePlan in test/integration shows containerd
+// and the shim writing such a plan.)
+func TestRecoverFromPlan(t *testing.T) {
+	testutil.RequiresEnv(t, "KSG_E2E")
+	env := newSuiteEnv(t)
+	for _, k := range []string{KernelVulnerable, KernelFixed} {
+		t.Run(k, func(t *testing.T) {
+			dir, err := os.MkdirTemp("", "ksg-e2e-")
+			require.NoError(t, err)
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			share, err := newHostShare(dir, "sb")
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, share.close()) })
+			state := filepath.Join(dir, "state")
+
+			cfgPath := filepath.Join(dir, "configuration.toml")
+			q := strconv.Quote
+			require.NoError(t, os.WriteFile(cfgPath, []byte(`[hypervisor.qemu]
+path = `+q(env.QEMU)+`
+kernel = `+q(env.bzImage(k))+`
+shared_fs = "virtio-fs"
+virtio_fs_daemon = `+q(env.KataVirtiofsd)+`
+valid_virtio_fs_daemon_paths = [`+q(env.KataVirtiofsd)+`]
+
+[submount_guard]
+on_vulnerable = "warn"
+on_unknown = "warn"
+virtiofs_protection = "recover"
+upstream_virtiofsd = `+q(env.Upstream[DaemonRust])+`
+state_dir = `+q(state)+`
+`), 0o644))
+			ctx := context.Background()
+			r, err := config.Resolve(ctx, config.Sources{ExplicitPath: cfgPath})
+			require.NoError(t, err)
+			plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, SandboxID: share.SandboxID, ContainerType: hooks.PodSandbox})
+			require.NoError(t, err)
+			require.NoError(t, hooks.WritePlan(state, plan))
+			c := cell{Kernel: k, Protection: ProtectRecover, Daemon: DaemonOurs, Scenario: guest.BindDetach, Pressure: guest.Memory,
+				Expect: recoverColumn().Expect(k)}
+			if k == KernelFixed {
+				require.Equal(t, hooks.ProtectNone, plan.Protection, plan.Reason)
+				c.Protection, c.Daemon, c.Expect = ProtectNone, DaemonRust, expectation{Outcome: guest.OK, Submount: true}
+			} else {
+				require.Equal(t, hooks.ProtectRecover, plan.Protection, plan.Reason)
+			}
+
+			args := append(kataArgs(share.Dir), "--guard-state-dir="+state)
+			socket := filepath.Join(dir, "vhost.sock")
+			daemonLog := filepath.Join(dir, "daemon.log")
+			d, err := startDaemon(env.KataVirtiofsd, args, dir, socket, daemonLog)
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, d.stop()) })
+			console, err := runVM(ctx, vmSpec{
+				QEMU: env.QEMU, Kernel: env.bzImage(k), Initrd: env.Initrd,
+				Socket: socket, Tag: "share", Console: filepath.Join(dir, "console.log"),
+				MemMB: guestMemMB, Timeout: cellTimeout,
+				Append: []string{
+					guest.KeyScenario + "=" + string(c.Scenario), guest.KeyPressure + "=" + string(c.Pressure),
+					guest.KeyTag + "=share", guest.KeyVolume + "=" + share.Volume,
+					guest.KeyMarker + "=" + share.Marker, guest.KeyTree + "=" + share.Tree,
+					guest.KeySettleMS + "=" + strconv.Itoa(int(settle.Milliseconds())),
+				},
+			})
+			dlog, _ := os.ReadFile(daemonLog)
+			require.NoError(t, err, "daemon log:\n%s", tail(dlog, 30))
+			res, err := guest.ParseConsole(console)
+			require.NoError(t, err, "console:\n%s", tail(console, 40))
+			observed := describe(res)
+			if c.Protection == ProtectRecover {
+				observed += checkRecoveries(t, c, d, state, share, daemonLog)
+			}
+			t.Logf("%s kernel, plan protection %s: %s", k, plan.Protection, observed)
+			assertCell(t, c, res)
+
+			dlog, _ = os.ReadFile(daemonLog)
+			require.Contains(t, string(dlog), "protection_from=plan", "the plan chose the protection")
+			if k == KernelFixed {
+				require.Contains(t, string(dlog), "starting upstream virtiofsd")
+				require.NoFileExists(t, passthroughfs.StatusPath(state, share.SandboxID))
+			} else {
+				require.Contains(t, string(dlog), "serving the share with kata-virtiofsd's own daemon")
+			}
+		})
+	}
 }

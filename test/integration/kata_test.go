@@ -68,6 +68,7 @@ type kataConfig struct {
 	kernel            string
 	onVulnerable      string
 	onUnknown         string
+	protection        string // virtiofs_protection; default: ours
 	enableAnnotations []string
 	delegate          string // default: delegateShim(t)
 	stateDir          string // default: <dir>/state
@@ -114,6 +115,9 @@ valid_virtio_fs_daemon_paths = ["/opt/kata/libexec/kata-virtiofsd"]
 	}
 	if cfg.onUnknown != "" {
 		dropIn += "on_unknown = " + q(cfg.onUnknown) + "\n"
+	}
+	if cfg.protection != "" {
+		dropIn += "virtiofs_protection = " + q(cfg.protection) + "\n"
 	}
 	dropIn += "delegate_shim = " + q(cfg.delegate) + "\nstate_dir = " + q(stateDir) + "\n"
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.d", "50-test.toml"), []byte(dropIn), 0o644))
