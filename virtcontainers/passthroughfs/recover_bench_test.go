@@ -1,0 +1,103 @@
+package passthroughfs
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+)
+
+// Recovery must cost nothing on the request path: the same requests with it
+// off and on.
+func BenchmarkRecoverHotPath(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		rec  *RecoverOptions
+	}{{"off", nil}, {"on", &RecoverOptions{}}} {
+		b.Run("lookup-forget/"+tc.name, func(b *testing.B) {
+			fs, src := benchFS(b, Options{AnnounceSubmounts: true, Recover: tc.rec})
+			os.WriteFile(filepath.Join(src, "f"), nil, 0o644)
+			h := hdr(rootID)
+			b.ReportAllocs()
+			for b.Loop() {
+				var out fuse.EntryOut
+				if st := fs.Lookup(nil, &h, "f", &out); st != fuse.OK {
+					b.Fatal(st)
+				}
+				fs.Forget(out.NodeId, 1)
+			}
+		})
+		b.Run("getattr/"+tc.name, func(b *testing.B) {
+			fs, src := benchFS(b, Options{AnnounceSubmounts: true, Recover: tc.rec})
+			os.WriteFile(filepath.Join(src, "f"), nil, 0o644)
+			h := hdr(rootID)
+			var e fuse.EntryOut
+			fs.Lookup(nil, &h, "f", &e)
+			in := fuse.GetAttrIn{InHeader: hdr(e.NodeId)}
+			b.ReportAllocs()
+			var out fuse.AttrOut
+			for b.Loop() {
+				if st := fs.GetAttr(nil, &in, &out); st != fuse.OK {
+					b.Fatal(st)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRecoverSubmountRoot: what a submount root costs. lookup-forget
+// is a fixed kernel's pattern (with recovery on, each FORGET holds the
+// identity and the next LOOKUP revives it); recover is one recovery after a
+// buggy kernel's FORGET (Reset in the loop starts each over).
+func BenchmarkRecoverSubmountRoot(b *testing.B) {
+	testutil.RequiresRoot(b)
+	share := newHostShare(b)
+	vol := filepath.Join(share.src, "vol")
+	os.Mkdir(vol, 0o755)
+	if err := unix.Mount("tmpfs", vol, "tmpfs", 0, "size=1m"); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Unmount(vol, unix.MNT_DETACH) })
+	h := hdr(rootID)
+	for _, tc := range []struct {
+		name string
+		rec  *RecoverOptions
+	}{{"off", nil}, {"on", &RecoverOptions{}}, {"on-descriptor", &RecoverOptions{noHandles: true}}} {
+		b.Run("lookup-forget/"+tc.name, func(b *testing.B) {
+			fs := newFS(b, share.src, Options{AnnounceSubmounts: true, Recover: tc.rec})
+			b.Cleanup(func() { fs.Close() })
+			b.ReportAllocs()
+			for b.Loop() {
+				var out fuse.EntryOut
+				if st := fs.Lookup(nil, &h, "vol", &out); st != fuse.OK {
+					b.Fatal(st)
+				}
+				fs.Forget(out.NodeId, 1)
+			}
+		})
+		if tc.rec == nil {
+			continue
+		}
+		b.Run("recover/"+tc.name, func(b *testing.B) {
+			fs := newFS(b, share.src, Options{AnnounceSubmounts: true, Recover: tc.rec})
+			b.Cleanup(func() { fs.Close() })
+			b.ReportAllocs()
+			for b.Loop() {
+				var out fuse.EntryOut
+				if st := fs.Lookup(nil, &h, "vol", &out); st != fuse.OK {
+					b.Fatal(st)
+				}
+				fs.Forget(out.NodeId, 1)
+				var ao fuse.AttrOut
+				if st := fs.GetAttr(nil, &fuse.GetAttrIn{InHeader: hdr(out.NodeId)}, &ao); st != fuse.OK {
+					b.Fatal(st)
+				}
+				fs.Reset()
+			}
+		})
+	}
+}
