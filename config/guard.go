@@ -34,7 +34,7 @@ const (
 const (
 	DefaultOnVulnerable       = PolicyWarn
 	DefaultOnUnknown          = PolicyWarn
-	DefaultVirtiofsProtection = ProtectionNoSubmounts
+	DefaultVirtiofsProtection = ProtectionRecover
 	DefaultDelegateShim       = "/opt/kata/bin/containerd-shim-kata-v2.upstream"
 	DefaultUpstreamVirtiofsd  = "/opt/kata/libexec/virtiofsd"
 	DefaultStateDir           = "/run/kata-containers/submount-guard"

@@ -57,8 +57,8 @@ func TestDecideRealKernels(t *testing.T) {
 		{"fixed bzImage", filepath.Join(dir, "fixed/bzImage"), `on_vulnerable = "refuse"`, guestkernel.Fixed, Allow, ProtectNone},
 		{"fixed vmlinux", filepath.Join(dir, "fixed/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Fixed, Allow, ProtectNone},
 		{"vulnerable bzImage refused", filepath.Join(dir, "vulnerable/bzImage"), `on_vulnerable = "refuse"`, guestkernel.Vulnerable, Refuse, ProtectNone},
-		{"vulnerable vmlinux warned", filepath.Join(dir, "vulnerable/vmlinux"), ``, guestkernel.Vulnerable, Warn, ProtectNoSubmounts},
-		{"vulnerable off still protected", filepath.Join(dir, "vulnerable/vmlinux"), `on_vulnerable = "off"`, guestkernel.Vulnerable, Allow, ProtectNoSubmounts},
+		{"vulnerable vmlinux warned", filepath.Join(dir, "vulnerable/vmlinux"), ``, guestkernel.Vulnerable, Warn, ProtectRecover},
+		{"vulnerable off still protected", filepath.Join(dir, "vulnerable/vmlinux"), `on_vulnerable = "off"`, guestkernel.Vulnerable, Allow, ProtectRecover},
 		// BTF outranks a version string that lies either way.
 		{"lying-fixed is vulnerable", filepath.Join(dir, "lying-fixed/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Vulnerable, Refuse, ProtectNone},
 		{"lying-vulnerable is fixed", filepath.Join(dir, "lying-vulnerable/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Fixed, Allow, ProtectNone},
@@ -69,7 +69,7 @@ func TestDecideRealKernels(t *testing.T) {
 			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable-nobtf"]), guestkernel.Fixed, Allow, ProtectNone},
 		{"version alone", filepath.Join(dir, "vulnerable-nobtf/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Vulnerable, Refuse, ProtectNone},
 		{"not a kernel is unknown", garbage, `on_unknown = "refuse"`, guestkernel.Unknown, Refuse, ProtectNone},
-		{"not a kernel warned", garbage, ``, guestkernel.Unknown, Warn, ProtectNoSubmounts},
+		{"not a kernel warned", garbage, ``, guestkernel.Unknown, Warn, ProtectRecover},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -102,7 +102,7 @@ func TestCheckHostSectionOnThisHost(t *testing.T) {
 	}
 	require.Contains(t, stdout, "Guest kernel (FUSE submount fix, Linux c4d361f66ac9):\n")
 	require.Contains(t, stdout, "  verdict:           unknown\n")
-	require.Contains(t, stdout, "  sandbox creation:  warn (protection no-submounts)\n")
+	require.Contains(t, stdout, "  sandbox creation:  warn (protection recover)\n")
 }
 
 func TestCheckVerbose(t *testing.T) {
@@ -133,11 +133,11 @@ func TestCheckRealKernels(t *testing.T) {
 				"  version:           6.1.192\n", "  sandbox creation:  allow (protection none)\n"},
 			nostder: []string{"ERROR: sandbox", "ERROR: --strict"}},
 		{name: "vulnerable and refuse", tables: map[string]string{"qemu": vulnerable}, guard: `on_vulnerable = "refuse"`, code: 1,
-			stdout: []string{"  verdict:           vulnerable\n", "  policy:            on_vulnerable = refuse, on_unknown = warn, virtiofs_protection = no-submounts\n",
+			stdout: []string{"  verdict:           vulnerable\n", "  policy:            on_vulnerable = refuse, on_unknown = warn, virtiofs_protection = recover\n",
 				"  sandbox creation:  refuse (protection none)\n"},
 			stderr: []string{"ERROR: sandbox creation will be refused: guest kernel " + vulnerable + " (" + releases["vulnerable"] + ") lacks the FUSE submount fix"}},
 		{name: "vulnerable and warn passes", tables: map[string]string{"qemu": vulnerableELF}, code: 0,
-			stdout: []string{"  sandbox creation:  warn (protection no-submounts)\n"}, stderr: []string{"level=warning"}},
+			stdout: []string{"  sandbox creation:  warn (protection recover)\n"}, stderr: []string{"level=warning"}},
 		{name: "vulnerable and warn, strict", tables: map[string]string{"qemu": vulnerableELF}, strict: true, code: 1,
 			stderr: []string{"ERROR: --strict: guest kernel " + vulnerableELF + " is vulnerable: "}},
 		{name: "unknown and strict", tables: map[string]string{"qemu": notAKernel(t)}, strict: true, code: 1,
@@ -282,7 +282,7 @@ func TestEnvRealKernel(t *testing.T) {
 	require.Equal(t, "btf", env.Kernel.Evidence)
 	require.Equal(t, "6.1.69", env.Kernel.Version)
 	require.Equal(t, "warn", env.SubmountGuard.Action)
-	require.Equal(t, "no-submounts", env.SubmountGuard.Protection)
+	require.Equal(t, "recover", env.SubmountGuard.Protection)
 }
 
 // TestCheckEnvThroughCLI runs the commands as main wires them: aliases,
@@ -297,7 +297,7 @@ func TestCheckEnvThroughCLI(t *testing.T) {
 		stderr string
 	}{
 		{[]string{"--config", refuse, "check", "-n"}, 1, "  sandbox creation:  refuse (protection none)\n", "ERROR: sandbox creation will be refused"},
-		{[]string{"--kata-config", warn, "kata-check", "--no-network-checks"}, 0, "  sandbox creation:  warn (protection no-submounts)\n", ""},
+		{[]string{"--kata-config", warn, "kata-check", "--no-network-checks"}, 0, "  sandbox creation:  warn (protection recover)\n", ""},
 		{[]string{"--config", warn, "check", "-n", "-s"}, 1, "  verdict:           unknown\n", "ERROR: --strict"},
 		{[]string{"--config", warn, "check", "-n", "--strict", "--verbose"}, 1, "", `msg="CPU property found"`},
 		{[]string{"--config", warn, "check", "--check-version-only"}, 1, "", "needs the network"},
