@@ -784,7 +784,8 @@ func (r *recoveryTable) pathOf(fd int) (string, bool) {
 	if rel == "" || !strings.HasPrefix(p, "/") {
 		return "", false
 	}
-	return rel, true
+	// Not a slice of p: the entry keeps only its own bytes.
+	return strings.Clone(rel), true
 }
 
 // readFDLink reads /proc/self/fd/<fd>.
