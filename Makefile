@@ -14,11 +14,11 @@ LDFLAGS  := -X main.revision=$(REVISION)
 
 all: build
 
-build: ## build the three binaries into bin/
+build: ## build the three binaries into bin/ (static, without cgo)
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(filter-out kata-virtiofsd,$(BINARIES)))
-	# Without cgo: its sandbox drops capabilities in all threads (fssandbox).
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/kata-virtiofsd
+	# Without cgo: kata-virtiofsd's sandbox drops capabilities in all threads
+	# (fssandbox), and a static shim starts ~0.7 ms sooner (BENCHMARKS.md).
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
 test: build lint ## run every test: unit (-race), containerd integration and the VM suite
 	KSG_INTEGRATION=1 KSG_E2E=1 $(GO) test -race -count=1 -timeout 80m ./...
