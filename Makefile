@@ -10,7 +10,7 @@ BINARIES := containerd-shim-kata-v2 kata-runtime kata-virtiofsd
 REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.revision=$(REVISION)
 
-.PHONY: all build test unit-test integration e2e bench fuzz lint clean help
+.PHONY: all build inspect test unit-test integration e2e bench fuzz lint clean help
 
 all: build
 
@@ -19,6 +19,12 @@ build: ## build the three binaries into bin/ (static, without cgo)
 	# Without cgo: kata-virtiofsd's sandbox drops capabilities in all threads
 	# (fssandbox), and a static shim starts ~0.7 ms sooner (BENCHMARKS.md).
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+
+KERNELS ?=
+inspect: build ## the main job: inspect guest kernel images, KERNELS="PATH..." (default: Debian's kernels, fetched once into KSG_CACHE)
+	@set -e; k="$(KERNELS)"; \
+	if [ -z "$$k" ]; then test/setup/40-debian-kernel.sh >&2; k=$$(ls -d $(KSG_CACHE)/debian-kernels/*/vmlinu[xz] $(KSG_CACHE)/debian-kernels/*/Image.gz); fi; \
+	$(BIN)/kata-runtime guest-kernel inspect $$k
 
 test: build lint ## run every test: unit (-race), containerd integration and the VM suite
 	KSG_INTEGRATION=1 KSG_E2E=1 $(GO) test -race -count=1 -timeout 80m ./...
