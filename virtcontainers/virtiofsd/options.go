@@ -545,27 +545,30 @@ func (o *Options) applyCompat(item, arg string) error {
 		o.given[key] = "-o " + item
 		return err
 	}
+	// key is now the long option the item stands for; the item itself is
+	// kept for messages, as the user wrote it.
 	switch item {
 	case "xattr", "no_xattr":
 		o.Xattr = item == "xattr"
+		key = "xattr"
 	case "posix_acl", "no_posix_acl":
 		o.PosixACL = item == "posix_acl"
-		item = "posix-acl"
+		key = "posix-acl"
 	case "security_label", "no_security_label":
 		o.SecurityLabel = item == "security_label"
-		item = "security-label"
+		key = "security-label"
 	case "readdirplus", "no_readdirplus":
 		o.NoReaddirplus = item == "no_readdirplus"
-		item = "no-readdirplus"
+		key = "no-readdirplus"
 	case "writeback", "no_writeback":
 		o.Writeback = item == "writeback"
-		item = "writeback"
+		key = "writeback"
 	case "allow_direct_io", "no_allow_direct_io":
 		o.AllowDirectIO = item == "allow_direct_io"
-		item = "allow-direct-io"
+		key = "allow-direct-io"
 	case "killpriv_v2", "no_killpriv_v2":
 		o.KillprivV2 = item == "killpriv_v2"
-		item = "killpriv-v2"
+		key = "killpriv-v2"
 	case "announce_submounts":
 		// Rust 1.13 accepts it but announcing is decided by
 		// --no-announce-submounts alone: it changes nothing.
@@ -576,7 +579,7 @@ func (o *Options) applyCompat(item, arg string) error {
 	default:
 		return invalid(arg, "-o %s is not a compat option of virtiofsd 1.13", item)
 	}
-	o.given[strings.TrimPrefix(item, "no_")] = "-o " + item
+	o.given[key] = "-o " + item
 	return nil
 }
 
