@@ -243,12 +243,123 @@ func TestRealStart(t *testing.T) {
 	}
 }
 
+// vhostExchange connects to a vhost-user backend, asks for its features and
+// its protocol features (each answer comes after the backend has logged
+// the connection), and hangs up.
+func vhostExchange(path string) error {
+	conn, err := net.DialTimeout("unix", path, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		return err
+	}
+	const getFeatures, getProtocolFeatures, version1 = 1, 15, 0x1
+	for _, req := range []uint32{getFeatures, getProtocolFeatures} {
+		msg := make([]byte, 12)
+		binary.LittleEndian.PutUint32(msg[0:], req)
+		binary.LittleEndian.PutUint32(msg[4:], version1)
+		if _, err := conn.Write(msg); err != nil {
+			return fmt.Errorf("request %d: %w", req, err)
+		}
+		reply := make([]byte, 20)
+		if _, err := io.ReadFull(conn, reply); err != nil {
+			return fmt.Errorf("reply to request %d: %w", req, err)
+		}
+		if got := binary.LittleEndian.Uint32(reply[0:]); got != req {
+			return fmt.Errorf("reply to request %d is for request %d", req, got)
+		}
+	}
+	return nil
+}
+
+// waitExit waits for cmd and returns its exit code, -1 if a signal ended it.
+func waitExit(t *testing.T, cmd *exec.Cmd, out fmt.Stringer) int {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still running after the front-end hung up; output:\n%s", cmd.Path, out)
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+// TestCDaemonWithKataSyslog starts QEMU's C virtiofsd through kata-virtiofsd
+// with Kata's exact argv, --syslog included, and checks that the daemon
+// survives a front-end's connection. Where no syslog daemon answers at
+// /dev/log (this CI host), kata-virtiofsd must have left --syslog out and
+// said so; the control shows the same daemon given --syslog dying there.
+func TestCDaemonWithKataSyslog(t *testing.T) {
+	testutil.RequiresRoot(t)
+	c := cDaemon(t)
+	host := virtiofsd.ProbeHost()
+	t.Logf("a syslog daemon answers at /dev/log: %v", host.Syslog)
+	id := "sb-c-syslog"
+	shared, stateDir := kataShare(t, id)
+	writePlan(t, stateDir, id, hooks.ProtectNone, c)
+	kata := append([]string{"--syslog"}, kataArgs(shared)...)
+
+	t.Run("through kata-virtiofsd", func(t *testing.T) {
+		sock, fd := listener(t)
+		cmd, out := start(t, append(kata, "--guard-state-dir="+stateDir), fd)
+		fd.Close()
+		require.NoError(t, vhostExchange(sock), "C virtiofsd did not answer; output:\n%s", out)
+		joined := strings.Join(cmdline(t, cmd.Process.Pid), " ")
+		require.Contains(t, joined, "-o source="+shared, "the C daemon runs")
+		require.Zero(t, waitExit(t, cmd, out), "C virtiofsd did not exit cleanly when the front-end left; output:\n%s", out)
+		log := out.String()
+		if host.Syslog {
+			require.Contains(t, joined, "--syslog")
+			require.NotContains(t, log, "no syslog daemon answers")
+			return
+		}
+		require.NotContains(t, joined, "--syslog")
+		require.Contains(t, log, "level=warning")
+		require.Contains(t, log, `msg="no syslog daemon answers at /dev/log: --syslog is not passed to QEMU's C virtiofsd`)
+		require.Equal(t, 1, strings.Count(log, "no syslog daemon answers"), "warned once:\n%s", log)
+		// The C daemon's own messages now reach stderr, which Kata reads.
+		require.Contains(t, log, "Received vhost-user socket connection")
+	})
+
+	t.Run("control: the C daemon given --syslog", func(t *testing.T) {
+		o, err := virtiofsd.Parse(kata)
+		require.NoError(t, err)
+		d, err := virtiofsd.Detect(context.Background(), c, "")
+		require.NoError(t, err)
+		args, _, err := virtiofsd.Translate(o, d, virtiofsd.ProtectNone, virtiofsd.Host{Syslog: true})
+		require.NoError(t, err)
+		require.Contains(t, args, "--syslog")
+		sock, fd := listener(t)
+		cmd := exec.Command(c, args...)
+		cmd.ExtraFiles = []*os.File{fd}
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		fd.Close()
+		err = vhostExchange(sock)
+		code := waitExit(t, cmd, out)
+		if host.Syslog {
+			require.NoError(t, err)
+			require.Zero(t, code)
+			return
+		}
+		// Its confined child is killed by SIGSYS at the first message after
+		// the connection; the parent exits 1.
+		require.Error(t, err, "the C daemon answered with --syslog and no /dev/log; output:\n%s", out)
+		require.Equal(t, 1, code, "output:\n%s", out)
+	})
+}
+
 // TestSyslog checks that with Kata's --syslog the decision goes to syslog
 // under Kata's tag, and a failure also to stderr.
 func TestSyslog(t *testing.T) {
 	testutil.RequiresRoot(t)
-	// The Rust daemon: QEMU's C virtiofsd --syslog exits at the first
-	// connection on a host without /dev/log, as this test host may be.
+	// The Rust daemon: on a host without /dev/log, as this test host may be,
+	// the C daemon would not get --syslog (TestCDaemonWithKataSyslog).
 	upstream := rustDaemon(t)
 	id := "sb-syslog"
 	shared, stateDir := kataShare(t, id)
@@ -546,7 +657,7 @@ func BenchmarkStartToFirstReply(b *testing.B) {
 						require.NoError(b, err)
 						d, err := virtiofsd.Detect(context.Background(), upstream, filepath.Join(stateDir, "virtiofsd-cache"))
 						require.NoError(b, err)
-						args, err := virtiofsd.Translate(o, d, virtiofsd.ProtectNoSubmounts)
+						args, _, err := virtiofsd.Translate(o, d, virtiofsd.ProtectNoSubmounts, virtiofsd.ProbeHost())
 						require.NoError(b, err)
 						cmd = exec.Command(upstream, args...)
 						cmd.ExtraFiles = []*os.File{fd}

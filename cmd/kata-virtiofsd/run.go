@@ -148,9 +148,14 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w (upstream from %s)", err, d.upstreamFrom)
 	}
-	upstreamArgs, err := virtiofsd.Translate(o, daemon, d.protection)
+	// Probed here, just before the exec, since a syslog daemon may come
+	// and go.
+	upstreamArgs, adapted, err := virtiofsd.Translate(o, daemon, d.protection, virtiofsd.ProbeHost())
 	if err != nil {
 		return err
+	}
+	for _, a := range adapted {
+		log.G(ctx).WithField("upstream", daemon.Path).Warn(a)
 	}
 	fields["upstream"] = daemon.Path
 	fields["upstream_from"] = d.upstreamFrom

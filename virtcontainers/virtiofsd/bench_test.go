@@ -19,7 +19,7 @@ func BenchmarkParseTranslate(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := Translate(o, d, ProtectNoSubmounts); err != nil {
+				if _, _, err := Translate(o, d, ProtectNoSubmounts, Host{Syslog: true}); err != nil {
 					b.Fatal(err)
 				}
 			}

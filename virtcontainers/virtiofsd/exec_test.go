@@ -80,7 +80,7 @@ func TestCDaemonTakesEscapedOptions(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "v.sock")
 	o, err := Parse([]string{"--shared-dir=" + shared, "--socket-path=" + sock, "--cache=never", "--xattrmap=:prefix:all::user.k,v.:"})
 	require.NoError(t, err)
-	args, err := Translate(o, qemu72(), ProtectNone)
+	args, _, err := Translate(o, qemu72(), ProtectNone, ProbeHost())
 	require.NoError(t, err)
 
 	cmd := exec.Command(path, args...)

@@ -39,11 +39,11 @@ func FuzzParse(f *testing.F) {
 				want = append(want, a.Tokens...)
 			}
 		}
-		got, err := Translate(o, rust113(), ProtectNone)
+		got, _, err := Translate(o, rust113(), ProtectNone, noSyslog)
 		if err != nil || !slices.Equal(got, want) {
 			t.Fatalf("Translate(%q, rust, none) = %q, %v; want %q", args, got, err, want)
 		}
-		got, err = Translate(o, rust113(), ProtectNoSubmounts)
+		got, _, err = Translate(o, rust113(), ProtectNoSubmounts, noSyslog)
 		if err != nil {
 			t.Fatalf("Translate(%q, rust, no-submounts): %v", args, err)
 		}
@@ -53,12 +53,22 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		for _, p := range []Protection{ProtectNone, ProtectNoSubmounts} {
-			got, err = Translate(o, qemu72(), p)
-			if err == nil && p == ProtectNoSubmounts && slices.Contains(got, "announce_submounts") {
-				t.Fatalf("Translate(%q, C, no-submounts) = %q still announces", args, got)
-			}
-			if err != nil && !errors.Is(err, errdefs.ErrNotImplemented) {
-				t.Fatalf("Translate(%q, C, %s): %v", args, p, err)
+			for _, h := range []Host{noSyslog, withSyslog} {
+				got, adapted, err := Translate(o, qemu72(), p, h)
+				if err == nil && p == ProtectNoSubmounts && slices.Contains(got, "announce_submounts") {
+					t.Fatalf("Translate(%q, C, no-submounts) = %q still announces", args, got)
+				}
+				if err != nil && !errors.Is(err, errdefs.ErrNotImplemented) {
+					t.Fatalf("Translate(%q, C, %s): %v", args, p, err)
+				}
+				// The C daemon gets --syslog only where a syslog daemon
+				// answers, and a dropped one is always reported.
+				if err == nil && slices.Contains(got, "--syslog") != (o.Syslog && h.Syslog) {
+					t.Fatalf("Translate(%q, C, %s, %+v) = %q: --syslog wrong", args, p, h, got)
+				}
+				if err == nil && (len(adapted) > 0) != (o.Syslog && !h.Syslog) {
+					t.Fatalf("Translate(%q, C, %s, %+v) adapted %q", args, p, h, adapted)
+				}
 			}
 		}
 	})

@@ -9,7 +9,8 @@ import (
 )
 
 // Translate returns the arguments (without argv[0]) that make the upstream d
-// serve the share described by o under protection p:
+// serve the share described by o under protection p, on a host as h
+// describes it (see ProbeHost):
 //
 //   - Rust target: o's own arguments, token for token, without the --guard-*
 //     options; ProtectNoSubmounts removes --announce-submounts (and the -o
@@ -23,23 +24,109 @@ import (
 //     announce_submounts. An option the C daemon cannot honour is refused,
 //     except the few that are harmless there (see cArgs).
 //
+// adapted says, one sentence each, where the command line was changed beyond
+// spelling because of the host (to be logged as warnings): the C daemon loses
+// --syslog when no syslog daemon answers at /dev/log, because its seccomp
+// filter kills it at its first message otherwise.
+//
 // ProtectRecover is never an upstream's job and is refused. Refusals wrap
 // errdefs.ErrNotImplemented and name every offending argument.
-func Translate(o *Options, d Daemon, p Protection) ([]string, error) {
+func Translate(o *Options, d Daemon, p Protection, h Host) (args, adapted []string, err error) {
 	switch p {
 	case ProtectNone, ProtectNoSubmounts:
 	case ProtectRecover:
-		return nil, fmt.Errorf("protection %q is served by kata-virtiofsd itself, not by %s: %w", p, d, errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("protection %q is served by kata-virtiofsd itself, not by %s: %w", p, d, errdefs.ErrInvalidArgument)
 	default:
-		return nil, fmt.Errorf("unknown protection %q (want %s, %s or %s): %w", p, ProtectRecover, ProtectNoSubmounts, ProtectNone, errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("unknown protection %q (want %s, %s or %s): %w", p, ProtectRecover, ProtectNoSubmounts, ProtectNone, errdefs.ErrInvalidArgument)
 	}
 	switch d.Flavour {
 	case FlavourRust:
-		return rustArgs(o, d, p)
+		args, err = rustArgs(o, d, p)
+		return args, nil, err
 	case FlavourC:
-		return cArgs(o, d, p)
+		return cArgs(o, d, p, h)
 	}
-	return nil, fmt.Errorf("upstream virtiofsd %s has unknown flavour %q: %w", d.Path, d.Flavour, errdefs.ErrNotImplemented)
+	return nil, nil, fmt.Errorf("upstream virtiofsd %s has unknown flavour %q: %w", d.Path, d.Flavour, errdefs.ErrNotImplemented)
+}
+
+// refusals collects the options a target cannot honour, each named as the
+// command line gave it (or as its long option when it was not given, e.g. a
+// default the target lacks).
+type refusals struct {
+	o     *Options
+	names []string
+}
+
+func (r *refusals) add(key string) {
+	if arg, ok := r.o.Given(key); ok {
+		r.names = append(r.names, arg)
+	} else {
+		r.names = append(r.names, "--"+key)
+	}
+}
+
+func (r *refusals) String() string { return strings.Join(r.names, ", ") }
+
+// them is the pronoun for the refused options in an error.
+func (r *refusals) them() string {
+	if len(r.names) == 1 {
+		return "it"
+	}
+	return "them"
+}
+
+// refuseRustOnly adds what only the Rust virtiofsd does: a virtio-fs tag in
+// the vhost-user config space, file handles without an O_PATH fallback, UID/GID
+// mapping and translation, and migration other than its default (neither
+// other daemon migrates at all, so the defaults are harmless there; see
+// harmlessElsewhere).
+func refuseRustOnly(o *Options, r *refusals) {
+	if o.Tag != "" {
+		r.add("tag")
+	}
+	if o.InodeFileHandles == "mandatory" {
+		r.add("inode-file-handles")
+	}
+	for _, k := range []struct {
+		key string
+		n   int
+	}{{"uid-map", len(o.UIDMap)}, {"gid-map", len(o.GIDMap)}, {"translate-uid", len(o.TranslateUID)}, {"translate-gid", len(o.TranslateGID)}} {
+		if k.n > 0 {
+			r.add(k.key)
+		}
+	}
+	if o.MigrationMode != "" && o.MigrationMode != "find-paths" {
+		r.add("migration-mode")
+	}
+	if o.MigrationOnError != "" && o.MigrationOnError != "abort" {
+		r.add("migration-on-error")
+	}
+	if o.MigrationVerifyHandles {
+		r.add("migration-verify-handles")
+	}
+	if o.MigrationConfirmPaths {
+		r.add("migration-confirm-paths")
+	}
+}
+
+// harmlessElsewhere returns the options given that change nothing on a
+// daemon other than Rust's, as given: --inode-file-handles=prefer|fallback
+// (both other daemons always hold O_PATH descriptors, which these fall back
+// to: only the number of open descriptors differs) and the migration options
+// at their defaults (neither other daemon offers migration, so QEMU never
+// migrates the device and these are never consulted).
+func harmlessElsewhere(o *Options) []string {
+	var out []string
+	if arg, ok := o.Given("inode-file-handles"); ok && (o.InodeFileHandles == "prefer" || o.InodeFileHandles == "fallback") {
+		out = append(out, arg)
+	}
+	if arg, ok := o.Given("migration-mode"); ok && o.MigrationMode == "find-paths" {
+		out = append(out, arg)
+	}
+	if arg, ok := o.Given("migration-on-error"); ok && o.MigrationOnError == "abort" {
+		out = append(out, arg)
+	}
+	return out
 }
 
 func rustArgs(o *Options, d Daemon, p Protection) ([]string, error) {
@@ -92,25 +179,17 @@ func rustArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 
 // cArgs spells o for QEMU's C virtiofsd. Harmless on the C daemon, hence
 // dropped: -f (it runs in the foreground anyway), --seccomp=kill (its fixed
-// behaviour), --inode-file-handles=never|prefer|fallback (it always uses
-// O_PATH fds, which these allow), --allow-mmap with --cache=auto|always
-// (Rust ignores it there), migration options at their defaults (the C daemon
-// does not migrate), -o no_flock / -o no_posix_lock (its defaults). Log
-// levels map to the nearest: trace → debug, off → err.
-func cArgs(o *Options, d Daemon, p Protection) ([]string, error) {
-	var out, cannot []string
-	reject := func(key string) {
-		if arg, ok := o.Given(key); ok {
-			cannot = append(cannot, arg)
-		} else {
-			cannot = append(cannot, "--"+key)
-		}
-	}
+// behaviour), --allow-mmap with --cache=auto|always (Rust ignores it there),
+// -o no_flock / -o no_posix_lock (its defaults) and harmlessElsewhere's. Log
+// levels map to the nearest: trace → debug, off → err. --syslog is dropped
+// when h says no syslog daemon answers (see Translate).
+func cArgs(o *Options, d Daemon, p Protection, h Host) (out, adapted []string, err error) {
+	r := &refusals{o: o}
 	// opt adds "-o item" when the daemon lists the option name; key names
 	// the Rust option that asked for it, for the error otherwise.
 	opt := func(name, value, key string) {
 		if !d.Supports(name) {
-			reject(key)
+			r.add(key)
 			return
 		}
 		if value == "" {
@@ -121,7 +200,7 @@ func cArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 	}
 	long := func(name, value, key string) {
 		if !d.Supports(name) {
-			reject(key)
+			r.add(key)
 			return
 		}
 		if value == "" {
@@ -132,7 +211,12 @@ func cArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 	}
 
 	if o.Syslog {
-		long("--syslog", "", "syslog")
+		if h.Syslog {
+			long("--syslog", "", "syslog")
+		} else {
+			adapted = append(adapted, "no syslog daemon answers at "+DevLog+": --syslog is not passed to "+d.String()+
+				", which logs to stderr instead (with --syslog its seccomp filter would kill it at its first message)")
+		}
 	}
 	switch {
 	case o.FD >= 0:
@@ -152,7 +236,7 @@ func cArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 	case CacheNever:
 		opt("cache", "none", "cache")
 	default:
-		reject("cache")
+		r.add("cache")
 	}
 	long("--thread-pool-size", strconv.Itoa(o.ThreadPoolSize), "thread-pool-size")
 	if _, ok := o.Given("log-level"); ok {
@@ -161,13 +245,13 @@ func cArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 	}
 	if _, ok := o.Given("sandbox"); ok {
 		if o.Sandbox == SandboxNone {
-			reject("sandbox")
+			r.add("sandbox")
 		} else {
 			opt("sandbox", string(o.Sandbox), "sandbox")
 		}
 	}
 	if o.Seccomp != "kill" {
-		reject("seccomp")
+		r.add("seccomp")
 	}
 	if o.XattrEnabled() {
 		opt("xattr", "", "xattr")
@@ -212,46 +296,21 @@ func cArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 	}
 
 	if o.ReadOnly {
-		reject("readonly")
-	}
-	if o.Tag != "" {
-		reject("tag")
-	}
-	if o.InodeFileHandles == "mandatory" {
-		reject("inode-file-handles")
+		r.add("readonly")
 	}
 	if o.AllowMmap && (o.Cache == CacheNever || o.Cache == CacheMetadata) {
-		reject("allow-mmap")
+		r.add("allow-mmap")
 	}
 	if o.PreserveNoatime {
-		reject("preserve-noatime")
+		r.add("preserve-noatime")
 	}
-	for _, k := range []struct {
-		key string
-		n   int
-	}{{"uid-map", len(o.UIDMap)}, {"gid-map", len(o.GIDMap)}, {"translate-uid", len(o.TranslateUID)}, {"translate-gid", len(o.TranslateGID)}} {
-		if k.n > 0 {
-			reject(k.key)
-		}
-	}
-	if o.MigrationMode != "find-paths" {
-		reject("migration-mode")
-	}
-	if o.MigrationOnError != "abort" {
-		reject("migration-on-error")
-	}
-	if o.MigrationVerifyHandles {
-		reject("migration-verify-handles")
-	}
-	if o.MigrationConfirmPaths {
-		reject("migration-confirm-paths")
-	}
+	refuseRustOnly(o, r)
 
-	if len(cannot) > 0 {
-		return nil, fmt.Errorf("%s cannot honour %s: remove it from Kata's virtio_fs_cache/virtio_fs_extra_args, "+
-			"or point --guard-upstream at the Rust virtiofsd: %w", d, strings.Join(cannot, ", "), errdefs.ErrNotImplemented)
+	if len(r.names) > 0 {
+		return nil, nil, fmt.Errorf("%s cannot honour %s: remove %s from Kata's virtio_fs_cache/virtio_fs_extra_args, "+
+			"or point --guard-upstream at the Rust virtiofsd: %w", d, r, r.them(), errdefs.ErrNotImplemented)
 	}
-	return out, nil
+	return out, adapted, nil
 }
 
 // escapeFuseOpt escapes a value for the C daemon's comma-separated -o

@@ -45,6 +45,9 @@ func without(d Daemon, opts ...string) Daemon {
 // killpriv options.
 var cBase = []string{"--syslog", "--fd=3", "-o", "source=" + kataShared, "-o", "cache=auto", "--thread-pool-size=1"}
 
+// withSyslog is a host with a syslog daemon; noSyslog one without.
+var withSyslog, noSyslog = Host{Syslog: true}, Host{Syslog: false}
+
 func cWith(opts ...string) []string {
 	return append(slices.Clone(cBase), opts...)
 }
@@ -103,9 +106,10 @@ func TestTranslate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := Parse(tc.args)
 			require.NoError(t, err)
-			got, err := Translate(o, tc.daemon, tc.protection)
+			got, adapted, err := Translate(o, tc.daemon, tc.protection, withSyslog)
 			require.NoError(t, err)
 			require.Equal(t, tc.want, got)
+			require.Empty(t, adapted)
 		})
 	}
 }
@@ -146,7 +150,7 @@ func TestTranslateRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := Parse(tc.args)
 			require.NoError(t, err)
-			got, err := Translate(o, tc.daemon, tc.protection)
+			got, _, err := Translate(o, tc.daemon, tc.protection, withSyslog)
 			require.Nil(t, got)
 			require.ErrorIs(t, err, tc.err)
 			require.ErrorContains(t, err, tc.want)
@@ -156,10 +160,49 @@ func TestTranslateRefusals(t *testing.T) {
 	t.Run("C before announcing existed is fine without submounts", func(t *testing.T) {
 		o, err := Parse(kataArgv())
 		require.NoError(t, err)
-		got, err := Translate(o, without(qemu72(), "announce_submounts"), ProtectNoSubmounts)
+		got, _, err := Translate(o, without(qemu72(), "announce_submounts"), ProtectNoSubmounts, withSyslog)
 		require.NoError(t, err)
 		require.NotContains(t, strings.Join(got, " "), "announce")
 	})
+}
+
+// TestTranslateSyslog covers the one host-dependent adaptation: the C daemon
+// loses Kata's --syslog where no syslog daemon answers at /dev/log.
+func TestTranslateSyslog(t *testing.T) {
+	cases := []struct {
+		name        string
+		args        []string
+		daemon      Daemon
+		host        Host
+		wantSyslog  bool
+		wantAdapted bool
+	}{
+		{"C, syslog answers", kataArgv(), qemu72(), withSyslog, true, false},
+		{"C, no syslog: dropped", kataArgv(), qemu72(), noSyslog, false, true},
+		{"C, not asked for", kataArgv()[1:], qemu72(), noSyslog, false, false},
+		{"Rust keeps it without syslog", kataArgv(), rust113(), noSyslog, true, false},
+		{"Rust keeps it with syslog", kataArgv(), rust113(), withSyslog, true, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := Parse(tc.args)
+			require.NoError(t, err)
+			got, adapted, err := Translate(o, tc.daemon, ProtectNoSubmounts, tc.host)
+			require.NoError(t, err)
+			require.Equal(t, tc.wantSyslog, slices.Contains(got, "--syslog"), "%q", got)
+			if !tc.wantAdapted {
+				require.Empty(t, adapted)
+				return
+			}
+			require.Equal(t, []string{"no syslog daemon answers at /dev/log: --syslog is not passed to " +
+				"QEMU's C virtiofsd 7.2.22 at /usr/lib/qemu/virtiofsd, which logs to stderr instead " +
+				"(with --syslog its seccomp filter would kill it at its first message)"}, adapted)
+			// Nothing else changes.
+			withIt, _, err := Translate(o, tc.daemon, ProtectNoSubmounts, withSyslog)
+			require.NoError(t, err)
+			require.Equal(t, withIt[1:], got)
+		})
+	}
 }
 
 func TestEscapeFuseOpt(t *testing.T) {
