@@ -12,7 +12,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/errdefs"
 )
 
 // AnnotationEnabled reports whether Kata lets annotation key through the

@@ -3,7 +3,7 @@ package hooks
 import (
 	"fmt"
 
-	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/errdefs"
 )
 
 // ContainerType says how a container relates to a sandbox (Kata's

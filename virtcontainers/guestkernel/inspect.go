@@ -8,8 +8,8 @@ import (
 	"io/fs"
 	"os"
 
-	"github.com/containerd/containerd/errdefs"
-	"github.com/containerd/containerd/log"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
 )
 

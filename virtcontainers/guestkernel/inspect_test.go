@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 )
 
