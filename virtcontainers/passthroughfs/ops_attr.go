@@ -59,6 +59,9 @@ func planSetattr(in *fuse.SetAttrIn) setattrPlan {
 
 // SetAttr answers SETATTR, in virtiofsd's order: mode, owner, size, times.
 func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	if fs.opts.ReadOnly {
+		return erofs
+	}
 	ino, e := fs.inode(in.NodeId)
 	if e != 0 {
 		return status(e)
@@ -156,6 +159,12 @@ func (fs *FS) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 		return status(e)
 	}
 	defer ino.release()
+	if fs.opts.ReadOnly && in.Mask&unix.W_OK != 0 {
+		switch ino.mode {
+		case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
+			return erofs
+		}
+	}
 	var st unix.Statx_t
 	if e := fstatx(ino.fd, &st); e != 0 {
 		return status(e)

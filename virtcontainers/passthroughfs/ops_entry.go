@@ -18,6 +18,9 @@ func (fs *FS) parentAndName(nodeid uint64, name string) (*inode, syscall.Errno) 
 
 // Mkdir answers MKDIR.
 func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	if fs.opts.ReadOnly {
+		return erofs
+	}
 	parent, e := fs.parentAndName(in.NodeId, name)
 	if e != 0 {
 		return status(e)
@@ -39,6 +42,9 @@ func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *
 
 // Mknod answers MKNOD.
 func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	if fs.opts.ReadOnly {
+		return erofs
+	}
 	parent, e := fs.parentAndName(in.NodeId, name)
 	if e != 0 {
 		return status(e)
@@ -65,6 +71,9 @@ func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *
 // Symlink answers SYMLINK. The target is stored as given: the guest resolves
 // symlinks in its own namespace, the daemon never follows them.
 func (fs *FS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
+	if fs.opts.ReadOnly {
+		return erofs
+	}
 	if e := checkLinkTarget(target); e != 0 {
 		return status(e)
 	}
@@ -93,6 +102,9 @@ func (fs *FS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name str
 
 // Link answers LINK.
 func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	if fs.opts.ReadOnly {
+		return erofs
+	}
 	parent, e := fs.parentAndName(in.NodeId, name)
 	if e != 0 {
 		return status(e)
@@ -117,6 +129,9 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 }
 
 func (fs *FS) unlink(nodeid uint64, name string, flags int) fuse.Status {
+	if fs.opts.ReadOnly {
+		return erofs
+	}
 	parent, e := fs.parentAndName(nodeid, name)
 	if e != 0 {
 		return status(e)
@@ -142,6 +157,9 @@ const renameFlags = unix.RENAME_NOREPLACE | unix.RENAME_EXCHANGE | unix.RENAME_W
 
 // Rename answers RENAME and RENAME2.
 func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	if fs.opts.ReadOnly {
+		return erofs
+	}
 	var flags uint32
 	// RENAME carries no flags word: go-fuse's RenameIn.Flags would alias
 	// the names that follow the header.

@@ -8,8 +8,8 @@ import (
 )
 
 // openFlags turns the guest's open flags into the host's, as virtiofsd:
-// O_APPEND is emulated per write, O_NOATIME and (unless allowed) O_DIRECT are
-// dropped, and nothing that changes what is opened (O_CREAT, O_PATH,
+// O_APPEND is emulated per write, O_NOATIME and O_DIRECT are dropped unless
+// allowed, and nothing that changes what is opened (O_CREAT, O_PATH,
 // O_TMPFILE, O_NOFOLLOW ...) passes.
 func (fs *FS) openFlags(guest uint32) (flags int, appendMode bool) {
 	g := int(guest)
@@ -17,7 +17,23 @@ func (fs *FS) openFlags(guest uint32) (flags int, appendMode bool) {
 	if fs.opts.AllowDirectIO {
 		keep |= unix.O_DIRECT
 	}
+	if fs.opts.PreserveNoatime {
+		keep |= unix.O_NOATIME
+	}
 	return g&keep | unix.O_CLOEXEC, g&unix.O_APPEND != 0
+}
+
+// erofs answers a request that would modify a read-only share.
+const erofs = fuse.Status(syscall.EROFS)
+
+// readOnlyOpen refuses, on a read-only share, an open that could modify the
+// file: one for writing, or with O_TRUNC (which truncates even a read-only
+// open).
+func readOnlyOpen(guest uint32) syscall.Errno {
+	if guest&unix.O_ACCMODE != unix.O_RDONLY || guest&unix.O_TRUNC != 0 {
+		return syscall.EROFS
+	}
+	return 0
 }
 
 // openOutFlags are the FOPEN_* flags virtiofsd returns for each cache policy.
@@ -58,6 +74,11 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 	default:
 		return fuse.EINVAL
 	}
+	if fs.opts.ReadOnly {
+		if e := readOnlyOpen(in.Flags); e != 0 {
+			return status(e)
+		}
+	}
 	flags, appendMode := fs.openFlags(in.Flags)
 	fd, e := fs.reopen(ino, flags)
 	if e != 0 {
@@ -70,7 +91,12 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 
 // Create answers CREATE: the file is made exclusively as the caller; if it
 // already exists and the guest did not ask for O_EXCL, it is opened instead.
+// On a read-only share only the latter can happen, for reading: a name that
+// does not exist (the guest's negative entry may be stale) gets EROFS.
 func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	if fs.opts.ReadOnly && (readOnlyOpen(in.Flags) != 0 || in.Flags&unix.O_EXCL != 0) {
+		return erofs
+	}
 	parent, e := fs.parentAndName(in.NodeId, name)
 	if e != 0 {
 		return status(e)
@@ -79,14 +105,22 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	var cn cname
 	p := cn.set(name)
 	flags, appendMode := fs.openFlags(in.Flags)
-	creds, e := fs.becomeCaller(&in.Caller)
-	if e != 0 {
-		return status(e)
+	fd := -1
+	if fs.opts.ReadOnly {
+		e = syscall.EEXIST
+	} else {
+		creds, ce := fs.becomeCaller(&in.Caller)
+		if ce != 0 {
+			return status(ce)
+		}
+		fd, e = openat(parent.fd, p, (flags&^unix.O_TRUNC)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, in.Mode&0o7777)
+		creds.restore()
 	}
-	fd, e := openat(parent.fd, p, (flags&^unix.O_TRUNC)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, in.Mode&0o7777)
-	creds.restore()
 	if e == syscall.EEXIST && in.Flags&unix.O_EXCL == 0 {
 		if e := fs.lookupAt(parent, p, false, &out.EntryOut); e != 0 {
+			if fs.opts.ReadOnly && e == syscall.ENOENT {
+				return erofs
+			}
 			return status(e)
 		}
 		ino := fs.inodes.get(out.NodeId)
@@ -130,6 +164,9 @@ func (fs *FS) enterFromFD(parent *inode, fd int, out *fuse.EntryOut) syscall.Err
 
 // Tmpfile answers TMPFILE (open(O_TMPFILE) in the guest).
 func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	if fs.opts.ReadOnly {
+		return erofs
+	}
 	parent, e := fs.inode(in.NodeId)
 	if e != 0 {
 		return status(e)
@@ -229,6 +266,9 @@ func (r *readResult) Done() {
 
 // Writev answers WRITE from the request's scatter list without copying.
 func (fs *FS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	if fs.opts.ReadOnly {
+		return 0, erofs
+	}
 	h, e := fs.file(in.Fh, in.NodeId)
 	if e != 0 {
 		return 0, status(e)
@@ -308,6 +348,9 @@ func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 
 // Fallocate answers FALLOCATE.
 func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	if fs.opts.ReadOnly {
+		return erofs
+	}
 	h, e := fs.file(in.Fh, in.NodeId)
 	if e != 0 {
 		return status(e)
@@ -345,6 +388,9 @@ const copyMax = 1 << 30
 // CopyFileRange answers COPY_FILE_RANGE with copy_file_range(2) on the host,
 // which reflinks or copies in the kernel where the filesystems allow.
 func (fs *FS) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
+	if fs.opts.ReadOnly {
+		return 0, erofs
+	}
 	src, e := fs.file(in.FhIn, in.NodeId)
 	if e != 0 {
 		return 0, status(e)

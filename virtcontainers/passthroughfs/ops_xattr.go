@@ -142,6 +142,9 @@ func filterXattrList(list []byte) []byte {
 
 // SetXAttr answers SETXATTR.
 func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name string, data []byte) fuse.Status {
+	if fs.opts.ReadOnly {
+		return erofs
+	}
 	if fs.opts.Xattr && blockedXattr(name) {
 		return fuse.ENOTSUP
 	}
@@ -164,6 +167,9 @@ func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name string,
 
 // RemoveXAttr answers REMOVEXATTR.
 func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	if fs.opts.ReadOnly {
+		return erofs
+	}
 	if fs.opts.Xattr && blockedXattr(name) {
 		return fuse.ENOTSUP
 	}

@@ -62,6 +62,20 @@ type Options struct {
 	// AllowDirectIO passes O_DIRECT from the guest through (virtiofsd
 	// --allow-direct-io); otherwise it is dropped.
 	AllowDirectIO bool
+	// ReadOnly refuses every request that would modify the share with EROFS
+	// (virtiofsd --readonly): creating, removing, renaming or linking
+	// names, SETATTR, writing, FALLOCATE, COPY_FILE_RANGE, xattr changes, an
+	// open for writing or with O_TRUNC, and ACCESS asking for W_OK on a
+	// regular file, directory or symlink (as Linux on a read-only mount).
+	ReadOnly bool
+	// PreserveNoatime passes the guest's O_NOATIME through (virtiofsd
+	// --preserve-noatime); otherwise it is dropped, because it needs the
+	// file's owner or CAP_FOWNER.
+	PreserveNoatime bool
+	// AllowMmap offers FUSE_DIRECT_IO_ALLOW_MMAP (virtiofsd --allow-mmap), so
+	// that a guest kernel that knows it (6.6 and later) lets files opened
+	// with direct I/O (cache never or metadata) be mapped shared.
+	AllowMmap bool
 	// ProcSelfFD, if set, is an open /proc/self/fd directory, for a process
 	// whose root no longer shows /proc (after pivot_root). The FS takes it
 	// over and closes it on Close.
@@ -86,17 +100,21 @@ func (o Options) cache() CachePolicy {
 // what a virtio-fs guest always mounts with: default_permissions (the kernel
 // checks permissions) and allow_other.
 func (fs *FS) MountOptions() *fuse.MountOptions {
+	extra := uint64(fuse.CAP_SUBMOUNTS | fuse.CAP_ASYNC_DIO | fuse.CAP_ATOMIC_O_TRUNC |
+		fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_IOCTL_DIR)
+	if fs.opts.AllowMmap {
+		extra |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
+	}
 	return &fuse.MountOptions{
-		FsName:             "virtiofs",
-		Name:               "ksg",
-		AllowOther:         true,
-		Options:            []string{"default_permissions"},
-		MaxWrite:           1 << 20,
-		MaxBackground:      1 << 10,
-		DisableXAttrs:      !fs.opts.Xattr,
-		DisableReadDirPlus: fs.opts.cache() == CacheNever,
-		ExtraCapabilities: fuse.CAP_SUBMOUNTS | fuse.CAP_ASYNC_DIO | fuse.CAP_ATOMIC_O_TRUNC |
-			fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_IOCTL_DIR,
+		FsName:               "virtiofs",
+		Name:                 "ksg",
+		AllowOther:           true,
+		Options:              []string{"default_permissions"},
+		MaxWrite:             1 << 20,
+		MaxBackground:        1 << 10,
+		DisableXAttrs:        !fs.opts.Xattr,
+		DisableReadDirPlus:   fs.opts.cache() == CacheNever,
+		ExtraCapabilities:    extra,
 		DisabledCapabilities: fuse.CAP_PASSTHROUGH | fuse.CAP_NO_OPEN_SUPPORT,
 	}
 }
