@@ -115,7 +115,9 @@ func TestReadOnlyRefusesEveryChange(t *testing.T) {
 		name string
 		call func() fuse.Status
 	}{
-		{"mkdir", func() fuse.Status { return fs.Mkdir(nil, &fuse.MkdirIn{InHeader: hdr(rootID), Mode: 0o755}, "new", &eo) }},
+		{"mkdir", func() fuse.Status {
+			return fs.Mkdir(nil, &fuse.MkdirIn{InHeader: hdr(rootID), Mode: 0o755}, "new", &eo)
+		}},
 		{"mknod", func() fuse.Status {
 			return fs.Mknod(nil, &fuse.MknodIn{InHeader: hdr(rootID), Mode: unix.S_IFIFO | 0o644}, "new", &eo)
 		}},
