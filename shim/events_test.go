@@ -1,11 +1,17 @@
 package shim
 
 import (
+	"context"
+	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
 	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
+	"github.com/containerd/ttrpc"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -40,11 +46,60 @@ func TestForwardRequestWire(t *testing.T) {
 		"verdict": "vulnerable", "evidence": "btf", "action": "warn", "reason": plan.Reason,
 		"config_path": "/etc/kata-containers/configuration.toml", "protection": "no-submounts",
 	}, payload.AsMap())
+}
 
-	// What ttrpc puts on the wire for the carrier message.
-	carrier := &emptypb.Empty{}
-	carrier.ProtoReflect().SetUnknown(raw)
-	wire, err := proto.Marshal(carrier)
-	require.NoError(t, err)
-	require.Equal(t, raw, wire)
+// forwarder is containerd's ttrpc events service as a test records it.
+type forwarder struct {
+	got chan *eventsapi.ForwardRequest
+	err error
+}
+
+func (f *forwarder) Forward(ctx context.Context, req *eventsapi.ForwardRequest) (*emptypb.Empty, error) {
+	f.got <- req
+	return &emptypb.Empty{}, f.err
+}
+
+// TestPublishWarning publishes to a ttrpc server serving containerd's
+// generated events service, as containerd's TTRPC_ADDRESS does.
+func TestPublishWarning(t *testing.T) {
+	plan := &hooks.Plan{SandboxID: "sb-2", Action: hooks.Warn, Reason: "r",
+		Kernel: guestkernel.Report{Path: "/k", Verdict: guestkernel.Unknown, Evidence: guestkernel.EvidenceNone}}
+	cases := []struct {
+		name    string
+		fail    error
+		wantErr string
+	}{
+		{"forwarded", nil, ""},
+		{"refused by the service", status.Error(codes.NotFound, "namespace gone"), "publish /kata/submount-guard/warn: ttrpc status NotFound: namespace gone"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ttrpc.sock")
+			l, err := net.Listen("unix", path)
+			require.NoError(t, err)
+			srv, err := ttrpc.NewServer()
+			require.NoError(t, err)
+			f := &forwarder{got: make(chan *eventsapi.ForwardRequest, 1), err: tc.fail}
+			eventsapi.RegisterEventsService(srv, f)
+			done := make(chan struct{})
+			go func() { defer close(done); _ = srv.Serve(context.Background(), l) }()
+			t.Cleanup(func() { srv.Close(); <-done })
+
+			err = publishWarning(context.Background(), "unix://"+path, "k8s.io", plan)
+			if tc.wantErr != "" {
+				require.EqualError(t, err, tc.wantErr)
+			} else {
+				require.NoError(t, err)
+			}
+			req := <-f.got
+			require.Equal(t, "k8s.io", req.GetEnvelope().GetNamespace())
+			require.Equal(t, WarnTopic, req.GetEnvelope().GetTopic())
+			var payload structpb.Struct
+			require.NoError(t, proto.Unmarshal(req.GetEnvelope().GetEvent().GetValue(), &payload))
+			require.Equal(t, "sb-2", payload.AsMap()["sandbox_id"])
+		})
+	}
+	t.Run("no address", func(t *testing.T) {
+		require.EqualError(t, publishWarning(context.Background(), "", "k8s.io", plan), "publish /kata/submount-guard/warn: TTRPC_ADDRESS is not set")
+	})
 }
