@@ -71,6 +71,9 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 		}
+		if _, err := CheckServe(o); err != nil && !errors.Is(err, errdefs.ErrNotImplemented) {
+			t.Fatalf("CheckServe(%q): %v", args, err)
+		}
 	})
 }
 
