@@ -38,7 +38,18 @@ const envOptions = "KSG_FSSERVER_OPTIONS"
 // sandbox namespace or chroot the daemon runs in a confined child of this
 // process (see package fssandbox), whose log is relayed to ctx's logger; the
 // binary's main must hand such a child to RunSandboxChild.
+//
+// Options the daemon cannot honour (virtiofsd.CheckServe) are refused before
+// anything is created; so is a --rlimit-nofile that cannot be set.
 func Serve(ctx context.Context, o *virtiofsd.Options) error {
+	harmless, err := virtiofsd.CheckServe(o)
+	if err != nil {
+		return err
+	}
+	if len(harmless) > 0 {
+		log.G(ctx).WithField("options", strings.Join(harmless, " ")).
+			Info("options without effect on kata-virtiofsd's own daemon, which holds O_PATH descriptors and does not migrate")
+	}
 	if o.SharedDir == "" {
 		return fmt.Errorf("serve: no shared directory (--shared-dir): %w", errdefs.ErrInvalidArgument)
 	}
@@ -55,6 +66,10 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	}
 	if err := fssandbox.Supported(mode); err != nil {
 		return fmt.Errorf("serve: %w", err)
+	}
+	// Before the sandbox starts, which inherits the limit.
+	if err := setRlimitNofile(ctx, o.RlimitNofile); err != nil {
+		return err
 	}
 	l, cleanup, err := listen(o)
 	if err != nil {
@@ -210,6 +225,9 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 		AnnounceSubmounts: o.AnnounceSubmounts,
 		Xattr:             o.XattrEnabled(),
 		AllowDirectIO:     o.AllowDirectIO,
+		ReadOnly:          o.ReadOnly,
+		PreserveNoatime:   o.PreserveNoatime,
+		AllowMmap:         o.AllowMmap,
 		ProcSelfFD:        procSelf,
 		Recover:           rec,
 	})
@@ -242,7 +260,10 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 		"announce_submounts": o.AnnounceSubmounts,
 		"thread_pool_size":   o.ThreadPoolSize,
 		"xattr":              o.XattrEnabled(),
+		"readonly":           o.ReadOnly,
 		"recover":            rec != nil,
+		// Rust virtiofsd installs one (--seccomp=kill); this daemon none.
+		"seccomp": "none",
 	}).Info("vhost-user frontend connected; serving")
 	if err := b.Serve(ctx, conn); err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -267,9 +288,7 @@ func RunSandboxChild() int {
 		log.G(ctx).WithError(err).Error("sandboxed daemon: bad options from the parent")
 		return 1
 	}
-	if lvl, err := logrus.ParseLevel(o.LogLevel); err == nil {
-		logger.SetLevel(lvl)
-	}
+	logger.SetLevel(virtiofsd.LogrusLevel(o.LogLevel))
 	if o.SandboxID != "" {
 		ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", o.SandboxID))
 	}
