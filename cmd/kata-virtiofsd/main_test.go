@@ -601,6 +601,72 @@ func TestProtectionValues(t *testing.T) {
 	require.Equal(t, string(hooks.ProtectNone), string(virtiofsd.ProtectNone))
 }
 
+// TestServeModeOptions starts kata-virtiofsd's own daemon (protection
+// recover from the plan) with options beyond Kata's: refused ones stop it
+// before anything exists, honoured ones take effect.
+func TestServeModeOptions(t *testing.T) {
+	const id = "sb-serve-options"
+
+	t.Run("refused: one error naming each, nothing left behind", func(t *testing.T) {
+		shared, stateDir := kataShare(t, id)
+		writePlan(t, stateDir, id, hooks.ProtectRecover, "")
+		sockDir := t.TempDir()
+		args := []string{"--cache=auto", "--shared-dir=" + shared, "--socket-path=" + filepath.Join(sockDir, "vhost.sock"),
+			"--thread-pool-size=1", "--announce-submounts", "--guard-state-dir=" + stateDir,
+			"--tag=myfs", "--readonly", "--xattrmap=:map::user.virtiofs.:", "--writeback", "--log-level=off"}
+		out := runToFailure(t, args, nil)
+		// --log-level=off silences the log, not the failure.
+		require.Equal(t, "kata-virtiofsd: protection recover (from plan) needs kata-virtiofsd's own daemon: "+
+			"kata-virtiofsd's own virtio-fs daemon cannot honour --xattrmap=:map::user.virtiofs.:, --writeback, --tag=myfs: "+
+			"remove them from Kata's virtio_fs_extra_args (the README lists what serve mode supports): not implemented; "+
+			"use an upstream virtiofsd (--guard-upstream=PATH) with protection no-submounts or none\n", out)
+		ents, err := os.ReadDir(sockDir)
+		require.NoError(t, err)
+		require.Empty(t, ents, "socket left behind")
+		ents, err = os.ReadDir(stateDir)
+		require.NoError(t, err)
+		require.Len(t, ents, 1, "only the plan in the state dir")
+	})
+
+	t.Run("honoured", func(t *testing.T) {
+		shared, stateDir := kataShare(t, id)
+		writePlan(t, stateDir, id, hooks.ProtectRecover, "")
+		sock, fd := listener(t)
+		// The test binary has cgo: no sandbox for our daemon.
+		cmd, out := start(t, append([]string{"--syslog"}, kataArgs(shared, "--guard-state-dir="+stateDir, "--sandbox=none",
+			"--readonly", "--rlimit-nofile=1000", "--inode-file-handles=prefer", "--log-level=debug")...), fd)
+		fd.Close()
+		features := getFeatures(t, sock)
+		require.NotZero(t, features&(1<<32), "VIRTIO_F_VERSION_1; output:\n%s", out)
+		limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid))
+		require.NoError(t, err)
+		require.Regexp(t, `Max open files\s+1000\s+1000\s`, string(limits))
+		require.Eventually(t, func() bool { return strings.Contains(out.String(), "serving") }, 10*time.Second, 10*time.Millisecond)
+		log := out.String()
+		require.Contains(t, log, "level=debug", "--log-level=debug")
+		require.Contains(t, log, `options="--inode-file-handles=prefer"`)
+		require.Contains(t, log, "readonly=true")
+		require.Contains(t, log, "seccomp=none")
+		require.NotContains(t, log, "level=error")
+	})
+
+	t.Run("log level warn hides the decision", func(t *testing.T) {
+		shared, stateDir := kataShare(t, id)
+		writePlan(t, stateDir, id, hooks.ProtectRecover, "")
+		sock, fd := listener(t)
+		_, out := start(t, kataArgs(shared, "--guard-state-dir="+stateDir, "--sandbox=none", "--log-level=warn"), fd)
+		fd.Close()
+		getFeatures(t, sock)
+		require.NotContains(t, out.String(), "level=info")
+	})
+
+	t.Run("print capabilities", func(t *testing.T) {
+		cmd, out := start(t, []string{"--print-capabilities"}, nil)
+		require.Zero(t, waitExit(t, cmd, out))
+		require.Equal(t, "{\n  \"type\": \"fs\"\n}\n", out.String())
+	})
+}
+
 func TestServeSeam(t *testing.T) {
 	// The serve path gets the parsed options with the decision applied.
 	var got *virtiofsd.Options

@@ -68,7 +68,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 			return
 		}
 		log.G(ctx).WithError(err).Error("kata-virtiofsd cannot start the share")
-		if useSyslog {
+		if useSyslog || !logger.IsLevelEnabled(logrus.ErrorLevel) {
 			fmt.Fprintf(l.stderr, "kata-virtiofsd: %v\n", err)
 		}
 	}()
@@ -85,6 +85,9 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 		_, err = fmt.Fprintf(l.stdout, "kata-virtiofsd (kata-submount-guard) %s\n", l.revision)
 		return err
 	}
+	// --log-level (or -d) applies to our messages as to the daemon's; a
+	// failure still reaches stderr (above).
+	logger.SetLevel(virtiofsd.LogrusLevel(o.LogLevel))
 	if o.SandboxID != "" {
 		ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", o.SandboxID))
 	}
@@ -123,6 +126,13 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 	}
 
 	if d.protection == virtiofsd.ProtectRecover || d.upstream == "" {
+		if o.PrintCapabilities {
+			// vhost-user.json: a file system backend, printed as QEMU's C
+			// daemon does; none of Rust virtiofsd's optional features
+			// (migration, separate options).
+			_, err = io.WriteString(l.stdout, "{\n  \"type\": \"fs\"\n}\n")
+			return err
+		}
 		why := "protection recover (from " + d.protectionFrom + ") needs kata-virtiofsd's own daemon"
 		if d.protection != virtiofsd.ProtectRecover {
 			why = "no upstream virtiofsd is configured (neither --guard-upstream nor the plan's upstream_virtiofsd), so kata-virtiofsd serves the share itself"
