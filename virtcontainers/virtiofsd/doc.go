@@ -5,8 +5,9 @@
 // precedence; it detects whether an upstream binary is the Rust virtiofsd or
 // QEMU's C virtiofsd (from its --version and --help output, cached per binary);
 // it translates the command line for that flavour with a submount protection
-// applied, refusing flags the target cannot honour; and it execs the upstream
-// with the inherited vhost-user listening socket kept at its fd number.
+// applied, refusing flags the target cannot honour; it checks the same for
+// kata-virtiofsd's own daemon (CheckServe); and it execs the upstream with the
+// inherited vhost-user listening socket kept at its fd number.
 //
 // The flag sets follow the daemons themselves: Rust virtiofsd 1.13.2
 // (`virtiofsd --help`, clap; `-o` compat options applied after all flags) and
