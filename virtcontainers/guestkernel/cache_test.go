@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 func cacheEntries(t *testing.T, dir string) []string {
@@ -42,6 +44,16 @@ func TestCache(t *testing.T) {
 		again, err := Inspect(ctx, img, opts)
 		require.NoError(t, err)
 		require.Equal(t, first, again)
+	})
+
+	t.Run("the shim's cached lookup agrees", func(t *testing.T) {
+		for _, o := range []Options{opts, {CacheDir: cacheDir, FixedReleases: []string{"6.1.69"}}} {
+			want, err := Inspect(ctx, img, o)
+			require.NoError(t, err)
+			got, ok := verdict.Cached(ctx, img, o)
+			require.True(t, ok)
+			require.Equal(t, want, got)
+		}
 	})
 
 	t.Run("hit is served from the entry", func(t *testing.T) {
@@ -76,12 +88,16 @@ func TestCache(t *testing.T) {
 	})
 
 	t.Run("entry for another key is ignored", func(t *testing.T) {
-		var e cacheEntry
+		var e struct {
+			Schema int            `json:"schema"`
+			Key    map[string]any `json:"key"`
+			Facts  map[string]any `json:"facts"`
+		}
 		b, err := os.ReadFile(entry)
 		require.NoError(t, err)
 		require.NoError(t, json.Unmarshal(b, &e))
-		e.Key.Ino++
-		e.Facts.Release = "9.9.9"
+		e.Key["ino"] = e.Key["ino"].(float64) + 1
+		e.Facts["release"] = "9.9.9"
 		b, err = json.Marshal(e)
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(entry, b, 0o644))

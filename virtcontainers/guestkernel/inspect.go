@@ -11,36 +11,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
-
-// DefaultMaxDecompressed caps how many bytes a compressed kernel payload may
-// expand to when Options.MaxDecompressed is zero.
-const DefaultMaxDecompressed int64 = 256 << 20
-
-// Options tune Inspect.
-type Options struct {
-	// FixedReleases are exact releases (`uname -r`) the operator knows to
-	// carry the fix (config key fixed_releases). They outrank the version
-	// string but not BTF.
-	FixedReleases []string
-	// CacheDir holds inspection results keyed by (device, inode, size,
-	// mtime); "" disables the cache. See cache.go for the layout.
-	CacheDir string
-	// MaxDecompressed caps the decompressed size of a payload, and the size
-	// of a compressed input; 0 means DefaultMaxDecompressed.
-	MaxDecompressed int64
-	// HeaderOnly reads only what an image stores uncompressed: a bzImage's
-	// setup header, an ELF's sections, a raw Image. Compressed payloads are
-	// not decompressed, so they give no BTF (and zboot images no version).
-	HeaderOnly bool
-}
-
-func (o Options) limit() int64 {
-	if o.MaxDecompressed > 0 {
-		return o.MaxDecompressed
-	}
-	return DefaultMaxDecompressed
-}
 
 // classed gives an error an errdefs class without changing its message.
 type classed struct {
@@ -72,7 +45,7 @@ func Inspect(ctx context.Context, path string, opts Options) (*Report, error) {
 		return rep, err
 	}
 	rep.Path = path
-	judge(rep, opts.FixedReleases)
+	verdict.Judge(rep, opts.FixedReleases)
 	// Checked first: building the fields costs more than a cache hit.
 	if l := log.G(ctx); l.Logger.IsLevelEnabled(logrus.DebugLevel) {
 		l.WithFields(log.Fields{
@@ -91,9 +64,9 @@ func inspectPath(ctx context.Context, path string, opts Options) (rep *Report, c
 	if err := checkRegular(path, st); err != nil {
 		return rep, false, err
 	}
-	cache := fileCache{dir: opts.CacheDir}
-	key := newCacheKey(st, opts)
-	if facts, ok := cache.load(ctx, key); ok {
+	cache := verdict.Cache{Dir: opts.CacheDir}
+	key := verdict.KeyOf(st, opts)
+	if facts, ok := cache.Load(ctx, key); ok {
 		return facts, true, nil
 	}
 	f, err := os.Open(path)
@@ -111,8 +84,8 @@ func inspectPath(ctx context.Context, path string, opts Options) (rep *Report, c
 		return rep, false, fmt.Errorf("inspect %s: %w", path, err)
 	}
 	// Cache only what was read from a file that did not change meanwhile.
-	if after, err := f.Stat(); err == nil && newCacheKey(after, opts) == newCacheKey(st, opts) {
-		cache.store(ctx, newCacheKey(st, opts), rep)
+	if after, err := f.Stat(); err == nil && verdict.KeyOf(after, opts) == verdict.KeyOf(st, opts) {
+		cache.Store(ctx, verdict.KeyOf(st, opts), rep)
 	}
 	return rep, false, nil
 }
@@ -125,7 +98,7 @@ func parse(ctx context.Context, r io.ReaderAt, size int64, opts Options, rep *Re
 			err = withClass(errdefs.ErrInvalidArgument, fmt.Errorf("malformed image (parser panic: %v)", p))
 		}
 	}()
-	in := &inspector{ctx: ctx, limit: opts.limit(), headerOnly: opts.HeaderOnly}
+	in := &inspector{ctx: ctx, limit: opts.Limit(), headerOnly: opts.HeaderOnly}
 	if err := in.inspect(r, size, rep); err != nil {
 		switch {
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

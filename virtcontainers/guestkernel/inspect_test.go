@@ -14,6 +14,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // TestInspectBadInput: every bad path or image gives one clear error naming
@@ -135,7 +137,7 @@ func TestInspectCancelled(t *testing.T) {
 func TestReasonsAreActionable(t *testing.T) {
 	for _, release := range []string{"6.1.69", "6.1.0-18-amd64", "5.4.1", "6.7.0-rc5", "junk", ""} {
 		r := &Report{Release: release}
-		judge(r, nil)
+		verdict.Judge(r, nil)
 		if r.Verdict == Fixed {
 			continue
 		}

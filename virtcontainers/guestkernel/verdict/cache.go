@@ -1,4 +1,4 @@
-package guestkernel
+package verdict
 
 import (
 	"context"
@@ -26,11 +26,14 @@ import (
 // that does not parse or whose key differs is ignored and rewritten. Entries
 // of replaced images are left behind; each is under 2 KiB.
 
-// cacheSchema changes whenever the facts an image yields may change (parser
-// fixes), so old entries stop matching.
-const cacheSchema = 1
+// FactsSchema names the facts an image yields. Package guestkernel's parser
+// defines them: change this whenever a parser change may change the facts of
+// an image, so that cached entries stop matching.
+const FactsSchema = 1
 
-type cacheKey struct {
+// Key identifies an image file as it was when inspected, and how it was
+// inspected; a cache entry serves only the same key.
+type Key struct {
 	Dev        uint64 `json:"dev"`
 	Ino        uint64 `json:"ino"`
 	Size       int64  `json:"size"`
@@ -39,61 +42,65 @@ type cacheKey struct {
 	Limit      int64  `json:"limit"`
 }
 
-func newCacheKey(st fs.FileInfo, opts Options) cacheKey {
-	k := cacheKey{Size: st.Size(), MtimeNs: st.ModTime().UnixNano(), HeaderOnly: opts.HeaderOnly, Limit: opts.limit()}
+// KeyOf is the key of the file st describes, inspected with opts.
+func KeyOf(st fs.FileInfo, opts Options) Key {
+	k := Key{Size: st.Size(), MtimeNs: st.ModTime().UnixNano(), HeaderOnly: opts.HeaderOnly, Limit: opts.Limit()}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		k.Dev, k.Ino = uint64(sys.Dev), uint64(sys.Ino)
 	}
 	return k
 }
 
-func (k cacheKey) name() string {
+func (k Key) name() string {
 	mode := "full"
 	if k.HeaderOnly {
 		mode = "header"
 	}
-	return fmt.Sprintf("v%d-%x-%x-%x-%x-%s-%x.json", cacheSchema, k.Dev, k.Ino, k.Size, k.MtimeNs, mode, k.Limit)
+	return fmt.Sprintf("v%d-%x-%x-%x-%x-%s-%x.json", FactsSchema, k.Dev, k.Ino, k.Size, k.MtimeNs, mode, k.Limit)
 }
 
 type cacheEntry struct {
-	Schema int      `json:"schema"`
-	Key    cacheKey `json:"key"`
-	Facts  *Report  `json:"facts"`
+	Schema int     `json:"schema"`
+	Key    Key     `json:"key"`
+	Facts  *Report `json:"facts"`
 }
 
-type fileCache struct{ dir string }
+// Cache is a directory of facts by Key; a zero Dir caches nothing.
+type Cache struct{ Dir string }
 
-func (c fileCache) load(ctx context.Context, key cacheKey) (*Report, bool) {
-	if c.dir == "" || key.Ino == 0 {
+// Load returns the facts stored for key (a Report without path and
+// verdict), or false.
+func (c Cache) Load(ctx context.Context, key Key) (*Report, bool) {
+	if c.Dir == "" || key.Ino == 0 {
 		return nil, false
 	}
-	b, err := readSmall(filepath.Join(c.dir, key.name()))
+	b, err := readSmall(filepath.Join(c.Dir, key.name()))
 	if err != nil {
 		return nil, false
 	}
 	var e cacheEntry
-	if err := json.Unmarshal(b, &e); err != nil || e.Schema != cacheSchema || e.Key != key || e.Facts == nil {
+	if err := json.Unmarshal(b, &e); err != nil || e.Schema != FactsSchema || e.Key != key || e.Facts == nil {
 		log.G(ctx).WithField("entry", key.name()).Debug("ignoring unusable guest kernel cache entry")
 		return nil, false
 	}
 	return e.Facts, true
 }
 
-// store writes the facts of rep (not its verdict) for key; failures only
-// cost a later re-read, so they are logged, not returned.
-func (c fileCache) store(ctx context.Context, key cacheKey, rep *Report) {
-	if c.dir == "" || key.Ino == 0 {
+// Store writes the facts of rep (not its path or verdict) for key. Failures
+// only cost a later re-read, so they are logged, not returned.
+func (c Cache) Store(ctx context.Context, key Key, rep *Report) {
+	if c.Dir == "" || key.Ino == 0 {
 		return
 	}
 	facts := *rep
 	facts.Path, facts.Verdict, facts.Evidence, facts.Reason, facts.Error = "", "", "", "", ""
 	facts.Version, facts.DistroTail = "", ""
-	b, err := json.Marshal(cacheEntry{Schema: cacheSchema, Key: key, Facts: &facts})
+	b, err := json.Marshal(cacheEntry{Schema: FactsSchema, Key: key, Facts: &facts})
 	if err == nil {
-		err = writeAtomic(c.dir, key.name(), b)
+		err = writeAtomic(c.Dir, key.name(), b)
 	}
 	if err != nil {
-		log.G(ctx).WithError(err).WithField("dir", c.dir).Warn("cannot write guest kernel cache entry")
+		log.G(ctx).WithError(err).WithField("dir", c.Dir).Warn("cannot write guest kernel cache entry")
 	}
 }
 

@@ -1,4 +1,4 @@
-package guestkernel
+package verdict
 
 import (
 	"testing"
@@ -85,7 +85,7 @@ func TestJudgeEvidenceRanking(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := tc.rep
-			judge(&r, tc.fixed)
+			Judge(&r, tc.fixed)
 			require.Equal(t, tc.verdict, r.Verdict, r.Reason)
 			require.Equal(t, tc.evidence, r.Evidence, r.Reason)
 			for _, s := range tc.reason {
@@ -113,7 +113,7 @@ func TestNeverFalseFixed(t *testing.T) {
 				if listed {
 					fixed = []string{release}
 				}
-				judge(&r, fixed)
+				Judge(&r, fixed)
 				btfShowsFUSE := r.BTFPresent && r.BTFHasFUSE
 				if btfShowsFUSE && !r.BTFHasFix {
 					require.NotEqual(t, Fixed, r.Verdict, "%+v", r)

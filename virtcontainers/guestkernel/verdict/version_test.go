@@ -1,4 +1,4 @@
-package guestkernel
+package verdict
 
 import (
 	"testing"
@@ -141,7 +141,7 @@ func TestVersionMatrix(t *testing.T) {
 	} {
 		t.Run(tc.release+"/"+string(tc.want), func(t *testing.T) {
 			r := &Report{Release: tc.release, Banner: tc.banner}
-			judge(r, nil)
+			Judge(r, nil)
 			require.Equal(t, tc.want, r.Verdict, r.Reason)
 			require.NotEmpty(t, r.Reason)
 			if tc.version != "" {

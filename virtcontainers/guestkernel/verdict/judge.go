@@ -1,4 +1,4 @@
-package guestkernel
+package verdict
 
 import (
 	"fmt"
@@ -59,10 +59,10 @@ func versionVerdict(v upstreamVersion) Verdict {
 	return lo
 }
 
-// judge fills the Verdict, Evidence and Reason of a report whose facts are
+// Judge fills the Verdict, Evidence and Reason of a report whose facts are
 // set. BTF that shows FUSE decides; then the operator's fixed releases; then
 // the version string.
-func judge(r *Report, fixedReleases []string) {
+func Judge(r *Report, fixedReleases []string) {
 	vf := readVersion(r.Release, r.Banner)
 	r.Version = vf.Version.String()
 	r.DistroTail = vf.Tail
