@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // setup writes a configuration with one virtio-fs qemu table and returns its
@@ -41,10 +41,10 @@ func resolve(t *testing.T, path string) *config.Resolved {
 
 // canned returns an Inspector that reports verdict for every kernel and
 // counts its calls.
-func canned(verdict guestkernel.Verdict, calls *int) Inspector {
-	return InspectorFunc(func(ctx context.Context, path string, opts InspectOptions) (*guestkernel.Report, error) {
+func canned(v verdict.Verdict, calls *int) Inspector {
+	return InspectorFunc(func(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error) {
 		*calls++
-		return &guestkernel.Report{Path: path, Release: "6.1.69", Version: "6.1.69", Verdict: verdict, Evidence: guestkernel.EvidenceVersion, Reason: "canned"}, nil
+		return &verdict.Report{Path: path, Release: "6.1.69", Version: "6.1.69", Verdict: v, Evidence: verdict.EvidenceVersion, Reason: "canned"}, nil
 	})
 }
 
@@ -58,7 +58,7 @@ func TestPolicyMatrix(t *testing.T) {
 	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
 	policyAction := map[config.Policy]Action{config.PolicyRefuse: Refuse, config.PolicyWarn: Warn, config.PolicyOff: Allow}
 	policies := []config.Policy{config.PolicyRefuse, config.PolicyWarn, config.PolicyOff}
-	verdicts := []guestkernel.Verdict{guestkernel.Fixed, guestkernel.Unaffected, guestkernel.Vulnerable, guestkernel.Unknown}
+	verdicts := []verdict.Verdict{verdict.Fixed, verdict.Unaffected, verdict.Vulnerable, verdict.Unknown}
 	for _, onVuln := range policies {
 		for _, onUnk := range policies {
 			for _, prot := range []config.Protection{config.ProtectionRecover, config.ProtectionNoSubmounts, config.ProtectionNone} {
@@ -72,12 +72,12 @@ func TestPolicyMatrix(t *testing.T) {
 						require.NoError(t, err)
 						wantAction, wantProt := Allow, ProtectNone
 						switch v {
-						case guestkernel.Vulnerable:
+						case verdict.Vulnerable:
 							wantAction = policyAction[onVuln]
-						case guestkernel.Unknown:
+						case verdict.Unknown:
 							wantAction = policyAction[onUnk]
 						}
-						if (v == guestkernel.Vulnerable || v == guestkernel.Unknown) && wantAction != Refuse {
+						if (v == verdict.Vulnerable || v == verdict.Unknown) && wantAction != Refuse {
 							wantProt = Protection(prot)
 						}
 						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == config.ProtectionNone
@@ -113,28 +113,28 @@ func TestDecideReasons(t *testing.T) {
 		name    string
 		guard   string
 		daemon  string
-		verdict guestkernel.Verdict
+		verdict verdict.Verdict
 		action  Action
 		prot    Protection
 		reason  string
 	}{
-		{"fixed", "", "", guestkernel.Fixed, Allow, ProtectNone,
+		{"fixed", "", "", verdict.Fixed, Allow, ProtectNone,
 			"guest kernel " + kernel + " (6.1.69) carries the FUSE submount fix (Linux c4d361f66ac9) (evidence: version)"},
-		{"vulnerable refused", `on_vulnerable = "refuse"`, "", guestkernel.Vulnerable, Refuse, ProtectNone,
+		{"vulnerable refused", `on_vulnerable = "refuse"`, "", verdict.Vulnerable, Refuse, ProtectNone,
 			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = refuse: sandbox creation refused. Boot a fixed kernel, or set [submount_guard] on_vulnerable = \"warn\" in CONFIG"},
-		{"vulnerable warned and protected", "", "", guestkernel.Vulnerable, Warn, ProtectRecover,
+		{"vulnerable warned and protected", "", "", verdict.Vulnerable, Warn, ProtectRecover,
 			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = warn; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets"},
-		{"vulnerable protected by no-submounts", `virtiofs_protection = "no-submounts"`, "", guestkernel.Vulnerable, Warn, ProtectNoSubmounts,
+		{"vulnerable protected by no-submounts", `virtiofs_protection = "no-submounts"`, "", verdict.Vulnerable, Warn, ProtectNoSubmounts,
 			"; on_vulnerable = warn; protection no-submounts: virtiofsd will not announce submounts"},
-		{"protection impossible with upstream daemon", "", "/opt/kata/libexec/virtiofsd", guestkernel.Vulnerable, Warn, ProtectNone,
+		{"protection impossible with upstream daemon", "", "/opt/kata/libexec/virtiofsd", verdict.Vulnerable, Warn, ProtectNone,
 			"; virtiofs_protection = recover cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd (set virtio_fs_daemon to kata-virtiofsd's path in CONFIG)"},
-		{"unknown refused", `on_unknown = "refuse"`, "", guestkernel.Unknown, Refuse, ProtectNone,
+		{"unknown refused", `on_unknown = "refuse"`, "", verdict.Unknown, Refuse, ProtectNone,
 			"fix status of guest kernel " + kernel + " (6.1.69) cannot be determined (canned); on_unknown = refuse: sandbox creation refused. If this kernel carries the fix, add \"6.1.69\" to [submount_guard] fixed_releases in CONFIG"},
-		{"vulnerable warned and recovered", `virtiofs_protection = "recover"`, "", guestkernel.Vulnerable, Warn, ProtectRecover,
+		{"vulnerable warned and recovered", `virtiofs_protection = "recover"`, "", verdict.Vulnerable, Warn, ProtectRecover,
 			"; on_vulnerable = warn; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets"},
-		{"recover impossible with upstream daemon", `virtiofs_protection = "recover"`, "/opt/kata/libexec/virtiofsd", guestkernel.Unknown, Warn, ProtectNone,
+		{"recover impossible with upstream daemon", `virtiofs_protection = "recover"`, "/opt/kata/libexec/virtiofsd", verdict.Unknown, Warn, ProtectNone,
 			"; virtiofs_protection = recover cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd (set virtio_fs_daemon to kata-virtiofsd's path in CONFIG)"},
-		{"protection none", `virtiofs_protection = "none"`, "", guestkernel.Unknown, Warn, ProtectNone,
+		{"protection none", `virtiofs_protection = "none"`, "", verdict.Unknown, Warn, ProtectNone,
 			"; virtiofs_protection = none: virtiofsd runs as Kata configured it"},
 	}
 	for _, tc := range cases {
@@ -161,21 +161,21 @@ func TestDecideInspectionFailureIsUnknown(t *testing.T) {
 	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
 	r := resolve(t, setup(t, kernel, `on_unknown = "refuse"`, ""))
 	for name, insp := range map[string]Inspector{
-		"error": InspectorFunc(func(context.Context, string, InspectOptions) (*guestkernel.Report, error) {
+		"error": InspectorFunc(func(context.Context, string, verdict.Options) (*verdict.Report, error) {
 			return nil, fmt.Errorf("cannot read: %w", errdefs.ErrInvalidArgument)
 		}),
-		"report with error claiming fixed": InspectorFunc(func(_ context.Context, p string, _ InspectOptions) (*guestkernel.Report, error) {
-			return &guestkernel.Report{Path: p, Verdict: guestkernel.Fixed}, fmt.Errorf("half read")
+		"report with error claiming fixed": InspectorFunc(func(_ context.Context, p string, _ verdict.Options) (*verdict.Report, error) {
+			return &verdict.Report{Path: p, Verdict: verdict.Fixed}, fmt.Errorf("half read")
 		}),
-		"no report": InspectorFunc(func(context.Context, string, InspectOptions) (*guestkernel.Report, error) { return nil, nil }),
-		"made-up verdict": InspectorFunc(func(_ context.Context, p string, _ InspectOptions) (*guestkernel.Report, error) {
-			return &guestkernel.Report{Path: p, Verdict: "probably-fine"}, nil
+		"no report": InspectorFunc(func(context.Context, string, verdict.Options) (*verdict.Report, error) { return nil, nil }),
+		"made-up verdict": InspectorFunc(func(_ context.Context, p string, _ verdict.Options) (*verdict.Report, error) {
+			return &verdict.Report{Path: p, Verdict: "probably-fine"}, nil
 		}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: insp})
 			require.NoError(t, err)
-			require.Equal(t, guestkernel.Unknown, p.Kernel.Verdict, "never a false fixed")
+			require.Equal(t, verdict.Unknown, p.Kernel.Verdict, "never a false fixed")
 			require.Equal(t, Refuse, p.Action)
 		})
 	}
@@ -188,7 +188,7 @@ func TestDecideNoVirtioFS(t *testing.T) {
 	path := filepath.Join(dir, "c.toml")
 	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf("[hypervisor.qemu]\nkernel = %q\nshared_fs = \"virtio-9p\"\n[submount_guard]\non_unknown = \"refuse\"\n", kernel)), 0o644))
 	calls := 0
-	p, err := Decide(context.Background(), Input{Resolved: resolve(t, path), SandboxID: "sb", Inspector: canned(guestkernel.Vulnerable, &calls)})
+	p, err := Decide(context.Background(), Input{Resolved: resolve(t, path), SandboxID: "sb", Inspector: canned(verdict.Vulnerable, &calls)})
 	require.NoError(t, err)
 	require.Equal(t, 0, calls)
 	require.False(t, p.KernelInspected)
@@ -214,12 +214,12 @@ virtio_fs_daemon = "/v"
 [submount_guard]
 on_vulnerable = "refuse"
 `, good, bad)), 0o644))
-	insp := InspectorFunc(func(_ context.Context, p string, _ InspectOptions) (*guestkernel.Report, error) {
-		v := guestkernel.Fixed
+	insp := InspectorFunc(func(_ context.Context, p string, _ verdict.Options) (*verdict.Report, error) {
+		v := verdict.Fixed
 		if p == bad {
-			v = guestkernel.Vulnerable
+			v = verdict.Vulnerable
 		}
-		return &guestkernel.Report{Path: p, Verdict: v}, nil
+		return &verdict.Report{Path: p, Verdict: v}, nil
 	})
 	p, err := Decide(context.Background(), Input{Resolved: resolve(t, path), SandboxID: "sb", Inspector: insp})
 	require.NoError(t, err)
@@ -234,10 +234,10 @@ func TestDecideGuardOffInspectAlways(t *testing.T) {
 	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
 	r := resolve(t, setup(t, kernel, "on_vulnerable = \"off\"\non_unknown = \"off\"\nvirtiofs_protection = \"none\"", ""))
 	calls := 0
-	p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: canned(guestkernel.Vulnerable, &calls), InspectAlways: true})
+	p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: canned(verdict.Vulnerable, &calls), InspectAlways: true})
 	require.NoError(t, err)
 	require.Equal(t, 1, calls)
-	require.Equal(t, guestkernel.Vulnerable, p.Kernel.Verdict)
+	require.Equal(t, verdict.Vulnerable, p.Kernel.Verdict)
 	require.Equal(t, Allow, p.Action)
 	require.Equal(t, ProtectNone, p.Protection)
 }
@@ -247,8 +247,14 @@ func TestDecideRejects(t *testing.T) {
 	require.True(t, errdefs.IsInvalidArgument(err))
 	kernel := filepath.Join(t.TempDir(), "vmlinuz")
 	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
-	_, err = Decide(context.Background(), Input{Resolved: resolve(t, setup(t, kernel, "", "")), SandboxID: "c2", ContainerType: PodContainer})
+	calls := 0
+	_, err = Decide(context.Background(), Input{Resolved: resolve(t, setup(t, kernel, "", "")), SandboxID: "c2", ContainerType: PodContainer, Inspector: canned(verdict.Fixed, &calls)})
 	require.True(t, errdefs.IsInvalidArgument(err))
+	// Without an inspector there is no decision, never a guess.
+	_, err = Decide(context.Background(), Input{Resolved: resolve(t, setup(t, kernel, "", "")), SandboxID: "sb"})
+	require.ErrorContains(t, err, "no guest kernel inspector")
+	require.True(t, errdefs.IsInvalidArgument(err))
+	require.Zero(t, calls)
 }
 
 // countHook records that it ran; it shows a new hook joins the chain without
@@ -268,7 +274,7 @@ func TestDecideWithExtraHook(t *testing.T) {
 	r := resolve(t, setup(t, kernel, "", ""))
 	calls, ran := 0, 0
 	hooks := append(DefaultHooks(), countHook{&ran})
-	p, err := DecideWith(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: canned(guestkernel.Fixed, &calls)}, hooks...)
+	p, err := DecideWith(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: canned(verdict.Fixed, &calls)}, hooks...)
 	require.NoError(t, err)
 	require.Equal(t, 1, ran)
 	require.True(t, strings.HasSuffix(p.Reason, "; counted"))

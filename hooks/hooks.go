@@ -9,7 +9,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // Input is what the decision for one sandbox is made from.
@@ -23,7 +23,8 @@ type Input struct {
 	// ContainerType is how the container relates to a sandbox; a container
 	// that joins a pod gets no decision of its own.
 	ContainerType ContainerType
-	// Inspector inspects guest kernels; nil means guestkernel.Inspect.
+	// Inspector inspects guest kernels. Required: Decide fails without one
+	// rather than decide without looking.
 	Inspector Inspector
 	// InspectAlways inspects the kernel even when the policy would not
 	// need it (on_vulnerable = on_unknown = off, protection none), so that
@@ -59,7 +60,7 @@ func DecideWith(ctx context.Context, in Input, hooks ...Hook) (*Plan, error) {
 		return nil, fmt.Errorf("decide: container %s joins a sandbox; the decision was made when the sandbox was created: %w", in.SandboxID, errdefs.ErrInvalidArgument)
 	}
 	if in.Inspector == nil {
-		in.Inspector = DefaultInspector()
+		return nil, fmt.Errorf("decide: no guest kernel inspector: %w", errdefs.ErrInvalidArgument)
 	}
 	r := in.Resolved
 	p := &Plan{
@@ -112,13 +113,13 @@ func actionRank(a Action) int {
 	return 0
 }
 
-func verdictRank(v guestkernel.Verdict) int {
+func verdictRank(v verdict.Verdict) int {
 	switch v {
-	case guestkernel.Vulnerable:
+	case verdict.Vulnerable:
 		return 3
-	case guestkernel.Unknown:
+	case verdict.Unknown:
 		return 2
-	case guestkernel.Unaffected:
+	case verdict.Unaffected:
 		return 1
 	}
 	return 0

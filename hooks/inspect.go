@@ -3,33 +3,20 @@ package hooks
 import (
 	"context"
 
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
-// InspectOptions are passed to an Inspector.
-type InspectOptions struct {
-	// FixedReleases are operator-vouched releases ([submount_guard]
-	// fixed_releases).
-	FixedReleases []string
-	// CacheDir caches inspection results (state_dir/kernel-cache).
-	CacheDir string
-}
-
-// Inspector inspects one guest kernel image.
+// Inspector inspects one guest kernel image. The caller chooses how:
+// kata-runtime passes guestkernel.Inspect (InspectorFunc(guestkernel.Inspect)),
+// the shim its cache lookup with a fallback, so that this package links no
+// image parser.
 type Inspector interface {
-	Inspect(ctx context.Context, path string, opts InspectOptions) (*guestkernel.Report, error)
+	Inspect(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error)
 }
 
 // InspectorFunc adapts a function to Inspector.
-type InspectorFunc func(ctx context.Context, path string, opts InspectOptions) (*guestkernel.Report, error)
+type InspectorFunc func(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error)
 
-func (f InspectorFunc) Inspect(ctx context.Context, path string, opts InspectOptions) (*guestkernel.Report, error) {
+func (f InspectorFunc) Inspect(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error) {
 	return f(ctx, path, opts)
-}
-
-// DefaultInspector is guestkernel.Inspect.
-func DefaultInspector() Inspector {
-	return InspectorFunc(func(ctx context.Context, path string, opts InspectOptions) (*guestkernel.Report, error) {
-		return guestkernel.Inspect(ctx, path, guestkernel.Options{FixedReleases: opts.FixedReleases, CacheDir: opts.CacheDir})
-	})
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // sharedFSHook ends the decision early when the guest mounts no virtio-fs
@@ -31,7 +31,7 @@ func (sharedFSHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error) {
 	}
 	p.Action = Allow
 	p.Protection = ProtectNone
-	p.Kernel = guestkernel.Report{Path: in.Resolved.Hypervisor.Kernel, Verdict: guestkernel.Unknown, Evidence: guestkernel.EvidenceNone,
+	p.Kernel = verdict.Report{Path: in.Resolved.Hypervisor.Kernel, Verdict: verdict.Unknown, Evidence: verdict.EvidenceNone,
 		Reason: "not inspected: no virtio-fs share"}
 	p.Reason = fmt.Sprintf("%s: the guest mounts no virtio-fs share, so the FUSE submount bug cannot occur", strings.Join(kinds, ", "))
 	return true, nil
@@ -48,14 +48,14 @@ func (guestKernelHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error
 	guardOff := g.OnVulnerable == config.PolicyOff && g.OnUnknown == config.PolicyOff && g.VirtiofsProtection == config.ProtectionNone
 	if guardOff && !in.InspectAlways {
 		p.Action = Allow
-		p.Kernel = guestkernel.Report{Path: in.Resolved.Hypervisor.Kernel, Verdict: guestkernel.Unknown, Evidence: guestkernel.EvidenceNone,
+		p.Kernel = verdict.Report{Path: in.Resolved.Hypervisor.Kernel, Verdict: verdict.Unknown, Evidence: verdict.EvidenceNone,
 			Reason: "not inspected: the guard is off"}
 		p.Reason = fmt.Sprintf("submount guard is off in %s (on_vulnerable = off, on_unknown = off, virtiofs_protection = none)", in.Resolved.Path)
 		return true, nil
 	}
 
-	opts := InspectOptions{FixedReleases: g.FixedReleases, CacheDir: g.KernelCacheDir()}
-	reports := map[string]guestkernel.Report{}
+	opts := verdict.Options{FixedReleases: g.FixedReleases, CacheDir: g.KernelCacheDir()}
+	reports := map[string]verdict.Report{}
 	first := true
 	for _, h := range in.Resolved.Hypervisors {
 		if !h.Config.IsVirtioFS() {
@@ -68,9 +68,9 @@ func (guestKernelHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error
 		}
 		action := Allow
 		switch rep.Verdict {
-		case guestkernel.Vulnerable:
+		case verdict.Vulnerable:
 			action = actionFor(g.OnVulnerable)
-		case guestkernel.Unknown:
+		case verdict.Unknown:
 			action = actionFor(g.OnUnknown)
 		}
 		p.KernelInspected = true
@@ -89,18 +89,18 @@ func (guestKernelHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error
 
 // inspect never fails: an image that cannot be read or understood is
 // "unknown", never "fixed".
-func inspect(ctx context.Context, insp Inspector, path string, opts InspectOptions) guestkernel.Report {
+func inspect(ctx context.Context, insp Inspector, path string, opts verdict.Options) verdict.Report {
 	rep, err := insp.Inspect(ctx, path, opts)
 	if err != nil || rep == nil {
 		if err == nil {
 			err = fmt.Errorf("inspector returned no report")
 		}
 		log.G(ctx).WithError(err).WithField("kernel", path).Warn("guest kernel inspection failed")
-		out := guestkernel.Report{Path: path, Verdict: guestkernel.Unknown, Evidence: guestkernel.EvidenceNone,
+		out := verdict.Report{Path: path, Verdict: verdict.Unknown, Evidence: verdict.EvidenceNone,
 			Reason: "inspection failed: " + err.Error(), Error: err.Error()}
 		if rep != nil {
 			out = *rep
-			out.Verdict, out.Error = guestkernel.Unknown, err.Error()
+			out.Verdict, out.Error = verdict.Unknown, err.Error()
 		}
 		return out
 	}
@@ -109,10 +109,10 @@ func inspect(ctx context.Context, insp Inspector, path string, opts InspectOptio
 		out.Path = path
 	}
 	switch out.Verdict {
-	case guestkernel.Fixed, guestkernel.Vulnerable, guestkernel.Unaffected, guestkernel.Unknown:
+	case verdict.Fixed, verdict.Vulnerable, verdict.Unaffected, verdict.Unknown:
 	default:
 		out.Reason = fmt.Sprintf("inspector gave unrecognised verdict %q", out.Verdict)
-		out.Verdict = guestkernel.Unknown
+		out.Verdict = verdict.Unknown
 	}
 	return out
 }
@@ -126,16 +126,16 @@ func kernelReason(r *config.Resolved, p *Plan) string {
 		what += " (" + k.Release + ")"
 	}
 	evidence := ""
-	if k.Evidence != "" && k.Evidence != guestkernel.EvidenceNone {
+	if k.Evidence != "" && k.Evidence != verdict.EvidenceNone {
 		evidence = fmt.Sprintf(" (evidence: %s)", k.Evidence)
 	}
 	g := r.Guard
 	switch k.Verdict {
-	case guestkernel.Fixed:
+	case verdict.Fixed:
 		return fmt.Sprintf("%s carries the FUSE submount fix (Linux c4d361f66ac9)%s", what, evidence)
-	case guestkernel.Unaffected:
+	case verdict.Unaffected:
 		return fmt.Sprintf("%s predates FUSE submounts (Linux 5.10) and is not affected%s", what, evidence)
-	case guestkernel.Vulnerable:
+	case verdict.Vulnerable:
 		s := fmt.Sprintf("%s lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146)%s; on_vulnerable = %s", what, evidence, g.OnVulnerable)
 		if p.Action == Refuse {
 			return s + fmt.Sprintf(": sandbox creation refused. Boot a fixed kernel, or set [submount_guard] on_vulnerable = \"warn\" in %s", r.Path)

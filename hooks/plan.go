@@ -3,7 +3,7 @@ package hooks
 import (
 	"time"
 
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // Action is what sandbox creation does about the guest kernel.
@@ -43,7 +43,7 @@ type Plan struct {
 	// several (Kata picks one at random); the plan is the strictest outcome.
 	HypervisorCandidates []string `json:"hypervisor_candidates,omitempty"`
 
-	Kernel guestkernel.Report `json:"kernel"`
+	Kernel verdict.Report `json:"kernel"`
 	// KernelInspected is false when the decision needed no inspection (no
 	// virtio-fs share, or the guard is off); Kernel then only names the
 	// image.

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // OurVirtiofsd is the base name of our daemon. Only a sandbox whose
@@ -25,7 +25,7 @@ func (protectionHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error)
 	if p.Action == Refuse {
 		return false, nil
 	}
-	if p.Kernel.Verdict != guestkernel.Vulnerable && p.Kernel.Verdict != guestkernel.Unknown {
+	if p.Kernel.Verdict != verdict.Vulnerable && p.Kernel.Verdict != verdict.Unknown {
 		return false, nil
 	}
 	want := Protection(in.Resolved.Guard.VirtiofsProtection)

@@ -15,6 +15,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // guestKernels returns test/kernels' output directory and its MANIFEST
@@ -41,7 +42,7 @@ func guestKernels(t *testing.T) (string, map[string]string) {
 }
 
 // TestDecideRealKernels decides on the kernels test/kernels builds, through
-// the real guestkernel.Inspect, for both image formats.
+// the real verdict.Inspect, for both image formats.
 func TestDecideRealKernels(t *testing.T) {
 	dir, releases := guestKernels(t)
 	garbage := filepath.Join(t.TempDir(), "not-a-kernel")
@@ -50,37 +51,37 @@ func TestDecideRealKernels(t *testing.T) {
 		name    string
 		kernel  string
 		guard   string
-		verdict guestkernel.Verdict
+		verdict verdict.Verdict
 		action  Action
 		prot    Protection
 	}{
-		{"fixed bzImage", filepath.Join(dir, "fixed/bzImage"), `on_vulnerable = "refuse"`, guestkernel.Fixed, Allow, ProtectNone},
-		{"fixed vmlinux", filepath.Join(dir, "fixed/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Fixed, Allow, ProtectNone},
-		{"vulnerable bzImage refused", filepath.Join(dir, "vulnerable/bzImage"), `on_vulnerable = "refuse"`, guestkernel.Vulnerable, Refuse, ProtectNone},
-		{"vulnerable vmlinux warned", filepath.Join(dir, "vulnerable/vmlinux"), ``, guestkernel.Vulnerable, Warn, ProtectRecover},
-		{"vulnerable off still protected", filepath.Join(dir, "vulnerable/vmlinux"), `on_vulnerable = "off"`, guestkernel.Vulnerable, Allow, ProtectRecover},
+		{"fixed bzImage", filepath.Join(dir, "fixed/bzImage"), `on_vulnerable = "refuse"`, verdict.Fixed, Allow, ProtectNone},
+		{"fixed vmlinux", filepath.Join(dir, "fixed/vmlinux"), `on_vulnerable = "refuse"`, verdict.Fixed, Allow, ProtectNone},
+		{"vulnerable bzImage refused", filepath.Join(dir, "vulnerable/bzImage"), `on_vulnerable = "refuse"`, verdict.Vulnerable, Refuse, ProtectNone},
+		{"vulnerable vmlinux warned", filepath.Join(dir, "vulnerable/vmlinux"), ``, verdict.Vulnerable, Warn, ProtectRecover},
+		{"vulnerable off still protected", filepath.Join(dir, "vulnerable/vmlinux"), `on_vulnerable = "off"`, verdict.Vulnerable, Allow, ProtectRecover},
 		// BTF outranks a version string that lies either way.
-		{"lying-fixed is vulnerable", filepath.Join(dir, "lying-fixed/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Vulnerable, Refuse, ProtectNone},
-		{"lying-vulnerable is fixed", filepath.Join(dir, "lying-vulnerable/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Fixed, Allow, ProtectNone},
+		{"lying-fixed is vulnerable", filepath.Join(dir, "lying-fixed/vmlinux"), `on_vulnerable = "refuse"`, verdict.Vulnerable, Refuse, ProtectNone},
+		{"lying-vulnerable is fixed", filepath.Join(dir, "lying-vulnerable/vmlinux"), `on_vulnerable = "refuse"`, verdict.Fixed, Allow, ProtectNone},
 		// BTF outranks fixed_releases; without BTF the operator's word does.
 		{"fixed_releases cannot beat BTF", filepath.Join(dir, "vulnerable/vmlinux"),
-			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable"]), guestkernel.Vulnerable, Refuse, ProtectNone},
+			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable"]), verdict.Vulnerable, Refuse, ProtectNone},
 		{"fixed_releases beats the version", filepath.Join(dir, "vulnerable-nobtf/vmlinux"),
-			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable-nobtf"]), guestkernel.Fixed, Allow, ProtectNone},
-		{"version alone", filepath.Join(dir, "vulnerable-nobtf/vmlinux"), `on_vulnerable = "refuse"`, guestkernel.Vulnerable, Refuse, ProtectNone},
-		{"not a kernel is unknown", garbage, `on_unknown = "refuse"`, guestkernel.Unknown, Refuse, ProtectNone},
-		{"not a kernel warned", garbage, ``, guestkernel.Unknown, Warn, ProtectRecover},
+			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable-nobtf"]), verdict.Fixed, Allow, ProtectNone},
+		{"version alone", filepath.Join(dir, "vulnerable-nobtf/vmlinux"), `on_vulnerable = "refuse"`, verdict.Vulnerable, Refuse, ProtectNone},
+		{"not a kernel is unknown", garbage, `on_unknown = "refuse"`, verdict.Unknown, Refuse, ProtectNone},
+		{"not a kernel warned", garbage, ``, verdict.Unknown, Warn, ProtectRecover},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := resolve(t, setup(t, tc.kernel, tc.guard, ""))
-			p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", ContainerType: PodSandbox})
+			p, err := Decide(context.Background(), Input{Inspector: InspectorFunc(guestkernel.Inspect), Resolved: r, SandboxID: "sb", ContainerType: PodSandbox})
 			require.NoError(t, err)
 			require.Equal(t, tc.verdict, p.Kernel.Verdict, p.Reason)
 			require.Equal(t, tc.action, p.Action, p.Reason)
 			require.Equal(t, tc.prot, p.Protection, p.Reason)
 			require.Equal(t, tc.kernel, p.Kernel.Path)
-			if tc.verdict != guestkernel.Unknown {
+			if tc.verdict != verdict.Unknown {
 				require.NotEmpty(t, p.Kernel.Release)
 			}
 			// The plan the shim would write round-trips.
@@ -99,10 +100,10 @@ func TestPolicyMatrixRealKernels(t *testing.T) {
 	dir, _ := guestKernels(t)
 	garbage := filepath.Join(t.TempDir(), "not-a-kernel")
 	require.NoError(t, os.WriteFile(garbage, []byte("MZ but nothing else"), 0o644))
-	images := map[guestkernel.Verdict]string{
-		guestkernel.Fixed:      filepath.Join(dir, "fixed/vmlinux"),
-		guestkernel.Vulnerable: filepath.Join(dir, "vulnerable/vmlinux"),
-		guestkernel.Unknown:    garbage,
+	images := map[verdict.Verdict]string{
+		verdict.Fixed:      filepath.Join(dir, "fixed/vmlinux"),
+		verdict.Vulnerable: filepath.Join(dir, "vulnerable/vmlinux"),
+		verdict.Unknown:    garbage,
 	}
 	policyAction := map[config.Policy]Action{config.PolicyRefuse: Refuse, config.PolicyWarn: Warn, config.PolicyOff: Allow}
 	policies := []config.Policy{config.PolicyRefuse, config.PolicyWarn, config.PolicyOff}
@@ -113,18 +114,18 @@ func TestPolicyMatrixRealKernels(t *testing.T) {
 					t.Run(fmt.Sprintf("vuln=%s/unk=%s/prot=%s/%s", onVuln, onUnk, prot, v), func(t *testing.T) {
 						guard := fmt.Sprintf("on_vulnerable = %q\non_unknown = %q\nvirtiofs_protection = %q", onVuln, onUnk, prot)
 						r := resolve(t, setup(t, image, guard, ""))
-						p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", InspectAlways: true})
+						p, err := Decide(context.Background(), Input{Inspector: InspectorFunc(guestkernel.Inspect), Resolved: r, SandboxID: "sb", InspectAlways: true})
 						require.NoError(t, err)
 						require.Equal(t, v, p.Kernel.Verdict)
 						want, wantProt := Allow, ProtectNone
 						switch v {
-						case guestkernel.Vulnerable:
+						case verdict.Vulnerable:
 							want = policyAction[onVuln]
-						case guestkernel.Unknown:
+						case verdict.Unknown:
 							want = policyAction[onUnk]
 						}
 						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == config.ProtectionNone
-						if v != guestkernel.Fixed && want != Refuse && !guardOff {
+						if v != verdict.Fixed && want != Refuse && !guardOff {
 							wantProt = Protection(prot)
 						}
 						require.Equal(t, want, p.Action, p.Reason)
@@ -146,25 +147,25 @@ func TestDecideDebianKernels(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		kernel  string
-		verdict guestkernel.Verdict
+		verdict verdict.Verdict
 		action  Action
 	}{
-		{"bookworm", bookworm, guestkernel.Fixed, Allow},
-		{"bullseye", bullseye, guestkernel.Vulnerable, Refuse},
+		{"bookworm", bookworm, verdict.Fixed, Allow},
+		{"bullseye", bullseye, verdict.Vulnerable, Refuse},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := resolve(t, setup(t, tc.kernel, `on_vulnerable = "refuse"`, ""))
-			p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", ContainerType: SingleContainer})
+			p, err := Decide(context.Background(), Input{Inspector: InspectorFunc(guestkernel.Inspect), Resolved: r, SandboxID: "sb", ContainerType: SingleContainer})
 			require.NoError(t, err)
 			require.Equal(t, tc.verdict, p.Kernel.Verdict, p.Reason)
-			require.Equal(t, guestkernel.EvidenceVersion, p.Kernel.Evidence)
+			require.Equal(t, verdict.EvidenceVersion, p.Kernel.Evidence)
 			require.Equal(t, tc.action, p.Action)
 			require.True(t, p.KernelInspected)
 			// A second decision is served from state_dir/kernel-cache.
 			entries, err := os.ReadDir(r.Guard.KernelCacheDir())
 			require.NoError(t, err)
 			require.NotEmpty(t, entries)
-			again, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb"})
+			again, err := Decide(context.Background(), Input{Inspector: InspectorFunc(guestkernel.Inspect), Resolved: r, SandboxID: "sb"})
 			require.NoError(t, err)
 			require.Equal(t, p.Kernel.Verdict, again.Kernel.Verdict)
 		})
@@ -187,7 +188,7 @@ func BenchmarkDecideCached(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := Decide(ctx, Input{Resolved: r, SandboxID: "sb"}); err != nil {
+		if _, err := Decide(ctx, Input{Inspector: InspectorFunc(guestkernel.Inspect), Resolved: r, SandboxID: "sb"}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -11,14 +11,14 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 func samplePlan(id string) *Plan {
 	return &Plan{
 		SandboxID: id, ConfigPath: "/etc/kata-containers/configuration.toml", ConfigSource: "default", Hypervisor: "qemu",
-		Kernel: guestkernel.Report{Path: "/opt/kata/share/kata-containers/vmlinux.container", Release: "6.1.69", Version: "6.1.69",
-			Verdict: guestkernel.Vulnerable, Evidence: guestkernel.EvidenceBTF, Reason: "BTF lacks struct fuse_submount_lookup"},
+		Kernel: verdict.Report{Path: "/opt/kata/share/kata-containers/vmlinux.container", Release: "6.1.69", Version: "6.1.69",
+			Verdict: verdict.Vulnerable, Evidence: verdict.EvidenceBTF, Reason: "BTF lacks struct fuse_submount_lookup"},
 		Action: Warn, Reason: "guest kernel lacks the fix", Protection: ProtectNoSubmounts,
 		UpstreamVirtiofsd: "/opt/kata/libexec/virtiofsd", Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 	}

@@ -40,6 +40,9 @@ type Shim struct {
 	Stderr io.Writer
 	// Exec replaces the process with the delegate; nil means execve(2).
 	Exec func(path string, argv, env []string) error
+	// Inspector inspects guest kernels; nil means the inspection cache and,
+	// on a miss, kata-runtime beside this executable.
+	Inspector hooks.Inspector
 }
 
 // Run does what the invocation asks and returns the exit code when it did
@@ -143,7 +146,11 @@ func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
 	if err != nil {
 		return err
 	}
-	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: res, Annotations: annotations, SandboxID: sandboxID, ContainerType: ctype})
+	insp := s.Inspector
+	if insp == nil {
+		insp = kernelInspector{}
+	}
+	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: res, Annotations: annotations, SandboxID: sandboxID, ContainerType: ctype, Inspector: insp})
 	if err != nil {
 		return err
 	}

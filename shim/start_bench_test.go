@@ -3,7 +3,6 @@ package shim
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,19 +10,19 @@ import (
 	"github.com/containerd/log"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 )
 
 // BenchmarkStartInProcess is the part of a sandbox start that runs inside
 // our process, between its runtime start-up and the exec of the delegate:
 // read the bundle and stdin, resolve the configuration, check the fixed test
-// kernel (inspection cache warm), write the plan and the bundle note. The
+// kernel (inspection cache warmed beforehand by guestkernel.Inspect, as
+// kata-runtime warms it on the first start), write the plan and the bundle
+// note. The
 // exec is replaced by a stub that returns, after which start undoes its
 // writes (as after a failed exec), so every iteration starts afresh.
 func BenchmarkStartInProcess(b *testing.B) {
-	out, err := exec.Command(filepath.Join("..", "test", "kernels", "build.sh"), "--print-dir").Output()
-	testutil.Require(b, err == nil, "guest kernels not built (run test/kernels/build.sh)")
-	kernel := filepath.Join(strings.TrimSpace(string(out)), "fixed", "bzImage")
+	kernel := filepath.Join(testKernels(b), "fixed", "bzImage")
 
 	// KSG_BENCH_RUN_DIR as in test/integration's BenchmarkShimStart.
 	dir := b.TempDir()
@@ -37,6 +36,9 @@ func BenchmarkStartInProcess(b *testing.B) {
 	require.NoError(b, os.MkdirAll(bundle, 0o755))
 	require.NoError(b, os.WriteFile(filepath.Join(bundle, specFile),
 		[]byte(`{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"sb"}}`), 0o644))
+	stateDir := filepath.Join(dir, "ksg-bench-state")
+	_, err := guestkernel.Inspect(context.Background(), kernel, guestkernel.Options{CacheDir: filepath.Join(stateDir, "kernel-cache")})
+	require.NoError(b, err)
 	cfg := filepath.Join(b.TempDir(), "configuration.toml")
 	require.NoError(b, os.WriteFile(cfg, []byte(`[hypervisor.qemu]
 kernel = "`+kernel+`"
@@ -46,7 +48,7 @@ virtio_fs_daemon = "/opt/kata/libexec/kata-virtiofsd"
 on_vulnerable = "refuse"
 on_unknown = "refuse"
 delegate_shim = "/bin/true"
-state_dir = "`+filepath.Join(dir, "ksg-bench-state")+`"
+state_dir = "`+stateDir+`"
 `), 0o644))
 	cwd, err := os.Getwd()
 	require.NoError(b, err)

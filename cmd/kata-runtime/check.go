@@ -148,7 +148,7 @@ func runCheck(ctx context.Context, o checkOptions) int {
 		}
 	}
 
-	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, ContainerType: hooks.PodSandbox, Inspector: o.Inspector, InspectAlways: true})
+	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, ContainerType: hooks.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
 	if err != nil {
 		fmt.Fprintf(o.Stderr, "ERROR: guest kernel check: %v\n", err)
 		return 1

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/hostcheck"
 )
 
@@ -172,7 +173,7 @@ func TestCheckRealKernels(t *testing.T) {
 			// check predicts start: the same Decide the shim runs.
 			r, err := resolveConfig(context.Background(), path)
 			require.NoError(t, err)
-			plan, err := hooks.Decide(context.Background(), hooks.Input{Resolved: r, SandboxID: "sb", ContainerType: hooks.PodSandbox})
+			plan, err := hooks.Decide(context.Background(), hooks.Input{Resolved: r, SandboxID: "sb", ContainerType: hooks.PodSandbox, Inspector: hooks.InspectorFunc(guestkernel.Inspect)})
 			require.NoError(t, err)
 			require.Contains(t, stdout, fmt.Sprintf("  sandbox creation:  %s (protection %s)\n", plan.Action, plan.Protection))
 			if !tc.strict {
@@ -356,7 +357,7 @@ func TestBinaryCheckPredictsStart(t *testing.T) {
 
 			r, err := resolveConfig(context.Background(), path)
 			require.NoError(t, err)
-			plan, err := hooks.Decide(context.Background(), hooks.Input{Resolved: r, SandboxID: "sb", ContainerType: hooks.PodSandbox})
+			plan, err := hooks.Decide(context.Background(), hooks.Input{Resolved: r, SandboxID: "sb", ContainerType: hooks.PodSandbox, Inspector: hooks.InspectorFunc(guestkernel.Inspect)})
 			require.NoError(t, err)
 			require.Equal(t, plan.Action == hooks.Refuse, code == 1, plan.Reason)
 		})

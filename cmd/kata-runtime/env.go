@@ -49,7 +49,8 @@ type envOptions struct {
 	Stdout     io.Writer
 	Stderr     io.Writer
 	Host       hostcheck.Options
-	Inspector  hooks.Inspector
+	// Inspector replaces guestkernel.Inspect (nil: the real one).
+	Inspector hooks.Inspector
 }
 
 // EnvInfo is Kata's env output (same section and field names) with the
@@ -187,7 +188,7 @@ func runEnv(ctx context.Context, o envOptions) error {
 	if err != nil {
 		return err
 	}
-	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, ContainerType: hooks.PodSandbox, Inspector: o.Inspector, InspectAlways: true})
+	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, ContainerType: hooks.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
 	if err != nil {
 		return fmt.Errorf("guest kernel check: %w", err)
 	}

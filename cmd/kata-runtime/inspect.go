@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 )
 
@@ -72,6 +73,16 @@ func inspectKernels(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("guest-kernel inspect: %d of %d kernel images could not be inspected", failed, len(paths)), exitUnreadable)
 	}
 	return nil
+}
+
+// kernelInspector is the guest kernel inspector of check and env: insp, or
+// else guestkernel.Inspect in this process, so that check predicts what the
+// shim's start decides.
+func kernelInspector(insp hooks.Inspector) hooks.Inspector {
+	if insp != nil {
+		return insp
+	}
+	return hooks.InspectorFunc(guestkernel.Inspect)
 }
 
 // printReports writes one block per report, for people.

@@ -16,6 +16,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 )
 
@@ -156,7 +157,7 @@ state_dir = `+q(state)+`
 			ctx := context.Background()
 			r, err := config.Resolve(ctx, config.Sources{ExplicitPath: cfgPath})
 			require.NoError(t, err)
-			plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, SandboxID: share.SandboxID, ContainerType: hooks.PodSandbox})
+			plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, SandboxID: share.SandboxID, ContainerType: hooks.PodSandbox, Inspector: hooks.InspectorFunc(guestkernel.Inspect)})
 			require.NoError(t, err)
 			require.NoError(t, hooks.WritePlan(state, plan))
 			c := cell{Kernel: k, Protection: ProtectRecover, Daemon: DaemonOurs, Scenario: guest.BindDetach, Pressure: guest.Memory,
