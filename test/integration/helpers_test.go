@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -113,12 +114,21 @@ func (c *containerd) watchEvents(t testing.TB) *events {
 		_ = cmd.Wait()
 	})
 	// ctr subscribes asynchronously; a containerd event it must see proves
-	// the subscription is live.
-	probe := fmt.Sprintf("ksg-probe-%d", os.Getpid())
-	_, stderr, err := c.ctr(ctrNamespace, "namespaces", "create", probe)
-	require.NoError(t, err, stderr)
-	eventually(t, func() bool { return strings.Contains(ev.String(), probe) }, "ctr events never showed the probe:\n%s", ev)
-	_, _, _ = c.ctr(ctrNamespace, "namespaces", "remove", probe)
+	// the subscription is live. An event published before the subscription
+	// is lost, so each attempt publishes a new one.
+	probe := fmt.Sprintf("ksg-probe-%d-", os.Getpid())
+	attempt := 0
+	eventually(t, func() bool {
+		if strings.Contains(ev.String(), probe) {
+			return true
+		}
+		attempt++
+		name := probe + strconv.Itoa(attempt)
+		_, stderr, err := c.ctr(ctrNamespace, "namespaces", "create", name)
+		require.NoError(t, err, stderr)
+		_, _, _ = c.ctr(ctrNamespace, "namespaces", "remove", name)
+		return false
+	}, "ctr events never showed a probe:\n%s", ev)
 	return ev
 }
 
