@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -82,4 +83,28 @@ func referenceConfigPath(data []byte) (string, error) {
 		return "", nil
 	}
 	return "", errors.New("unsupported type")
+}
+
+// lineRE is the regular expression tomlLinePrefix implements by hand.
+var lineRE = regexp.MustCompile(`^toml: line (\d+)(?: \(last key "[^"]*"\))?: `)
+
+// FuzzTOMLLinePrefix: tomlLinePrefix matches what lineRE matches.
+func FuzzTOMLLinePrefix(f *testing.F) {
+	for _, msg := range []string{
+		`toml: line 3 (last key "hypervisor.qemu.kernel"): incompatible types: TOML value has type int64; destination has type string`,
+		`toml: line 12: expected a table`, `toml: line : x`, `toml: line 1 (last key "a"`, `toml: line 1 (last key "a\n"): b`,
+		`toml: line 1 (last key "a") : b`, `toml: line 1 (last key "a"): `, `toml: line 1: `, `toml: line 1:x`, `toml: line 1 (last key "a"`,
+	} {
+		f.Add(msg)
+	}
+	f.Fuzz(func(t *testing.T, msg string) {
+		prefix, line, ok := tomlLinePrefix(msg)
+		if m := lineRE.FindStringSubmatch(msg); m == nil {
+			require.False(t, ok, "%q", msg)
+		} else {
+			require.True(t, ok, "%q", msg)
+			require.Equal(t, m[0], prefix, "%q", msg)
+			require.Equal(t, m[1], line, "%q", msg)
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -198,4 +199,18 @@ func TestClassify(t *testing.T) {
 			require.Equal(t, tc.sandbox, sb)
 		})
 	}
+}
+
+// validIDRE is the rule validID implements by hand.
+var validIDRE = regexp.MustCompile(validIDPattern)
+
+// FuzzValidID: validID accepts exactly what Kata's regular expression
+// accepts.
+func FuzzValidID(f *testing.F) {
+	for _, id := range []string{"sb", "a", "", "3f2c0b_x.y-z", "-a", "a/b", "a\n", "..", "ab\xff", "Ab9"} {
+		f.Add(id)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		require.Equal(t, validIDRE.MatchString(id), validID(id), "%q", id)
+	})
 }
