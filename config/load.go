@@ -182,9 +182,13 @@ func build(mainName string, main []byte, dropIns []namedBytes) (*File, error) {
 // of the wrong type carries the line and the key.
 func decode(name string, data []byte) (*doc, toml.MetaData, error) {
 	var d doc
-	md, err := toml.Decode(string(data), &d)
+	md, err := toml.Decode(string(withoutCommentLines(data)), &d)
 	if err != nil {
-		return nil, md, tomlError(name, data, err)
+		// The error as the file itself gives it.
+		d = doc{}
+		if md, err = toml.Decode(string(data), &d); err != nil {
+			return nil, md, tomlError(name, data, err)
+		}
 	}
 	return &d, md, nil
 }

@@ -1,0 +1,65 @@
+package config
+
+import (
+	"bytes"
+	"unicode/utf8"
+)
+
+// withoutCommentLines returns data with the text of every whole-line comment
+// taken out, the line breaks kept. Kata's shipped configuration files are
+// mostly such comments, and the TOML library lexes them rune by rune: a
+// 30 KB file costs the shim's start about 0.6 ms more than its 3 KB of keys.
+//
+// What the library reads does not change. A line whose first character after
+// spaces and tabs is '#' is a comment everywhere in TOML but inside a
+// multi-line string, so data holding a multi-line string delimiter (""" or
+// ''') is returned as it is. A comment the library would reject (a control
+// character, invalid UTF-8, a carriage return not ending the line) is kept so
+// that the error stays. decode reads data itself again whenever the result
+// fails, so errors and their positions are the file's own. FuzzCommentLines
+// compares the library's results on data and on what this returns.
+func withoutCommentLines(data []byte) []byte {
+	if bytes.Contains(data, []byte(`"""`)) || bytes.Contains(data, []byte(`'''`)) {
+		return data
+	}
+	out := make([]byte, 0, len(data))
+	for rest := data; len(rest) > 0; {
+		line, after, newline := bytes.Cut(rest, []byte{'\n'})
+		rest = after
+		i := 0
+		for i < len(line) && (line[i] == ' ' || line[i] == '\t') {
+			i++
+		}
+		if i == len(line) || line[i] != '#' || !lexableComment(line[i+1:], newline) {
+			out = append(out, line...)
+		}
+		if newline {
+			out = append(out, '\n')
+		}
+	}
+	return out
+}
+
+// lexableComment reports whether the TOML library accepts text as the rest
+// of a comment line: UTF-8 without control characters but tab, and a
+// carriage return only as the end of a line that a newline ends.
+func lexableComment(text []byte, newline bool) bool {
+	for i := 0; i < len(text); {
+		c := text[i]
+		switch {
+		case c == '\t' || 0x20 <= c && c < 0x7f:
+			i++
+		case c == '\r' && i == len(text)-1 && newline:
+			i++
+		case c >= utf8.RuneSelf:
+			r, w := utf8.DecodeRune(text[i:])
+			if r == utf8.RuneError && w == 1 {
+				return false
+			}
+			i += w
+		default:
+			return false
+		}
+	}
+	return true
+}
