@@ -86,7 +86,10 @@ func inspectWith(ctx context.Context, command, path string, opts verdict.Options
 	runErr := cmd.Run()
 	var exit *exec.ExitError
 	if runErr != nil && !(errors.As(runErr, &exit) && exit.ExitCode() == exitUnreadable) {
-		return nil, fmt.Errorf("%s: %w: %s", command, runErr, bytes.TrimSpace(stderr.Bytes()))
+		if msg := bytes.TrimSpace(stderr.Bytes()); len(msg) > 0 {
+			return nil, fmt.Errorf("%s: %w: %s", command, runErr, msg)
+		}
+		return nil, fmt.Errorf("%s: %w", command, runErr)
 	}
 	var reps []verdict.Report
 	if err := json.Unmarshal(stdout.Bytes(), &reps); err != nil || len(reps) != 1 {
