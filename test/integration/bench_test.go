@@ -84,6 +84,7 @@ func BenchmarkShimStart(b *testing.B) {
 	// The floor of any Go wrapper: exec the stand-in, check nothing.
 	wrapper := filepath.Join(dir, "execwrapper")
 	build := exec.Command("go", "build", "-o", wrapper, "./testdata/execwrapper")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as our shim is built
 	out, err := build.CombinedOutput()
 	require.NoError(b, err, string(out))
 	env = append(env, "KSG_EXEC_WRAPPER_TARGET="+suite.bins.standin)

@@ -41,6 +41,8 @@ type containerdOptions struct {
 	// criConfigPath, when set, is the kata runtime handler's
 	// options.ConfigPath, which CRI sends as runtimeoptions.v1.Options.
 	criConfigPath string
+	// bins replaces the suite's binaries first on containerd's PATH.
+	bins *binaries
 }
 
 // containerd is a private containerd 1.6 (Debian's) with its own root, state,
@@ -129,6 +131,9 @@ func startContainerd(t testing.TB, opts containerdOptions) *containerd {
 		recordDir:    filepath.Join(dir, "records"),
 		bins:         suite.bins,
 		waitErr:      make(chan error, 1),
+	}
+	if opts.bins != nil {
+		c.bins = opts.bins
 	}
 	t.Cleanup(c.teardown)
 

@@ -19,7 +19,9 @@ const (
 // binaries are the shims under test, built once per test binary by TestMain.
 type binaries struct {
 	// dir goes first on containerd's PATH: it holds containerd-shim-kata-v2
-	// (ours) and containerd-shim-standin-v2 (the stand-in).
+	// (ours), kata-runtime (which our shim runs beside it to inspect a guest
+	// kernel its cache does not know) and containerd-shim-standin-v2 (the
+	// stand-in).
 	dir     string
 	ours    string
 	standin string
@@ -50,8 +52,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildBinaries builds our shim and the stand-in from this checkout, so the
-// suite never runs a stale bin/.
+// buildBinaries builds our shim, kata-runtime and the stand-in from this
+// checkout, as `make build` does (without cgo), so the suite never runs a
+// stale bin/.
 func buildBinaries(dir string) (*binaries, error) {
 	b := &binaries{
 		dir:     dir,
@@ -59,11 +62,13 @@ func buildBinaries(dir string) (*binaries, error) {
 		standin: filepath.Join(dir, "containerd-shim-standin-v2"),
 	}
 	for out, pkg := range map[string]string{
-		b.ours:    "./cmd/containerd-shim-kata-v2",
-		b.standin: "./test/standin-shim",
+		b.ours:                             "./cmd/containerd-shim-kata-v2",
+		filepath.Join(dir, "kata-runtime"): "./cmd/kata-runtime",
+		b.standin:                          "./test/standin-shim",
 	} {
 		cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
 		cmd.Dir = filepath.Join("..", "..")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if outb, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("go build %s: %w\n%s", pkg, err, outb)
 		}

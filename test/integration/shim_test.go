@@ -568,3 +568,53 @@ func TestHandOffAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelInspectorMissing: our shim installed without kata-runtime beside
+// it cannot inspect a kernel its cache does not know. The start is not let
+// through unchecked: the verdict is unknown with a reason that says what to
+// install, and on_unknown decides (refuse here). With kata-runtime beside it
+// the same start runs, and later starts find the kernel in the cache.
+func TestKernelInspectorMissing(t *testing.T) {
+	kernels := requireKernels(t)
+	dir := t.TempDir()
+	alone := &binaries{dir: filepath.Join(dir, "bin")}
+	alone.ours = filepath.Join(alone.dir, filepath.Base(suite.bins.ours))
+	alone.standin = filepath.Join(alone.dir, filepath.Base(suite.bins.standin))
+	require.NoError(t, os.MkdirAll(alone.dir, 0o755))
+	for _, p := range [][2]string{{suite.bins.ours, alone.ours}, {suite.bins.standin, alone.standin}} {
+		copyFile(t, p[0], p[1])
+	}
+	cfgPath, stateDir := writeKataConfig(t, dir, kataConfig{kernel: kernels.fixed, onUnknown: "refuse"})
+	c := startContainerd(t, containerdOptions{env: []string{"KATA_CONF_FILE=" + cfgPath}, bins: alone})
+
+	_, stderr, err := c.ctr(ctrNamespace, "run", "--rm", "--runtime", kataRuntime, testImage, "uninspected", "echo", "must not run")
+	require.Error(t, err)
+	want := fmt.Sprintf("fix status of guest kernel %s cannot be determined (inspection failed: no cached inspection in %s and kata-runtime cannot inspect it: "+
+		"fork/exec %s: no such file or directory; install kata-runtime from the same build beside containerd-shim-kata-v2); on_unknown = refuse: "+
+		"sandbox creation refused. If this kernel carries the fix, list its release (uname -r) in [submount_guard] fixed_releases in %s",
+		kernels.fixed, filepath.Join(stateDir, "kernel-cache"), filepath.Join(alone.dir, "kata-runtime"), cfgPath)
+	require.Equal(t, ctrStartFailure(shim.ErrorPrefix+want), stderr)
+	c.requireNothingLeft(t, ctrNamespace, "uninspected", stateDir)
+
+	inspector := filepath.Join(alone.dir, "kata-runtime")
+	copyFile(t, filepath.Join(suite.bins.dir, "kata-runtime"), inspector)
+	run := func(id string) {
+		out, stderr, err := c.ctr(ctrNamespace, "run", "--rm", "--runtime", kataRuntime, testImage, id, "echo", "runs")
+		require.NoError(t, err, stderr)
+		require.Equal(t, "runs\n", out)
+	}
+	run("inspected")
+	entries, err := os.ReadDir(filepath.Join(stateDir, "kernel-cache"))
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "kata-runtime cached the kernel's facts")
+	// A cached kernel needs no inspector.
+	require.NoError(t, os.Remove(inspector))
+	run("cached")
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(to, b, 0o755))
+}
