@@ -44,22 +44,13 @@ func withoutCommentLines(data []byte) []byte {
 // of a comment line: UTF-8 without control characters but tab, and a
 // carriage return only as the end of a line that a newline ends.
 func lexableComment(text []byte, newline bool) bool {
-	for i := 0; i < len(text); {
-		c := text[i]
-		switch {
-		case c == '\t' || 0x20 <= c && c < 0x7f:
-			i++
-		case c == '\r' && i == len(text)-1 && newline:
-			i++
-		case c >= utf8.RuneSelf:
-			r, w := utf8.DecodeRune(text[i:])
-			if r == utf8.RuneError && w == 1 {
-				return false
-			}
-			i += w
-		default:
+	if newline && len(text) > 0 && text[len(text)-1] == '\r' {
+		text = text[:len(text)-1]
+	}
+	for _, c := range text {
+		if c < 0x20 && c != '\t' || c == 0x7f {
 			return false
 		}
 	}
-	return true
+	return utf8.Valid(text)
 }
