@@ -51,8 +51,8 @@ func (k kernelInspector) Inspect(ctx context.Context, path string, opts verdict.
 			return rep, err
 		}
 	}
-	return nil, fmt.Errorf("guest kernel %s is not in the inspection cache (%s) and %s cannot inspect it: %w; install kata-runtime from the same build beside containerd-shim-kata-v2",
-		path, opts.CacheDir, inspectorName, err)
+	return nil, fmt.Errorf("no cached inspection in %s and %s cannot inspect it: %w; install kata-runtime from the same build beside containerd-shim-kata-v2",
+		opts.CacheDir, inspectorName, err)
 }
 
 func (k kernelInspector) path() (string, error) {
@@ -85,7 +85,11 @@ func inspectWith(ctx context.Context, command, path string, opts verdict.Options
 	cmd.Stderr = &limitedWriter{w: &stderr, n: maxInspectorOutput}
 	runErr := cmd.Run()
 	var exit *exec.ExitError
-	if runErr != nil && !(errors.As(runErr, &exit) && exit.ExitCode() == exitUnreadable) {
+	switch {
+	case runErr == nil:
+	case !errors.As(runErr, &exit):
+		return nil, runErr // it names the command: "fork/exec PATH: ..."
+	case exit.ExitCode() != exitUnreadable:
 		if msg := bytes.TrimSpace(stderr.Bytes()); len(msg) > 0 {
 			return nil, fmt.Errorf("%s: %w: %s", command, runErr, msg)
 		}
