@@ -12,8 +12,9 @@ import (
 //
 // What the library reads does not change. A line whose first character after
 // spaces and tabs is '#' is a comment everywhere in TOML but inside a
-// multi-line string, so data holding a multi-line string delimiter (""" or
-// ''') is returned as it is. A comment the library would reject (a control
+// multi-line string, so data holding a multi-line string delimiter (three
+// double or three single quotes) is returned as it is. A comment the library
+// would reject (a control
 // character, invalid UTF-8, a carriage return not ending the line) is kept so
 // that the error stays. decode reads data itself again whenever the result
 // fails, so errors and their positions are the file's own. FuzzCommentLines
