@@ -195,8 +195,9 @@ func decode(name string, data []byte) (*doc, toml.MetaData, error) {
 
 // tomlLinePrefix matches the start of msg as the regular expression
 // ^toml: line (\d+)(?: \(last key "[^"]*"\))?: does: the whole prefix and
-// the line number. By hand, because package regexp would cost every shim
-// start about 0.2 ms of initialisation (load_test.go compares the two).
+// the line number. By hand: compiling the shim's six regular expressions at
+// every start cost it 0.1 ms (BENCHMARKS.md); FuzzTOMLLinePrefix compares the
+// two.
 func tomlLinePrefix(msg string) (prefix, line string, ok bool) {
 	rest, ok := strings.CutPrefix(msg, "toml: line ")
 	if !ok {

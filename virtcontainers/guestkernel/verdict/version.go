@@ -66,9 +66,9 @@ func (v upstreamVersion) String() string {
 }
 
 // The release, banner tail and Ubuntu tag are matched by hand rather than
-// with package regexp, whose compilation and tables cost every shim start
-// about 0.2 ms. version_test.go keeps the regular expressions each matcher
-// implements and fuzzes the two against each other.
+// with package regexp: compiling the shim's six regular expressions at every
+// start cost it 0.1 ms (BENCHMARKS.md). fuzz_test.go keeps the regular
+// expressions each matcher implements and FuzzMatchers compares the two.
 
 // splitRelease splits a release as the regular expression
 // ^(\d+)\.(\d+)(?:\.(\d+))?(.*)$ does: major, minor, the optional third
