@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/containerd/log"
+
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -33,6 +35,8 @@ const maxInspectorOutput = 1 << 20
 // kernelInspector judges a guest kernel image from the inspection cache and,
 // on a miss, runs `kata-runtime guest-kernel inspect --json` on it, which
 // also fills the cache. The verdict is always judged here, from the facts.
+// Of the options it passes on the fixed releases and the cache directory,
+// all that hooks sets.
 type kernelInspector struct {
 	// command is kata-runtime's path; "" means inspectorName beside this
 	// executable.
@@ -45,6 +49,7 @@ func (k kernelInspector) Inspect(ctx context.Context, path string, opts verdict.
 	}
 	command, err := k.path()
 	if err == nil {
+		log.G(ctx).WithFields(log.Fields{"kernel": path, "inspector": command}).Debug("guest kernel not in the inspection cache; inspecting it")
 		var rep *verdict.Report
 		rep, err = inspectWith(ctx, command, path, opts)
 		if err == nil || rep != nil {
