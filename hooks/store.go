@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
 )
 
 // validIDPattern is Kata's rule for container and sandbox ids; it also keeps
@@ -73,24 +75,8 @@ func WritePlan(stateDir string, p *Plan) (err error) {
 	if err := os.Chmod(stateDir, 0o700); err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
-	tmp, err := os.CreateTemp(stateDir, "."+p.SandboxID+".json.tmp-*")
-	if err != nil {
-		return fmt.Errorf("write plan: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(append(data, '\n')); err != nil {
-		return fmt.Errorf("write plan %s: %w", tmp.Name(), err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("write plan %s: %w", tmp.Name(), err)
-	}
 	final := PlanPath(stateDir, p.SandboxID)
-	if err = os.Rename(tmp.Name(), final); err != nil {
+	if err := atomicfile.Write(final, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write plan %s: %w", final, err)
 	}
 	return nil

@@ -21,6 +21,8 @@ import (
 
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/log"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
 )
 
 // Flavour is the implementation family of a virtiofsd binary.
@@ -246,17 +248,5 @@ func writeCache(file string, key cacheKey, d Daemon) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(file), ".flavour-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), file)
+	return atomicfile.Write(file, b, 0o600)
 }

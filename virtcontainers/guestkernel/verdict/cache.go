@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"github.com/containerd/log"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
 )
 
 // The cache keeps the facts of inspected images (never verdicts: those are
@@ -138,21 +140,5 @@ func writeAtomic(dir, name string, b []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, name))
+	return atomicfile.Write(filepath.Join(dir, name), b, 0o644)
 }
