@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -91,33 +89,15 @@ func listener(t testing.TB) (path string, f *os.File) {
 	return path, f
 }
 
-// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // start runs the test binary as kata-virtiofsd with fd (if any) as fd 3.
-func start(t testing.TB, args []string, fd *os.File, env ...string) (*exec.Cmd, *syncBuffer) {
+func start(t testing.TB, args []string, fd *os.File, env ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), runAsKataVirtiofsd+"=1"), env...)
 	if fd != nil {
 		cmd.ExtraFiles = []*os.File{fd}
 	}
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
@@ -335,7 +315,7 @@ func TestCDaemonWithKataSyslog(t *testing.T) {
 		sock, fd := listener(t)
 		cmd := exec.Command(c, args...)
 		cmd.ExtraFiles = []*os.File{fd}
-		out := &syncBuffer{}
+		out := &testutil.SyncBuffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		require.NoError(t, cmd.Start())
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })

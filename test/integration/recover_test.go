@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 	vut "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser/vhostusertest"
@@ -68,7 +69,7 @@ func TestRecoverThroughThePlan(t *testing.T) {
 	l.Close()
 	// Kata's argv (Kata also passes --syslog; the log goes to stderr here)
 	// with the state dir of [submount_guard] in virtio_fs_extra_args.
-	var dlog syncBuffer
+	var dlog testutil.SyncBuffer
 	cmd := exec.Command(daemon, "--cache=auto", "--shared-dir="+shared, "--fd=3",
 		"--thread-pool-size=1", "--announce-submounts", "--guard-state-dir="+stateDir)
 	cmd.ExtraFiles = []*os.File{lf}
@@ -165,24 +166,6 @@ func kataVirtiofsd(t testing.TB) string {
 	})
 	require.NoError(t, kvfsOnce.err)
 	return kvfsOnce.path
-}
-
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // guestDriver is the part of a guest's virtio-fs driver the test needs:

@@ -1,9 +1,11 @@
 package testutil
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -67,4 +69,23 @@ func RequiresCacheFile(t testing.TB, rel string) string {
 	_, err := os.Stat(p)
 	Require(t, err == nil, p+" missing (run test/setup to build it)")
 	return p
+}
+
+// SyncBuffer collects a process's output; it may be read while the process
+// still writes to it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

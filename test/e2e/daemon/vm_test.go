@@ -154,25 +154,8 @@ type daemon struct {
 	kind string
 	cmd  *exec.Cmd
 	sock string
-	out  *lockedBuffer
+	out  *testutil.SyncBuffer
 	done chan error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startDaemon starts kind on shared with Kata's arguments and a listening
@@ -204,7 +187,7 @@ func startDaemon(t testing.TB, kind, shared string) *daemon {
 	default:
 		t.Fatalf("unknown daemon %s", kind)
 	}
-	d := &daemon{kind: kind, cmd: cmd, sock: sock, out: &lockedBuffer{}, done: make(chan error, 1)}
+	d := &daemon{kind: kind, cmd: cmd, sock: sock, out: &testutil.SyncBuffer{}, done: make(chan error, 1)}
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	require.NoError(t, cmd.Start())
