@@ -621,7 +621,7 @@ func TestServeModeOptions(t *testing.T) {
 		limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid))
 		require.NoError(t, err)
 		require.Regexp(t, `Max open files\s+1000\s+1000\s`, string(limits))
-		require.Eventually(t, func() bool { return strings.Contains(out.String(), "serving") }, 10*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool { return strings.Contains(out.String(), "frontend connected; serving") }, 10*time.Second, 10*time.Millisecond)
 		log := out.String()
 		require.Contains(t, log, "level=debug", "--log-level=debug")
 		require.Contains(t, log, `options="--inode-file-handles=prefer"`)
