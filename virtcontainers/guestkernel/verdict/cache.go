@@ -19,7 +19,13 @@ import (
 // recomputed from the facts and the caller's FixedReleases on every call),
 // one small JSON file per image under Options.CacheDir, named after its key:
 //
-//	v<schema>-<dev>-<ino>-<size>-<mtime ns>-<mode>-<limit>.json
+//	v<schema>-<dev>-<ino>-<size>-<mtime ns>-<ctime ns>-<mode>-<limit>.json
+//
+// The ctime is in the key because a user can set the mtime back (touch -d)
+// after rewriting an image in place with as many bytes, but not the ctime,
+// which every write and every change of the times moves. A rewrite within
+// one tick of the kernel's file clock (a few milliseconds) of the
+// inspection can still go unseen.
 //
 // Shims start concurrently and share the directory without locks: a writer
 // writes a temporary file in the same directory and renames it into place,
@@ -28,10 +34,11 @@ import (
 // that does not parse or whose key differs is ignored and rewritten. Entries
 // of replaced images are left behind; each is under 2 KiB.
 
-// FactsSchema names the facts an image yields. Package guestkernel's parser
-// defines them: change this whenever a parser change may change the facts of
-// an image, so that cached entries stop matching.
-const FactsSchema = 1
+// FactsSchema names the facts an image yields and the key they are stored
+// under. Package guestkernel's parser defines the facts: change this
+// whenever a parser change may change the facts of an image, or the Key
+// changes, so that cached entries stop matching. 2: ctime joined the key.
+const FactsSchema = 2
 
 // Key identifies an image file as it was when inspected, and how it was
 // inspected; a cache entry serves only the same key.
@@ -40,6 +47,7 @@ type Key struct {
 	Ino        uint64 `json:"ino"`
 	Size       int64  `json:"size"`
 	MtimeNs    int64  `json:"mtime_ns"`
+	CtimeNs    int64  `json:"ctime_ns"`
 	HeaderOnly bool   `json:"header_only"`
 	Limit      int64  `json:"limit"`
 }
@@ -49,6 +57,7 @@ func KeyOf(st fs.FileInfo, opts Options) Key {
 	k := Key{Size: st.Size(), MtimeNs: st.ModTime().UnixNano(), HeaderOnly: opts.HeaderOnly, Limit: opts.Limit()}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		k.Dev, k.Ino = uint64(sys.Dev), uint64(sys.Ino)
+		k.CtimeNs = sys.Ctim.Nano()
 	}
 	return k
 }
@@ -58,7 +67,7 @@ func (k Key) name() string {
 	if k.HeaderOnly {
 		mode = "header"
 	}
-	return fmt.Sprintf("v%d-%x-%x-%x-%x-%s-%x.json", FactsSchema, k.Dev, k.Ino, k.Size, k.MtimeNs, mode, k.Limit)
+	return fmt.Sprintf("v%d-%x-%x-%x-%x-%x-%s-%x.json", FactsSchema, k.Dev, k.Ino, k.Size, k.MtimeNs, k.CtimeNs, mode, k.Limit)
 }
 
 type cacheEntry struct {

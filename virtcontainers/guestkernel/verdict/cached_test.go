@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -61,4 +63,48 @@ func TestCached(t *testing.T) {
 		_, ok := Cached(ctx, img, opts)
 		require.False(t, ok)
 	})
+
+	// An image overwritten in place (same inode) with as many bytes, its
+	// mtime then set back (touch -d), looks unchanged but for its ctime,
+	// which no user can set.
+	t.Run("miss: overwritten in place, same size, mtime restored", func(t *testing.T) {
+		require.NoError(t, os.WriteFile(img, []byte("an image"), 0o644))
+		before, err := os.Stat(img)
+		require.NoError(t, err)
+		Cache{Dir: cacheDir}.Store(ctx, KeyOf(before, opts), &Report{Format: "elf", Release: "6.1.69", Banner: bannerVuln61})
+		_, ok := Cached(ctx, img, opts)
+		require.True(t, ok)
+
+		overwriteKeepingMtime(t, img, []byte("my image"), before)
+		after, err := os.Stat(img)
+		require.NoError(t, err)
+		require.True(t, os.SameFile(before, after), "same inode")
+		require.Equal(t, before.Size(), after.Size())
+		require.Equal(t, before.ModTime(), after.ModTime())
+		_, ok = Cached(ctx, img, opts)
+		require.False(t, ok, "a stale entry answered for a rewritten image")
+	})
+}
+
+// overwriteKeepingMtime rewrites path in place with b and sets its times
+// back to those of before. The kernel stamps ctime at its clock's tick, so
+// the rewrite is repeated until ctime has moved, as it has for any rewrite
+// made a tick or more after the inspection.
+func overwriteKeepingMtime(t *testing.T, path string, b []byte, before os.FileInfo) {
+	t.Helper()
+	ctime := func(fi os.FileInfo) syscall.Timespec { return fi.Sys().(*syscall.Stat_t).Ctim }
+	for {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		require.NoError(t, err)
+		_, err = f.WriteAt(b, 0)
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+		require.NoError(t, os.Chtimes(path, before.ModTime(), before.ModTime()))
+		after, err := os.Stat(path)
+		require.NoError(t, err)
+		if ctime(after) != ctime(before) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

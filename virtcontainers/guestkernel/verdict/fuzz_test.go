@@ -39,7 +39,7 @@ func FuzzJudgeVersion(f *testing.F) {
 
 func FuzzCacheEntry(f *testing.F) {
 	dir := f.TempDir()
-	key := Key{Dev: 1, Ino: 2, Size: 3, MtimeNs: 4, Limit: DefaultMaxDecompressed}
+	key := Key{Dev: 1, Ino: 2, Size: 3, MtimeNs: 4, CtimeNs: 5, Limit: DefaultMaxDecompressed}
 	Cache{Dir: dir}.Store(context.Background(), key, &Report{Format: "elf", Release: "6.1.76"})
 	good, err := os.ReadFile(filepath.Join(dir, key.name()))
 	if err != nil {

@@ -12,7 +12,7 @@ type Options struct {
 	// string but not BTF.
 	FixedReleases []string
 	// CacheDir holds inspection results keyed by (device, inode, size,
-	// mtime); "" disables the cache. See cache.go for the layout.
+	// mtime, ctime); "" disables the cache. See cache.go for the layout.
 	CacheDir string
 	// MaxDecompressed caps the decompressed size of a payload, and the size
 	// of a compressed input; 0 means DefaultMaxDecompressed.
