@@ -24,8 +24,8 @@ import (
 // The ctime is in the key because a user can set the mtime back (touch -d)
 // after rewriting an image in place with as many bytes, but not the ctime,
 // which every write and every change of the times moves. A rewrite within
-// one tick of the kernel's file clock (a few milliseconds) of the
-// inspection can still go unseen.
+// the same tick of the kernel's file clock (a few milliseconds) as the
+// change before it can still go unseen.
 //
 // Shims start concurrently and share the directory without locks: a writer
 // writes a temporary file in the same directory and renames it into place,
