@@ -18,6 +18,8 @@ const (
 	exitUnreadable = 2 // some path could not be read or parsed
 )
 
+const inspectUsage = "kata-runtime guest-kernel inspect [--json] [--fixed-release R]... PATH..."
+
 func guestKernelCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "guest-kernel",
@@ -26,7 +28,8 @@ func guestKernelCommand() *cli.Command {
 			Name:      "inspect",
 			Usage:     "report format, version, BTF evidence and a verdict for each kernel image",
 			ArgsUsage: "PATH...",
-			Description: "Exit status: 0 when every PATH was read and classified (whatever the verdict),\n" +
+			Description: "Flags go before the first PATH; a PATH starting with '-' is a usage error (exit 1).\n" +
+				"Exit status: 0 when every PATH was read and classified (whatever the verdict),\n" +
 				"2 when any PATH could not be read or parsed (its verdict is then unknown, with an error).",
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "json", Usage: "print a JSON array with one object per PATH"},
@@ -43,7 +46,15 @@ func guestKernelCommand() *cli.Command {
 func inspectKernels(c *cli.Context) error {
 	paths := c.Args().Slice()
 	if len(paths) == 0 {
-		return cli.Exit("guest-kernel inspect: no PATH given (usage: kata-runtime guest-kernel inspect [--json] [--fixed-release R]... PATH...)", exitUsage)
+		return cli.Exit("guest-kernel inspect: no PATH given (usage: "+inspectUsage+")", exitUsage)
+	}
+	// urfave/cli v2 parses flags up to the first PATH only; a flag after it
+	// would be taken for a path and reported unreadable (exit 2).
+	for _, p := range paths {
+		if strings.HasPrefix(p, "-") {
+			return cli.Exit(fmt.Sprintf("guest-kernel inspect: %q comes after a PATH: flags go before the paths (%s); name a file that starts with '-' as ./NAME",
+				p, inspectUsage), exitUsage)
+		}
 	}
 	opts := guestkernel.Options{
 		FixedReleases: c.StringSlice("fixed-release"),

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -111,6 +112,26 @@ func TestInspectUsage(t *testing.T) {
 
 	_, _, code = runCLI(t, "guest-kernel", "inspect", "--no-such-flag", "x")
 	require.Equal(t, 1, code)
+
+	// urfave/cli stops at the first PATH, so a flag after one would be read
+	// as a path: a usage error, before any image is read.
+	img := arm64Image(t, "6.1.76")
+	for _, tc := range []struct {
+		args []string
+		bad  string
+	}{
+		{[]string{img, "--json"}, "--json"},
+		{[]string{"--json", img, "--fixed-release", "6.1.69", img}, "--fixed-release"},
+		{[]string{"--", "-x"}, "-x"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			stdout, stderr, code := runCLI(t, append([]string{"guest-kernel", "inspect"}, tc.args...)...)
+			require.Equal(t, exitUsage, code)
+			require.Empty(t, stdout, "no image inspected")
+			require.Equal(t, "kata-runtime: guest-kernel inspect: "+strconv.Quote(tc.bad)+" comes after a PATH: flags go before the paths "+
+				"(kata-runtime guest-kernel inspect [--json] [--fixed-release R]... PATH...); name a file that starts with '-' as ./NAME\n", stderr)
+		})
+	}
 }
 
 func TestInspectCache(t *testing.T) {
