@@ -1,6 +1,8 @@
-// Package guest is the contract between the e2e suite on the host and the
-// init it boots in each guest: the kernel command line keys the host sets and
-// the one result line the guest prints on its serial console.
+// Package guest is the contract between the VM tests on the host and the one
+// init they boot in each guest (test/e2e/guestinit): the kernel command line
+// keys the host sets, the modes the init runs, and the machine-readable lines
+// it prints on its serial console (a Result for the truth table's scenario;
+// check, benchmark and POSIX lines for the daemon tests).
 package guest
 
 import (
@@ -12,6 +14,7 @@ import (
 
 // Kernel command line keys, each `key=value`.
 const (
+	KeyMode     = "ksg.mode"     // a Mode; default ModeScenario
 	KeyScenario = "ksg.scenario" // a Scenario
 	KeyPressure = "ksg.pressure" // a Pressure
 	KeyTag      = "ksg.tag"      // virtio-fs tag of the share
