@@ -1,0 +1,144 @@
+package harness
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+)
+
+// Kernel variants of test/kernels/build.sh the VM tests boot.
+const (
+	KernelVulnerable = "vulnerable"
+	KernelFixed      = "fixed"
+)
+
+// RepoRoot is the directory holding go.mod, found from the test's cwd.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	require.NoError(t, err)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		require.NotEqual(t, parent, dir, "go.mod not found above the test directory")
+		dir = parent
+	}
+}
+
+// KernelsDir asks test/kernels/build.sh where the guest kernels of the
+// current inputs are; not built is a missing prerequisite.
+func KernelsDir(t testing.TB) string {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd := exec.Command("bash", filepath.Join(RepoRoot(t), "test/kernels/build.sh"), "--print-dir")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	testutil.Require(t, err == nil, "guest kernels: "+strings.TrimSpace(stderr.String()))
+	return strings.TrimSpace(string(out))
+}
+
+// Manifest reads <kernels>/MANIFEST: variant -> release.
+func Manifest(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "MANIFEST"))
+	require.NoError(t, err)
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, "\t", 3)
+		require.Len(t, f, 3, "MANIFEST line %q", line)
+		m[f[0]] = f[1]
+	}
+	return m
+}
+
+// Env is what every guest boot needs: QEMU, the guest kernels, the daemons
+// and kata-virtiofsd, and an initramfs around the guest init.
+type Env struct {
+	Root          string // the repository
+	QEMU          string
+	Kernels       string
+	Initrd        string
+	Upstream      map[Daemon]string // the upstream virtiofsd of each flavour
+	KataVirtiofsd string
+}
+
+// EnvOption adds to what NewEnv builds.
+type EnvOption func(*envConfig)
+
+type envConfig struct{ posix bool }
+
+// WithPOSIXSuite also compiles test/posix (`go test -c`) into the
+// initramfs as guest.POSIXBinary, for guest.ModePOSIX.
+func WithPOSIXSuite() EnvOption { return func(c *envConfig) { c.posix = true } }
+
+// NewEnv checks the prerequisites (each missing one skips, or fails under
+// CI) and builds the initramfs into a temporary directory of t.
+func NewEnv(t *testing.T, opts ...EnvOption) *Env {
+	t.Helper()
+	var cfg envConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	testutil.RequiresRoot(t)
+	root := RepoRoot(t)
+	env := &Env{
+		Root:    root,
+		QEMU:    testutil.RequiresCommand(t, "qemu-system-x86_64"),
+		Kernels: KernelsDir(t),
+		Upstream: map[Daemon]string{
+			DaemonC:    CDaemonPath,
+			DaemonRust: filepath.Join(testutil.CacheDir(), "bin/virtiofsd-rust"),
+		},
+	}
+	for d, p := range env.Upstream {
+		_, err := os.Stat(p)
+		testutil.Require(t, err == nil, string(d)+" virtiofsd missing at "+p+" (test/setup installs it)")
+	}
+	// The product path: every daemon is started through kata-virtiofsd
+	// (make e2e builds bin/ first).
+	env.KataVirtiofsd = filepath.Join(root, "bin/kata-virtiofsd")
+	_, err := os.Stat(env.KataVirtiofsd)
+	testutil.Require(t, err == nil, env.KataVirtiofsd+" missing: run make build (make e2e does)")
+
+	work := t.TempDir()
+	initBin := filepath.Join(work, "init")
+	env.goBuild(t, "build", initBin, "./test/e2e/guestinit")
+	var extra []GuestFile
+	if cfg.posix {
+		suite := filepath.Join(work, "posix.test")
+		env.goBuild(t, "test", suite, "./test/posix")
+		extra = append(extra, GuestFile{Name: strings.TrimPrefix(guest.POSIXBinary, "/"), Path: suite})
+	}
+	env.Initrd = filepath.Join(work, "initramfs.cpio")
+	require.NoError(t, WriteInitramfs(env.Initrd, initBin, extra...))
+	return env
+}
+
+// goBuild builds a static guest binary: `go build` or `go test -c`.
+func (e *Env) goBuild(t *testing.T, verb, out, pkg string) {
+	t.Helper()
+	args := []string{"build", "-trimpath", "-o", out, pkg}
+	if verb == "test" {
+		args = []string{"test", "-c", "-trimpath", "-o", out, pkg}
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = e.Root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go %s %s: %s", verb, pkg, b)
+}
+
+// BzImage is the boot image of a kernel variant.
+func (e *Env) BzImage(variant string) string {
+	return filepath.Join(e.Kernels, variant, "bzImage")
+}
