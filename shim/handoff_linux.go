@@ -12,9 +12,13 @@ import (
 
 // checkDelegate makes sure path is an executable file other than this
 // binary, so that a bad delegate_shim fails start with a clear error instead
-// of a failed (or endlessly repeated) exec.
+// of a failed (or endlessly repeated) exec. configPath is the file that set
+// it; "" means the default delegate_shim, no configuration file being found.
 func checkDelegate(path, configPath string) error {
 	where := fmt.Sprintf("[submount_guard] delegate_shim = %q in %s", path, configPath)
+	if configPath == "" {
+		where = "the default delegate_shim, as no Kata configuration file was found"
+	}
 	if !filepath.IsAbs(path) {
 		return fmt.Errorf("%s is not an absolute path; set it to the full path of Kata's upstream containerd-shim-kata-v2: %w", where, errdefs.ErrInvalidArgument)
 	}

@@ -43,6 +43,10 @@ type Shim struct {
 	// Inspector inspects guest kernels; nil means the inspection cache and,
 	// on a miss, kata-runtime beside this executable.
 	Inspector hooks.Inspector
+	// DefaultConfigPaths replaces config.DefaultConfigPaths() when not nil,
+	// and DefaultDelegate config.DefaultDelegateShim when not "" (tests).
+	DefaultConfigPaths []string
+	DefaultDelegate    string
 }
 
 // Run does what the invocation asks and returns the exit code when it did
@@ -135,14 +139,14 @@ func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
 	if ctype == hooks.PodContainer {
 		// The decision was made when the sandbox was created; Kata reads
 		// no hypervisor annotation for a joining container either.
-		res, err := config.Resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), RuntimeOptions: options, Getenv: s.getenv})
+		res, err := config.Resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), RuntimeOptions: options, Getenv: s.getenv, DefaultPaths: s.DefaultConfigPaths})
 		if err != nil {
 			return err
 		}
 		return s.handOff(ctx, bundle, inv.id, sandboxID, res, options, false)
 	}
 
-	res, err := config.Resolve(ctx, config.Sources{Annotations: annotations, RuntimeOptions: options, Getenv: s.getenv})
+	res, err := config.Resolve(ctx, config.Sources{Annotations: annotations, RuntimeOptions: options, Getenv: s.getenv, DefaultPaths: s.DefaultConfigPaths})
 	if err != nil {
 		return err
 	}
@@ -249,20 +253,32 @@ func (s *Shim) delete(ctx context.Context, inv invocation, cwd string) error {
 }
 
 // handOffAtOnce serves -v, -info and anything we do not know: find the
-// delegate and exec it, stdin untouched.
+// delegate and exec it, stdin untouched. -v and -info ask about the shim,
+// not a sandbox, and Kata's shim answers them without a configuration: where
+// no configuration file is found they go to the default delegate_shim.
 func (s *Shim) handOffAtOnce(ctx context.Context, inv invocation, cwd string) error {
 	bundle := inv.bundle
 	if bundle == "" {
 		bundle = cwd
 	}
+	delegate, configPath := "", ""
 	res, err := s.resolveForHandOff(ctx, bundle)
-	if err != nil {
+	switch {
+	case err == nil:
+		delegate, configPath = res.Guard.DelegateShim, res.Path
+	case inv.parseErr == nil && (inv.version || inv.info) && errors.Is(err, errdefs.ErrNotFound):
+		delegate = s.DefaultDelegate
+		if delegate == "" {
+			delegate = config.DefaultDelegateShim
+		}
+		log.G(ctx).WithError(err).WithField("delegate", delegate).Debug("no Kata configuration file; -v/-info go to the default delegate_shim")
+	default:
 		return err
 	}
-	if err := checkDelegate(res.Guard.DelegateShim, res.Path); err != nil {
+	if err := checkDelegate(delegate, configPath); err != nil {
 		return err
 	}
-	return s.exec(res.Guard.DelegateShim)
+	return s.exec(delegate)
 }
 
 // resolveForHandOff finds the configuration from what is at hand without
@@ -273,7 +289,7 @@ func (s *Shim) resolveForHandOff(ctx context.Context, bundle string) (*config.Re
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, err
 	}
-	res, err := config.Resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), Getenv: s.getenv})
+	res, err := config.Resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), Getenv: s.getenv, DefaultPaths: s.DefaultConfigPaths})
 	if err != nil {
 		return nil, fmt.Errorf("cannot find the delegate shim: %w", err)
 	}

@@ -77,3 +77,67 @@ state_dir = "`+stateDir+`"
 		})
 	}
 }
+
+// TestVersionWithoutConfiguration: -v and -info ask about the delegate, not a
+// sandbox, so where no Kata configuration file exists they go to the default
+// delegate_shim; everything else still needs the configuration.
+func TestVersionWithoutConfiguration(t *testing.T) {
+	dir := t.TempDir()
+	delegate := filepath.Join(dir, "containerd-shim-kata-v2.upstream")
+	require.NoError(t, os.WriteFile(delegate, []byte("#!/bin/sh\n"), 0o755))
+	noDefaults := []string{filepath.Join(dir, "etc", "configuration.toml"), filepath.Join(dir, "share", "configuration.toml")}
+	broken := filepath.Join(dir, "broken.toml")
+	require.NoError(t, os.WriteFile(broken, []byte("[submount_guard]\non_unknown = \"maybe\"\n"), 0o644))
+
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     []string
+		handOff bool
+		err     string
+	}{
+		{name: "-v", args: []string{"-v"}, handOff: true},
+		{name: "-info", args: []string{"-info"}, handOff: true},
+		{name: "-v, KATA_CONF_FILE names no file", args: []string{"-v"}, env: []string{"KATA_CONF_FILE=" + filepath.Join(dir, "nope.toml")}, handOff: true},
+		{name: "-v, configuration invalid", args: []string{"-v"}, env: []string{"KATA_CONF_FILE=" + broken},
+			err: `cannot find the delegate shim: ` + broken + `: [submount_guard] on_unknown = "maybe": invalid value`},
+		{name: "delete", args: []string{"-id", "sb", "-bundle", dir, "delete"},
+			err: "cannot find the delegate shim: no Kata configuration file: none of " + strings.Join(noDefaults, ", ") + " exists"},
+		{name: "unknown action", args: []string{"-id", "sb", "frobnicate"},
+			err: "cannot find the delegate shim: no Kata configuration file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"/usr/bin/containerd-shim-kata-v2"}, tc.args...)
+			env := append([]string{"PATH=/usr/bin"}, tc.env...)
+			var gotPath string
+			var gotArgs, gotEnv []string
+			var stderr strings.Builder
+			s := &Shim{Args: args, Env: env, Stdin: os.Stdin, Stderr: &stderr,
+				DefaultConfigPaths: noDefaults, DefaultDelegate: delegate,
+				Exec: func(path string, argv, envv []string) error {
+					gotPath, gotArgs, gotEnv = path, argv, envv
+					return os.ErrProcessDone // stands for "exec returned"
+				}}
+			require.Equal(t, 1, s.Run(context.Background()))
+			if !tc.handOff {
+				require.Empty(t, gotPath, "handed off")
+				require.Contains(t, stderr.String(), ErrorPrefix+tc.err)
+				return
+			}
+			require.Equal(t, delegate, gotPath, stderr.String())
+			require.Equal(t, args, gotArgs)
+			require.Equal(t, env, gotEnv)
+		})
+	}
+
+	t.Run("-v, default delegate missing", func(t *testing.T) {
+		missing := filepath.Join(dir, "no-such-shim")
+		var stderr strings.Builder
+		s := &Shim{Args: []string{"containerd-shim-kata-v2", "-v"}, Env: []string{"PATH=/usr/bin"}, Stdin: os.Stdin, Stderr: &stderr,
+			DefaultConfigPaths: noDefaults, DefaultDelegate: missing,
+			Exec: func(string, []string, []string) error { t.Fatal("handed off"); return nil }}
+		require.Equal(t, 1, s.Run(context.Background()))
+		require.Equal(t, ErrorPrefix+"delegate shim "+missing+" (the default delegate_shim, as no Kata configuration file was found) cannot be used: "+
+			"no such file or directory; install Kata's upstream containerd-shim-kata-v2 there or point delegate_shim at it: not found", stderr.String())
+	})
+}
