@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 )
@@ -16,17 +17,17 @@ import (
 // and from its vmlinux, by their BTF.
 func TestGuestKernelsClassified(t *testing.T) {
 	testutil.RequiresEnv(t, "KSG_E2E")
-	dir := kernelsDir(t)
-	releases := manifest(t, dir)
+	dir := harness.KernelsDir(t)
+	releases := harness.Manifest(t, dir)
 	cases := []struct {
 		variant string
 		file    string
 		want    guestkernel.Verdict
 	}{
-		{KernelVulnerable, "bzImage", guestkernel.Vulnerable},
-		{KernelVulnerable, "vmlinux", guestkernel.Vulnerable},
-		{KernelFixed, "bzImage", guestkernel.Fixed},
-		{KernelFixed, "vmlinux", guestkernel.Fixed},
+		{harness.KernelVulnerable, "bzImage", guestkernel.Vulnerable},
+		{harness.KernelVulnerable, "vmlinux", guestkernel.Vulnerable},
+		{harness.KernelFixed, "bzImage", guestkernel.Fixed},
+		{harness.KernelFixed, "vmlinux", guestkernel.Fixed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.variant+"/"+tc.file, func(t *testing.T) {

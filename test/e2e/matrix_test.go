@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
+	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
@@ -42,22 +43,22 @@ func (e expectation) String() string {
 // column is one protection and what it promises on each kernel. The recover
 // column (our own daemon, issue 9) joins by adding an entry here.
 type column struct {
-	Protection Protection
+	Protection harness.Protection
 	Expect     func(kernel string) expectation
 	// Daemons the column runs with; nil: the C and the Rust virtiofsd.
-	Daemons []Daemon
+	Daemons []harness.Daemon
 }
 
 func matrixColumns() []column {
 	return []column{
-		{Protection: ProtectNone, Expect: func(kernel string) expectation {
-			if kernel == KernelVulnerable {
+		{Protection: harness.ProtectNone, Expect: func(kernel string) expectation {
+			if kernel == harness.KernelVulnerable {
 				// The test proves the bug is real: it fails if it stops reproducing.
 				return expectation{Outcome: guest.EBADF, Submount: true}
 			}
 			return expectation{Outcome: guest.OK, Submount: true}
 		}},
-		{Protection: ProtectNoSubmounts, Expect: func(string) expectation { return expectation{Outcome: guest.OK} }},
+		{Protection: harness.ProtectNoSubmounts, Expect: func(string) expectation { return expectation{Outcome: guest.OK} }},
 		recoverColumn(),
 	}
 }
@@ -65,8 +66,8 @@ func matrixColumns() []column {
 // cell is one boot of the matrix.
 type cell struct {
 	Kernel     string
-	Daemon     Daemon
-	Protection Protection
+	Daemon     harness.Daemon
+	Protection harness.Protection
 	Scenario   guest.Scenario
 	Pressure   guest.Pressure
 	Expect     expectation
@@ -78,11 +79,11 @@ func (c cell) name() string {
 
 func matrixCells() []cell {
 	var cells []cell
-	for _, k := range []string{KernelVulnerable, KernelFixed} {
+	for _, k := range []string{harness.KernelVulnerable, harness.KernelFixed} {
 		for _, col := range matrixColumns() {
 			daemons := col.Daemons
 			if daemons == nil {
-				daemons = []Daemon{DaemonC, DaemonRust}
+				daemons = []harness.Daemon{harness.DaemonC, harness.DaemonRust}
 			}
 			for _, d := range daemons {
 				for _, s := range []guest.Scenario{guest.BindDetach, guest.SlaveUmount} {
@@ -118,7 +119,7 @@ const (
 // expected and observed results at the end.
 func TestMatrix(t *testing.T) {
 	testutil.RequiresEnv(t, "KSG_E2E")
-	env := newSuiteEnv(t)
+	env := harness.NewEnv(t)
 	// Two cells at a time: on 2 cores the 40 cells took 1m40s this way and
 	// 3m13s one by one (a passing cell's guest idles through its settle
 	// window); 4 at a time was no faster (1m54s).
@@ -166,54 +167,61 @@ func TestMatrix(t *testing.T) {
 
 // runCell boots one guest and asserts what it saw; observed gets the summary
 // for the table, even when the cell stops early.
-func runCell(t *testing.T, env *suiteEnv, c cell, observed *string) {
+func runCell(t *testing.T, env *harness.Env, c cell, observed *string) {
 	// Short paths: a unix socket path must fit in 108 bytes.
 	dir, err := os.MkdirTemp("", "ksg-e2e-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	share, err := newHostShare(dir, "sb")
 	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, share.close()) })
+	t.Cleanup(func() { require.NoError(t, share.Close()) })
 
-	path, args := daemonCommand(env.KataVirtiofsd, env.Upstream[c.Daemon], c.Protection, share.Dir, filepath.Join(dir, "state"))
+	path := env.KataVirtiofsd
+	args := harness.DaemonSpec{Protection: c.Protection, Upstream: env.Upstream[c.Daemon], StateDir: filepath.Join(dir, "state")}.Args(share.Dir)
 	socket := filepath.Join(dir, "vhost.sock")
 	daemonLog := filepath.Join(dir, "daemon.log")
-	d, err := startDaemon(path, args, dir, socket, daemonLog)
+	d, err := harness.StartDaemon(path, args, dir, socket, daemonLog)
 	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, d.stop()) })
+	t.Cleanup(func() { require.NoError(t, d.Stop()) })
 	t.Logf("daemon: %s %s", path, strings.Join(args, " "))
 
-	spec := vmSpec{
-		QEMU: env.QEMU, Kernel: env.bzImage(c.Kernel), Initrd: env.Initrd,
+	spec := harness.VM{
+		QEMU: env.QEMU, Kernel: env.BzImage(c.Kernel), Initrd: env.Initrd,
 		Socket: socket, Tag: "share", Console: filepath.Join(dir, "console.log"),
 		MemMB: guestMemMB, Timeout: cellTimeout,
-		Append: []string{
-			guest.KeyScenario + "=" + string(c.Scenario), guest.KeyPressure + "=" + string(c.Pressure),
-			guest.KeyTag + "=share", guest.KeyVolume + "=" + share.Volume,
-			guest.KeyMarker + "=" + share.Marker, guest.KeyTree + "=" + share.Tree,
-			guest.KeySettleMS + "=" + strconv.Itoa(int(settle.Milliseconds())),
-		},
+		Append: scenarioParams(c, share),
 	}
 	*observed = "no result"
-	console, vmErr := runVM(context.Background(), spec)
+	console, vmErr := harness.Run(context.Background(), spec)
 	dlog, _ := os.ReadFile(daemonLog)
-	if errors.Is(vmErr, errHung) {
+	if errors.Is(vmErr, harness.ErrHung) {
 		*observed = "hung (killed)"
 	}
 	if vmErr != nil {
-		t.Fatalf("%v\ndaemon log:\n%s", vmErr, tail(dlog, 30))
+		t.Fatalf("%v\ndaemon log:\n%s", vmErr, harness.Tail(dlog, 30))
 	}
 	res, err := guest.ParseConsole(console)
 	if err != nil {
-		t.Fatalf("%v; console tail:\n%s\ndaemon log:\n%s", err, tail(console, 40), tail(dlog, 30))
+		t.Fatalf("%v; console tail:\n%s\ndaemon log:\n%s", err, harness.Tail(console, 40), harness.Tail(dlog, 30))
 	}
 	*observed = describe(res)
 	t.Logf("guest %s: %s", res.Kernel, res.Line())
-	if c.Protection == ProtectRecover {
+	if c.Protection == harness.ProtectRecover {
 		*observed += checkRecoveries(t, c, d, filepath.Join(dir, "state"), share, daemonLog)
 	}
 	if !assertCell(t, c, res) {
-		t.Logf("console tail:\n%s\ndaemon log:\n%s", tail(console, 40), tail(dlog, 30))
+		t.Logf("console tail:\n%s\ndaemon log:\n%s", harness.Tail(console, 40), harness.Tail(dlog, 30))
+	}
+}
+
+// scenarioParams is the guest's kernel command line for a cell.
+func scenarioParams(c cell, share *hostShare) []string {
+	return []string{
+		guest.KeyMode + "=" + string(guest.ModeScenario),
+		guest.KeyScenario + "=" + string(c.Scenario), guest.KeyPressure + "=" + string(c.Pressure),
+		guest.KeyTag + "=share", guest.KeyVolume + "=" + share.Volume,
+		guest.KeyMarker + "=" + share.Marker, guest.KeyTree + "=" + share.Tree,
+		guest.KeySettleMS + "=" + strconv.Itoa(int(settle.Milliseconds())),
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
+	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
@@ -28,11 +29,11 @@ import (
 // (whose submount root keeps the node ID's lookup alive).
 func recoverColumn() column {
 	return column{
-		Protection: ProtectRecover,
-		Daemons:    []Daemon{DaemonOurs},
+		Protection: harness.ProtectRecover,
+		Daemons:    []harness.Daemon{harness.DaemonOurs},
 		Expect: func(kernel string) expectation {
 			e := expectation{Outcome: guest.OK, Submount: true, Recoveries: "0"}
-			if kernel == KernelVulnerable {
+			if kernel == harness.KernelVulnerable {
 				e.Recoveries = "≥1"
 			}
 			return e
@@ -47,11 +48,11 @@ const daemonExitTimeout = 30 * time.Second
 // the status file at <state>/status/<sandbox>.json, final (the daemon ended
 // with the VM), and the daemon's log, which names each recovery once. It
 // returns the summary for the table.
-func checkRecoveries(t *testing.T, c cell, d *daemonProc, stateDir string, share *hostShare, daemonLog string) string {
+func checkRecoveries(t *testing.T, c cell, d *harness.DaemonProc, stateDir string, share *hostShare, daemonLog string) string {
 	t.Helper()
 	deadline := time.Now().Add(daemonExitTimeout)
 	for {
-		if ok, _ := d.exited(); ok {
+		if ok, _ := d.Exited(); ok {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -127,22 +128,22 @@ func checkRecoveries(t *testing.T, c cell, d *daemonProc, stateDir string, share
 // and the shim writing such a plan.)
 func TestRecoverFromPlan(t *testing.T) {
 	testutil.RequiresEnv(t, "KSG_E2E")
-	env := newSuiteEnv(t)
-	for _, k := range []string{KernelVulnerable, KernelFixed} {
+	env := harness.NewEnv(t)
+	for _, k := range []string{harness.KernelVulnerable, harness.KernelFixed} {
 		t.Run(k, func(t *testing.T) {
 			dir, err := os.MkdirTemp("", "ksg-e2e-")
 			require.NoError(t, err)
 			t.Cleanup(func() { os.RemoveAll(dir) })
 			share, err := newHostShare(dir, "sb")
 			require.NoError(t, err)
-			t.Cleanup(func() { require.NoError(t, share.close()) })
+			t.Cleanup(func() { require.NoError(t, share.Close()) })
 			state := filepath.Join(dir, "state")
 
 			cfgPath := filepath.Join(dir, "configuration.toml")
 			q := strconv.Quote
 			require.NoError(t, os.WriteFile(cfgPath, []byte(`[hypervisor.qemu]
 path = `+q(env.QEMU)+`
-kernel = `+q(env.bzImage(k))+`
+kernel = `+q(env.BzImage(k))+`
 shared_fs = "virtio-fs"
 virtio_fs_daemon = `+q(env.KataVirtiofsd)+`
 valid_virtio_fs_daemon_paths = [`+q(env.KataVirtiofsd)+`]
@@ -151,7 +152,7 @@ valid_virtio_fs_daemon_paths = [`+q(env.KataVirtiofsd)+`]
 on_vulnerable = "warn"
 on_unknown = "warn"
 virtiofs_protection = "recover"
-upstream_virtiofsd = `+q(env.Upstream[DaemonRust])+`
+upstream_virtiofsd = `+q(env.Upstream[harness.DaemonRust])+`
 state_dir = `+q(state)+`
 `), 0o644))
 			ctx := context.Background()
@@ -160,38 +161,33 @@ state_dir = `+q(state)+`
 			plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, SandboxID: share.SandboxID, ContainerType: hooks.PodSandbox, Inspector: hooks.InspectorFunc(guestkernel.Inspect)})
 			require.NoError(t, err)
 			require.NoError(t, hooks.WritePlan(state, plan))
-			c := cell{Kernel: k, Protection: ProtectRecover, Daemon: DaemonOurs, Scenario: guest.BindDetach, Pressure: guest.Memory,
+			c := cell{Kernel: k, Protection: harness.ProtectRecover, Daemon: harness.DaemonOurs, Scenario: guest.BindDetach, Pressure: guest.Memory,
 				Expect: recoverColumn().Expect(k)}
-			if k == KernelFixed {
+			if k == harness.KernelFixed {
 				require.Equal(t, hooks.ProtectNone, plan.Protection, plan.Reason)
-				c.Protection, c.Daemon, c.Expect = ProtectNone, DaemonRust, expectation{Outcome: guest.OK, Submount: true}
+				c.Protection, c.Daemon, c.Expect = harness.ProtectNone, harness.DaemonRust, expectation{Outcome: guest.OK, Submount: true}
 			} else {
 				require.Equal(t, hooks.ProtectRecover, plan.Protection, plan.Reason)
 			}
 
-			args := append(kataArgs(share.Dir), "--guard-state-dir="+state)
+			args := harness.DaemonSpec{StateDir: state}.Args(share.Dir)
 			socket := filepath.Join(dir, "vhost.sock")
 			daemonLog := filepath.Join(dir, "daemon.log")
-			d, err := startDaemon(env.KataVirtiofsd, args, dir, socket, daemonLog)
+			d, err := harness.StartDaemon(env.KataVirtiofsd, args, dir, socket, daemonLog)
 			require.NoError(t, err)
-			t.Cleanup(func() { require.NoError(t, d.stop()) })
-			console, err := runVM(ctx, vmSpec{
-				QEMU: env.QEMU, Kernel: env.bzImage(k), Initrd: env.Initrd,
+			t.Cleanup(func() { require.NoError(t, d.Stop()) })
+			console, err := harness.Run(ctx, harness.VM{
+				QEMU: env.QEMU, Kernel: env.BzImage(k), Initrd: env.Initrd,
 				Socket: socket, Tag: "share", Console: filepath.Join(dir, "console.log"),
 				MemMB: guestMemMB, Timeout: cellTimeout,
-				Append: []string{
-					guest.KeyScenario + "=" + string(c.Scenario), guest.KeyPressure + "=" + string(c.Pressure),
-					guest.KeyTag + "=share", guest.KeyVolume + "=" + share.Volume,
-					guest.KeyMarker + "=" + share.Marker, guest.KeyTree + "=" + share.Tree,
-					guest.KeySettleMS + "=" + strconv.Itoa(int(settle.Milliseconds())),
-				},
+				Append: scenarioParams(c, share),
 			})
 			dlog, _ := os.ReadFile(daemonLog)
-			require.NoError(t, err, "daemon log:\n%s", tail(dlog, 30))
+			require.NoError(t, err, "daemon log:\n%s", harness.Tail(dlog, 30))
 			res, err := guest.ParseConsole(console)
-			require.NoError(t, err, "console:\n%s", tail(console, 40))
+			require.NoError(t, err, "console:\n%s", harness.Tail(console, 40))
 			observed := describe(res)
-			if c.Protection == ProtectRecover {
+			if c.Protection == harness.ProtectRecover {
 				observed += checkRecoveries(t, c, d, state, share, daemonLog)
 			}
 			t.Logf("%s kernel, plan protection %s: %s", k, plan.Protection, observed)
@@ -199,7 +195,7 @@ state_dir = `+q(state)+`
 
 			dlog, _ = os.ReadFile(daemonLog)
 			require.Contains(t, string(dlog), "protection_from=plan", "the plan chose the protection")
-			if k == KernelFixed {
+			if k == harness.KernelFixed {
 				require.Contains(t, string(dlog), "starting upstream virtiofsd")
 				require.NoFileExists(t, passthroughfs.StatusPath(state, share.SandboxID))
 			} else {

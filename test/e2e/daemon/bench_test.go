@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
+	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
@@ -33,40 +36,43 @@ type benchResult struct {
 	anonKB int
 }
 
-// TestBenchDaemon runs the bench scenario in one guest per daemon, in one
-// test run, and prints (and writes to $KSG_BENCH_OUT) a markdown table.
+// TestBenchDaemon runs the bench mode in one guest per daemon, in one test
+// run, and prints (and writes to $KSG_BENCH_OUT) a markdown table.
 // `make bench-daemon` runs it; it is skipped otherwise.
 func TestBenchDaemon(t *testing.T) {
 	testutil.RequiresEnv(t, "KSG_BENCH_DAEMON")
-	testutil.RequiresRoot(t)
+	env := harness.NewEnv(t)
 	rounds := 1
 	if v, err := strconv.Atoi(os.Getenv("KSG_BENCH_ROUNDS")); err == nil && v > 0 {
 		rounds = v
 	}
-	kinds := []string{ours, rust, cvfs}
-	results := map[string][]benchResult{}
+	results := map[harness.Daemon][]benchResult{}
 	for r := range rounds {
-		for _, kind := range kinds {
-			dir := share(t)
-			d := startDaemon(t, kind, dir)
+		for _, d := range daemons {
+			dir := workDir(t)
+			share, err := harness.NewShare(dir, "sb", "")
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, share.Close()) })
 			var rss, anon int
-			lines := guestRun(t, d, "bench", 20*time.Minute, func() { rss, anon = d.memory() })
+			spec := daemonSpec(env, d, "", filepath.Join(dir, "state"))
+			run := bootGuest(t, env, dir, share, d, spec, vmOptions{
+				Mode: guest.ModeBench, Timeout: 20 * time.Minute,
+				// The guest keeps the VM up a moment after this line.
+				OnLine: func(line string, proc *harness.DaemonProc) {
+					if strings.HasSuffix(line, guest.SampleLine) {
+						rss, anon = proc.Memory()
+					}
+				},
+			})
 			res := benchResult{ns: map[string]int64{}, units: map[string]int64{}, rssKB: rss, anonKB: anon}
-			for _, l := range lines {
-				f := strings.Fields(l)
-				switch {
-				case f[0] == "KSG-BENCH" && len(f) == 4:
-					res.ns[f[1]], _ = strconv.ParseInt(f[2], 10, 64)
-					res.units[f[1]], _ = strconv.ParseInt(f[3], 10, 64)
-				case f[0] == "KSG-CHECK" && len(f) > 2 && f[2] != "ok":
-					t.Fatalf("%s round %d: %s", kind, r, l)
-				}
-			}
+			requireChecksOK(t, d, run, "mount", "bench")
 			for _, m := range benchMetrics {
-				require.Contains(t, res.ns, m.key, "%s did not report %s", kind, m.key)
+				b, ok := run.Lines.Bench[m.key]
+				require.True(t, ok, "%s did not report %s", d, m.key)
+				res.ns[m.key], res.units[m.key] = b.NS, b.Units
 			}
-			results[kind] = append(results[kind], res)
-			t.Logf("%s round %d: %v, peak RSS %d kB, private %d kB", kind, r, res.ns, rss, anon)
+			results[d] = append(results[d], res)
+			t.Logf("%s round %d: %v, peak RSS %d kB, private %d kB", d, r, res.ns, rss, anon)
 		}
 	}
 	table := benchTable(results, rounds)
@@ -82,8 +88,8 @@ func median(v []float64) float64 {
 	return v[len(v)/2]
 }
 
-func benchTable(results map[string][]benchResult, rounds int) string {
-	rate := func(kind, key string, data bool) float64 {
+func benchTable(results map[harness.Daemon][]benchResult, rounds int) string {
+	rate := func(kind harness.Daemon, key string, data bool) float64 {
 		var v []float64
 		for _, r := range results[kind] {
 			sec := float64(r.ns[key]) / 1e9
@@ -96,7 +102,7 @@ func benchTable(results map[string][]benchResult, rounds int) string {
 		return median(v)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "QEMU 7.2 TCG (no KVM here: only ratios mean anything), guest 6.1 fixed kernel, 512 MiB memfd RAM, queue-size 1024, each daemon with Kata's arguments (--cache=auto --thread-pool-size=1 --announce-submounts, sandbox namespace), one guest per daemon in the same run, median of %d round(s). Ratio = ours ÷ reference throughput (higher is better).\n\n", rounds)
+	fmt.Fprintf(&b, "QEMU 7.2 TCG (no KVM here: only ratios mean anything), guest 6.1 fixed kernel, 512 MiB memfd RAM, queue-size 1024, each daemon started through bin/kata-virtiofsd with Kata's argv (--syslog --cache=auto --thread-pool-size=1 --announce-submounts, the socket as fd 3; default sandbox), one guest per daemon in the same run, median of %d round(s). Ratio = ours ÷ reference throughput (higher is better).\n\n", rounds)
 	fmt.Fprintf(&b, "| workload | ours (kata-virtiofsd) | Rust virtiofsd 1.13.2 | C virtiofsd (QEMU 7.2) | ours/Rust | ours/C |\n")
 	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, m := range benchMetrics {
@@ -104,10 +110,10 @@ func benchTable(results map[string][]benchResult, rounds int) string {
 		if m.data {
 			unit = "MiB/s"
 		}
-		o, r, c := rate(ours, m.key, m.data), rate(rust, m.key, m.data), rate(cvfs, m.key, m.data)
+		o, r, c := rate(harness.DaemonOurs, m.key, m.data), rate(harness.DaemonRust, m.key, m.data), rate(harness.DaemonC, m.key, m.data)
 		fmt.Fprintf(&b, "| %s | %.1f %s | %.1f %s | %.1f %s | %.2f× | %.2f× |\n", m.label, o, unit, r, unit, c, unit, o/r, o/c)
 	}
-	mem := func(kind string, anon bool) float64 {
+	mem := func(kind harness.Daemon, anon bool) float64 {
 		var v []float64
 		for _, r := range results[kind] {
 			kb := r.rssKB
@@ -123,7 +129,7 @@ func benchTable(results map[string][]benchResult, rounds int) string {
 		if anon {
 			label = "daemon private memory at the end (RssAnon, all its processes; lower is better)"
 		}
-		o, r, c := mem(ours, anon), mem(rust, anon), mem(cvfs, anon)
+		o, r, c := mem(harness.DaemonOurs, anon), mem(harness.DaemonRust, anon), mem(harness.DaemonC, anon)
 		fmt.Fprintf(&b, "| %s | %.1f MiB | %.1f MiB | %.1f MiB | %.2f× | %.2f× |\n", label, o, r, c, o/r, o/c)
 	}
 	return b.String()

@@ -1,8 +1,11 @@
-// Package daemon runs kata-virtiofsd's own virtio-fs daemon under a real
-// guest: QEMU (TCG) with memfd guest RAM and vhost-user-fs-pci, a guest
-// kernel from test/kernels, and an initramfs whose init (guestinit) mounts the
-// share and runs a scenario. The same scenarios run against the Rust and C
-// virtiofsd as references, and TestBenchDaemon compares the three.
+// Package daemon runs the virtio-fs daemons under a real guest: QEMU (TCG)
+// with memfd guest RAM and vhost-user-fs-pci, the fixed guest kernel from
+// test/kernels and the one guest init (test/e2e/guestinit), each daemon
+// started through bin/kata-virtiofsd with Kata's argv and the listening
+// socket as fd 3 (package harness). TestDaemonSmoke runs the same guest
+// against kata-virtiofsd's own daemon and, as references, the Rust
+// virtiofsd 1.13.2 and QEMU's C virtiofsd; TestBenchDaemon (make
+// bench-daemon) compares their speed.
 //
 // Spec: VIRTIO 1.2 section 5.11 and QEMU's vhost-user-fs device.
 package daemon
