@@ -181,6 +181,36 @@ func TestDecideInspectionFailureIsUnknown(t *testing.T) {
 	}
 }
 
+// TestDecideInspectorUnavailable: an inspector that cannot inspect at all
+// fails the decision whatever the policy, since a missing inspector judged
+// "unknown" would let on_unknown = warn start a vulnerable kernel that
+// on_vulnerable = refuse must stop.
+func TestDecideInspectorUnavailable(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
+	missing := &InspectorError{Err: fmt.Errorf("the inspector /opt/ksg/bin/kata-runtime does not exist; install it: %w", errdefs.ErrFailedPrecondition)}
+	for _, guard := range []string{
+		"on_vulnerable = \"refuse\"",
+		"on_vulnerable = \"refuse\"\non_unknown = \"off\"",
+		"on_unknown = \"refuse\"",
+	} {
+		t.Run(strings.ReplaceAll(guard, "\n", ", "), func(t *testing.T) {
+			calls := 0
+			insp := InspectorFunc(func(context.Context, string, verdict.Options) (*verdict.Report, error) {
+				calls++
+				return nil, fmt.Errorf("kernel %s: %w", kernel, missing)
+			})
+			p, err := Decide(context.Background(), Input{Resolved: resolve(t, setup(t, kernel, guard, "")), SandboxID: "sb", Inspector: insp})
+			require.Nil(t, p)
+			require.EqualError(t, err, "kernel "+kernel+": the inspector /opt/ksg/bin/kata-runtime does not exist; install it: failed precondition")
+			var ie *InspectorError
+			require.ErrorAs(t, err, &ie)
+			require.True(t, errdefs.IsFailedPrecondition(err))
+			require.Equal(t, 1, calls)
+		})
+	}
+}
+
 func TestDecideNoVirtioFS(t *testing.T) {
 	dir := t.TempDir()
 	kernel := filepath.Join(dir, "vmlinuz")

@@ -51,7 +51,9 @@ func Decide(ctx context.Context, in Input) (*Plan, error) {
 }
 
 // DecideWith runs hooks in order over in. The plan starts as "allow, no
-// protection"; each hook may change it.
+// protection"; each hook may change it. A hook's error is returned as it
+// is, without a plan: it is the line the user reads (the shim prints it),
+// so it says what to fix, and the hook is named in the log only.
 func DecideWith(ctx context.Context, in Input, hooks ...Hook) (*Plan, error) {
 	if in.Resolved == nil {
 		return nil, fmt.Errorf("decide: no resolved configuration: %w", errdefs.ErrInvalidArgument)
@@ -82,7 +84,8 @@ func DecideWith(ctx context.Context, in Input, hooks ...Hook) (*Plan, error) {
 	for _, h := range hooks {
 		done, err := h.Run(ctx, &in, p)
 		if err != nil {
-			return nil, fmt.Errorf("hook %s: %w", h.Name(), err)
+			logger.WithField("hook", h.Name()).WithError(err).Debug("hook failed")
+			return nil, err
 		}
 		logger.WithField("hook", h.Name()).WithField("action", p.Action).Debug("hook ran")
 		if done {

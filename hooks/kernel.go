@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -63,7 +64,10 @@ func (guestKernelHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error
 		}
 		rep, ok := reports[h.Config.Kernel]
 		if !ok {
-			rep = inspect(ctx, in.Inspector, h.Config.Kernel, opts)
+			var err error
+			if rep, err = inspect(ctx, in.Inspector, h.Config.Kernel, opts); err != nil {
+				return false, err
+			}
 			reports[h.Config.Kernel] = rep
 		}
 		action := Allow
@@ -87,10 +91,14 @@ func (guestKernelHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error
 	return false, nil
 }
 
-// inspect never fails: an image that cannot be read or understood is
-// "unknown", never "fixed".
-func inspect(ctx context.Context, insp Inspector, path string, opts verdict.Options) verdict.Report {
+// inspect fails only when the inspector cannot inspect at all (an
+// InspectorError): an image that cannot be read or understood is "unknown",
+// never "fixed".
+func inspect(ctx context.Context, insp Inspector, path string, opts verdict.Options) (verdict.Report, error) {
 	rep, err := insp.Inspect(ctx, path, opts)
+	if ie := (*InspectorError)(nil); errors.As(err, &ie) {
+		return verdict.Report{}, err
+	}
 	if err != nil || rep == nil {
 		if err == nil {
 			err = fmt.Errorf("inspector returned no report")
@@ -102,7 +110,7 @@ func inspect(ctx context.Context, insp Inspector, path string, opts verdict.Opti
 			out = *rep
 			out.Verdict, out.Error = verdict.Unknown, err.Error()
 		}
-		return out
+		return out, nil
 	}
 	out := *rep
 	if out.Path == "" {
@@ -114,7 +122,7 @@ func inspect(ctx context.Context, insp Inspector, path string, opts verdict.Opti
 		out.Reason = fmt.Sprintf("inspector gave unrecognised verdict %q", out.Verdict)
 		out.Verdict = verdict.Unknown
 	}
-	return out
+	return out, nil
 }
 
 func kernelReason(r *config.Resolved, p *Plan) string {

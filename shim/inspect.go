@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -36,7 +39,11 @@ const maxInspectorOutput = 1 << 20
 // on a miss, runs `kata-runtime guest-kernel inspect --json` on it, which
 // also fills the cache. The verdict is always judged here, from the facts.
 // Of the options it passes on the fixed releases and the cache directory,
-// all that hooks sets.
+// all that hooks sets. A kata-runtime that cannot inspect (missing, not
+// executable, not ours, crashing, printing no report) is an installation
+// error, a hooks.InspectorError, never an unknown verdict: under the default
+// on_unknown = warn that would let a vulnerable kernel start that
+// on_vulnerable = refuse must stop.
 type kernelInspector struct {
 	// command is kata-runtime's path; "" means inspectorName beside this
 	// executable.
@@ -47,34 +54,50 @@ func (k kernelInspector) Inspect(ctx context.Context, path string, opts verdict.
 	if rep, ok := verdict.Cached(ctx, path, opts); ok {
 		return rep, nil
 	}
-	command, err := k.path()
-	if err == nil {
-		log.G(ctx).WithFields(log.Fields{"kernel": path, "inspector": command}).Debug("guest kernel not in the inspection cache; inspecting it")
-		var rep *verdict.Report
-		rep, err = inspectWith(ctx, command, path, opts)
-		if err == nil || rep != nil {
-			return rep, err
-		}
+	command, where, err := k.locate()
+	if err != nil {
+		return nil, &hooks.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: %s and this shim cannot find its own executable, beside which %s is installed: %v: %w",
+			path, notCached(opts.CacheDir), inspectorName, err, errdefs.ErrFailedPrecondition)}
 	}
-	return nil, fmt.Errorf("no cached inspection in %s and %s cannot inspect it: %w; install kata-runtime from the same build beside containerd-shim-kata-v2",
-		opts.CacheDir, inspectorName, err)
+	log.G(ctx).WithFields(log.Fields{"kernel": path, "inspector": command}).Debug("guest kernel not in the inspection cache; inspecting it")
+	rep, err := inspectWith(ctx, command, path, opts)
+	if err == nil || rep != nil {
+		return rep, err
+	}
+	return nil, &hooks.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: %s and the inspector %s%s %v; install kata-submount-guard's kata-runtime, from the same build as containerd-shim-kata-v2, as %s: %w",
+		path, notCached(opts.CacheDir), command, where, err, command, errdefs.ErrFailedPrecondition)}
 }
 
-func (k kernelInspector) path() (string, error) {
-	if k.command != "" {
-		return k.command, nil
+func notCached(cacheDir string) string {
+	if cacheDir == "" {
+		return "there is no inspection cache"
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(filepath.Dir(self), inspectorName), nil
+	return "it is not in the inspection cache " + cacheDir
 }
+
+// locate returns kata-runtime's path and, when it was looked for beside
+// this executable, says so.
+func (k kernelInspector) locate() (command, where string, err error) {
+	if k.command != "" {
+		return k.command, "", nil
+	}
+	self, err := os.Executable() // symlinks resolved: the real file
+	if err != nil {
+		return "", "", err
+	}
+	return filepath.Join(filepath.Dir(self), inspectorName), fmt.Sprintf(" (looked for beside the shim's executable %s)", self), nil
+}
+
+// inspectorProblem is why an inspector gave no report; its message
+// completes "the inspector PATH ...".
+type inspectorProblem string
+
+func (p inspectorProblem) Error() string { return string(p) }
 
 // inspectWith runs command's `guest-kernel inspect` on path. An image the
 // inspector could not read gives its report (verdict unknown, with the
 // error and the reason) and an error; a failure of the inspector itself
-// gives no report.
+// gives no report and an inspectorProblem.
 func inspectWith(ctx context.Context, command, path string, opts verdict.Options) (*verdict.Report, error) {
 	args := []string{"guest-kernel", "inspect", "--json"}
 	if opts.CacheDir != "" {
@@ -92,24 +115,41 @@ func inspectWith(ctx context.Context, command, path string, opts verdict.Options
 	var exit *exec.ExitError
 	switch {
 	case runErr == nil:
+	case errors.Is(runErr, fs.ErrNotExist):
+		return nil, inspectorProblem("does not exist")
+	case errors.Is(runErr, fs.ErrPermission):
+		return nil, inspectorProblem(fmt.Sprintf("is not executable (%v)", unwrapPathError(runErr)))
 	case !errors.As(runErr, &exit):
-		return nil, runErr // it names the command: "fork/exec PATH: ..."
+		return nil, inspectorProblem(fmt.Sprintf("cannot be run (%v)", unwrapPathError(runErr)))
+	case !exit.Exited():
+		return nil, inspectorProblem(fmt.Sprintf("crashed (%v)", exit))
 	case exit.ExitCode() != exitUnreadable:
+		// Kata's own kata-runtime, which has no guest-kernel command,
+		// ends here.
+		detail := exit.String()
 		if msg := bytes.TrimSpace(stderr.Bytes()); len(msg) > 0 {
-			return nil, fmt.Errorf("%s: %w: %s", command, runErr, msg)
+			detail += ": " + string(firstLine(msg, 200))
 		}
-		return nil, fmt.Errorf("%s: %w", command, runErr)
+		return nil, inspectorProblem(fmt.Sprintf("is not kata-submount-guard's kata-runtime or failed (%s)", detail))
 	}
 	var reps []verdict.Report
 	if err := json.Unmarshal(stdout.Bytes(), &reps); err != nil || len(reps) != 1 {
-		return nil, fmt.Errorf("%s printed no report for one image (%v): %.200q", command, err, stdout.Bytes())
+		why := fmt.Sprintf("%d reports", len(reps))
+		if err != nil {
+			why = err.Error()
+		}
+		return nil, inspectorProblem(fmt.Sprintf("printed no report for one image (%s): %.200q", why, stdout.Bytes()))
 	}
 	rep := &reps[0]
+	exitStatus := 0
+	if exit != nil {
+		exitStatus = exit.ExitCode()
+	}
 	switch {
-	case rep.Error != "" && rep.Verdict == verdict.Unknown:
+	case rep.Error != "" && rep.Verdict == verdict.Unknown && exitStatus == exitUnreadable:
 		return rep, errors.New(rep.Error)
-	case rep.Error != "" || runErr != nil:
-		return nil, fmt.Errorf("%s reported verdict %s, error %q and exit status %v, which do not agree", command, rep.Verdict, rep.Error, runErr)
+	case rep.Error != "" || exitStatus != 0:
+		return nil, inspectorProblem(fmt.Sprintf("reported verdict %s, error %q and exit status %d, which do not agree", rep.Verdict, rep.Error, exitStatus))
 	}
 	// Judged here, from the facts, as a cache hit is: the verdict is this
 	// build's whatever kata-runtime's build.
@@ -118,6 +158,17 @@ func inspectWith(ctx context.Context, command, path string, opts verdict.Options
 		BTFHasSubmounts: rep.BTFHasSubmounts, Note: rep.Note}
 	verdict.Judge(&facts, opts.FixedReleases)
 	return &facts, nil
+}
+
+// firstLine is b up to its first line break, at most n bytes.
+func firstLine(b []byte, n int) []byte {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		b = b[:i]
+	}
+	if len(b) > n {
+		b = b[:n]
+	}
+	return b
 }
 
 // limitedWriter keeps the first n bytes written and drops the rest, so a

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
@@ -82,33 +84,65 @@ func TestKernelInspector(t *testing.T) {
 		}
 	})
 
-	t.Run("an inspector that cannot run is an error", func(t *testing.T) {
+	t.Run("an inspector that cannot inspect is an installation error", func(t *testing.T) {
 		dir := t.TempDir()
 		image := filepath.Join(dir, "vmlinuz")
 		require.NoError(t, os.WriteFile(image, []byte("x"), 0o644))
-		script := func(name, body string) kernelInspector {
+		cacheDir := filepath.Join(dir, "cache")
+		script := func(name, body string, mode os.FileMode) kernelInspector {
 			p := filepath.Join(dir, name)
-			require.NoError(t, os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755))
+			text := "#!/bin/sh\n" + body + "\n"
+			if body == "" {
+				text = "\x7fELF, but no more"
+			}
+			require.NoError(t, os.WriteFile(p, []byte(text), mode))
 			return kernelInspector{command: p}
 		}
+		// Kata's own kata-runtime (urfave/cli v1) on a command it lacks.
+		kata := script("kata", `echo "No help topic for 'guest-kernel'" >&2; exit 3`, 0o755)
 		for name, tc := range map[string]struct {
-			insp kernelInspector
-			msg  string
+			insp    kernelInspector
+			problem string
 		}{
-			"missing":          {missing, "no such file or directory"},
-			"fails":            {script("fails", "echo 'unknown command' >&2; exit 1"), "exit status 1: unknown command"},
-			"garbage":          {script("garbage", "echo garbage"), "printed no report"},
-			"two reports":      {script("two", `echo '[{"verdict":"fixed"},{"verdict":"fixed"}]'`), "printed no report"},
-			"exit 2, no error": {script("liar", `echo '[{"verdict":"fixed"}]'; exit 2`), "do not agree"},
-			"error but fixed":  {script("liar2", `echo '[{"verdict":"fixed","error":"bad"}]'; exit 2`), "do not agree"},
+			"missing":          {missing, "does not exist"},
+			"not executable":   {script("noexec", "exit 0", 0o644), "is not executable (permission denied)"},
+			"not a program":    {script("elf", "", 0o755), "cannot be run (exec format error)"},
+			"Kata's own":       {kata, "is not kata-submount-guard's kata-runtime or failed (exit status 3: No help topic for 'guest-kernel')"},
+			"fails":            {script("fails", "echo 'unknown command' >&2; exit 1", 0o755), "is not kata-submount-guard's kata-runtime or failed (exit status 1: unknown command)"},
+			"crashes":          {script("crashes", "kill -SEGV $$", 0o755), "crashed (signal: segmentation fault)"},
+			"garbage":          {script("garbage", "echo garbage", 0o755), `printed no report for one image (invalid character 'g' looking for beginning of value): "garbage\n"`},
+			"exit 2, garbage":  {script("garbage2", "echo garbage; exit 2", 0o755), "printed no report for one image"},
+			"two reports":      {script("two", `echo '[{"verdict":"fixed"},{"verdict":"fixed"}]'`, 0o755), "printed no report for one image (2 reports)"},
+			"exit 2, no error": {script("liar", `echo '[{"verdict":"fixed"}]'; exit 2`, 0o755), `reported verdict fixed, error "" and exit status 2, which do not agree`},
+			"error but fixed":  {script("liar2", `echo '[{"verdict":"fixed","error":"bad"}]'; exit 2`, 0o755), `reported verdict fixed, error "bad" and exit status 2, which do not agree`},
+			"error, exit 0":    {script("liar3", `echo '[{"verdict":"unknown","error":"bad"}]'`, 0o755), `reported verdict unknown, error "bad" and exit status 0, which do not agree`},
 		} {
 			t.Run(name, func(t *testing.T) {
-				rep, err := tc.insp.Inspect(ctx, image, verdict.Options{CacheDir: filepath.Join(dir, "cache")})
+				rep, err := tc.insp.Inspect(ctx, image, verdict.Options{CacheDir: cacheDir})
 				require.Nil(t, rep)
-				require.ErrorContains(t, err, tc.msg)
-				require.ErrorContains(t, err, "no cached inspection in "+filepath.Join(dir, "cache")+" and kata-runtime cannot inspect it: ")
-				require.ErrorContains(t, err, "install kata-runtime from the same build beside containerd-shim-kata-v2")
+				var ie *hooks.InspectorError
+				require.ErrorAs(t, err, &ie)
+				require.True(t, errdefs.IsFailedPrecondition(err))
+				msg := err.Error()
+				prefix := "guest kernel " + image + " cannot be checked: it is not in the inspection cache " + cacheDir +
+					" and the inspector " + tc.insp.command + " " + tc.problem
+				require.True(t, strings.HasPrefix(msg, prefix), "%s\ndoes not start with\n%s", msg, prefix)
+				require.True(t, strings.HasSuffix(msg, "; install kata-submount-guard's kata-runtime, from the same build as "+
+					"containerd-shim-kata-v2, as "+tc.insp.command+": failed precondition"), msg)
+				require.NotContains(t, msg, "\n")
 			})
 		}
+	})
+
+	t.Run("the inspector is looked for beside the shim's real executable", func(t *testing.T) {
+		self, err := os.Executable()
+		require.NoError(t, err)
+		image := filepath.Join(t.TempDir(), "vmlinuz")
+		require.NoError(t, os.WriteFile(image, []byte("x"), 0o644))
+		_, err = kernelInspector{}.Inspect(ctx, image, verdict.Options{})
+		beside := filepath.Join(filepath.Dir(self), "kata-runtime")
+		require.EqualError(t, err, "guest kernel "+image+" cannot be checked: there is no inspection cache and the inspector "+beside+
+			" (looked for beside the shim's executable "+self+") does not exist; install kata-submount-guard's kata-runtime, from the same build as "+
+			"containerd-shim-kata-v2, as "+beside+": failed precondition")
 	})
 }

@@ -141,3 +141,52 @@ func TestVersionWithoutConfiguration(t *testing.T) {
 			"no such file or directory; install Kata's upstream containerd-shim-kata-v2 there or point delegate_shim at it: not found", stderr.String())
 	})
 }
+
+// TestStartWithoutInspector: a sandbox start whose kernel is not cached and
+// whose inspector is missing fails with one line saying what to install,
+// whatever on_unknown says, and leaves nothing behind: under the default
+// on_unknown = warn an unknown verdict would start a kernel that
+// on_vulnerable = refuse must stop.
+func TestStartWithoutInspector(t *testing.T) {
+	dir := t.TempDir()
+	stateDir := filepath.Join(dir, "state")
+	kernel := filepath.Join(dir, "vmlinuz")
+	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
+	delegate := filepath.Join(dir, "delegate")
+	require.NoError(t, os.WriteFile(delegate, []byte("#!/bin/sh\n"), 0o755))
+	inspector := filepath.Join(dir, "bin", "kata-runtime")
+	for _, guard := range []string{"on_vulnerable = \"refuse\"", "on_unknown = \"off\""} {
+		t.Run(guard, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "configuration.toml")
+			require.NoError(t, os.WriteFile(cfg, []byte(`[hypervisor.qemu]
+kernel = "`+kernel+`"
+shared_fs = "virtio-fs"
+virtio_fs_daemon = "/opt/kata/libexec/kata-virtiofsd"
+[submount_guard]
+delegate_shim = "`+delegate+`"
+state_dir = "`+stateDir+`"
+`+guard+"\n"), 0o644))
+			bundle := t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(bundle, specFile), []byte(`{"annotations":{"io.kubernetes.cri.container-type":"sandbox"}}`), 0o644))
+			t.Chdir(bundle)
+			stdin, err := os.Open(os.DevNull)
+			require.NoError(t, err)
+			t.Cleanup(func() { stdin.Close() })
+
+			var stderr strings.Builder
+			s := &Shim{Args: []string{"containerd-shim-kata-v2", "-namespace", "k8s.io", "-id", "sb", "start"},
+				Env: []string{"KATA_CONF_FILE=" + cfg}, Stdin: stdin, Stderr: &stderr,
+				Inspector: kernelInspector{command: inspector},
+				Exec:      func(string, []string, []string) error { t.Fatal("handed off"); return nil }}
+			require.Equal(t, 1, s.Run(context.Background()))
+			require.Equal(t, ErrorPrefix+"guest kernel "+kernel+" cannot be checked: it is not in the inspection cache "+
+				filepath.Join(stateDir, "kernel-cache")+" and the inspector "+inspector+" does not exist; install kata-submount-guard's kata-runtime, "+
+				"from the same build as containerd-shim-kata-v2, as "+inspector+": failed precondition", stderr.String())
+			_, err = os.Stat(hooks.PlanPath(stateDir, "sb"))
+			require.ErrorIs(t, err, os.ErrNotExist, "no plan")
+			ents, err := os.ReadDir(bundle)
+			require.NoError(t, err)
+			require.Len(t, ents, 1, "only the spec in the bundle")
+		})
+	}
+}

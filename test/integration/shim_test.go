@@ -569,11 +569,15 @@ func TestHandOffAtOnce(t *testing.T) {
 	}
 }
 
-// TestKernelInspectorMissing: our shim installed without kata-runtime beside
-// it cannot inspect a kernel its cache does not know. The start is not let
-// through unchecked: the verdict is unknown with a reason that says what to
-// install, and on_unknown decides (refuse here). With kata-runtime beside it
-// the same start runs, and later starts find the kernel in the cache.
+// TestKernelInspectorMissing: our shim installed without our kata-runtime
+// beside it cannot inspect a kernel its cache does not know. That is an
+// installation error: the start fails with one line saying what is missing,
+// where it was looked for and what to install, and leaves nothing behind,
+// whatever on_unknown says (the default warn here, which an unknown verdict
+// would have let through). The same holds for Kata's own kata-runtime in its
+// place (a stand-in that fails as it does, having no guest-kernel command).
+// With our kata-runtime beside it the same start runs, and later starts find
+// the kernel in the cache.
 func TestKernelInspectorMissing(t *testing.T) {
 	kernels := requireKernels(t)
 	dir := t.TempDir()
@@ -584,19 +588,27 @@ func TestKernelInspectorMissing(t *testing.T) {
 	for _, p := range [][2]string{{suite.bins.ours, alone.ours}, {suite.bins.standin, alone.standin}} {
 		copyFile(t, p[0], p[1])
 	}
-	cfgPath, stateDir := writeKataConfig(t, dir, kataConfig{kernel: kernels.fixed, onUnknown: "refuse"})
+	cfgPath, stateDir := writeKataConfig(t, dir, kataConfig{kernel: kernels.fixed, onVulnerable: "refuse"})
 	c := startContainerd(t, containerdOptions{env: []string{"KATA_CONF_FILE=" + cfgPath}, bins: alone})
+	inspector := filepath.Join(alone.dir, "kata-runtime")
+	failure := func(problem string) string {
+		return fmt.Sprintf("guest kernel %s cannot be checked: it is not in the inspection cache %s and the inspector %s "+
+			"(looked for beside the shim's executable %s) %s; install kata-submount-guard's kata-runtime, from the same build as "+
+			"containerd-shim-kata-v2, as %s: failed precondition",
+			kernels.fixed, filepath.Join(stateDir, "kernel-cache"), inspector, alone.ours, problem, inspector)
+	}
 
 	_, stderr, err := c.ctr(ctrNamespace, "run", "--rm", "--runtime", kataRuntime, testImage, "uninspected", "echo", "must not run")
 	require.Error(t, err)
-	want := fmt.Sprintf("fix status of guest kernel %s cannot be determined (inspection failed: no cached inspection in %s and kata-runtime cannot inspect it: "+
-		"fork/exec %s: no such file or directory; install kata-runtime from the same build beside containerd-shim-kata-v2); on_unknown = refuse: "+
-		"sandbox creation refused. If this kernel carries the fix, list its release (uname -r) in [submount_guard] fixed_releases in %s",
-		kernels.fixed, filepath.Join(stateDir, "kernel-cache"), filepath.Join(alone.dir, "kata-runtime"), cfgPath)
-	require.Equal(t, ctrStartFailure(shim.ErrorPrefix+want), stderr)
+	require.Equal(t, ctrStartFailure(shim.ErrorPrefix+failure("does not exist")), stderr)
 	c.requireNothingLeft(t, ctrNamespace, "uninspected", stateDir)
 
-	inspector := filepath.Join(alone.dir, "kata-runtime")
+	require.NoError(t, os.WriteFile(inspector, []byte("#!/bin/sh\necho \"No help topic for '$1'\" >&2\nexit 3\n"), 0o755))
+	_, stderr, err = c.ctr(ctrNamespace, "run", "--rm", "--runtime", kataRuntime, testImage, "kata-inspector", "echo", "must not run")
+	require.Error(t, err)
+	require.Equal(t, ctrStartFailure(shim.ErrorPrefix+failure("is not kata-submount-guard's kata-runtime or failed (exit status 3: No help topic for 'guest-kernel')")), stderr)
+	c.requireNothingLeft(t, ctrNamespace, "kata-inspector", stateDir)
+
 	copyFile(t, filepath.Join(suite.bins.dir, "kata-runtime"), inspector)
 	run := func(id string) {
 		out, stderr, err := c.ctr(ctrNamespace, "run", "--rm", "--runtime", kataRuntime, testImage, id, "echo", "runs")
