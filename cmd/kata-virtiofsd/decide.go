@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/containerd/containerd/errdefs"
@@ -20,7 +21,7 @@ type decision struct {
 	protection     virtiofsd.Protection
 	protectionFrom string // "--guard-protection", "plan" or "--guard-no-plan"
 	upstream       string // "" when none is configured
-	upstreamFrom   string // "--guard-upstream" or "plan"
+	upstreamFrom   string // "--guard-upstream", "plan" or "default upstream_virtiofsd"
 	planPath       string
 	plan           *hooks.Plan
 	// noPlan says why there is no plan; empty when there is one.
@@ -30,10 +31,11 @@ type decision struct {
 // decide combines the --guard-* options with the sandbox's plan. Our options
 // override the plan. Without a plan (the sandbox was not created through
 // kata-submount-guard's shim, or the share is not a Kata sandbox share) the
-// protection is --guard-no-plan's, by default none: exactly what Kata would
-// run, never less. A plan that cannot be read, belongs to another sandbox or
-// refuses the sandbox is an error.
-func decide(o *virtiofsd.Options, read planReader) (decision, error) {
+// protection is --guard-no-plan's, by default none, and the upstream is
+// defaultUpstream ([submount_guard]'s default upstream_virtiofsd) when it
+// exists: exactly what Kata would run, never less. A plan that cannot be
+// read, belongs to another sandbox or refuses the sandbox is an error.
+func decide(o *virtiofsd.Options, read planReader, defaultUpstream string) (decision, error) {
 	var d decision
 	switch {
 	case o.SandboxID == "" && o.SharedDir == "":
@@ -84,6 +86,18 @@ func decide(o *virtiofsd.Options, read planReader) (decision, error) {
 		d.upstream, d.upstreamFrom = o.Guard.Upstream, "--guard-upstream"
 	case d.plan != nil && d.plan.UpstreamVirtiofsd != "":
 		d.upstream, d.upstreamFrom = d.plan.UpstreamVirtiofsd, "plan"
+	case d.plan == nil && defaultUpstream != "" && exists(defaultUpstream):
+		// What the shim would have put in the plan: the table is not
+		// readable from here, but its default is known.
+		d.upstream, d.upstreamFrom = defaultUpstream, upstreamFromDefault
 	}
 	return d, nil
+}
+
+// upstreamFromDefault is decision.upstreamFrom for the default upstream.
+const upstreamFromDefault = "default upstream_virtiofsd"
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"os"
 
+	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver"
 )
@@ -19,7 +20,8 @@ func main() {
 	if fsserver.IsSandboxChild() {
 		os.Exit(fsserver.RunSandboxChild())
 	}
-	l := launcher{readPlan: hooks.ReadPlan, serve: serve, stdout: os.Stdout, stderr: os.Stderr, revision: revision}
+	l := launcher{readPlan: hooks.ReadPlan, defaultUpstream: config.DefaultUpstreamVirtiofsd, serve: serve,
+		stdout: os.Stdout, stderr: os.Stderr, revision: revision}
 	if err := l.run(context.Background(), os.Args[1:]); err != nil {
 		os.Exit(1)
 	}

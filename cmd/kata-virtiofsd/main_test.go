@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
@@ -26,9 +27,17 @@ import (
 // process, so the launcher must run in a process of its own.
 const runAsKataVirtiofsd = "KSG_TEST_RUN_KATA_VIRTIOFSD"
 
+// defaultUpstreamEnv replaces config.DefaultUpstreamVirtiofsd in that
+// process, so that tests do not depend on what this host has installed.
+const defaultUpstreamEnv = "KSG_TEST_DEFAULT_UPSTREAM"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(runAsKataVirtiofsd) == "1" {
-		l := launcher{readPlan: hooks.ReadPlan, serve: serve, stdout: os.Stdout, stderr: os.Stderr,
+		defaultUpstream := config.DefaultUpstreamVirtiofsd
+		if v, ok := os.LookupEnv(defaultUpstreamEnv); ok {
+			defaultUpstream = v
+		}
+		l := launcher{readPlan: hooks.ReadPlan, defaultUpstream: defaultUpstream, serve: serve, stdout: os.Stdout, stderr: os.Stderr,
 			revision: "test", syslogAddr: os.Getenv("KSG_TEST_SYSLOG_ADDR")}
 		if err := l.run(context.Background(), os.Args[1:]); err != nil {
 			os.Exit(1)
@@ -223,6 +232,45 @@ func TestRealStart(t *testing.T) {
 	}
 }
 
+// TestNoPlanRunsAsKata: a sandbox without a plan gets the share exactly as
+// Kata configured it: [submount_guard]'s default upstream_virtiofsd (here
+// QEMU's C daemon stands at that path) with Kata's arguments, submounts
+// announced; only where no upstream is installed does kata-virtiofsd serve
+// the share itself.
+func TestNoPlanRunsAsKata(t *testing.T) {
+	testutil.RequiresRoot(t)
+	c := cDaemon(t)
+	id := "sb-no-plan"
+	shared, stateDir := kataShare(t, id)
+
+	t.Run("default upstream installed", func(t *testing.T) {
+		sock, fd := listener(t)
+		cmd, out := start(t, kataArgs(shared, "--guard-state-dir="+stateDir), fd, defaultUpstreamEnv+"="+c)
+		fd.Close()
+		require.NoError(t, vhostExchange(sock), "output:\n%s", out)
+		joined := strings.Join(cmdline(t, cmd.Process.Pid), " ")
+		require.True(t, strings.HasPrefix(joined, c+" "), joined)
+		require.Contains(t, joined, "-o source="+shared)
+		require.Contains(t, joined, "-o announce_submounts", "submounts announced, as Kata asked")
+		log := out.String()
+		require.Contains(t, log, "level=warning")
+		require.Contains(t, log, `msg="starting upstream virtiofsd"`)
+		require.Contains(t, log, `upstream_from="default upstream_virtiofsd"`)
+		require.Contains(t, log, "no_plan=")
+		require.NotContains(t, log, "serving the share")
+	})
+
+	t.Run("no upstream installed", func(t *testing.T) {
+		sock, fd := listener(t)
+		// The test binary has cgo: no sandbox for our daemon.
+		_, out := start(t, kataArgs(shared, "--guard-state-dir="+stateDir, "--sandbox=none"), fd, defaultUpstreamEnv+"="+filepath.Join(t.TempDir(), "virtiofsd"))
+		fd.Close()
+		getFeatures(t, sock)
+		require.Eventually(t, func() bool { return strings.Contains(out.String(), "frontend connected; serving") }, 10*time.Second, 10*time.Millisecond)
+		require.Contains(t, out.String(), `msg="serving the share with kata-virtiofsd's own daemon"`)
+	})
+}
+
 // vhostExchange connects to a vhost-user backend, asks for its features and
 // its protocol features (each answer comes after the backend has logged
 // the connection), and hangs up.
@@ -386,6 +434,7 @@ func TestErrors(t *testing.T) {
 		name  string
 		setup func(t *testing.T, stateDir, id string)
 		extra []string
+		env   []string
 		want  []string
 	}{
 		{
@@ -449,7 +498,16 @@ func TestErrors(t *testing.T) {
 		{
 			// The test binary has cgo, so our daemon's sandbox refuses it.
 			name: "no upstream at all",
-			want: []string{"no upstream virtiofsd is configured", "built with cgo"},
+			env:  []string{defaultUpstreamEnv + "=/nonexistent/libexec/virtiofsd"},
+			want: []string{"no upstream virtiofsd is configured (no --guard-upstream, no plan, and [submount_guard]'s default upstream_virtiofsd " +
+				"/nonexistent/libexec/virtiofsd does not exist), so kata-virtiofsd serves the share itself", "built with cgo"},
+		},
+		{
+			name:  "plan without an upstream",
+			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, hooks.ProtectNone, "") },
+			env:   []string{defaultUpstreamEnv + "=" + c},
+			want: []string{"no upstream virtiofsd is configured (neither --guard-upstream nor the plan's upstream_virtiofsd), " +
+				"so kata-virtiofsd serves the share itself", "built with cgo"},
 		},
 		{
 			name:  "recover before our daemon exists",
@@ -475,7 +533,7 @@ func TestErrors(t *testing.T) {
 				tc.setup(t, stateDir, id)
 			}
 			_, fd := listener(t)
-			out := runToFailure(t, kataArgs(shared, append([]string{"--guard-state-dir=" + stateDir}, tc.extra...)...), fd)
+			out := runToFailure(t, kataArgs(shared, append([]string{"--guard-state-dir=" + stateDir}, tc.extra...)...), fd, tc.env...)
 			for _, w := range tc.want {
 				require.Contains(t, out, w)
 			}
@@ -497,11 +555,15 @@ func TestErrors(t *testing.T) {
 // TestDecide covers how options and plans combine, against the real plan store.
 func TestDecide(t *testing.T) {
 	const id = "sb-decide"
+	installed := filepath.Join(t.TempDir(), "virtiofsd")
+	require.NoError(t, os.WriteFile(installed, nil, 0o755))
+	notInstalled := filepath.Join(t.TempDir(), "virtiofsd")
 	cases := []struct {
 		name     string
 		plan     *hooks.Plan
 		args     []string
 		shared   string // default: a Kata share of id
+		dflt     string // [submount_guard]'s default upstream_virtiofsd; default: not installed
 		want     decision
 		wantErr  error
 		errMatch string
@@ -523,9 +585,37 @@ func TestDecide(t *testing.T) {
 			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "--guard-upstream"},
 		},
 		{
+			name: "no plan: the default upstream, as Kata",
+			dflt: installed,
+			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
+		},
+		{
+			name: "no plan, no upstream installed: serve",
+			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan"},
+		},
+		{
+			name: "no plan: --guard-upstream over the default",
+			args: []string{"--guard-upstream=/usr/libexec/virtiofsd"},
+			dflt: installed,
+			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "--guard-upstream"},
+		},
+		{
+			name: "plan without an upstream: serve, not the default",
+			plan: &hooks.Plan{SandboxID: id, Action: hooks.Warn, Protection: hooks.ProtectNoSubmounts},
+			dflt: installed,
+			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "plan"},
+		},
+		{
 			name: "no plan: operator's default",
 			args: []string{"--guard-no-plan=no-submounts"},
-			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "--guard-no-plan"},
+			dflt: installed,
+			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
+		},
+		{
+			name:   "not a Kata share: the default upstream",
+			shared: "/srv/share",
+			dflt:   installed,
+			want:   decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
 		},
 		{
 			name:   "not a Kata share",
@@ -558,7 +648,11 @@ func TestDecide(t *testing.T) {
 			}
 			o, err := virtiofsd.Parse(append([]string{"--shared-dir=" + shared, "--fd=3", "--guard-state-dir=" + stateDir}, tc.args...))
 			require.NoError(t, err)
-			d, err := decide(o, hooks.ReadPlan)
+			dflt := tc.dflt
+			if dflt == "" {
+				dflt = notInstalled
+			}
+			d, err := decide(o, hooks.ReadPlan, dflt)
 			if tc.wantErr != nil {
 				require.ErrorIs(t, err, tc.wantErr)
 				require.ErrorContains(t, err, tc.errMatch)
@@ -570,6 +664,7 @@ func TestDecide(t *testing.T) {
 			require.Equal(t, tc.want.upstream, d.upstream)
 			require.Equal(t, tc.want.upstreamFrom, d.upstreamFrom)
 			require.Equal(t, tc.plan == nil, d.noPlan != "", "noPlan: %q", d.noPlan)
+			require.Equal(t, tc.want, decision{protection: d.protection, protectionFrom: d.protectionFrom, upstream: d.upstream, upstreamFrom: d.upstreamFrom})
 		})
 	}
 }

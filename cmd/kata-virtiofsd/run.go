@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
 
+	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
@@ -28,7 +29,8 @@ kata-submount-guard options (they override the plan; never passed on):
   --guard-protection=recover|no-submounts|none
         how to serve the share; default: the plan's
   --guard-upstream=PATH
-        the virtiofsd to exec; default: the plan's upstream_virtiofsd;
+        the virtiofsd to exec; default: the plan's upstream_virtiofsd, or
+        without a plan ` + config.DefaultUpstreamVirtiofsd + ` if it exists;
         none at all: kata-virtiofsd serves the share itself
   --guard-state-dir=DIR
         where the plans are (default ` + virtiofsd.DefaultStateDir + `);
@@ -42,10 +44,13 @@ kata-submount-guard options (they override the plan; never passed on):
 // launcher runs kata-virtiofsd; its fields are what main wires in.
 type launcher struct {
 	readPlan planReader
-	serve    func(context.Context, *virtiofsd.Options) error
-	stdout   io.Writer
-	stderr   io.Writer
-	revision string
+	// defaultUpstream is [submount_guard]'s default upstream_virtiofsd,
+	// used without a plan and without --guard-upstream when it exists.
+	defaultUpstream string
+	serve           func(context.Context, *virtiofsd.Options) error
+	stdout          io.Writer
+	stderr          io.Writer
+	revision        string
 	// syslogAddr is the syslog socket; empty: the system's.
 	syslogAddr string
 }
@@ -97,7 +102,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 		}
 	}
 
-	d, err := decide(o, l.readPlan)
+	d, err := decide(o, l.readPlan, l.defaultUpstream)
 	if err != nil {
 		return err
 	}
@@ -134,8 +139,13 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 			return err
 		}
 		why := "protection recover (from " + d.protectionFrom + ") needs kata-virtiofsd's own daemon"
-		if d.protection != virtiofsd.ProtectRecover {
+		switch {
+		case d.protection == virtiofsd.ProtectRecover:
+		case d.plan != nil:
 			why = "no upstream virtiofsd is configured (neither --guard-upstream nor the plan's upstream_virtiofsd), so kata-virtiofsd serves the share itself"
+		default:
+			why = fmt.Sprintf("no upstream virtiofsd is configured (no --guard-upstream, no plan, and [submount_guard]'s default upstream_virtiofsd %s does not exist), "+
+				"so kata-virtiofsd serves the share itself", l.defaultUpstream)
 		}
 		o.Protection = d.protection
 		if d.protection == virtiofsd.ProtectNoSubmounts {
