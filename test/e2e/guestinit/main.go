@@ -1,8 +1,8 @@
 // Command guestinit is PID 1 of every VM test's guest. The kernel command
 // line (package guest's keys) names its mode: the truth table's scenario
-// (one guest.Result line), or, for the daemon tests, a smoke run or the
-// benchmark's workloads against the virtio-fs share (check and bench lines,
-// then guest.DoneLine). It powers the guest off at the
+// (one guest.Result line), or, for the daemon tests, a smoke run, the
+// benchmark's workloads or the POSIX suite against the virtio-fs share (check,
+// bench and POSIX lines, then guest.DoneLine). It powers the guest off at the
 // end and never returns.
 //
 // The same binary is re-executed as the scenario's container
@@ -83,6 +83,8 @@ func runChecks(mode guest.Mode, params map[string]string, setupErr error) {
 		smoke()
 	case guest.ModeBench:
 		bench()
+	case guest.ModePOSIX:
+		posixSuite(params)
 	default:
 		check("mode", fmt.Errorf("unknown mode %q", mode))
 	}
