@@ -18,6 +18,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
@@ -125,9 +126,7 @@ func TestServeReadOnly(t *testing.T) {
 // TestServeSocketGroup checks that --socket-group gives the socket that
 // group and lets it connect (mode 0660), as Rust virtiofsd does.
 func TestServeSocketGroup(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("chown to another group needs root")
-	}
+	testutil.RequiresRoot(t) // chown to another group
 	group, gid := "4242", 4242
 	if g, err := user.LookupGroupId("1"); err == nil {
 		group, gid = g.Name, 1

@@ -9,15 +9,14 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
 // The archive must be what GNU cpio reads as newc, with the right types,
 // modes, device numbers and contents.
 func TestWriteInitramfsReadByCpio(t *testing.T) {
-	cpio, err := exec.LookPath("cpio")
-	if err != nil {
-		t.Skip("skipped: needs cpio (test/setup/10-apt.sh installs it)")
-	}
+	cpio := testutil.RequiresCommand(t, "cpio")
 	dir := t.TempDir()
 	initBin := filepath.Join(dir, "fake-init")
 	payload := []byte("#!/bin/sh\necho odd-length payload\n")
