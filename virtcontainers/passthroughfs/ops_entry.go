@@ -16,23 +16,25 @@ func (fs *FS) parentAndName(nodeid uint64, name string) (*inode, syscall.Errno) 
 	return fs.inode(nodeid)
 }
 
-// Mkdir answers MKDIR.
-func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+// makeEntry creates name in directory nodeid as the caller through mk, which
+// gets the directory's fd and the name as a C string, and answers with the
+// new entry. It holds what MKDIR, MKNOD and SYMLINK share.
+func (fs *FS) makeEntry(nodeid uint64, name string, caller *fuse.Caller, out *fuse.EntryOut, mk func(dirfd int, name *byte) syscall.Errno) fuse.Status {
 	if fs.opts.ReadOnly {
 		return erofs
 	}
-	parent, e := fs.parentAndName(in.NodeId, name)
+	parent, e := fs.parentAndName(nodeid, name)
 	if e != 0 {
 		return status(e)
 	}
 	defer parent.release()
 	var cn cname
 	p := cn.set(name)
-	creds, e := fs.becomeCaller(&in.Caller)
+	creds, e := fs.becomeCaller(caller)
 	if e != 0 {
 		return status(e)
 	}
-	_, _, e = unix.Syscall(unix.SYS_MKDIRAT, uintptr(parent.fd), uintptr(unsafe.Pointer(p)), uintptr(in.Mode&0o7777))
+	e = mk(parent.fd, p)
 	creds.restore()
 	if e != 0 {
 		return status(e)
@@ -40,32 +42,24 @@ func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *
 	return status(fs.lookupAt(parent, p, false, out))
 }
 
+// Mkdir answers MKDIR.
+func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	return fs.makeEntry(in.NodeId, name, &in.Caller, out, func(dirfd int, p *byte) syscall.Errno {
+		_, _, e := unix.Syscall(unix.SYS_MKDIRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(in.Mode&0o7777))
+		return e
+	})
+}
+
 // Mknod answers MKNOD.
 func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	if fs.opts.ReadOnly {
-		return erofs
-	}
-	parent, e := fs.parentAndName(in.NodeId, name)
-	if e != 0 {
-		return status(e)
-	}
-	defer parent.release()
-	var cn cname
-	p := cn.set(name)
 	// The kernel sends rdev as new_encode_dev does.
 	major := (in.Rdev & 0xfff00) >> 8
 	minor := (in.Rdev & 0xff) | ((in.Rdev >> 12) & 0xfff00)
-	creds, e := fs.becomeCaller(&in.Caller)
-	if e != 0 {
-		return status(e)
-	}
-	_, _, e = unix.Syscall6(unix.SYS_MKNODAT, uintptr(parent.fd), uintptr(unsafe.Pointer(p)),
-		uintptr(in.Mode), uintptr(unix.Mkdev(major, minor)), 0, 0)
-	creds.restore()
-	if e != 0 {
-		return status(e)
-	}
-	return status(fs.lookupAt(parent, p, false, out))
+	return fs.makeEntry(in.NodeId, name, &in.Caller, out, func(dirfd int, p *byte) syscall.Errno {
+		_, _, e := unix.Syscall6(unix.SYS_MKNODAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+			uintptr(in.Mode), uintptr(unix.Mkdev(major, minor)), 0, 0)
+		return e
+	})
 }
 
 // Symlink answers SYMLINK. The target is stored as given: the guest resolves
@@ -77,27 +71,14 @@ func (fs *FS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name str
 	if e := checkLinkTarget(target); e != 0 {
 		return status(e)
 	}
-	parent, e := fs.parentAndName(h.NodeId, name)
-	if e != 0 {
-		return status(e)
-	}
-	defer parent.release()
-	var cn cname
-	p := cn.set(name)
 	t, err := unix.BytePtrFromString(target)
 	if err != nil {
 		return fuse.EINVAL
 	}
-	creds, e := fs.becomeCaller(&h.Caller)
-	if e != 0 {
-		return status(e)
-	}
-	_, _, e = unix.Syscall(unix.SYS_SYMLINKAT, uintptr(unsafe.Pointer(t)), uintptr(parent.fd), uintptr(unsafe.Pointer(p)))
-	creds.restore()
-	if e != 0 {
-		return status(e)
-	}
-	return status(fs.lookupAt(parent, p, false, out))
+	return fs.makeEntry(h.NodeId, name, &h.Caller, out, func(dirfd int, p *byte) syscall.Errno {
+		_, _, e := unix.Syscall(unix.SYS_SYMLINKAT, uintptr(unsafe.Pointer(t)), uintptr(dirfd), uintptr(unsafe.Pointer(p)))
+		return e
+	})
 }
 
 // Link answers LINK.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -287,28 +288,62 @@ func TestAllowMmapNegotiated(t *testing.T) {
 
 // TestAllowMmapOverFUSE maps a file of a cache=never share shared and
 // writable, which the kernel allows on a direct-I/O file only when the daemon
-// agreed to FUSE_DIRECT_IO_ALLOW_MMAP (Linux 6.6 and later).
+// agreed to FUSE_DIRECT_IO_ALLOW_MMAP (Linux 6.6 and later). The mapping is
+// made in a helper process (see TestMain).
 func TestAllowMmapOverFUSE(t *testing.T) {
 	for _, allow := range []bool{false, true} {
 		t.Run(fmt.Sprint("allow=", allow), func(t *testing.T) {
 			share := newHostShare(t)
 			require.NoError(t, os.WriteFile(filepath.Join(share.src, "f"), make([]byte, 4096), 0o644))
 			mnt := mountFS(t, newFS(t, share.src, Options{Cache: CacheNever, AllowMmap: allow}))
-			fd, err := unix.Open(filepath.Join(mnt, "f"), unix.O_RDWR, 0)
-			require.NoError(t, err)
-			defer unix.Close(fd)
-			m, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+			helper := exec.Command(os.Args[0])
+			helper.Env = append(os.Environ(), mmapHelperEnv+"="+filepath.Join(mnt, "f"))
+			out, err := helper.CombinedOutput()
 			if !allow {
-				require.ErrorIs(t, err, unix.ENODEV, "a shared mapping of a direct-I/O file without the flag")
+				require.Error(t, err, "a shared mapping of a direct-I/O file without the flag: %s", out)
+				require.Contains(t, string(out), "mmap: "+unix.ENODEV.Error())
 				return
 			}
-			require.NoError(t, err)
-			copy(m, "mapped")
-			require.NoError(t, unix.Msync(m, unix.MS_SYNC))
-			require.NoError(t, unix.Munmap(m))
+			require.NoError(t, err, "%s", out)
 			b, err := os.ReadFile(filepath.Join(share.src, "f"))
 			require.NoError(t, err)
 			require.Equal(t, "mapped", string(b[:6]))
 		})
 	}
+}
+
+// mmapHelperEnv names the file the test binary, run as a helper, maps.
+const mmapHelperEnv = "KSG_TEST_MMAP_WRITE"
+
+// TestMain runs the test binary as the helper that writes "mapped" through a
+// shared mapping when mmapHelperEnv is set. The mapping must not live in the
+// process serving the mount: a page fault on it waits for our own server,
+// and a stop-the-world in that process waits for the faulting thread, which
+// deadlocks the whole runtime.
+func TestMain(m *testing.M) {
+	if path := os.Getenv(mmapHelperEnv); path != "" {
+		if err := writeThroughMapping(path, "mapped"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func writeThroughMapping(path, s string) error {
+	fd, err := unix.Open(path, unix.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	defer unix.Close(fd)
+	m, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap: %w", err)
+	}
+	copy(m, s)
+	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+		return fmt.Errorf("msync: %w", err)
+	}
+	return unix.Munmap(m)
 }
