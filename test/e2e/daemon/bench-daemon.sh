@@ -16,6 +16,7 @@ section="## virtio-fs daemon"
 	echo "\`make bench-daemon\` ($(date -u +%Y-%m-%d), $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $(nproc) cores, load average $load at the start: TCG guests are CPU-bound, so other work on the machine moves single rounds by up to 3×):"
 	echo
 	cat "$out"
+	echo
 } >"$out.section"
 touch BENCHMARKS.md
 awk -v section="$section" -v file="$out.section" '
