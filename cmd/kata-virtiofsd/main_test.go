@@ -136,6 +136,13 @@ func runToFailure(t *testing.T, args []string, fd *os.File, env ...string) strin
 // getFeatures connects to a vhost-user backend and asks for its features.
 func getFeatures(t testing.TB, path string) uint64 {
 	t.Helper()
+	return getFeaturesThen(t, path, func() {})
+}
+
+// getFeaturesThen is getFeatures calling connected before it hangs up: the C
+// daemon exits as soon as its front-end leaves.
+func getFeaturesThen(t testing.TB, path string, connected func()) uint64 {
+	t.Helper()
 	conn, err := net.DialTimeout("unix", path, 10*time.Second)
 	require.NoError(t, err)
 	defer conn.Close()
@@ -152,6 +159,7 @@ func getFeatures(t testing.TB, path string) uint64 {
 	require.Equal(t, uint32(getFeatures), binary.LittleEndian.Uint32(reply[0:]))
 	require.NotZero(t, binary.LittleEndian.Uint32(reply[4:])&replyFlag, "reply flag")
 	require.Equal(t, uint32(8), binary.LittleEndian.Uint32(reply[8:]))
+	connected()
 	return binary.LittleEndian.Uint64(reply[12:])
 }
 
@@ -203,11 +211,11 @@ func TestRealStart(t *testing.T) {
 				cmd, out := start(t, args, fd)
 				fd.Close()
 
-				features := getFeatures(t, sock)
+				// Same pid, now the upstream daemon with the translated
+				// arguments, read while the front-end is still there.
+				var argv []string
+				features := getFeaturesThen(t, sock, func() { argv = cmdline(t, cmd.Process.Pid) })
 				require.NotZero(t, features&(1<<32), "VIRTIO_F_VERSION_1 in %#x; output:\n%s", features, out.String())
-
-				// Same pid, now the upstream daemon with the translated arguments.
-				argv := cmdline(t, cmd.Process.Pid)
 				joined := strings.Join(argv, " ")
 				require.NotContains(t, joined, "--guard-", "our options never reach the upstream")
 				require.Contains(t, joined, "--fd=3")
@@ -273,8 +281,8 @@ func TestNoPlanRunsAsKata(t *testing.T) {
 
 // vhostExchange connects to a vhost-user backend, asks for its features and
 // its protocol features (each answer comes after the backend has logged
-// the connection), and hangs up.
-func vhostExchange(path string) error {
+// the connection), calls connected, if any, and hangs up.
+func vhostExchange(path string, connected ...func()) error {
 	conn, err := net.DialTimeout("unix", path, 10*time.Second)
 	if err != nil {
 		return err
@@ -298,6 +306,9 @@ func vhostExchange(path string) error {
 		if got := binary.LittleEndian.Uint32(reply[0:]); got != req {
 			return fmt.Errorf("reply to request %d is for request %d", req, got)
 		}
+	}
+	for _, f := range connected {
+		f()
 	}
 	return nil
 }
@@ -334,8 +345,9 @@ func TestCDaemonWithKataSyslog(t *testing.T) {
 		sock, fd := listener(t)
 		cmd, out := start(t, append(kata, "--guard-state-dir="+stateDir), fd)
 		fd.Close()
-		require.NoError(t, vhostExchange(sock), "C virtiofsd did not answer; output:\n%s", out)
-		joined := strings.Join(cmdline(t, cmd.Process.Pid), " ")
+		var joined string
+		require.NoError(t, vhostExchange(sock, func() { joined = strings.Join(cmdline(t, cmd.Process.Pid), " ") }),
+			"C virtiofsd did not answer; output:\n%s", out)
 		require.Contains(t, joined, "-o source="+shared, "the C daemon runs")
 		require.Zero(t, waitExit(t, cmd, out), "C virtiofsd did not exit cleanly when the front-end left; output:\n%s", out)
 		log := out.String()
