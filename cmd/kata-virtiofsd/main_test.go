@@ -255,8 +255,8 @@ func TestNoPlanRunsAsKata(t *testing.T) {
 		sock, fd := listener(t)
 		cmd, out := start(t, kataArgs(shared, "--guard-state-dir="+stateDir), fd, defaultUpstreamEnv+"="+c)
 		fd.Close()
-		require.NoError(t, vhostExchange(sock), "output:\n%s", out)
-		joined := strings.Join(cmdline(t, cmd.Process.Pid), " ")
+		var joined string
+		require.NoError(t, vhostExchange(sock, func() { joined = strings.Join(cmdline(t, cmd.Process.Pid), " ") }), "output:\n%s", out)
 		require.True(t, strings.HasPrefix(joined, c+" "), joined)
 		require.Contains(t, joined, "-o source="+shared)
 		require.Contains(t, joined, "-o announce_submounts", "submounts announced, as Kata asked")
