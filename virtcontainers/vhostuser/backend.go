@@ -170,6 +170,24 @@ func (b *Backend) queue(i uint32, what string) (*queue, error) {
 	return b.queues[i], nil
 }
 
+// vringState decodes a vring state payload and finds the queue it names.
+func (b *Backend) vringState(m *message, what string) (vringState, *queue, error) {
+	s, err := decodeVringState(m.payload, what)
+	if err != nil {
+		return s, nil, err
+	}
+	q, err := b.queue(s.Index, what)
+	return s, q, err
+}
+
+// stopped refuses to change a running queue's layout.
+func (q *queue) stopped(what string) error {
+	if q.running {
+		return fmt.Errorf("%s: queue %d is running: %w", what, q.index, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
 // handle applies one message. A non-nil reply is sent as the answer; a
 // message without one is acknowledged when the frontend asked for it.
 func (b *Backend) handle(ctx context.Context, m *message) (reply []byte, err error) {
@@ -223,19 +241,15 @@ func (b *Backend) handle(ctx context.Context, m *message) (reply []byte, err err
 	case reqRemMemReg:
 		return nil, b.remMemReg(ctx, m)
 	case reqSetVringNum:
-		s, err := decodeVringState(m.payload, what)
-		if err != nil {
-			return nil, err
-		}
-		q, err := b.queue(s.Index, what)
+		s, q, err := b.vringState(m, what)
 		if err != nil {
 			return nil, err
 		}
 		if s.Num == 0 || s.Num > maxQueueSize || s.Num&(s.Num-1) != 0 {
 			return nil, fmt.Errorf("%s: queue %d size %d, want a power of 2 up to %d: %w", what, s.Index, s.Num, maxQueueSize, errdefs.ErrInvalidArgument)
 		}
-		if q.running {
-			return nil, fmt.Errorf("%s: queue %d is running: %w", what, s.Index, errdefs.ErrFailedPrecondition)
+		if err := q.stopped(what); err != nil {
+			return nil, err
 		}
 		q.num = uint16(s.Num)
 		return nil, nil
@@ -251,23 +265,19 @@ func (b *Backend) handle(ctx context.Context, m *message) (reply []byte, err err
 		if a.Flags&vringAddrFlagLog != 0 {
 			return nil, fmt.Errorf("%s: dirty logging requested but not offered: %w", what, errdefs.ErrNotImplemented)
 		}
-		if q.running {
-			return nil, fmt.Errorf("%s: queue %d is running: %w", what, a.Index, errdefs.ErrFailedPrecondition)
+		if err := q.stopped(what); err != nil {
+			return nil, err
 		}
 		q.addrs = ringAddrs{desc: a.Desc, avail: a.Avail, used: a.Used}
 		q.addrSet = true
 		return nil, b.maybeStart(ctx, q)
 	case reqSetVringBase:
-		s, err := decodeVringState(m.payload, what)
+		s, q, err := b.vringState(m, what)
 		if err != nil {
 			return nil, err
 		}
-		q, err := b.queue(s.Index, what)
-		if err != nil {
+		if err := q.stopped(what); err != nil {
 			return nil, err
-		}
-		if q.running {
-			return nil, fmt.Errorf("%s: queue %d is running: %w", what, s.Index, errdefs.ErrFailedPrecondition)
 		}
 		if s.Num > 0xffff {
 			return nil, fmt.Errorf("%s: base %d: %w", what, s.Num, errdefs.ErrInvalidArgument)
@@ -275,11 +285,7 @@ func (b *Backend) handle(ctx context.Context, m *message) (reply []byte, err err
 		q.nextAvail, q.nextUsed = uint16(s.Num), uint16(s.Num)
 		return nil, nil
 	case reqGetVringBase:
-		s, err := decodeVringState(m.payload, what)
-		if err != nil {
-			return nil, err
-		}
-		q, err := b.queue(s.Index, what)
+		s, q, err := b.vringState(m, what)
 		if err != nil {
 			return nil, err
 		}
@@ -293,11 +299,7 @@ func (b *Backend) handle(ctx context.Context, m *message) (reply []byte, err err
 	case reqSetVringKick, reqSetVringCall, reqSetVringErr:
 		return nil, b.setVringFD(ctx, m)
 	case reqSetVringEnable:
-		s, err := decodeVringState(m.payload, what)
-		if err != nil {
-			return nil, err
-		}
-		q, err := b.queue(s.Index, what)
+		s, q, err := b.vringState(m, what)
 		if err != nil {
 			return nil, err
 		}
