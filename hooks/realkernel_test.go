@@ -1,13 +1,10 @@
 package hooks
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -18,33 +15,11 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
-// guestKernels returns test/kernels' output directory and its MANIFEST
-// (variant -> release); locally the test is skipped when the kernels are
-// not built, under CI it fails.
-func guestKernels(t *testing.T) (string, map[string]string) {
-	t.Helper()
-	out, err := exec.Command("../test/kernels/build.sh", "--print-dir").Output()
-	testutil.Require(t, err == nil, "guest kernels are not built (run test/kernels/build.sh)")
-	dir := strings.TrimSpace(string(out))
-	f, err := os.Open(filepath.Join(dir, "MANIFEST"))
-	require.NoError(t, err)
-	defer f.Close()
-	releases := map[string]string{}
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		parts := strings.SplitN(s.Text(), "\t", 3)
-		if len(parts) >= 2 {
-			releases[parts[0]] = parts[1]
-		}
-	}
-	require.NoError(t, s.Err())
-	return dir, releases
-}
-
 // TestDecideRealKernels decides on the kernels test/kernels builds, through
 // the real verdict.Inspect, for both image formats.
 func TestDecideRealKernels(t *testing.T) {
-	dir, releases := guestKernels(t)
+	dir := testutil.GuestKernelsDir(t)
+	releases := testutil.GuestKernelReleases(t, dir)
 	garbage := filepath.Join(t.TempDir(), "not-a-kernel")
 	require.NoError(t, os.WriteFile(garbage, []byte("this is not a kernel image\n"), 0o644))
 	cases := []struct {
@@ -97,7 +72,7 @@ func TestDecideRealKernels(t *testing.T) {
 // TestPolicyMatrixRealKernels repeats the policy matrix with verdicts that
 // come from real images instead of canned reports.
 func TestPolicyMatrixRealKernels(t *testing.T) {
-	dir, _ := guestKernels(t)
+	dir := testutil.GuestKernelsDir(t)
 	garbage := filepath.Join(t.TempDir(), "not-a-kernel")
 	require.NoError(t, os.WriteFile(garbage, []byte("MZ but nothing else"), 0o644))
 	images := map[verdict.Verdict]string{

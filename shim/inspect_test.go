@@ -17,14 +17,6 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
-// testKernels returns test/kernels' output directory.
-func testKernels(t testing.TB) string {
-	t.Helper()
-	out, err := exec.Command(filepath.Join("..", "test", "kernels", "build.sh"), "--print-dir").Output()
-	testutil.Require(t, err == nil, "guest kernels not built (run test/kernels/build.sh)")
-	return strings.TrimSpace(string(out))
-}
-
 // TestKernelInspector: the shim's inspector gives what guestkernel.Inspect
 // gives, from the cache when it can and else from the real kata-runtime,
 // which fills the cache; an inspector that cannot run is an error saying
@@ -51,7 +43,7 @@ func TestKernelInspector(t *testing.T) {
 	})
 
 	t.Run("real kernels: miss runs kata-runtime, then the cache answers", func(t *testing.T) {
-		kernels := testKernels(t)
+		kernels := testutil.GuestKernelsDir(t)
 		for _, tc := range []struct {
 			image string
 			fixed []string

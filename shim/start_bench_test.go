@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 )
 
@@ -22,7 +23,7 @@ import (
 // exec is replaced by a stub that returns, after which start undoes its
 // writes (as after a failed exec), so every iteration starts afresh.
 func BenchmarkStartInProcess(b *testing.B) {
-	kernel := filepath.Join(testKernels(b), "fixed", "bzImage")
+	kernel := filepath.Join(testutil.GuestKernelsDir(b), "fixed", "bzImage")
 
 	// KSG_BENCH_RUN_DIR as in test/integration's BenchmarkShimStart.
 	dir := b.TempDir()

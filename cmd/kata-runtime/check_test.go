@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,26 +19,6 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/hostcheck"
 )
-
-// guestKernels returns test/kernels' output directory and MANIFEST releases;
-// skipped locally when the kernels are not built, a failure under CI.
-func guestKernels(t *testing.T) (string, map[string]string) {
-	t.Helper()
-	out, err := exec.Command("../../test/kernels/build.sh", "--print-dir").Output()
-	testutil.Require(t, err == nil, "guest kernels are not built (run test/kernels/build.sh)")
-	dir := strings.TrimSpace(string(out))
-	f, err := os.Open(filepath.Join(dir, "MANIFEST"))
-	require.NoError(t, err)
-	defer f.Close()
-	releases := map[string]string{}
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if parts := strings.SplitN(s.Text(), "\t", 3); len(parts) >= 2 {
-			releases[parts[0]] = parts[1]
-		}
-	}
-	return dir, releases
-}
 
 // writeConfig writes a Kata configuration with the given hypervisor tables
 // (name -> kernel) and [submount_guard] body; virtio_fs_daemon is a
@@ -114,7 +93,8 @@ func TestCheckVerbose(t *testing.T) {
 
 // TestCheckRealKernels predicts start for the kernels test/kernels builds.
 func TestCheckRealKernels(t *testing.T) {
-	dir, releases := guestKernels(t)
+	dir := testutil.GuestKernelsDir(t)
+	releases := testutil.GuestKernelReleases(t, dir)
 	// bzImages (compressed: slow to inspect under -race) for the two main
 	// cases, vmlinux for the rest.
 	fixed, vulnerable := filepath.Join(dir, "fixed/bzImage"), filepath.Join(dir, "vulnerable/bzImage")
@@ -273,7 +253,7 @@ func TestEnv(t *testing.T) {
 }
 
 func TestEnvRealKernel(t *testing.T) {
-	dir, _ := guestKernels(t)
+	dir := testutil.GuestKernelsDir(t)
 	path := writeConfig(t, map[string]string{"qemu": filepath.Join(dir, "vulnerable/vmlinux")}, "")
 	var out, errOut bytes.Buffer
 	require.NoError(t, runEnv(context.Background(), envOptions{ConfigPath: path, JSON: true, Stdout: &out, Stderr: &errOut}))

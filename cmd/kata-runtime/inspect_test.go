@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -204,11 +203,7 @@ func TestBinaryRealImages(t *testing.T) {
 	} {
 		want[testutil.RequiresCacheFile(t, rel)] = v
 	}
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "..", "test", "kernels", "build.sh")
-	out, err := exec.Command(script, "--print-dir").Output()
-	testutil.Require(t, err == nil, "guest kernels not built: run test/kernels/build.sh")
-	dir := strings.TrimSpace(string(out))
+	dir := testutil.GuestKernelsDir(t)
 	for variant, v := range map[string]guestkernel.Verdict{
 		"fixed": guestkernel.Fixed, "vulnerable": guestkernel.Vulnerable,
 		"lying-fixed": guestkernel.Vulnerable, "lying-vulnerable": guestkernel.Fixed,

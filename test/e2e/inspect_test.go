@@ -17,8 +17,8 @@ import (
 // and from its vmlinux, by their BTF.
 func TestGuestKernelsClassified(t *testing.T) {
 	testutil.RequiresEnv(t, "KSG_E2E")
-	dir := harness.KernelsDir(t)
-	releases := harness.Manifest(t, dir)
+	dir := testutil.GuestKernelsDir(t)
+	releases := testutil.GuestKernelReleases(t, dir)
 	cases := []struct {
 		variant string
 		file    string

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -50,9 +49,7 @@ type guestKernels struct {
 func requireKernels(t testing.TB) guestKernels {
 	t.Helper()
 	requireIntegration(t)
-	out, err := exec.Command(filepath.Join("..", "kernels", "build.sh"), "--print-dir").Output()
-	testutil.Require(t, err == nil, "guest kernels not built (run test/kernels/build.sh)")
-	dir := strings.TrimSpace(string(out))
+	dir := testutil.GuestKernelsDir(t)
 	k := guestKernels{fixed: filepath.Join(dir, "fixed", "bzImage"), vulnerable: filepath.Join(dir, "vulnerable", "bzImage")}
 	for _, p := range []string{k.fixed, k.vulnerable} {
 		_, err := os.Stat(p)

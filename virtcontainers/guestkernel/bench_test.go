@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
@@ -38,7 +37,7 @@ func benchImages(b *testing.B) []benchImage {
 			imgs = append(imgs, benchImage{c.name, p})
 		}
 	}
-	if dir, ok := ourKernelsDir(); ok {
+	if dir, err := testutil.FindGuestKernels(); err == nil {
 		imgs = append(imgs,
 			benchImage{"tiny-bzImage-btf", filepath.Join(dir, "fixed", "bzImage")},
 			benchImage{"tiny-vmlinux-btf", filepath.Join(dir, "fixed", "vmlinux")},
@@ -63,15 +62,6 @@ func benchImages(b *testing.B) []benchImage {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-func ourKernelsDir() (string, bool) {
-	_, file, _, _ := runtime.Caller(0)
-	out, err := exec.Command(filepath.Join(filepath.Dir(file), "..", "..", "test", "kernels", "build.sh"), "--print-dir").Output()
-	if err != nil {
-		return "", false
-	}
-	return strings.TrimSpace(string(out)), true
 }
 
 // BenchmarkInspect: cold header path, cold full inspection (payload
@@ -146,7 +136,7 @@ func BenchmarkBTF(b *testing.B) {
 	if p := filepath.Join(testutil.CacheDir(), "debian-kernels/trixie-cloud-amd64/vmlinuz"); fileExists(p) {
 		blobs = append(blobs, benchImage{"debian-6.12-fuse", p})
 	}
-	if dir, ok := ourKernelsDir(); ok {
+	if dir, err := testutil.FindGuestKernels(); err == nil {
 		blobs = append(blobs, benchImage{"tiny-6.1-fuse", filepath.Join(dir, "fixed", "vmlinux")})
 	}
 	if len(blobs) == 0 {

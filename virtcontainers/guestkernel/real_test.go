@@ -1,12 +1,9 @@
 package guestkernel
 
 import (
-	"bufio"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -93,34 +90,11 @@ func TestRealDebianKernels(t *testing.T) {
 	})
 }
 
-// ourKernels returns the directory test/kernels/build.sh built, with a
-// variant -> release map read from its MANIFEST.
-func ourKernels(t *testing.T) (string, map[string]string) {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "..", "test", "kernels", "build.sh")
-	out, err := exec.Command(script, "--print-dir").Output()
-	testutil.Require(t, err == nil, "guest kernels not built: run test/kernels/build.sh (test/setup/50-kernels.sh does)")
-	dir := strings.TrimSpace(string(out))
-	f, err := os.Open(filepath.Join(dir, "MANIFEST"))
-	require.NoError(t, err)
-	defer f.Close()
-	releases := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Split(sc.Text(), "\t")
-		if len(fields) >= 2 {
-			releases[fields[0]] = fields[1]
-		}
-	}
-	require.NoError(t, sc.Err())
-	return dir, releases
-}
-
 // TestRealTinyconfigKernels asserts verdicts on our builds, including images
 // whose version lies in both directions: BTF must win.
 func TestRealTinyconfigKernels(t *testing.T) {
-	dir, releases := ourKernels(t)
+	dir := testutil.GuestKernelsDir(t)
+	releases := testutil.GuestKernelReleases(t, dir)
 	for _, tc := range []struct {
 		variant, file string
 		btf           bool

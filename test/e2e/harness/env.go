@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,47 +18,6 @@ const (
 	KernelVulnerable = "vulnerable"
 	KernelFixed      = "fixed"
 )
-
-// RepoRoot is the directory holding go.mod, found from the test's cwd.
-func RepoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		require.NotEqual(t, parent, dir, "go.mod not found above the test directory")
-		dir = parent
-	}
-}
-
-// KernelsDir asks test/kernels/build.sh where the guest kernels of the
-// current inputs are; not built is a missing prerequisite.
-func KernelsDir(t testing.TB) string {
-	t.Helper()
-	var stderr bytes.Buffer
-	cmd := exec.Command("bash", filepath.Join(RepoRoot(t), "test/kernels/build.sh"), "--print-dir")
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	testutil.Require(t, err == nil, "guest kernels: "+strings.TrimSpace(stderr.String()))
-	return strings.TrimSpace(string(out))
-}
-
-// Manifest reads <kernels>/MANIFEST: variant -> release.
-func Manifest(t testing.TB, dir string) map[string]string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "MANIFEST"))
-	require.NoError(t, err)
-	m := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.SplitN(line, "\t", 3)
-		require.Len(t, f, 3, "MANIFEST line %q", line)
-		m[f[0]] = f[1]
-	}
-	return m
-}
 
 // Env is what every guest boot needs: QEMU, the guest kernels, the daemons
 // and kata-virtiofsd, and an initramfs around the guest init.
@@ -90,11 +48,11 @@ func NewEnv(t *testing.T, opts ...EnvOption) *Env {
 		o(&cfg)
 	}
 	testutil.RequiresRoot(t)
-	root := RepoRoot(t)
+	root := testutil.RepoRoot(t)
 	env := &Env{
 		Root:    root,
 		QEMU:    testutil.RequiresCommand(t, "qemu-system-x86_64"),
-		Kernels: KernelsDir(t),
+		Kernels: testutil.GuestKernelsDir(t),
 		Upstream: map[Daemon]string{
 			DaemonC:    CDaemonPath,
 			DaemonRust: filepath.Join(testutil.CacheDir(), "bin/virtiofsd-rust"),
