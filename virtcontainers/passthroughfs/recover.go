@@ -68,6 +68,9 @@ type RecoverOptions struct {
 
 	// noHandles makes every entry fall back to its descriptor (tests).
 	noHandles bool
+	// beforeReinstate, if set, runs between a check of the host outside
+	// the locks and the reinstatement (tests).
+	beforeReinstate func()
 }
 
 // RecoveryStats are the counters of submount-root recovery, over the life of
@@ -183,8 +186,10 @@ type recoveryTable struct {
 	t         *inodeTable
 	max       int
 	noHandles bool
-	log       *log.Entry
-	report    func(RecoveryStats)
+	// beforeReinstate: RecoverOptions.beforeReinstate.
+	beforeReinstate func()
+	log             *log.Entry
+	report          func(RecoveryStats)
 	// rootFD is the shared directory, rootPath its name as /proc/self/fd
 	// shows it, procFD an open /proc/self/fd.
 	rootFD   int
@@ -207,17 +212,18 @@ type recoveryTable struct {
 
 func newRecoveryTable(o *RecoverOptions, l *log.Entry) *recoveryTable {
 	r := &recoveryTable{
-		max:       o.MaxHeld,
-		noHandles: o.noHandles,
-		log:       l,
-		report:    o.Report,
-		rootFD:    -1,
-		procFD:    -1,
-		byID:      make(map[uint64]*heldRoot),
-		byKey:     make(map[inodeKey]*heldRoot),
-		wake:      make(chan struct{}, 1),
-		stop:      make(chan struct{}),
-		stopped:   make(chan struct{}),
+		max:             o.MaxHeld,
+		noHandles:       o.noHandles,
+		beforeReinstate: o.beforeReinstate,
+		log:             l,
+		report:          o.Report,
+		rootFD:          -1,
+		procFD:          -1,
+		byID:            make(map[uint64]*heldRoot),
+		byKey:           make(map[inodeKey]*heldRoot),
+		wake:            make(chan struct{}, 1),
+		stop:            make(chan struct{}),
+		stopped:         make(chan struct{}),
 	}
 	if r.max <= 0 {
 		r.max = DefaultMaxHeld
@@ -487,14 +493,22 @@ func (r *recoveryTable) own(h *heldRoot) (ev evictions) {
 	return ev
 }
 
+// reinstateAttempts bounds how often a request on a forgotten root checks the
+// host outside the locks before it checks under them.
+const reinstateAttempts = 4
+
 // recoverInode serves a request on nodeid, which the inode table did not
 // know a moment ago: a held root is reinstated if the host still shows it, a
 // stale one answers ESTALE, anything else EBADF. The inode comes back pinned.
 func (fs *FS) recoverInode(nodeid uint64) (*inode, syscall.Errno) {
 	r := fs.rec
 	// A LOOKUP or FORGET of the same root may move it between the tables
-	// while the host is checked; each retry needs such a move by the guest.
-	for attempt := 0; attempt < 4; attempt++ {
+	// while the host is checked outside the locks; each retry needs such a
+	// move by the guest, and the last attempt checks under the key shard
+	// lock, where none can happen, so a busy parent superblock cannot starve
+	// the submount's request.
+	for attempt := 0; ; attempt++ {
+		last := attempt == reinstateAttempts-1
 		r.mu.Lock()
 		h := r.byID[nodeid]
 		if h == nil {
@@ -514,11 +528,13 @@ func (fs *FS) recoverInode(nodeid uint64) (*inode, syscall.Errno) {
 			return nil, syscall.ESTALE
 		}
 		fd, same := -1, false
-		if state == rootKept {
-			// Check the host outside the locks.
+		if state == rootKept && !last {
 			fd, same = r.verify(h, pinned)
 		}
-		ino, e, retry := r.reinstate(h, state, pinned, fd, same)
+		if r.beforeReinstate != nil {
+			r.beforeReinstate()
+		}
+		ino, e, retry := r.reinstate(h, state, pinned, fd, same, last)
 		if pinned != nil {
 			pinned.release()
 		}
@@ -526,13 +542,14 @@ func (fs *FS) recoverInode(nodeid uint64) (*inode, syscall.Errno) {
 			return ino, e
 		}
 	}
-	return nil, syscall.EBADF
 }
 
 // reinstate decides, under h's key shard lock and the table's, what a
 // request on h's node ID gets; saw is the state recoverInode saw, and for
 // rootKept, pinned, fd and same are its check of the host. It takes fd.
-func (r *recoveryTable) reinstate(h *heldRoot, saw rootState, pinned *inode, fd int, same bool) (*inode, syscall.Errno, bool) {
+// Where that check is out of date it asks for a retry, or, on the last
+// attempt, checks the host itself with the key shard lock held.
+func (r *recoveryTable) reinstate(h *heldRoot, saw rootState, pinned *inode, fd int, same, last bool) (*inode, syscall.Errno, bool) {
 	defer func() { closeFD(fd) }()
 	ks := r.t.keyShard(h.key)
 	ks.mu.Lock()
@@ -543,25 +560,43 @@ func (r *recoveryTable) reinstate(h *heldRoot, saw rootState, pinned *inode, fd 
 		return ino, 0, false
 	}
 	r.mu.Lock()
-	switch {
-	case r.byID[h.nodeid] != h || h.state == rootEvicted:
-		r.mu.Unlock()
-		ks.mu.Unlock()
-		return nil, syscall.EBADF, false
-	case h.state == rootStale:
-		r.mu.Unlock()
-		ks.mu.Unlock()
-		return nil, syscall.ESTALE, false
-	case h.state != rootKept:
-		// Live states have their inode in ks.m; not reached.
-		r.mu.Unlock()
-		ks.mu.Unlock()
-		return nil, syscall.EBADF, false
-	case saw != rootKept || h.ino != pinned:
+	for checked := false; ; checked = true {
+		switch {
+		case r.byID[h.nodeid] != h || h.state == rootEvicted:
+			r.mu.Unlock()
+			ks.mu.Unlock()
+			return nil, syscall.EBADF, false
+		case h.state == rootStale:
+			r.mu.Unlock()
+			ks.mu.Unlock()
+			return nil, syscall.ESTALE, false
+		case h.state != rootKept:
+			// Live states have their inode in ks.m; not reached.
+			r.mu.Unlock()
+			ks.mu.Unlock()
+			return nil, syscall.EBADF, false
+		}
+		if checked || (!last && saw == rootKept && h.ino == pinned) {
+			break
+		}
 		// Forgotten again since recoverInode looked: check anew.
+		if !last {
+			r.mu.Unlock()
+			ks.mu.Unlock()
+			return nil, 0, true
+		}
+		// Last attempt: check the host here. Under ks.mu only the bound or
+		// clear can still move h, both to rootEvicted, which the switch
+		// above sees.
+		pinned = h.ino
+		if pinned != nil {
+			pinned.pins.Add(1)
+			defer pinned.release()
+		}
 		r.mu.Unlock()
-		ks.mu.Unlock()
-		return nil, 0, true
+		closeFD(fd)
+		fd, same = r.verify(h, pinned)
+		r.mu.Lock()
 	}
 	if !same || ks.m[h.key] != nil {
 		// A live inode with the key cannot exist while the key is held

@@ -473,6 +473,44 @@ func TestRecoverReset(t *testing.T) {
 	require.Greater(t, mustLookup(t, fs.FS, rootID, "vol0").NodeId, b)
 }
 
+// TestRecoverBusyParent: a parent superblock that looks the root up again
+// and forgets it between every check of the host and the reinstatement does
+// not starve the submount's request. A root held by file handle is checked
+// by its handle, which such moves do not change; one held by descriptor gets
+// a new inode with each move, so its checks go out of date until the last
+// attempt checks under the lock.
+func TestRecoverBusyParent(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		noHandles bool
+		wantMoves int
+	}{
+		{"file handle", false, 1},
+		{"descriptor", true, reinstateAttempts},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			share := newVolumeShare(t, 1)
+			var fs *recoverFS
+			moves := 0
+			fs = newRecoverFS(t, share.src, RecoverOptions{noHandles: tc.noHandles, beforeReinstate: func() {
+				moves++
+				e := mustLookup(t, fs.FS, rootID, "vol0")
+				fs.Forget(e.NodeId, 1)
+			}})
+			node := mustLookup(t, fs.FS, rootID, "vol0").NodeId
+			fs.Forget(node, 1)
+
+			requireAttr(t, fs.FS, node, share.vols[0])
+			require.Equal(t, tc.wantMoves, moves)
+			s := fs.RecoveryStats()
+			require.Equal(t, uint64(1), s.Recoveries)
+			require.Equal(t, uint64(tc.wantMoves), s.Relooked)
+			require.Zero(t, s.Stale)
+			require.Equal(t, "vol0", readMarker(t, fs.FS, node))
+		})
+	}
+}
+
 // TestRecoverRaces runs the guest's parent superblock (LOOKUP and FORGET of
 // the volumes), their submounts (requests on the node IDs, lookups beneath
 // them), READDIRPLUS and the sweeper at once; with a bound of one, the
@@ -529,12 +567,24 @@ func raceRecovery(t *testing.T, noHandles bool, maxHeld int) {
 		default:
 		}
 	}
+	// The parents (and READDIRPLUS) start once every submount has made its
+	// first request, on a root forgotten above, so recoveries are certain,
+	// not left to the scheduler; after that everything races.
+	var firstRequests sync.WaitGroup
+	firstRequests.Add(vols)
 	for w := 0; w < 2*vols; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
 			i := w % vols
 			name := fmt.Sprintf("vol%d", i)
+			firstDone := func() {}
+			if w < vols {
+				firstRequests.Wait()
+			} else {
+				firstDone = sync.OnceFunc(firstRequests.Done)
+				defer firstDone() // also when the worker fails early
+			}
 			for r := 0; r < rounds; r++ {
 				if w < vols {
 					// Parent superblock: look up, forget.
@@ -559,6 +609,7 @@ func raceRecovery(t *testing.T, noHandles bool, maxHeld int) {
 				// Submount: use the node ID with no lookup of its own.
 				n := current[i].Load()
 				a, st := getattr(fs.FS, n)
+				firstDone()
 				if st == fuse.EBADF && bounded {
 					mu.Lock()
 					ebadf++
@@ -593,6 +644,7 @@ func raceRecovery(t *testing.T, noHandles bool, maxHeld int) {
 	}()
 	go func() {
 		defer wg.Done()
+		firstRequests.Wait() // READDIRPLUS looks the volumes up too
 		for r := 0; r < rounds/10; r++ {
 			var oo fuse.OpenOut
 			if st := fs.OpenDir(nil, &fuse.OpenIn{InHeader: hdr(rootID)}, &oo); st != fuse.OK {
@@ -625,9 +677,8 @@ func raceRecovery(t *testing.T, noHandles bool, maxHeld int) {
 	require.Zero(t, s.Stale, "the host did not change")
 	require.LessOrEqual(t, s.Held, fs.rec.max)
 	if !bounded {
-		// Each submount's first request races its parent's LOOKUP and
-		// FORGET; some found the root forgotten.
-		require.NotZero(t, s.Recoveries)
+		// Each submount's first request found its root forgotten.
+		require.GreaterOrEqual(t, s.Recoveries, uint64(vols))
 		require.Zero(t, s.Evicted)
 		require.Zero(t, ebadf)
 		for i, n := range nodes {
