@@ -59,21 +59,9 @@ func childOf(t *testing.T, parent int) int {
 	t.Helper()
 	var pid int
 	require.Eventually(t, func() bool {
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			p, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-			if err != nil {
-				continue
-			}
-			f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
-			if len(f) > 1 && f[1] == strconv.Itoa(parent) {
-				pid = p
-				return true
-			}
+		if c := testutil.Children(parent); len(c) > 0 {
+			pid = c[0]
+			return true
 		}
 		return false
 	}, 10*time.Second, 10*time.Millisecond)

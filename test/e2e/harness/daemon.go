@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
 // Daemon is who serves the share behind bin/kata-virtiofsd.
@@ -259,22 +261,9 @@ func (d *DaemonProc) Memory() (peakKB, anonKB int) {
 
 func descendants(pid int) []int {
 	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		s := string(st)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			out = append(out, p)
-			out = append(out, descendants(p)...)
-		}
+	for _, p := range testutil.Children(pid) {
+		out = append(out, p)
+		out = append(out, descendants(p)...)
 	}
 	return out
 }
