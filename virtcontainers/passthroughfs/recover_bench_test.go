@@ -24,15 +24,7 @@ func BenchmarkRecoverHotPath(b *testing.B) {
 		b.Run("lookup-forget/"+tc.name, func(b *testing.B) {
 			fs, src := benchFS(b, Options{AnnounceSubmounts: true, Recover: tc.rec})
 			os.WriteFile(filepath.Join(src, "f"), nil, 0o644)
-			h := hdr(rootID)
-			b.ReportAllocs()
-			for b.Loop() {
-				var out fuse.EntryOut
-				if st := fs.Lookup(nil, &h, "f", &out); st != fuse.OK {
-					b.Fatal(st)
-				}
-				fs.Forget(out.NodeId, 1)
-			}
+			loopLookupForget(b, fs, "f")
 		})
 		b.Run("getattr/"+tc.name, func(b *testing.B) {
 			fs, src := benchFS(b, Options{AnnounceSubmounts: true, Recover: tc.rec})
@@ -73,14 +65,7 @@ func BenchmarkRecoverSubmountRoot(b *testing.B) {
 		b.Run("lookup-forget/"+tc.name, func(b *testing.B) {
 			fs := newFS(b, share.src, Options{AnnounceSubmounts: true, Recover: tc.rec})
 			b.Cleanup(func() { fs.Close() })
-			b.ReportAllocs()
-			for b.Loop() {
-				var out fuse.EntryOut
-				if st := fs.Lookup(nil, &h, "vol", &out); st != fuse.OK {
-					b.Fatal(st)
-				}
-				fs.Forget(out.NodeId, 1)
-			}
+			loopLookupForget(b, fs, "vol")
 		})
 		if tc.rec == nil {
 			continue
