@@ -61,38 +61,25 @@ func forwardRequest(ns, topic string, at time.Time, fields map[string]string) []
 	var st []byte // google.protobuf.Struct
 	for _, k := range keys {
 		var value []byte // google.protobuf.Value{string_value = 3}
-		value = pbwire.AppendTag(value, 3, pbwire.BytesType)
-		value = pbwire.AppendString(value, fields[k])
+		value = pbwire.AppendStringField(value, 3, fields[k])
 		var entry []byte // map<string, Value> entry
-		entry = pbwire.AppendTag(entry, 1, pbwire.BytesType)
-		entry = pbwire.AppendString(entry, k)
-		entry = pbwire.AppendTag(entry, 2, pbwire.BytesType)
-		entry = pbwire.AppendBytes(entry, value)
-		st = pbwire.AppendTag(st, 1, pbwire.BytesType)
-		st = pbwire.AppendBytes(st, entry)
+		entry = pbwire.AppendStringField(entry, 1, k)
+		entry = pbwire.AppendBytesField(entry, 2, value)
+		st = pbwire.AppendBytesField(st, 1, entry)
 	}
 	var anyMsg []byte // google.protobuf.Any
-	anyMsg = pbwire.AppendTag(anyMsg, 1, pbwire.BytesType)
-	anyMsg = pbwire.AppendString(anyMsg, structTypeURL)
-	anyMsg = pbwire.AppendTag(anyMsg, 2, pbwire.BytesType)
-	anyMsg = pbwire.AppendBytes(anyMsg, st)
+	anyMsg = pbwire.AppendStringField(anyMsg, 1, structTypeURL)
+	anyMsg = pbwire.AppendBytesField(anyMsg, 2, st)
 	var ts []byte // google.protobuf.Timestamp
-	ts = pbwire.AppendTag(ts, 1, pbwire.VarintType)
-	ts = pbwire.AppendVarint(ts, uint64(at.Unix()))
-	ts = pbwire.AppendTag(ts, 2, pbwire.VarintType)
-	ts = pbwire.AppendVarint(ts, uint64(at.Nanosecond()))
+	ts = pbwire.AppendVarintField(ts, 1, uint64(at.Unix()))
+	ts = pbwire.AppendVarintField(ts, 2, uint64(at.Nanosecond()))
 	var env []byte // containerd.types.Envelope
-	env = pbwire.AppendTag(env, 1, pbwire.BytesType)
-	env = pbwire.AppendBytes(env, ts)
-	env = pbwire.AppendTag(env, 2, pbwire.BytesType)
-	env = pbwire.AppendString(env, ns)
-	env = pbwire.AppendTag(env, 3, pbwire.BytesType)
-	env = pbwire.AppendString(env, topic)
-	env = pbwire.AppendTag(env, 4, pbwire.BytesType)
-	env = pbwire.AppendBytes(env, anyMsg)
+	env = pbwire.AppendBytesField(env, 1, ts)
+	env = pbwire.AppendStringField(env, 2, ns)
+	env = pbwire.AppendStringField(env, 3, topic)
+	env = pbwire.AppendBytesField(env, 4, anyMsg)
 	var req []byte // ForwardRequest{envelope = 1}
-	req = pbwire.AppendTag(req, 1, pbwire.BytesType)
-	req = pbwire.AppendBytes(req, env)
+	req = pbwire.AppendBytesField(req, 1, env)
 	return req
 }
 

@@ -175,22 +175,24 @@ func skipGroup(num int, m []byte) (body, end int, err error) {
 	}
 }
 
-// AppendTag appends the tag of field num with wire type typ.
-func AppendTag(b []byte, num int, typ Type) []byte {
+// AppendVarintField appends field num as a varint holding v.
+func AppendVarintField(b []byte, num int, v uint64) []byte {
+	return binary.AppendUvarint(appendTag(b, num, VarintType), v)
+}
+
+// AppendBytesField appends field num as the length-delimited value v: a
+// bytes field or an embedded message.
+func AppendBytesField(b []byte, num int, v []byte) []byte {
+	b = binary.AppendUvarint(appendTag(b, num, BytesType), uint64(len(v)))
+	return append(b, v...)
+}
+
+// AppendStringField appends field num as the length-delimited value v.
+func AppendStringField(b []byte, num int, v string) []byte {
+	b = binary.AppendUvarint(appendTag(b, num, BytesType), uint64(len(v)))
+	return append(b, v...)
+}
+
+func appendTag(b []byte, num int, typ Type) []byte {
 	return binary.AppendUvarint(b, uint64(num)<<3|uint64(typ))
-}
-
-// AppendVarint appends v as a varint.
-func AppendVarint(b []byte, v uint64) []byte {
-	return binary.AppendUvarint(b, v)
-}
-
-// AppendBytes appends v as a length-delimited value.
-func AppendBytes(b, v []byte) []byte {
-	return append(binary.AppendUvarint(b, uint64(len(v))), v...)
-}
-
-// AppendString appends v as a length-delimited value.
-func AppendString(b []byte, v string) []byte {
-	return append(binary.AppendUvarint(b, uint64(len(v))), v...)
 }

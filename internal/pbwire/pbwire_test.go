@@ -132,16 +132,18 @@ func TestGroupDepth(t *testing.T) {
 
 func TestAppend(t *testing.T) {
 	var ours, ref []byte
-	ours = AppendTag(ours, 300, BytesType)
-	ours = AppendString(ours, "topic")
-	ours = AppendTag(ours, 1, VarintType)
-	ours = AppendVarint(ours, 1<<63)
-	ours = AppendBytes(ours, []byte{0, 1, 2})
+	ours = AppendStringField(ours, 300, "topic")
+	ours = AppendVarintField(ours, 1, 1<<63)
+	ours = AppendBytesField(ours, 2, []byte{0, 1, 2})
+	ours = AppendBytesField(ours, 3, nil)
 	ref = protowire.AppendTag(ref, 300, protowire.BytesType)
 	ref = protowire.AppendString(ref, "topic")
 	ref = protowire.AppendTag(ref, 1, protowire.VarintType)
 	ref = protowire.AppendVarint(ref, 1<<63)
+	ref = protowire.AppendTag(ref, 2, protowire.BytesType)
 	ref = protowire.AppendBytes(ref, []byte{0, 1, 2})
+	ref = protowire.AppendTag(ref, 3, protowire.BytesType)
+	ref = protowire.AppendBytes(ref, nil)
 	require.Equal(t, ref, ours)
 }
 

@@ -57,21 +57,17 @@ func (e *StatusError) Error() string {
 // cancelling the context interrupts it. A non-OK status is a *StatusError.
 func Call(ctx context.Context, conn net.Conn, service, method string, payload []byte) ([]byte, error) {
 	var req []byte
-	req = pbwire.AppendTag(req, requestService, pbwire.BytesType)
-	req = pbwire.AppendString(req, service)
-	req = pbwire.AppendTag(req, requestMethod, pbwire.BytesType)
-	req = pbwire.AppendString(req, method)
+	req = pbwire.AppendStringField(req, requestService, service)
+	req = pbwire.AppendStringField(req, requestMethod, method)
 	if len(payload) > 0 {
-		req = pbwire.AppendTag(req, requestPayload, pbwire.BytesType)
-		req = pbwire.AppendBytes(req, payload)
+		req = pbwire.AppendBytesField(req, requestPayload, payload)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		if err := conn.SetDeadline(dl); err != nil {
 			return nil, err
 		}
 		if timeout := time.Until(dl); timeout > 0 {
-			req = pbwire.AppendTag(req, requestTimeoutNano, pbwire.VarintType)
-			req = pbwire.AppendVarint(req, uint64(timeout.Nanoseconds()))
+			req = pbwire.AppendVarintField(req, requestTimeoutNano, uint64(timeout.Nanoseconds()))
 		}
 	}
 	if len(req) > maxMessage {
