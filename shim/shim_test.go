@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,21 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 )
+
+// writeConfig writes dir/configuration.toml: a QEMU hypervisor booting
+// kernel over virtio-fs, and a [submount_guard] table with delegate,
+// stateDir and the guard lines given.
+func writeConfig(tb testing.TB, dir, kernel, delegate, stateDir string, guard ...string) string {
+	tb.Helper()
+	cfg := filepath.Join(dir, "configuration.toml")
+	body := fmt.Sprintf("[hypervisor.qemu]\nkernel = %q\nshared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"/opt/kata/libexec/kata-virtiofsd\"\n"+
+		"[submount_guard]\ndelegate_shim = %q\nstate_dir = %q\n", kernel, delegate, stateDir)
+	for _, line := range guard {
+		body += line + "\n"
+	}
+	require.NoError(tb, os.WriteFile(cfg, []byte(body), 0o644))
+	return cfg
+}
 
 // TestDelete: delete removes the plan of the sandbox it names, never
 // another's, and hands off with argv and env untouched; the delegate and
@@ -31,15 +47,7 @@ func TestDelete(t *testing.T) {
 			stateDir := filepath.Join(dir, "state")
 			delegate := filepath.Join(dir, "delegate")
 			require.NoError(t, os.WriteFile(delegate, []byte("#!/bin/sh\n"), 0o755))
-			cfg := filepath.Join(dir, "configuration.toml")
-			require.NoError(t, os.WriteFile(cfg, []byte(`[hypervisor.qemu]
-kernel = "`+delegate+`"
-shared_fs = "virtio-fs"
-virtio_fs_daemon = "/opt/kata/libexec/kata-virtiofsd"
-[submount_guard]
-delegate_shim = "`+delegate+`"
-state_dir = "`+stateDir+`"
-`), 0o644))
+			cfg := writeConfig(t, dir, delegate, delegate, stateDir)
 			for _, id := range []string{"sb", "other"} {
 				require.NoError(t, hooks.WritePlan(stateDir, &hooks.Plan{SandboxID: id, Action: hooks.Allow, Protection: hooks.ProtectNone}))
 			}
@@ -157,15 +165,7 @@ func TestStartWithoutInspector(t *testing.T) {
 	inspector := filepath.Join(dir, "bin", "kata-runtime")
 	for _, guard := range []string{"on_vulnerable = \"refuse\"", "on_unknown = \"off\""} {
 		t.Run(guard, func(t *testing.T) {
-			cfg := filepath.Join(t.TempDir(), "configuration.toml")
-			require.NoError(t, os.WriteFile(cfg, []byte(`[hypervisor.qemu]
-kernel = "`+kernel+`"
-shared_fs = "virtio-fs"
-virtio_fs_daemon = "/opt/kata/libexec/kata-virtiofsd"
-[submount_guard]
-delegate_shim = "`+delegate+`"
-state_dir = "`+stateDir+`"
-`+guard+"\n"), 0o644))
+			cfg := writeConfig(t, t.TempDir(), kernel, delegate, stateDir, guard)
 			bundle := t.TempDir()
 			require.NoError(t, os.WriteFile(filepath.Join(bundle, specFile), []byte(`{"annotations":{"io.kubernetes.cri.container-type":"sandbox"}}`), 0o644))
 			t.Chdir(bundle)

@@ -40,17 +40,7 @@ func BenchmarkStartInProcess(b *testing.B) {
 	stateDir := filepath.Join(dir, "ksg-bench-state")
 	_, err := guestkernel.Inspect(context.Background(), kernel, guestkernel.Options{CacheDir: filepath.Join(stateDir, "kernel-cache")})
 	require.NoError(b, err)
-	cfg := filepath.Join(b.TempDir(), "configuration.toml")
-	require.NoError(b, os.WriteFile(cfg, []byte(`[hypervisor.qemu]
-kernel = "`+kernel+`"
-shared_fs = "virtio-fs"
-virtio_fs_daemon = "/opt/kata/libexec/kata-virtiofsd"
-[submount_guard]
-on_vulnerable = "refuse"
-on_unknown = "refuse"
-delegate_shim = "/bin/true"
-state_dir = "`+stateDir+`"
-`), 0o644))
+	cfg := writeConfig(b, b.TempDir(), kernel, "/bin/true", stateDir, `on_vulnerable = "refuse"`, `on_unknown = "refuse"`)
 	cwd, err := os.Getwd()
 	require.NoError(b, err)
 	require.NoError(b, os.Chdir(bundle))
