@@ -9,13 +9,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/test/standin-shim/standin"
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
 // ctrStartFailure is how ctr reports a shim whose start failed with line.
@@ -85,27 +85,10 @@ func eventually(t testing.TB, cond func() bool, msg string, args ...any) {
 	}
 }
 
-// events runs `ctr events` until the test ends and collects its output.
-type events struct {
-	mu  sync.Mutex
-	out strings.Builder
-}
-
-func (e *events) Write(p []byte) (int, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.out.Write(p)
-}
-
-func (e *events) String() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.out.String()
-}
-
-func (c *containerd) watchEvents(t testing.TB) *events {
+// watchEvents runs `ctr events` until the test ends and collects its output.
+func (c *containerd) watchEvents(t testing.TB) *testutil.SyncBuffer {
 	t.Helper()
-	ev := &events{}
+	ev := &testutil.SyncBuffer{}
 	cmd := exec.Command("ctr", "--address", c.address, "events")
 	cmd.Stdout, cmd.Stderr = ev, ev
 	require.NoError(t, cmd.Start())
