@@ -168,6 +168,14 @@ func TestMatrix(t *testing.T) {
 // runCell boots one guest and asserts what it saw; observed gets the summary
 // for the table, even when the cell stops early.
 func runCell(t *testing.T, env *harness.Env, c cell, observed *string) {
+	dir, share := newCellDir(t)
+	args := harness.DaemonSpec{Protection: c.Protection, Upstream: env.Upstream[c.Daemon], StateDir: filepath.Join(dir, "state")}.Args(share.Dir)
+	bootCell(t, env, c, dir, share, args, observed)
+}
+
+// newCellDir makes a cell's work directory, whose state subdirectory is the
+// daemon's state dir, and the host share the guest sees.
+func newCellDir(t *testing.T) (string, *hostShare) {
 	// Short paths: a unix socket path must fit in 108 bytes.
 	dir, err := os.MkdirTemp("", "ksg-e2e-")
 	require.NoError(t, err)
@@ -175,9 +183,13 @@ func runCell(t *testing.T, env *harness.Env, c cell, observed *string) {
 	share, err := newHostShare(dir, "sb")
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, share.Close()) })
+	return dir, share
+}
 
+// bootCell starts kata-virtiofsd with args on share, boots c's guest against
+// it and asserts what the guest saw; the daemon's log is dir/daemon.log.
+func bootCell(t *testing.T, env *harness.Env, c cell, dir string, share *hostShare, args []string, observed *string) {
 	path := env.KataVirtiofsd
-	args := harness.DaemonSpec{Protection: c.Protection, Upstream: env.Upstream[c.Daemon], StateDir: filepath.Join(dir, "state")}.Args(share.Dir)
 	socket := filepath.Join(dir, "vhost.sock")
 	daemonLog := filepath.Join(dir, "daemon.log")
 	d, err := harness.StartDaemon(path, args, dir, socket, daemonLog)

@@ -131,12 +131,7 @@ func TestRecoverFromPlan(t *testing.T) {
 	env := harness.NewEnv(t)
 	for _, k := range []string{harness.KernelVulnerable, harness.KernelFixed} {
 		t.Run(k, func(t *testing.T) {
-			dir, err := os.MkdirTemp("", "ksg-e2e-")
-			require.NoError(t, err)
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			share, err := newHostShare(dir, "sb")
-			require.NoError(t, err)
-			t.Cleanup(func() { require.NoError(t, share.Close()) })
+			dir, share := newCellDir(t)
 			state := filepath.Join(dir, "state")
 
 			cfgPath := filepath.Join(dir, "configuration.toml")
@@ -170,30 +165,11 @@ state_dir = `+q(state)+`
 				require.Equal(t, hooks.ProtectRecover, plan.Protection, plan.Reason)
 			}
 
-			args := harness.DaemonSpec{StateDir: state}.Args(share.Dir)
-			socket := filepath.Join(dir, "vhost.sock")
-			daemonLog := filepath.Join(dir, "daemon.log")
-			d, err := harness.StartDaemon(env.KataVirtiofsd, args, dir, socket, daemonLog)
-			require.NoError(t, err)
-			t.Cleanup(func() { require.NoError(t, d.Stop()) })
-			console, err := harness.Run(ctx, harness.VM{
-				QEMU: env.QEMU, Kernel: env.BzImage(k), Initrd: env.Initrd,
-				Socket: socket, Tag: "share", Console: filepath.Join(dir, "console.log"),
-				MemMB: guestMemMB, Timeout: cellTimeout,
-				Append: scenarioParams(c, share),
-			})
-			dlog, _ := os.ReadFile(daemonLog)
-			require.NoError(t, err, "daemon log:\n%s", harness.Tail(dlog, 30))
-			res, err := guest.ParseConsole(console)
-			require.NoError(t, err, "console:\n%s", harness.Tail(console, 40))
-			observed := describe(res)
-			if c.Protection == harness.ProtectRecover {
-				observed += checkRecoveries(t, c, d, state, share, daemonLog)
-			}
+			var observed string
+			bootCell(t, env, c, dir, share, harness.DaemonSpec{StateDir: state}.Args(share.Dir), &observed)
 			t.Logf("%s kernel, plan protection %s: %s", k, plan.Protection, observed)
-			assertCell(t, c, res)
 
-			dlog, _ = os.ReadFile(daemonLog)
+			dlog, _ := os.ReadFile(filepath.Join(dir, "daemon.log"))
 			require.Contains(t, string(dlog), "protection_from=plan", "the plan chose the protection")
 			if k == harness.KernelFixed {
 				require.Contains(t, string(dlog), "starting upstream virtiofsd")
