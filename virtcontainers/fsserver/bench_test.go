@@ -28,9 +28,9 @@ func BenchmarkDeviceRoundTrip(b *testing.B) {
 		e, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "data")
 		require.NoError(b, err)
 		require.Zero(b, errno)
-		r, err := c.call(opOpen, e.NodeId, inBody(&fuse.OpenIn{Flags: syscall.O_RDONLY}), nil, 32)
+		fh, errno, err := c.open(e.NodeId, syscall.O_RDONLY)
 		require.NoError(b, err)
-		fh := fromBytes[fuse.OpenOut](r.body).Fh
+		require.Zero(b, errno)
 		name := map[int]string{0: "pool0", 1: "pool1", 4: "pool4"}[workers]
 		b.Run(name+"/getattr", func(b *testing.B) {
 			in := fuse.GetAttrIn{}

@@ -127,6 +127,14 @@ func (c *client) lookup(parent uint64, name string) (*fuse.EntryOut, syscall.Err
 	return fromBytes[fuse.EntryOut](r.body), 0, nil
 }
 
+func (c *client) open(node uint64, flags uint32) (fh uint64, errno syscall.Errno, err error) {
+	r, err := c.call(opOpen, node, inBody(&fuse.OpenIn{Flags: flags}), nil, int(unsafe.Sizeof(fuse.OpenOut{})))
+	if err != nil || r.errno != 0 {
+		return 0, r.errno, err
+	}
+	return fromBytes[fuse.OpenOut](r.body).Fh, 0, nil
+}
+
 func (c *client) create(parent uint64, name string, mode uint32) (*fuse.EntryOut, uint64, error) {
 	in := fuse.CreateIn{Flags: syscall.O_RDWR | syscall.O_CREAT, Mode: mode}
 	r, err := c.call(opCreate, parent, inBody(&in), cstr(name), int(unsafe.Sizeof(fuse.CreateOut{})))

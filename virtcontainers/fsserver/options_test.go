@@ -101,17 +101,17 @@ func TestServeReadOnly(t *testing.T) {
 	e, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "greeting")
 	require.NoError(t, err)
 	require.Zero(t, errno)
-	r, err := c.call(opOpen, e.NodeId, inBody(&fuse.OpenIn{Flags: syscall.O_RDONLY}), nil, 32)
+	fh, errno, err := c.open(e.NodeId, syscall.O_RDONLY)
 	require.NoError(t, err)
-	require.Zero(t, r.errno)
-	got, err := c.read(e.NodeId, fromBytes[fuse.OpenOut](r.body).Fh, 0, 100)
+	require.Zero(t, errno)
+	got, err := c.read(e.NodeId, fh, 0, 100)
 	require.NoError(t, err)
 	require.Equal(t, "hello", string(got))
 
-	r, err = c.call(opOpen, e.NodeId, inBody(&fuse.OpenIn{Flags: syscall.O_RDWR}), nil, 32)
+	_, errno, err = c.open(e.NodeId, syscall.O_RDWR)
 	require.NoError(t, err)
-	require.Equal(t, syscall.EROFS, r.errno)
-	r, err = c.call(opCreate, fuse.FUSE_ROOT_ID, inBody(&fuse.CreateIn{Flags: syscall.O_RDWR | syscall.O_CREAT, Mode: 0o644}),
+	require.Equal(t, syscall.EROFS, errno)
+	r, err := c.call(opCreate, fuse.FUSE_ROOT_ID, inBody(&fuse.CreateIn{Flags: syscall.O_RDWR | syscall.O_CREAT, Mode: 0o644}),
 		cstr("new"), int(unsafe.Sizeof(fuse.CreateOut{})))
 	require.NoError(t, err)
 	require.Equal(t, syscall.EROFS, r.errno)

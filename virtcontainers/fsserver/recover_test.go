@@ -86,10 +86,10 @@ func TestServeRecover(t *testing.T) {
 			m, errno, err := c.lookup(v.NodeId, "marker")
 			require.NoError(t, err)
 			require.Zero(t, errno)
-			r, err = c.call(opOpen, m.NodeId, inBody(&fuse.OpenIn{Flags: syscall.O_RDONLY}), nil, 32)
+			fh, errno, err := c.open(m.NodeId, syscall.O_RDONLY)
 			require.NoError(t, err)
-			require.Zero(t, r.errno)
-			got, err := c.read(m.NodeId, fromBytes[fuse.OpenOut](r.body).Fh, 0, 100)
+			require.Zero(t, errno)
+			got, err := c.read(m.NodeId, fh, 0, 100)
 			require.NoError(t, err)
 			require.Equal(t, "volume data", string(got))
 

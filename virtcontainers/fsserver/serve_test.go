@@ -115,10 +115,9 @@ func TestServeSandboxModes(t *testing.T) {
 			e, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "greeting")
 			require.NoError(t, err)
 			require.Zero(t, errno)
-			r, err := c.call(opOpen, e.NodeId, inBody(&fuse.OpenIn{Flags: syscall.O_RDONLY}), nil, 32)
+			fh, errno, err := c.open(e.NodeId, syscall.O_RDONLY)
 			require.NoError(t, err)
-			require.Zero(t, r.errno)
-			fh := fromBytes[fuse.OpenOut](r.body).Fh
+			require.Zero(t, errno)
 			got, err := c.read(e.NodeId, fh, 0, 100)
 			require.NoError(t, err)
 			require.Equal(t, "hello from the host", string(got))
