@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,8 +15,13 @@ import (
 // between: they measure the daemon's own cost per request. The daemon
 // comparison with virtiofsd runs in a VM (make bench-daemon).
 
-func benchFS(b *testing.B, opts Options) (*FS, string) {
+// benchFS serves a fresh host share, in which it first creates the empty
+// files named.
+func benchFS(b *testing.B, opts Options, files ...string) (*FS, string) {
 	share := newHostShare(b)
+	for _, name := range files {
+		require.NoError(b, os.WriteFile(filepath.Join(share.src, name), nil, 0o644))
+	}
 	fs := newFS(b, share.src, opts)
 	b.Cleanup(func() { fs.Close() })
 	return fs, share.src
@@ -35,14 +41,12 @@ func loopLookupForget(b *testing.B, fs *FS, name string) {
 }
 
 func BenchmarkLookupForget(b *testing.B) {
-	fs, src := benchFS(b, Options{})
-	os.WriteFile(filepath.Join(src, "f"), nil, 0o644)
+	fs, _ := benchFS(b, Options{}, "f")
 	loopLookupForget(b, fs, "f")
 }
 
 func BenchmarkLookupCached(b *testing.B) {
-	fs, src := benchFS(b, Options{})
-	os.WriteFile(filepath.Join(src, "f"), nil, 0o644)
+	fs, _ := benchFS(b, Options{}, "f")
 	h := hdr(rootID)
 	var first fuse.EntryOut
 	fs.Lookup(nil, &h, "f", &first)
@@ -56,8 +60,7 @@ func BenchmarkLookupCached(b *testing.B) {
 }
 
 func BenchmarkGetAttr(b *testing.B) {
-	fs, src := benchFS(b, Options{})
-	os.WriteFile(filepath.Join(src, "f"), nil, 0o644)
+	fs, _ := benchFS(b, Options{}, "f")
 	h := hdr(rootID)
 	var e fuse.EntryOut
 	fs.Lookup(nil, &h, "f", &e)

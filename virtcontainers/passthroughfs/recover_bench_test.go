@@ -22,13 +22,11 @@ func BenchmarkRecoverHotPath(b *testing.B) {
 		rec  *RecoverOptions
 	}{{"off", nil}, {"on", &RecoverOptions{}}} {
 		b.Run("lookup-forget/"+tc.name, func(b *testing.B) {
-			fs, src := benchFS(b, Options{AnnounceSubmounts: true, Recover: tc.rec})
-			os.WriteFile(filepath.Join(src, "f"), nil, 0o644)
+			fs, _ := benchFS(b, Options{AnnounceSubmounts: true, Recover: tc.rec}, "f")
 			loopLookupForget(b, fs, "f")
 		})
 		b.Run("getattr/"+tc.name, func(b *testing.B) {
-			fs, src := benchFS(b, Options{AnnounceSubmounts: true, Recover: tc.rec})
-			os.WriteFile(filepath.Join(src, "f"), nil, 0o644)
+			fs, _ := benchFS(b, Options{AnnounceSubmounts: true, Recover: tc.rec}, "f")
 			h := hdr(rootID)
 			var e fuse.EntryOut
 			fs.Lookup(nil, &h, "f", &e)
