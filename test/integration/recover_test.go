@@ -172,43 +172,23 @@ func kataVirtiofsd(t testing.TB) string {
 // vhost-user set up as QEMU does, FUSE requests on the request queue,
 // FORGET on the high-priority one.
 type guestDriver struct {
-	f             *vut.Frontend
-	hiprio, queue *vut.Queue
-	unique        atomic.Uint64
-	closeOnce     sync.Once
+	dev       *vut.FSDevice
+	unique    atomic.Uint64
+	closeOnce sync.Once
 }
-
-const mib = 1 << 20
 
 func newGuestDriver(t *testing.T, sock string) *guestDriver {
 	t.Helper()
-	var conn *net.UnixConn
-	require.Eventually(t, func() bool {
-		var err error
-		conn, err = net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
-		return err == nil
-	}, 10*time.Second, 10*time.Millisecond, "daemon socket never accepted")
-	f, err := vut.NewFrontend(conn, []vut.Region{{GPA: 0, Size: 32 * mib, UserAddr: 0x7f00_0000_0000}})
+	dev, err := vut.DialFS(sock, 10*time.Second)
 	require.NoError(t, err)
-	_, err = f.Negotiate(vut.FeatureVersion1|vut.FeatureEventIdx|vut.FeatureIndirect, vut.ProtocolReplyAck|vut.ProtocolMQ)
-	require.NoError(t, err)
-	require.NoError(t, f.SetMemTable())
-	g := &guestDriver{f: f}
-	g.hiprio, err = f.SetupQueue(0, 64, 0, 4*mib)
-	require.NoError(t, err)
-	g.queue, err = f.SetupQueue(1, 256, 8*mib, 16*mib)
-	require.NoError(t, err)
+	g := &guestDriver{dev: dev}
 	t.Cleanup(g.close)
 	return g
 }
 
 // close hangs up, as QEMU does when the VM ends.
 func (g *guestDriver) close() {
-	g.closeOnce.Do(func() {
-		g.hiprio.Close()
-		g.queue.Close()
-		g.f.Close()
-	})
+	g.closeOnce.Do(g.dev.Close)
 }
 
 // FUSE opcodes (include/uapi/linux/fuse.h).
@@ -253,13 +233,13 @@ func (g *guestDriver) init(t *testing.T) {
 	t.Helper()
 	flags := uint64(fuse.CAP_ASYNC_READ | fuse.CAP_BIG_WRITES | fuse.CAP_MAX_PAGES | fuse.CAP_SUBMOUNTS | fuse.CAP_PARALLEL_DIROPS)
 	in := fuse.InitIn{Major: 7, Minor: 36, MaxReadAhead: 128 << 10, Flags: uint32(flags) | fuse.CAP_INIT_EXT, Flags2: uint32(flags >> 32)}
-	errno, _ := g.call(t, g.queue, opInit, 0, wire(&in)[unsafe.Sizeof(fuse.InHeader{}):], int(unsafe.Sizeof(fuse.InitOut{})))
+	errno, _ := g.call(t, g.dev.Requests, opInit, 0, wire(&in)[unsafe.Sizeof(fuse.InHeader{}):], int(unsafe.Sizeof(fuse.InitOut{})))
 	require.Zero(t, errno, "INIT")
 }
 
 func (g *guestDriver) lookup(t *testing.T, parent uint64, name string) *fuse.EntryOut {
 	t.Helper()
-	errno, body := g.call(t, g.queue, opLookup, parent, append([]byte(name), 0), int(unsafe.Sizeof(fuse.EntryOut{})))
+	errno, body := g.call(t, g.dev.Requests, opLookup, parent, append([]byte(name), 0), int(unsafe.Sizeof(fuse.EntryOut{})))
 	require.Zero(t, errno, "LOOKUP %s in %d", name, parent)
 	return unwire[fuse.EntryOut](body)
 }
@@ -267,12 +247,12 @@ func (g *guestDriver) lookup(t *testing.T, parent uint64, name string) *fuse.Ent
 func (g *guestDriver) forget(t *testing.T, node, n uint64) {
 	t.Helper()
 	in := fuse.ForgetIn{Nlookup: n}
-	g.call(t, g.hiprio, opForget, node, wire(&in)[unsafe.Sizeof(fuse.InHeader{}):], -1)
+	g.call(t, g.dev.Hiprio, opForget, node, wire(&in)[unsafe.Sizeof(fuse.InHeader{}):], -1)
 }
 
 func (g *guestDriver) getattr(t *testing.T, node uint64) syscall.Errno {
 	t.Helper()
 	var in fuse.GetAttrIn
-	errno, _ := g.call(t, g.queue, opGetattr, node, wire(&in)[unsafe.Sizeof(fuse.InHeader{}):], int(unsafe.Sizeof(fuse.AttrOut{})))
+	errno, _ := g.call(t, g.dev.Requests, opGetattr, node, wire(&in)[unsafe.Sizeof(fuse.InHeader{}):], int(unsafe.Sizeof(fuse.AttrOut{})))
 	return errno
 }

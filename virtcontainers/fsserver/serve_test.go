@@ -34,24 +34,9 @@ func TestMain(m *testing.M) {
 // connect dials the daemon's socket and sets up a session like QEMU.
 func connect(t *testing.T, sock string) *session {
 	t.Helper()
-	var c *net.UnixConn
-	require.Eventually(t, func() bool {
-		var err error
-		c, err = net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
-		return err == nil
-	}, 10*time.Second, 10*time.Millisecond, "daemon socket never accepted")
-	f, err := vut.NewFrontend(c, []vut.Region{{GPA: 0, Size: 32 * mib, UserAddr: 0x7f00_0000_0000}})
+	d, err := vut.DialFS(sock, 10*time.Second)
 	require.NoError(t, err)
-	_, err = f.Negotiate(vut.FeatureVersion1|vut.FeatureEventIdx|vut.FeatureIndirect, vut.ProtocolReplyAck|vut.ProtocolMQ)
-	require.NoError(t, err)
-	require.NoError(t, f.SetMemTable())
-	s := &session{f: f}
-	s.hiprio, err = f.SetupQueue(0, 64, 0, 4*mib)
-	require.NoError(t, err)
-	q, err := f.SetupQueue(1, 256, 8*mib, 16*mib)
-	require.NoError(t, err)
-	s.clients = []*client{{q: q}}
-	return s
+	return &session{f: d.Frontend, hiprio: d.Hiprio, clients: []*client{{q: d.Requests}}}
 }
 
 // childOf returns the pid of our child process running the sandbox.
