@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
@@ -83,6 +84,17 @@ func (c *containerd) containerConfig(t testing.TB, podName, name string, command
 func (c *containerd) runPod(t testing.TB, handler string, p pod) (id, stderr string, err error) {
 	t.Helper()
 	return c.crictl("runp", "--runtime", handler, c.podConfig(t, p))
+}
+
+// runKataPod runs p with the kata handler, which must start it, and returns
+// its sandbox id and the plan our shim wrote for it in stateDir.
+func (c *containerd) runKataPod(t testing.TB, p pod, stateDir string) (string, *hooks.Plan) {
+	t.Helper()
+	podID, stderr, err := c.runPod(t, "kata", p)
+	require.NoError(t, err, stderr)
+	plan, err := hooks.ReadPlan(stateDir, podID)
+	require.NoError(t, err)
+	return podID, plan
 }
 
 // startContainer creates and starts a container in a running pod.

@@ -105,10 +105,7 @@ func TestCRIRefuseAndAllow(t *testing.T) {
 	t.Run("fixed runs", func(t *testing.T) {
 		_, stateDir := writeKataConfig(t, cfgDir, kataConfig{kernel: kernels.fixed, onVulnerable: "refuse", onUnknown: "refuse"})
 		p := pod{name: "allowed"}
-		podID, stderr, err := c.runPod(t, "kata", p)
-		require.NoError(t, err, stderr)
-		plan, err := hooks.ReadPlan(stateDir, podID)
-		require.NoError(t, err)
+		podID, plan := c.runKataPod(t, p, stateDir)
 		require.Equal(t, hooks.Allow, plan.Action)
 		cid := c.startContainer(t, podID, p, "app", "sh", "-c", "echo hello from busybox; sleep 1000")
 		out, stderr, err := c.crictl("exec", cid, "echo", "exec works")
@@ -173,10 +170,7 @@ func TestWarn(t *testing.T) {
 	})
 
 	t.Run("cri", func(t *testing.T) {
-		podID, stderr, err := c.runPod(t, "kata", pod{name: "warned"})
-		require.NoError(t, err, stderr)
-		plan, err := hooks.ReadPlan(stateDir, podID)
-		require.NoError(t, err)
+		podID, plan := c.runKataPod(t, pod{name: "warned"}, stateDir)
 		require.Equal(t, hooks.Warn, plan.Action)
 		require.Equal(t, guestkernel.Vulnerable, plan.Kernel.Verdict)
 		check(t, criNamespace, podID)
