@@ -153,9 +153,8 @@ func inspectWith(ctx context.Context, command, path string, opts verdict.Options
 	}
 	// Judged here, from the facts, as a cache hit is: the verdict is this
 	// build's whatever kata-runtime's build.
-	facts := verdict.Report{Path: path, Format: rep.Format, Arch: rep.Arch, Compression: rep.Compression, Banner: rep.Banner,
-		Release: rep.Release, BTFPresent: rep.BTFPresent, BTFHasFUSE: rep.BTFHasFUSE, BTFHasFix: rep.BTFHasFix,
-		BTFHasSubmounts: rep.BTFHasSubmounts, Note: rep.Note}
+	facts := rep.Facts()
+	facts.Path = path
 	verdict.Judge(&facts, opts.FixedReleases)
 	return &facts, nil
 }

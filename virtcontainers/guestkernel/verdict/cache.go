@@ -103,9 +103,7 @@ func (c Cache) Store(ctx context.Context, key Key, rep *Report) {
 	if c.Dir == "" || key.Ino == 0 {
 		return
 	}
-	facts := *rep
-	facts.Path, facts.Verdict, facts.Evidence, facts.Reason, facts.Error = "", "", "", "", ""
-	facts.Version, facts.DistroTail = "", ""
+	facts := rep.Facts()
 	b, err := json.Marshal(cacheEntry{Schema: FactsSchema, Key: key, Facts: &facts})
 	if err == nil {
 		err = writeAtomic(c.Dir, key.name(), b)

@@ -53,3 +53,13 @@ type Report struct {
 	Reason   string   `json:"reason"`
 	Error    string   `json:"error,omitempty"`
 }
+
+// Facts is r with only what reading the image found: no path, and none of
+// what Judge derives (version, verdict, evidence, reason) or an error. It is
+// what the cache stores and what a verdict is judged from.
+func (r *Report) Facts() Report {
+	facts := *r
+	facts.Path, facts.Verdict, facts.Evidence, facts.Reason, facts.Error = "", "", "", "", ""
+	facts.Version, facts.DistroTail = "", ""
+	return facts
+}
