@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/errdefs"
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"

@@ -3,7 +3,7 @@ package fssandbox
 import (
 	"testing"
 
-	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )

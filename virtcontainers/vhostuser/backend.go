@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/log"
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 

@@ -6,7 +6,7 @@ import (
 	"io"
 	"net"
 
-	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 

@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"

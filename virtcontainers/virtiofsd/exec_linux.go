@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 

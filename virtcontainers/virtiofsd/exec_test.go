@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 

@@ -3,7 +3,7 @@ package virtiofsd
 import (
 	"fmt"
 
-	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/errdefs"
 	"github.com/sirupsen/logrus"
 )
 
