@@ -48,9 +48,25 @@ func PathInGlobs(globs []string, path string) bool {
 	return false
 }
 
+// pathMatchesPatterns is runtime-rs's validate_path_pattern: path matches
+// one of the glob(3) patterns as a string; the file need not exist. A
+// malformed pattern matches nothing.
+func pathMatchesPatterns(patterns []string, path string) bool {
+	for _, p := range patterns {
+		if ok, err := filepath.Match(p, path); err == nil && ok {
+			return true
+		}
+	}
+	return false
+}
+
 // applyAnnotations overrides h with the bundle's hypervisor annotations as
 // Kata's SandboxConfig does, and fails where Kata fails sandbox creation.
-func applyAnnotations(f *File, name string, h Hypervisor, ann map[string]string) (Hypervisor, error) {
+// runtime-rs (update_config_by_annotation, kata-types 4.1.0) skips a
+// hypervisor annotation that enable_annotations does not admit instead of
+// failing, and checks an annotated virtio_fs_daemon against
+// valid_virtio_fs_daemon_paths as patterns, not as files found.
+func applyAnnotations(f *File, kind DelegateKind, name string, h Hypervisor, ann map[string]string) (Hypervisor, error) {
 	if len(ann) == 0 {
 		return h, nil
 	}
@@ -61,10 +77,15 @@ func applyAnnotations(f *File, name string, h Hypervisor, ann map[string]string)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if !AnnotationEnabled(h.EnableAnnotations, k) {
-			return Hypervisor{}, fmt.Errorf("annotation %s is not enabled: its name after %q must match a regular expression in [%s] enable_annotations %s of %s (Kata refuses the sandbox too): %w",
-				k, AnnotationHypervisorPrefix, table, formatValue(toAny(h.EnableAnnotations)), f.origin(table+".enable_annotations"), errdefs.ErrInvalidArgument)
+		if AnnotationEnabled(h.EnableAnnotations, k) {
+			continue
 		}
+		if kind == DelegateRuntimeRS {
+			ann = withoutKey(ann, k)
+			continue
+		}
+		return Hypervisor{}, fmt.Errorf("annotation %s is not enabled: its name after %q must match a regular expression in [%s] enable_annotations %s of %s (Kata refuses the sandbox too): %w",
+			k, AnnotationHypervisorPrefix, table, formatValue(toAny(h.EnableAnnotations)), f.origin(table+".enable_annotations"), errdefs.ErrInvalidArgument)
 	}
 	bad := func(key, reason string) error {
 		return fmt.Errorf("annotation %s=%q: %s: %w", key, ann[key], reason, errdefs.ErrInvalidArgument)
@@ -105,7 +126,11 @@ func applyAnnotations(f *File, name string, h Hypervisor, ann map[string]string)
 		h.SharedFS = v
 	}
 	if v, ok := ann[AnnotationVirtioFSDaemon]; ok {
-		if !PathInGlobs(h.ValidVirtioFSDaemonPaths, v) {
+		valid := PathInGlobs
+		if kind == DelegateRuntimeRS {
+			valid = pathMatchesPatterns
+		}
+		if !valid(h.ValidVirtioFSDaemonPaths, v) {
 			return Hypervisor{}, bad(AnnotationVirtioFSDaemon, fmt.Sprintf(
 				"not an existing file matched by [%s] valid_virtio_fs_daemon_paths %s of %s",
 				table, formatValue(toAny(h.ValidVirtioFSDaemonPaths)), f.origin(table+".valid_virtio_fs_daemon_paths")))
@@ -157,6 +182,18 @@ func checkSHA512(path, want, hashType string) error {
 		return fmt.Errorf("%s has SHA-512 %s, annotation expects %s: %w", path, got, want, errdefs.ErrInvalidArgument)
 	}
 	return nil
+}
+
+// withoutKey returns a copy of m without key; the caller's map is not ours
+// to change.
+func withoutKey(m map[string]string, key string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if k != key {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func toAny(list []string) []any {

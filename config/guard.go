@@ -47,10 +47,13 @@ type Guard struct {
 	VirtiofsProtection Protection `json:"virtiofs_protection" toml:"virtiofs_protection"`
 	// FixedReleases are exact kernel releases (uname -r) an operator vouches
 	// carry the fix.
-	FixedReleases     []string `json:"fixed_releases" toml:"fixed_releases"`
-	DelegateShim      string   `json:"delegate_shim" toml:"delegate_shim"`
-	UpstreamVirtiofsd string   `json:"upstream_virtiofsd" toml:"upstream_virtiofsd"`
-	StateDir          string   `json:"state_dir" toml:"state_dir"`
+	FixedReleases []string `json:"fixed_releases" toml:"fixed_releases"`
+	DelegateShim  string   `json:"delegate_shim" toml:"delegate_shim"`
+	// DelegateKind pins which Kata shim delegate_shim is (its rules choose
+	// the configuration file); auto asks the binary's --version.
+	DelegateKind      DelegateKind `json:"delegate_kind" toml:"delegate_kind"`
+	UpstreamVirtiofsd string       `json:"upstream_virtiofsd" toml:"upstream_virtiofsd"`
+	StateDir          string       `json:"state_dir" toml:"state_dir"`
 }
 
 // DefaultGuard returns the policy used when [submount_guard] is absent.
@@ -61,6 +64,7 @@ func DefaultGuard() Guard {
 		VirtiofsProtection: DefaultVirtiofsProtection,
 		FixedReleases:      []string{},
 		DelegateShim:       DefaultDelegateShim,
+		DelegateKind:       DelegateAuto,
 		UpstreamVirtiofsd:  DefaultUpstreamVirtiofsd,
 		StateDir:           DefaultStateDir,
 	}
@@ -74,7 +78,7 @@ func (g Guard) KernelCacheDir() string { return filepath.Join(g.StateDir, "kerne
 var (
 	policyWords     = []string{string(PolicyRefuse), string(PolicyWarn), string(PolicyOff)}
 	protectionWords = []string{string(ProtectionRecover), string(ProtectionNoSubmounts), string(ProtectionNone)}
-	guardKeys       = []string{"on_vulnerable", "on_unknown", "virtiofs_protection", "fixed_releases", "delegate_shim", "upstream_virtiofsd", "state_dir"}
+	guardKeys       = []string{"on_vulnerable", "on_unknown", "virtiofs_protection", "fixed_releases", "delegate_shim", "delegate_kind", "upstream_virtiofsd", "state_dir"}
 )
 
 // parseGuard applies defaults and validates the merged [submount_guard]
@@ -109,6 +113,12 @@ func parseGuard(table map[string]any, origin func(key string) string) (Guard, er
 				return Guard{}, bad("", protectionWords)
 			}
 			g.VirtiofsProtection = Protection(s)
+		case "delegate_kind":
+			s, ok := v.(string)
+			if !ok || !contains(DelegateKinds(), s) {
+				return Guard{}, bad("which Kata shim delegate_shim is; auto asks its --version", DelegateKinds())
+			}
+			g.DelegateKind = DelegateKind(s)
 		case "fixed_releases":
 			list, ok := v.([]any)
 			if !ok {

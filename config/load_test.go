@@ -129,6 +129,7 @@ on_unknown = "off"
 virtiofs_protection = "none"
 fixed_releases = ["6.1.0-18-amd64", "5.15.0-91-generic"]
 delegate_shim = "/usr/local/bin/containerd-shim-kata-v2.real"
+delegate_kind = "runtime-rs"
 upstream_virtiofsd = "/usr/libexec/virtiofsd/"
 state_dir = "/var/run/ksg"
 `))
@@ -136,8 +137,8 @@ state_dir = "/var/run/ksg"
 		require.Equal(t, Guard{
 			OnVulnerable: PolicyRefuse, OnUnknown: PolicyOff, VirtiofsProtection: ProtectionNone,
 			FixedReleases: []string{"6.1.0-18-amd64", "5.15.0-91-generic"},
-			DelegateShim:  "/usr/local/bin/containerd-shim-kata-v2.real", UpstreamVirtiofsd: "/usr/libexec/virtiofsd",
-			StateDir: "/var/run/ksg",
+			DelegateShim:  "/usr/local/bin/containerd-shim-kata-v2.real", DelegateKind: DelegateRuntimeRS,
+			UpstreamVirtiofsd: "/usr/libexec/virtiofsd", StateDir: "/var/run/ksg",
 		}, f.Guard)
 	})
 	bad := []struct {
@@ -147,6 +148,7 @@ state_dir = "/var/run/ksg"
 	}{
 		{"bad policy word", `on_vulnerable = "block"`, `c.toml: [submount_guard] on_vulnerable = "block": invalid value; allowed: refuse, warn, off`},
 		{"policy wrong type", `on_unknown = true`, `c.toml: [submount_guard] on_unknown = true: invalid value; allowed: refuse, warn, off`},
+		{"bad delegate kind", `delegate_kind = "go"`, `c.toml: [submount_guard] delegate_kind = "go": which Kata shim delegate_shim is; auto asks its --version; allowed: auto, go-3, go-4, runtime-rs`},
 		{"policy case", `on_unknown = "Warn"`, `c.toml: [submount_guard] on_unknown = "Warn": invalid value; allowed: refuse, warn, off`},
 		{"bad protection", `virtiofs_protection = "off"`, `c.toml: [submount_guard] virtiofs_protection = "off": invalid value; allowed: recover, no-submounts, none`},
 		{"releases not array", `fixed_releases = "6.1.0"`, `c.toml: [submount_guard] fixed_releases = "6.1.0": want an array of kernel release strings (uname -r)`},
@@ -154,7 +156,7 @@ state_dir = "/var/run/ksg"
 		{"empty release", `fixed_releases = [""]`, `c.toml: [submount_guard] fixed_releases = [""]: each entry must be one non-empty kernel release (uname -r), such as "6.1.0-18-amd64"`},
 		{"relative path", `state_dir = "run/ksg"`, `c.toml: [submount_guard] state_dir = "run/ksg": want an absolute path`},
 		{"empty path", `delegate_shim = ""`, `c.toml: [submount_guard] delegate_shim = "": want an absolute path`},
-		{"unknown key", `on_vulnerables = "warn"`, `c.toml: [submount_guard] on_vulnerables = "warn": unknown key; allowed: on_vulnerable, on_unknown, virtiofs_protection, fixed_releases, delegate_shim, upstream_virtiofsd, state_dir`},
+		{"unknown key", `on_vulnerables = "warn"`, `c.toml: [submount_guard] on_vulnerables = "warn": unknown key; allowed: on_vulnerable, on_unknown, virtiofs_protection, fixed_releases, delegate_shim, delegate_kind, upstream_virtiofsd, state_dir`},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -259,7 +261,7 @@ func TestHypervisorTables(t *testing.T) {
 func TestDefaultKernel(t *testing.T) {
 	require.Equal(t, "/opt/kata/share/kata-containers/vmlinuz.container", defaultKernel("/opt/kata/share/defaults/kata-containers/configuration-qemu.toml"))
 	require.Equal(t, "/usr/share/kata-containers/vmlinuz.container", defaultKernel("/usr/share/defaults/kata-containers/configuration.toml"))
-	_, err := effective(&File{Path: "/etc/kata-containers/configuration.toml"}, "qemu", Hypervisor{VirtioFSDaemon: "/v"})
+	_, err := effective(&File{Path: "/etc/kata-containers/configuration.toml"}, DelegateGo3, "qemu", Hypervisor{VirtioFSDaemon: "/v"})
 	if _, statErr := os.Stat("/usr/share/kata-containers/vmlinuz.container"); statErr != nil {
 		require.ErrorContains(t, err, `kernel = "/usr/share/kata-containers/vmlinuz.container": file /usr/share/kata-containers/vmlinuz.container does not exist`)
 	}

@@ -55,8 +55,13 @@ type Sources struct {
 	Getenv func(string) string
 	// ExplicitPath is kata-runtime's --config/--kata-config.
 	ExplicitPath string
-	// DefaultPaths replaces DefaultConfigPaths() when not nil (tests).
-	DefaultPaths []string
+	// Delegate is the kind of Kata shim whose rules choose the file; ""
+	// means DelegateGo3, the rules of every Kata before 4.0.
+	Delegate DelegateKind
+	// DefaultPaths replaces DefaultConfigPaths() and RuntimeRSDefaultPaths
+	// RuntimeRSDefaultConfigPaths() when not nil (tests).
+	DefaultPaths          []string
+	RuntimeRSDefaultPaths []string
 }
 
 // HypervisorChoice is one [hypervisor.<name>] table with its effective
@@ -73,6 +78,9 @@ type Resolved struct {
 	Path   string `json:"path"`
 	Source Source `json:"source"`
 	File   *File  `json:"file"`
+	// Delegate is the kind of Kata shim whose rules chose Path and applied
+	// the annotations.
+	Delegate DelegateKind `json:"delegate_kind"`
 
 	// HypervisorName and Hypervisor are the active table. Kata's shipped
 	// files hold exactly one. When a file holds several, Kata builds every
@@ -90,14 +98,18 @@ type Resolved struct {
 // Ambiguous reports whether Kata may pick any of several hypervisor tables.
 func (r *Resolved) Ambiguous() bool { return len(r.Hypervisors) > 1 }
 
-// Resolve finds the configuration file as Kata's shim does (annotation,
-// runtime options, KATA_CONF_FILE, then the flag of kata-runtime, then the
-// default paths), loads it with its drop-ins and applies the hypervisor
-// annotations under Kata's gates. Errors name the file, key or annotation
-// to fix; a named file that does not exist wraps errdefs.ErrNotFound, a bad
-// value errdefs.ErrInvalidArgument.
+// Resolve finds the configuration file as the delegate of kind
+// src.Delegate does (see DelegateKind; then the flag of kata-runtime, then
+// the default paths), loads it with its drop-ins and applies the hypervisor
+// annotations under that delegate's gates. Errors name the file, key or
+// annotation to fix; a named file that does not exist wraps
+// errdefs.ErrNotFound, a bad value errdefs.ErrInvalidArgument.
 func Resolve(ctx context.Context, src Sources) (*Resolved, error) {
-	path, source, err := choosePath(src)
+	kind := src.Delegate
+	if kind == "" {
+		kind = DelegateGo3
+	}
+	path, source, err := choosePathFor(ctx, src, kind)
 	if err != nil {
 		return nil, err
 	}
@@ -105,23 +117,22 @@ func Resolve(ctx context.Context, src Sources) (*Resolved, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Resolved{Path: path, Source: source, File: f, Guard: f.Guard}
+	r := &Resolved{Path: path, Source: source, File: f, Delegate: kind, Guard: f.Guard}
 
-	names := make([]string, 0, len(f.Hypervisors))
-	for n := range f.Hypervisors {
-		names = append(names, n)
+	names, err := hypervisorTables(f, kind, src.Annotations)
+	if err != nil {
+		return nil, err
 	}
-	sort.Strings(names)
 	if len(names) == 0 {
 		return nil, fmt.Errorf("%s has no [hypervisor.<name>] table (one of %s): Kata would boot its built-in defaults; add the table of the hypervisor you use: %w",
 			path, strings.Join(HypervisorNames(), ", "), errdefs.ErrInvalidArgument)
 	}
 	for _, n := range names {
-		h, err := effective(f, n, f.Hypervisors[n])
+		h, err := effective(f, kind, n, f.Hypervisors[n])
 		if err != nil {
 			return nil, err
 		}
-		if h, err = applyAnnotations(f, n, h, src.Annotations); err != nil {
+		if h, err = applyAnnotations(f, kind, n, h, src.Annotations); err != nil {
 			return nil, err
 		}
 		r.Hypervisors = append(r.Hypervisors, HypervisorChoice{Name: n, Config: h})
@@ -134,49 +145,39 @@ func Resolve(ctx context.Context, src Sources) (*Resolved, error) {
 	return r, nil
 }
 
-func choosePath(src Sources) (string, Source, error) {
-	var (
-		path   string
-		source Source
-	)
-	if p := src.Annotations[AnnotationConfigPath]; p != "" {
-		path, source = p, SourceAnnotation
-	}
-	if path == "" {
-		p, err := RuntimeOptionsConfigPath(src.RuntimeOptions)
-		if err != nil {
-			return "", "", err
+// AnnotationRuntimeHypervisor lets a pod choose runtime-rs's hypervisor
+// table among those the file has (KATA_ANNO_CFG_RUNTIME_HYPERVISOR,
+// kata-types src/annotations/mod.rs, 4.1.0); it is not gated.
+const AnnotationRuntimeHypervisor = "io.katacontainers.config.runtime.hypervisor_name"
+
+// hypervisorTables lists the tables the delegate may boot from. Kata's Go
+// runtime builds every [hypervisor.<name>] table and keeps one at random;
+// runtime-rs takes [runtime] hypervisor_name, which the pod may switch to any
+// table present (update_config_by_annotation, 4.1.0).
+func hypervisorTables(f *File, kind DelegateKind, ann map[string]string) ([]string, error) {
+	if kind != DelegateRuntimeRS {
+		names := make([]string, 0, len(f.Hypervisors))
+		for n := range f.Hypervisors {
+			names = append(names, n)
 		}
-		if p != "" {
-			path, source = p, SourceRuntimeOptions
-		}
+		sort.Strings(names)
+		return names, nil
 	}
-	if path == "" && src.Getenv != nil {
-		if p := src.Getenv(EnvConfigFile); p != "" {
-			path, source = p, SourceEnv
-		}
-	}
-	if path == "" && src.ExplicitPath != "" {
-		path, source = src.ExplicitPath, SourceFlag
-	}
-	if path != "" {
-		resolved, err := resolvePath(path)
-		if err != nil {
-			return "", "", fmt.Errorf("configuration file from %s: %w", describeSource(source), err)
-		}
-		return resolved, source, nil
-	}
-	defaults := src.DefaultPaths
-	if defaults == nil {
-		defaults = DefaultConfigPaths()
-	}
-	for _, p := range defaults {
-		if resolved, err := resolvePath(p); err == nil {
-			return resolved, SourceDefault, nil
+	name := f.Runtime.HypervisorName
+	if v, ok := ann[AnnotationRuntimeHypervisor]; ok {
+		if _, present := f.Hypervisors[v]; present {
+			name = v
 		}
 	}
-	return "", "", fmt.Errorf("no Kata configuration file: none of %s exists; install one or name it with %s, %s or KATA_CONF_FILE: %w",
-		strings.Join(defaults, ", "), AnnotationConfigPath, "the runtime option ConfigPath", errdefs.ErrNotFound)
+	if name == "" {
+		return nil, fmt.Errorf("%s: [runtime] hypervisor_name is not set; runtime-rs refuses the file (\"Hypervisor name is missing in the configuration\"); set it to the table you use: %w",
+			f.origin("runtime.hypervisor_name"), errdefs.ErrInvalidArgument)
+	}
+	if _, ok := f.Hypervisors[name]; !ok {
+		return nil, fmt.Errorf("%s: [runtime] hypervisor_name = %q names no [hypervisor.%s] table; runtime-rs refuses the file (\"Invalid hypervisor name\"): %w",
+			f.origin("runtime.hypervisor_name"), name, name, errdefs.ErrInvalidArgument)
+	}
+	return []string{name}, nil
 }
 
 func describeSource(s Source) string {
@@ -222,7 +223,7 @@ func defaultKernel(configPath string) string {
 
 // effective fills in what Kata's new<Name>HypervisorConfig derives from a
 // table, and fails where it fails, for the keys we use.
-func effective(f *File, name string, h Hypervisor) (Hypervisor, error) {
+func effective(f *File, kind DelegateKind, name string, h Hypervisor) (Hypervisor, error) {
 	table := "hypervisor." + name
 	bad := func(key string, v any, reason string, allowed []string) error {
 		return &ValueError{File: f.origin(table + "." + key), Table: table, Key: key, Value: v, Reason: reason, Allowed: allowed}
@@ -262,13 +263,15 @@ func effective(f *File, name string, h Hypervisor) (Hypervisor, error) {
 		}
 	}
 
-	switch name {
-	case HypervisorFirecracker:
+	switch {
+	case kind == DelegateRuntimeRS:
+		// runtime-rs reads shared_fs for every hypervisor (below).
+	case name == HypervisorFirecracker:
 		// Kata's Firecracker support has no shared file system: it does
 		// not read shared_fs.
 		h.SharedFS = ""
 		return h, nil
-	case HypervisorDragonball:
+	case name == HypervisorDragonball:
 		// Kata's Go runtime ignores shared_fs here; runtime-rs, which
 		// drives Dragonball, shares with an inline virtio-fs daemon by
 		// default. Assume virtio-fs unless told otherwise.
@@ -282,6 +285,10 @@ func effective(f *File, name string, h Hypervisor) (Hypervisor, error) {
 	if name != HypervisorQemu {
 		allowed = []string{SharedFSVirtioFS, SharedFSVirtioFSNydus, SharedFSNone}
 	}
+	if kind == DelegateRuntimeRS {
+		// SharedFsInfo::validate, kata-types src/config/hypervisor/mod.rs.
+		allowed = []string{SharedFSVirtioFS, SharedFSInlineVirtioFS, SharedFSVirtioFSNydus, SharedFSNone}
+	}
 	if h.SharedFS == "" {
 		h.SharedFS = SharedFSVirtioFS
 	} else if !contains(allowed, h.SharedFS) {
@@ -290,8 +297,16 @@ func effective(f *File, name string, h Hypervisor) (Hypervisor, error) {
 	if (h.SharedFS == SharedFSVirtioFS || h.SharedFS == SharedFSVirtioFSNydus) && h.VirtioFSDaemon == "" {
 		return Hypervisor{}, bad("virtio_fs_daemon", "", fmt.Sprintf("shared_fs %s needs a daemon path (Kata refuses this too)", h.SharedFS), nil)
 	}
-	if h.VirtioFSCache == "" && name != HypervisorClh {
+	if h.VirtioFSCache == "" && (name != HypervisorClh || kind == DelegateRuntimeRS) {
 		h.VirtioFSCache = "never"
+	}
+	if kind == DelegateRuntimeRS && (h.SharedFS == SharedFSVirtioFS || h.SharedFS == SharedFSVirtioFSNydus) {
+		// runtime-rs runs the canonical path of the daemon, which must
+		// exist (SharedFsInfo::adjust_virtio_fs): a symlink to
+		// kata-virtiofsd runs kata-virtiofsd.
+		if h.VirtioFSDaemon, err = resolveKey("virtio_fs_daemon", h.VirtioFSDaemon); err != nil {
+			return Hypervisor{}, err
+		}
 	}
 	return h, nil
 }
@@ -300,7 +315,7 @@ func effective(f *File, name string, h Hypervisor) (Hypervisor, error) {
 // virtio-fs, the only way the submount bug is reached.
 func (h Hypervisor) IsVirtioFS() bool {
 	switch h.SharedFS {
-	case SharedFSVirtioFS, SharedFSVirtioFSNydus, "inline-virtio-fs":
+	case SharedFSVirtioFS, SharedFSVirtioFSNydus, SharedFSInlineVirtioFS:
 		return true
 	}
 	return false

@@ -105,7 +105,7 @@ func TestResolveMissing(t *testing.T) {
 		{"flag", Sources{ExplicitPath: missing},
 			"configuration file from --config: file " + missing + " does not exist: not found"},
 		{"no default", Sources{DefaultPaths: []string{missing}},
-			"no Kata configuration file: none of " + missing + " exists; install one or name it with io.katacontainers.config_path, the runtime option ConfigPath or KATA_CONF_FILE: not found"},
+			"no Kata configuration file for Kata's Go runtime 2.x/3.x: none of " + missing + " exists; install one or name it with io.katacontainers.config_path, the runtime option ConfigPath or KATA_CONF_FILE: not found"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

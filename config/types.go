@@ -39,6 +39,9 @@ const (
 	SharedFSVirtio9P      = "virtio-9p"
 	SharedFSVirtioFSNydus = "virtio-fs-nydus"
 	SharedFSNone          = "none"
+	// SharedFSInlineVirtioFS is runtime-rs's virtio-fs served inside
+	// Dragonball's VMM, without a virtiofsd process.
+	SharedFSInlineVirtioFS = "inline-virtio-fs"
 )
 
 // Hypervisor holds the keys of one [hypervisor.<name>] table that we use.
@@ -82,4 +85,7 @@ type Runtime struct {
 	SandboxCgroupOnly   bool   `toml:"sandbox_cgroup_only" json:"sandbox_cgroup_only"`
 	DisableGuestSeccomp bool   `toml:"disable_guest_seccomp" json:"disable_guest_seccomp"`
 	GuestSeLinuxLabel   string `toml:"guest_selinux_label" json:"guest_selinux_label"`
+	// HypervisorName is runtime-rs's choice of [hypervisor.<name>] table;
+	// Kata's Go runtime does not read it.
+	HypervisorName string `toml:"hypervisor_name" json:"hypervisor_name"`
 }

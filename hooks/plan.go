@@ -38,6 +38,9 @@ type Plan struct {
 	// ConfigSource what chose it (annotation, runtime-options, env, default).
 	ConfigPath   string `json:"config_path"`
 	ConfigSource string `json:"config_source"`
+	// DelegateKind is the Kata shim whose rules chose ConfigPath (go-3,
+	// go-4, runtime-rs).
+	DelegateKind string `json:"delegate_kind"`
 	Hypervisor   string `json:"hypervisor"`
 	// HypervisorCandidates lists every hypervisor table when the file holds
 	// several (Kata picks one at random); the plan is the strictest outcome.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/shim/delegate"
 )
 
 // ErrorPrefix starts every line the shim prints; containerd shows it after
@@ -43,10 +44,34 @@ type Shim struct {
 	// Inspector inspects guest kernels; nil means the inspection cache and,
 	// on a miss, kata-runtime beside this executable.
 	Inspector hooks.Inspector
-	// DefaultConfigPaths replaces config.DefaultConfigPaths() when not nil,
-	// and DefaultDelegate config.DefaultDelegateShim when not "" (tests).
+	// Identify tells which Kata shim a [submount_guard] table's
+	// delegate_shim is; nil means delegate.IdentifyGuard.
+	Identify delegate.Identifier
+	// DefaultConfigPaths replaces config.DefaultConfigPaths() and
+	// config.RuntimeRSDefaultConfigPaths() when not nil, and
+	// DefaultDelegate config.DefaultDelegateShim when not "" (tests).
 	DefaultConfigPaths []string
 	DefaultDelegate    string
+}
+
+// resolve finds Kata's configuration as the delegate that will load it
+// does (package delegate).
+func (s *Shim) resolve(ctx context.Context, src config.Sources) (*config.Resolved, error) {
+	src.Getenv = s.getenv
+	if s.DefaultConfigPaths != nil {
+		src.DefaultPaths, src.RuntimeRSDefaultPaths = s.DefaultConfigPaths, s.DefaultConfigPaths
+	}
+	identify := s.Identify
+	if identify == nil {
+		identify = delegate.IdentifyGuard
+	}
+	res, id, err := delegate.Resolve(ctx, src, identify)
+	if err != nil {
+		return nil, err
+	}
+	log.G(ctx).WithFields(log.Fields{"delegate": res.Guard.DelegateShim, "delegate_kind": id.Kind, "delegate_version": id.Version, "config": res.Path}).
+		Debug("configuration resolved as the delegate does")
+	return res, nil
 }
 
 // Run does what the invocation asks and returns the exit code when it did
@@ -139,14 +164,14 @@ func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
 	if ctype == hooks.PodContainer {
 		// The decision was made when the sandbox was created; Kata reads
 		// no hypervisor annotation for a joining container either.
-		res, err := config.Resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), RuntimeOptions: options, Getenv: s.getenv, DefaultPaths: s.DefaultConfigPaths})
+		res, err := s.resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), RuntimeOptions: options})
 		if err != nil {
 			return err
 		}
 		return s.handOff(ctx, bundle, inv.id, sandboxID, res, options, false)
 	}
 
-	res, err := config.Resolve(ctx, config.Sources{Annotations: annotations, RuntimeOptions: options, Getenv: s.getenv, DefaultPaths: s.DefaultConfigPaths})
+	res, err := s.resolve(ctx, config.Sources{Annotations: annotations, RuntimeOptions: options})
 	if err != nil {
 		return err
 	}
@@ -289,7 +314,7 @@ func (s *Shim) resolveForHandOff(ctx context.Context, bundle string) (*config.Re
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, err
 	}
-	res, err := config.Resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), Getenv: s.getenv, DefaultPaths: s.DefaultConfigPaths})
+	res, err := s.resolve(ctx, config.Sources{Annotations: configPathOnly(annotations)})
 	if err != nil {
 		return nil, fmt.Errorf("cannot find the delegate shim: %w", err)
 	}
@@ -314,5 +339,6 @@ func planFields(p *hooks.Plan) log.Fields {
 		"action":   p.Action,
 		"reason":   p.Reason,
 		"config":   p.ConfigPath,
+		"delegate": p.DelegateKind,
 	}
 }

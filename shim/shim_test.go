@@ -16,6 +16,15 @@ import (
 // writeConfig writes dir/configuration.toml: a QEMU hypervisor booting
 // kernel over virtio-fs, and a [submount_guard] table with delegate,
 // stateDir and the guard lines given.
+// writeFakeKataShim writes an executable that answers --version as Kata's Go
+// shim of that version does; the tests replace exec, so it never runs
+// otherwise.
+func writeFakeKataShim(tb testing.TB, path, version string) {
+	tb.Helper()
+	script := fmt.Sprintf("#!/bin/sh\necho 'Kata Containers containerd shim (Golang): id: \"io.containerd.kata.v2\", version: %s, commit: test'\n", version)
+	require.NoError(tb, os.WriteFile(path, []byte(script), 0o755))
+}
+
 func writeConfig(tb testing.TB, dir, kernel, delegate, stateDir string, guard ...string) string {
 	tb.Helper()
 	cfg := filepath.Join(dir, "configuration.toml")
@@ -46,7 +55,7 @@ func TestDelete(t *testing.T) {
 			dir := t.TempDir()
 			stateDir := filepath.Join(dir, "state")
 			delegate := filepath.Join(dir, "delegate")
-			require.NoError(t, os.WriteFile(delegate, []byte("#!/bin/sh\n"), 0o755))
+			writeFakeKataShim(t, delegate, "3.2.0")
 			cfg := writeConfig(t, dir, delegate, delegate, stateDir)
 			for _, id := range []string{"sb", "other"} {
 				require.NoError(t, hooks.WritePlan(stateDir, &hooks.Plan{SandboxID: id, Action: hooks.Allow, Protection: hooks.ProtectNone}))
@@ -79,7 +88,9 @@ func TestDelete(t *testing.T) {
 			require.NoError(t, err)
 			var left []string
 			for _, e := range entries {
-				left = append(left, strings.TrimSuffix(e.Name(), ".json"))
+				if !e.IsDir() { // caches live in directories beside the plans
+					left = append(left, strings.TrimSuffix(e.Name(), ".json"))
+				}
 			}
 			require.Equal(t, tc.wantPlans, left)
 		})
@@ -92,7 +103,7 @@ func TestDelete(t *testing.T) {
 func TestVersionWithoutConfiguration(t *testing.T) {
 	dir := t.TempDir()
 	delegate := filepath.Join(dir, "containerd-shim-kata-v2.upstream")
-	require.NoError(t, os.WriteFile(delegate, []byte("#!/bin/sh\n"), 0o755))
+	writeFakeKataShim(t, delegate, "3.2.0")
 	noDefaults := []string{filepath.Join(dir, "etc", "configuration.toml"), filepath.Join(dir, "share", "configuration.toml")}
 	broken := filepath.Join(dir, "broken.toml")
 	require.NoError(t, os.WriteFile(broken, []byte("[submount_guard]\non_unknown = \"maybe\"\n"), 0o644))
@@ -161,7 +172,7 @@ func TestStartWithoutInspector(t *testing.T) {
 	kernel := filepath.Join(dir, "vmlinuz")
 	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
 	delegate := filepath.Join(dir, "delegate")
-	require.NoError(t, os.WriteFile(delegate, []byte("#!/bin/sh\n"), 0o755))
+	writeFakeKataShim(t, delegate, "3.2.0")
 	inspector := filepath.Join(dir, "bin", "kata-runtime")
 	for _, guard := range []string{"on_vulnerable = \"refuse\"", "on_unknown = \"off\""} {
 		t.Run(guard, func(t *testing.T) {

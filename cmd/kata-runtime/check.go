@@ -14,6 +14,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/shim/delegate"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/hostcheck"
 )
@@ -92,10 +93,11 @@ func kataLogger(w io.Writer, verbose bool) *logrus.Entry {
 	return l.WithFields(logrus.Fields{"name": "kata-runtime", "source": "runtime", "arch": runtime.GOARCH, "pid": os.Getpid()})
 }
 
-// resolveConfig loads Kata's configuration as kata-runtime does: --config
-// or the default paths, no annotations, no KATA_CONF_FILE.
-func resolveConfig(ctx context.Context, path string) (*config.Resolved, error) {
-	return config.Resolve(ctx, config.Sources{ExplicitPath: path})
+// resolveConfig resolves the configuration from --config or the default
+// paths (no annotations, no KATA_CONF_FILE) by the rules of the delegate
+// shim it names (package delegate), so check predicts what start judges.
+func resolveConfig(ctx context.Context, path string) (*config.Resolved, delegate.Identity, error) {
+	return delegate.Resolve(ctx, config.Sources{ExplicitPath: path}, delegate.IdentifyGuard)
 }
 
 func runCheck(ctx context.Context, o checkOptions) int {
@@ -123,7 +125,7 @@ func runCheck(ctx context.Context, o checkOptions) int {
 		logger.Warn("Not running network checks: kata-submount-guard's kata-runtime makes no network calls (pass --no-network-checks or set " + noNetworkEnv + " to silence this)")
 	}
 
-	r, err := resolveConfig(ctx, o.ConfigPath)
+	r, id, err := resolveConfig(ctx, o.ConfigPath)
 	if err != nil {
 		logger.Error(err)
 		fmt.Fprintln(o.Stderr, err)
@@ -153,7 +155,7 @@ func runCheck(ctx context.Context, o checkOptions) int {
 		fmt.Fprintf(o.Stderr, "ERROR: guest kernel check: %v\n", err)
 		return 1
 	}
-	writeKernelSection(o.Stdout, r, plan)
+	writeKernelSection(o.Stdout, r, id, plan)
 
 	switch {
 	case plan.Action == hooks.Refuse:
@@ -198,12 +200,13 @@ func logHostChecks(logger *logrus.Entry, host *hostcheck.Result) {
 }
 
 // writeKernelSection prints the guest-kernel part of the check.
-func writeKernelSection(w io.Writer, r *config.Resolved, p *hooks.Plan) {
+func writeKernelSection(w io.Writer, r *config.Resolved, id delegate.Identity, p *hooks.Plan) {
 	g := r.Guard
 	k := p.Kernel
 	fmt.Fprintln(w, "Guest kernel (FUSE submount fix, Linux c4d361f66ac9):")
 	row := func(name, value string) { fmt.Fprintf(w, "  %-18s %s\n", name+":", value) }
-	row("config", fmt.Sprintf("%s (%s)", r.Path, r.Source))
+	row("delegate", fmt.Sprintf("%s: %s (%s)", g.DelegateShim, id.Kind, id.Line))
+	row("config", fmt.Sprintf("%s (%s, as %s chooses it)", r.Path, r.Source, id.Kind.Describe()))
 	if r.Ambiguous() {
 		names := make([]string, len(r.Hypervisors))
 		for i, h := range r.Hypervisors {

@@ -22,19 +22,22 @@ import (
 
 // writeConfig writes a Kata configuration with the given hypervisor tables
 // (name -> kernel) and [submount_guard] body; virtio_fs_daemon is a
-// kata-virtiofsd in the same directory, so protections apply.
+// kata-virtiofsd in the same directory, so protections apply, and
+// delegate_shim a script that answers --version as Kata 3.2.0's Go shim.
 func writeConfig(t *testing.T, tables map[string]string, guard string) string {
 	t.Helper()
 	dir := t.TempDir()
 	daemon := filepath.Join(dir, "kata-virtiofsd")
 	require.NoError(t, os.WriteFile(daemon, nil, 0o755))
+	shim := filepath.Join(dir, "containerd-shim-kata-v2.upstream")
+	require.NoError(t, os.WriteFile(shim, []byte("#!/bin/sh\necho 'Kata Containers containerd shim (Golang): id: \"io.containerd.kata.v2\", version: 3.2.0, commit: test'\n"), 0o755))
 	var b strings.Builder
 	for _, name := range []string{"qemu", "clh"} {
 		if k, ok := tables[name]; ok {
 			fmt.Fprintf(&b, "[hypervisor.%s]\npath = \"/usr/bin/qemu-system-x86_64\"\nkernel = %q\nshared_fs = \"virtio-fs\"\nvirtio_fs_daemon = %q\nkernel_params = \"quiet\"\nenable_annotations = [\"kernel\"]\n\n", name, k, daemon)
 		}
 	}
-	fmt.Fprintf(&b, "[agent.kata]\nenable_debug = true\n\n[runtime]\nenable_debug = false\n\n[submount_guard]\nstate_dir = %q\n%s\n", filepath.Join(dir, "state"), guard)
+	fmt.Fprintf(&b, "[agent.kata]\nenable_debug = true\n\n[runtime]\nenable_debug = false\n\n[submount_guard]\nstate_dir = %q\ndelegate_shim = %q\n%s\n", filepath.Join(dir, "state"), shim, guard)
 	p := filepath.Join(dir, "configuration.toml")
 	require.NoError(t, os.WriteFile(p, []byte(b.String()), 0o644))
 	return p
@@ -151,7 +154,7 @@ func TestCheckRealKernels(t *testing.T) {
 				require.NotContains(t, stderr, s)
 			}
 			// check predicts start: the same Decide the shim runs.
-			r, err := resolveConfig(context.Background(), path)
+			r, _, err := resolveConfig(context.Background(), path)
 			require.NoError(t, err)
 			plan, err := hooks.Decide(context.Background(), hooks.Input{Resolved: r, SandboxID: "sb", ContainerType: hooks.PodSandbox, Inspector: hooks.InspectorFunc(guestkernel.Inspect)})
 			require.NoError(t, err)
@@ -335,7 +338,7 @@ func TestBinaryCheckPredictsStart(t *testing.T) {
 			require.Equal(t, tc.code, code, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 			require.Contains(t, stdout.String(), "  verdict:           "+tc.verdict+"\n")
 
-			r, err := resolveConfig(context.Background(), path)
+			r, _, err := resolveConfig(context.Background(), path)
 			require.NoError(t, err)
 			plan, err := hooks.Decide(context.Background(), hooks.Input{Resolved: r, SandboxID: "sb", ContainerType: hooks.PodSandbox, Inspector: hooks.InspectorFunc(guestkernel.Inspect)})
 			require.NoError(t, err)

@@ -165,12 +165,16 @@ type GuardInfo struct {
 	VirtiofsProtection string
 	FixedReleases      []string
 	DelegateShim       string
-	UpstreamVirtiofsd  string
-	StateDir           string
-	KernelCacheDir     string
-	Action             string
-	Protection         string
-	Reason             string
+	// DelegateKind is which Kata shim DelegateShim is (go-3, go-4,
+	// runtime-rs): its rules chose the configuration file.
+	DelegateKind      string
+	DelegateVersion   string
+	UpstreamVirtiofsd string
+	StateDir          string
+	KernelCacheDir    string
+	Action            string
+	Protection        string
+	Reason            string
 }
 
 func runEnv(ctx context.Context, o envOptions) error {
@@ -184,7 +188,7 @@ func runEnv(ctx context.Context, o envOptions) error {
 		o.Stderr = os.Stderr
 	}
 	ctx = log.WithLogger(ctx, kataLogger(o.Stderr, false))
-	r, err := resolveConfig(ctx, o.ConfigPath)
+	r, id, err := resolveConfig(ctx, o.ConfigPath)
 	if err != nil {
 		return err
 	}
@@ -195,6 +199,7 @@ func runEnv(ctx context.Context, o envOptions) error {
 	hostOpts := o.Host
 	hostOpts.Hypervisor = r.HypervisorName
 	env := collectEnv(ctx, r, plan, hostOpts)
+	env.SubmountGuard.DelegateKind, env.SubmountGuard.DelegateVersion = string(id.Kind), id.Version
 	if o.JSON {
 		enc := json.NewEncoder(o.Stdout)
 		enc.SetIndent("", "  ")
