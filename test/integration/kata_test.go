@@ -68,6 +68,10 @@ type kataConfig struct {
 	protection        string // virtiofs_protection; default: ours
 	enableAnnotations []string
 	delegate          string // default: delegateShim(t)
+	// delegateKind pins [submount_guard] delegate_kind; default: go-3 for
+	// the stand-in, which takes Kata 3's hand-off but is no Kata shim to
+	// ask, and auto (its --version) for a real Kata shim.
+	delegateKind string
 	stateDir          string // default: <dir>/state
 }
 
@@ -94,6 +98,9 @@ valid_virtio_fs_daemon_paths = ["/opt/kata/libexec/kata-virtiofsd"]
 	if cfg.delegate == "" {
 		cfg.delegate = delegateShim(t)
 	}
+	if cfg.delegateKind == "" && usingStandin() {
+		cfg.delegateKind = "go-3"
+	}
 	stateDir = cfg.stateDir
 	if stateDir == "" {
 		stateDir = filepath.Join(dir, "state")
@@ -115,6 +122,9 @@ valid_virtio_fs_daemon_paths = ["/opt/kata/libexec/kata-virtiofsd"]
 	}
 	if cfg.protection != "" {
 		dropIn += "virtiofs_protection = " + q(cfg.protection) + "\n"
+	}
+	if cfg.delegateKind != "" {
+		dropIn += "delegate_kind = " + q(cfg.delegateKind) + "\n"
 	}
 	dropIn += "delegate_shim = " + q(cfg.delegate) + "\nstate_dir = " + q(stateDir) + "\n"
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.d", "50-test.toml"), []byte(dropIn), 0o644))
