@@ -1,0 +1,238 @@
+package kataref
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+)
+
+// kata is one archived Kata tag as test/setup/70-kata.sh built it.
+type kata struct {
+	tag  string
+	dir  string // $KSG_CACHE/kata/<tag>
+	shim string // its containerd-shim-kata-v2
+	// defaults are the tag's default configuration paths, moved under
+	// dir/root at build time: /etc first, then the share directory, as its
+	// kata-runtime --show-default-config-paths prints them.
+	defaults []string
+}
+
+var releaseTag = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
+
+// archivedTags lists the Go runtime tags in ../shared/upstream.
+func archivedTags(t *testing.T) []string {
+	dir := os.Getenv("KSG_UPSTREAM")
+	if dir == "" {
+		dir = filepath.Join(testutil.RepoRoot(t), "..", "shared", "upstream")
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, "kata-containers-*-runtime.tar.gz"))
+	var tags []string
+	for _, m := range matches {
+		tags = append(tags, strings.TrimSuffix(strings.TrimPrefix(filepath.Base(m), "kata-containers-"), "-runtime.tar.gz"))
+	}
+	sort.Strings(tags)
+	return tags
+}
+
+// requireKatas returns every archived tag's build; a missing one skips (and
+// fails under CI).
+func requireKatas(t *testing.T) []kata {
+	t.Helper()
+	testutil.RequiresEnv(t, "KSG_INTEGRATION")
+	testutil.RequiresRoot(t)
+	testutil.RequiresCommand(t, "unshare")
+	tags := archivedTags(t)
+	testutil.Require(t, len(tags) > 0, "no Kata archives in ../shared/upstream (or $KSG_UPSTREAM)")
+	var out []kata
+	for _, tag := range tags {
+		dir := filepath.Join(testutil.CacheDir(), "kata", tag)
+		k := kata{tag: tag, dir: dir, shim: filepath.Join(dir, "bin", "containerd-shim-kata-v2")}
+		_, err := os.Stat(filepath.Join(dir, "ARCHIVE_SHA256"))
+		testutil.Require(t, err == nil, "Kata "+tag+" is not built in "+dir+" (run test/setup/70-kata.sh)")
+		// Kata's own word on its default paths.
+		paths, err := exec.Command(filepath.Join(dir, "bin", "kata-runtime"), "--show-default-config-paths").Output()
+		require.NoError(t, err, "kata-runtime %s --show-default-config-paths", tag)
+		k.defaults = strings.Fields(string(paths))
+		require.Len(t, k.defaults, 2, "Kata %s default paths: %q", tag, paths)
+		for _, d := range k.defaults {
+			require.True(t, strings.HasPrefix(d, filepath.Join(dir, "root")+"/"), "Kata %s was built with its defaults under %s/root, not at %s", tag, dir, d)
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// src is the tag's src/runtime in the extracted tree.
+func (k kata) src() string {
+	return filepath.Join(k.dir, "src", "kata-containers-"+k.tag, "src", "runtime")
+}
+
+var buildMu sync.Mutex
+
+// oracle returns the oracle test binary built against k's tree, building it
+// once per fixture content and archive (the binary's name carries both).
+func (k kata) oracle(t *testing.T) string {
+	t.Helper()
+	fixture, err := os.ReadFile(filepath.Join("testdata", "ksg_oracle_test.go.in"))
+	require.NoError(t, err)
+	archive, err := os.ReadFile(filepath.Join(k.dir, "ARCHIVE_SHA256"))
+	require.NoError(t, err)
+	sum := sha256.Sum256(append(fixture, archive...))
+	bin := filepath.Join(k.dir, "oracle-"+hex.EncodeToString(sum[:8])+".test")
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	pkg := filepath.Join(k.src(), "pkg", "containerd-shim-v2")
+	dropped := filepath.Join(pkg, "ksg_oracle_test.go")
+	require.NoError(t, os.WriteFile(dropped, fixture, 0o644))
+	defer os.Remove(dropped)
+	args := []string{"test", "-c", "-o", bin + ".tmp"}
+	if _, err := os.Stat(filepath.Join(k.src(), "vendor")); err == nil {
+		args = append(args, "-mod=vendor")
+	}
+	cmd := exec.Command("go", append(args, "./pkg/containerd-shim-v2")...)
+	cmd.Dir = k.src()
+	cmd.Env = append(os.Environ(), "GOFLAGS=")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "build Kata %s's oracle:\n%s", k.tag, out)
+	require.NoError(t, os.Rename(bin+".tmp", bin))
+	return bin
+}
+
+// privateDevLog runs "$@" in a mount namespace of its own whose /dev
+// mirrors the host's, except /dev/log (bound to $KSG_SYSLOG, a socket the
+// test reads) and, with KSG_FAKE_VSOCK set, an empty /dev/vhost-vsock, so
+// that Kata's load goes past its vsock check to the values we compare.
+const privateDevLog = `set -e
+host="$KSG_DEVROOT/host-dev"
+mkdir -p "$host"
+mount --rbind /dev "$host"
+mount -t tmpfs -o mode=0755 ksg-dev /dev
+for e in "$host"/*; do
+	n=${e##*/}
+	[ "$n" = log ] && continue
+	if [ -L "$e" ]; then cp -P "$e" "/dev/$n"
+	elif [ -d "$e" ]; then mkdir "/dev/$n"; mount --rbind "$e" "/dev/$n"
+	else : >"/dev/$n"; mount --bind "$e" "/dev/$n"
+	fi
+done
+if [ -n "${KSG_FAKE_VSOCK:-}" ]; then : >/dev/vhost-vsock; fi
+: >/dev/log
+mount --bind "$KSG_SYSLOG" /dev/log
+umount -l "$host"
+exec "$@"`
+
+// syslogSink is a unixgram socket standing in for the host's syslog.
+type syslogSink struct {
+	path  string
+	conn  *net.UnixConn
+	lines testutil.SyncBuffer
+}
+
+func newSyslogSink(t *testing.T) *syslogSink {
+	t.Helper()
+	s := &syslogSink{path: filepath.Join(t.TempDir(), "syslog.sock")}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: s.path, Net: "unixgram"})
+	require.NoError(t, err)
+	s.conn = conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			s.lines.Write(append(buf[:n:n], '\n'))
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-done })
+	return s
+}
+
+// withPrivateSyslog wraps cmd to run under privateDevLog with sink.
+func withPrivateSyslog(t *testing.T, cmd *exec.Cmd, sink *syslogSink, fakeVsock bool) *exec.Cmd {
+	t.Helper()
+	wrapped := exec.Command("unshare", append([]string{"-m", "--propagation", "private", "sh", "-c", privateDevLog, "sh", cmd.Path}, cmd.Args[1:]...)...)
+	wrapped.Dir, wrapped.Stdin, wrapped.Stdout, wrapped.Stderr = cmd.Dir, cmd.Stdin, cmd.Stdout, cmd.Stderr
+	env := cmd.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	env = append(env, "KSG_DEVROOT="+t.TempDir(), "KSG_SYSLOG="+sink.path)
+	if fakeVsock {
+		env = append(env, "KSG_FAKE_VSOCK=1")
+	}
+	wrapped.Env = env
+	return wrapped
+}
+
+// kataCase is one create request as Kata's shim sees it.
+type kataCase struct {
+	ConfigPath  string            `json:"config_path"`
+	Annotations map[string]string `json:"annotations"`
+	Env         string            `json:"-"` // KATA_CONF_FILE
+}
+
+// kataAnswer is what Kata's own code made of a kataCase.
+type kataAnswer struct {
+	File      string         `json:"file"`
+	LoadError string         `json:"load_error"`
+	SpecError string         `json:"spec_error"`
+	Values    map[string]any `json:"values"`
+}
+
+func (a kataAnswer) err() string {
+	if a.LoadError != "" {
+		return a.LoadError
+	}
+	return a.SpecError
+}
+
+// ask runs Kata's oracle for c.
+func (k kata) ask(t *testing.T, oracle string, sink *syslogSink, c kataCase) kataAnswer {
+	t.Helper()
+	raw, err := json.Marshal(c)
+	require.NoError(t, err)
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(oracle, "-test.run", "^TestKSGOracle$")
+	cmd.Dir = t.TempDir()
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "KSG_ORACLE_CASE=" + string(raw)}
+	if c.Env != "" {
+		cmd.Env = append(cmd.Env, "KATA_CONF_FILE="+c.Env)
+	}
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, withPrivateSyslog(t, cmd, sink, true).Run(), "Kata %s oracle:\n%s\n%s", k.tag, stdout.String(), stderr.String())
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		if strings.HasPrefix(line, "{") {
+			var a kataAnswer
+			require.NoError(t, json.Unmarshal([]byte(line), &a), line)
+			return a
+		}
+	}
+	t.Fatalf("Kata %s oracle gave no answer:\n%s\n%s", k.tag, stdout.String(), stderr.String())
+	return kataAnswer{}
+}
+
+// is4 reports whether k is a Kata 4 Go runtime.
+func (k kata) is4() bool { return strings.HasPrefix(k.tag, "4.") }
+
+func (k kata) String() string { return fmt.Sprintf("Kata %s", k.tag) }
