@@ -59,6 +59,24 @@ func (f *forwarder) Forward(ctx context.Context, req *eventsapi.ForwardRequest) 
 	return &emptypb.Empty{}, f.err
 }
 
+// serveEvents serves containerd's ttrpc events service on a socket of the
+// test, answering fail, and returns what it records and its address as
+// TTRPC_ADDRESS gives it.
+func serveEvents(t *testing.T, fail error) (*forwarder, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ttrpc.sock")
+	l, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	srv, err := ttrpc.NewServer()
+	require.NoError(t, err)
+	f := &forwarder{got: make(chan *eventsapi.ForwardRequest, 1), err: fail}
+	eventsapi.RegisterEventsService(srv, f)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(context.Background(), l) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return f, "unix://" + path
+}
+
 // TestPublishWarning publishes to a ttrpc server serving containerd's
 // generated events service, as containerd's TTRPC_ADDRESS does.
 func TestPublishWarning(t *testing.T) {
@@ -74,18 +92,8 @@ func TestPublishWarning(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "ttrpc.sock")
-			l, err := net.Listen("unix", path)
-			require.NoError(t, err)
-			srv, err := ttrpc.NewServer()
-			require.NoError(t, err)
-			f := &forwarder{got: make(chan *eventsapi.ForwardRequest, 1), err: tc.fail}
-			eventsapi.RegisterEventsService(srv, f)
-			done := make(chan struct{})
-			go func() { defer close(done); _ = srv.Serve(context.Background(), l) }()
-			t.Cleanup(func() { srv.Close(); <-done })
-
-			err = publishWarning(context.Background(), "unix://"+path, "k8s.io", plan)
+			f, address := serveEvents(t, tc.fail)
+			err := publishWarning(context.Background(), address, "k8s.io", plan)
 			if tc.wantErr != "" {
 				require.EqualError(t, err, tc.wantErr)
 			} else {

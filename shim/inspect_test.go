@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
@@ -122,6 +123,30 @@ func TestKernelInspector(t *testing.T) {
 				require.True(t, strings.HasSuffix(msg, "; install kata-submount-guard's kata-runtime, from the same build as "+
 					"containerd-shim-kata-v2, as "+tc.insp.command+": failed precondition"), msg)
 				require.NotContains(t, msg, "\n")
+			})
+		}
+	})
+
+	t.Run("an inspector that hangs is stopped at the deadline", func(t *testing.T) {
+		dir := t.TempDir()
+		image := filepath.Join(dir, "vmlinuz")
+		require.NoError(t, os.WriteFile(image, []byte("x"), 0o644))
+		for name, body := range map[string]string{
+			"hangs":                      "sleep 600",
+			"its child holds the output": "sleep 600 & wait",
+		} {
+			t.Run(name, func(t *testing.T) {
+				p := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+				require.NoError(t, os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755))
+				insp := kernelInspector{command: p, timeout: 200 * time.Millisecond}
+				start := time.Now()
+				rep, err := insp.Inspect(ctx, image, verdict.Options{})
+				require.Nil(t, rep)
+				var ie *hooks.InspectorError
+				require.ErrorAs(t, err, &ie)
+				require.EqualError(t, err, "guest kernel "+image+" cannot be checked: the inspector "+p+" did not finish within 200ms, and nothing was started; "+
+					"make sure the image can be read (a hung storage mount?) and retry: unavailable")
+				require.Less(t, time.Since(start), 30*time.Second, "returned long before the hung inspector would have ended")
 			})
 		}
 	})

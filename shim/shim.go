@@ -168,7 +168,7 @@ func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
 		if err != nil {
 			return err
 		}
-		return s.handOff(ctx, bundle, inv.id, sandboxID, res, options, false)
+		return s.handOff(ctx, inv.namespace, bundle, inv.id, sandboxID, res, options, nil)
 	}
 
 	res, err := s.resolve(ctx, config.Sources{Annotations: annotations, RuntimeOptions: options})
@@ -189,10 +189,10 @@ func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
 		entry.Error("sandbox creation refused: guest kernel and [submount_guard] policy")
 		return &refusal{reason: plan.Reason}
 	case hooks.Warn:
+		// The containerd event goes out only once the start is sure to
+		// hand off (handOff): a "sandbox starts" event must not announce a
+		// start that then fails.
 		entry.Warn("guest kernel may lose virtio-fs submounts (Linux c4d361f66ac9 missing or unproven); sandbox starts as configured")
-		if err := publishWarning(ctx, s.getenv(ttrpcAddressEnv), inv.namespace, plan); err != nil {
-			log.G(ctx).WithError(err).Error("containerd event not published")
-		}
 	default:
 		entry.Debug("guest kernel check passed")
 	}
@@ -204,15 +204,18 @@ func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
 		return fmt.Errorf("cannot store the plan of sandbox %s in [submount_guard] state_dir = %q (%s): %w; make that directory writable by root or set state_dir to one that is",
 			sandboxID, res.Guard.StateDir, res.Path, err)
 	}
-	return s.handOff(ctx, bundle, inv.id, sandboxID, res, options, true)
+	return s.handOff(ctx, inv.namespace, bundle, inv.id, sandboxID, res, options, plan)
 }
 
 // handOff leaves the note for delete and execs the delegate with stdin fed
-// back. If the exec fails, what start wrote is removed again.
-func (s *Shim) handOff(ctx context.Context, bundle, id, sandboxID string, res *config.Resolved, options []byte, wrotePlan bool) error {
+// back. plan is the sandbox's plan start wrote (nil for a joining
+// container); a warning plan is published to containerd right before the
+// exec, when nothing else can fail the start. If the exec fails, what start
+// wrote is removed again.
+func (s *Shim) handOff(ctx context.Context, namespace, bundle, id, sandboxID string, res *config.Resolved, options []byte, plan *hooks.Plan) error {
 	g := res.Guard
 	undo := func() {
-		if wrotePlan {
+		if plan != nil {
 			_ = hooks.RemovePlan(g.StateDir, sandboxID)
 		}
 		removeNote(bundle)
@@ -229,6 +232,11 @@ func (s *Shim) handOff(ctx context.Context, bundle, id, sandboxID string, res *c
 	if err := feedStdin(options); err != nil {
 		undo()
 		return err
+	}
+	if plan != nil && plan.Action == hooks.Warn {
+		if err := publishWarning(ctx, s.getenv(ttrpcAddressEnv), namespace, plan); err != nil {
+			log.G(ctx).WithError(err).Error("containerd event not published")
+		}
 	}
 	err := s.exec(g.DelegateShim)
 	undo()

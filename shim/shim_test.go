@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // writeConfig writes dir/configuration.toml: a QEMU hypervisor booting
@@ -198,6 +199,61 @@ func TestStartWithoutInspector(t *testing.T) {
 			ents, err := os.ReadDir(bundle)
 			require.NoError(t, err)
 			require.Len(t, ents, 1, "only the spec in the bundle")
+		})
+	}
+}
+
+// TestWarningOnlyForStartsThatHandOff: the warning event says a sandbox
+// starts with a suspect kernel, so it goes out only for a start that hands
+// off, never for one that then fails on its delegate or its state_dir.
+func TestWarningOnlyForStartsThatHandOff(t *testing.T) {
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "vmlinuz")
+	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
+	delegate := filepath.Join(dir, "delegate")
+	writeFakeKataShim(t, delegate, "3.2.0")
+	notADir := filepath.Join(dir, "file")
+	require.NoError(t, os.WriteFile(notADir, nil, 0o644))
+	vulnerable := hooks.InspectorFunc(func(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error) {
+		return &verdict.Report{Path: path, Version: "6.1.69", Verdict: verdict.Vulnerable, Evidence: verdict.EvidenceVersion}, nil
+	})
+	for _, tc := range []struct {
+		name      string
+		delegate  string
+		stateDir  string
+		wantEvent bool
+	}{
+		{"hands off: published", delegate, filepath.Join(dir, "state"), true},
+		{"delegate missing: not published", filepath.Join(dir, "nope"), filepath.Join(dir, "state"), false},
+		{"plan cannot be stored: not published", delegate, filepath.Join(notADir, "state"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, address := serveEvents(t, nil)
+			cfg := writeConfig(t, t.TempDir(), kernel, tc.delegate, tc.stateDir, `on_vulnerable = "warn"`, `delegate_kind = "go-3"`)
+			bundle := t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(bundle, specFile), []byte(`{"annotations":{"io.kubernetes.cri.container-type":"sandbox"}}`), 0o644))
+			t.Chdir(bundle)
+			stdin, err := os.Open(os.DevNull)
+			require.NoError(t, err)
+			t.Cleanup(func() { stdin.Close() })
+			handedOff := false
+			var stderr strings.Builder
+			s := &Shim{Args: []string{"containerd-shim-kata-v2", "-namespace", "k8s.io", "-id", "sb", "start"},
+				Env: []string{"KATA_CONF_FILE=" + cfg, ttrpcAddressEnv + "=" + address}, Stdin: stdin, Stderr: &stderr,
+				Inspector: vulnerable,
+				Exec: func(string, []string, []string) error {
+					handedOff = true
+					return os.ErrProcessDone // stands for "exec returned"
+				}}
+			require.Equal(t, 1, s.Run(context.Background()))
+			require.Equal(t, tc.wantEvent, handedOff, stderr.String())
+			select {
+			case req := <-f.got:
+				require.True(t, tc.wantEvent, "event published for a start that failed: %v; stderr: %s", req, stderr.String())
+				require.Equal(t, WarnTopic, req.GetEnvelope().GetTopic())
+			default:
+				require.False(t, tc.wantEvent, "no event for a start that handed off")
+			}
 		})
 	}
 }
