@@ -117,25 +117,28 @@ func TestDecideReasons(t *testing.T) {
 		action  Action
 		prot    Protection
 		reason  string
+		// unprotected: "" (protected, or no protection needed),
+		// "chosen" (virtiofs_protection = none) or "unavailable".
+		unprotected string
 	}{
 		{"fixed", "", "", verdict.Fixed, Allow, ProtectNone,
-			"guest kernel " + kernel + " (6.1.69) carries the FUSE submount fix (Linux c4d361f66ac9) (evidence: version)"},
+			"guest kernel " + kernel + " (6.1.69) carries the FUSE submount fix (Linux c4d361f66ac9) (evidence: version)", ""},
 		{"vulnerable refused", `on_vulnerable = "refuse"`, "", verdict.Vulnerable, Refuse, ProtectNone,
-			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = refuse: sandbox creation refused. Boot a fixed kernel, or set [submount_guard] on_vulnerable = \"warn\" in CONFIG"},
+			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = refuse: sandbox creation refused. Boot a fixed kernel, or set [submount_guard] on_vulnerable = \"warn\" in CONFIG", ""},
 		{"vulnerable warned and protected", "", "", verdict.Vulnerable, Warn, ProtectRecover,
-			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = warn; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets"},
+			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = warn; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets", ""},
 		{"vulnerable protected by no-submounts", `virtiofs_protection = "no-submounts"`, "", verdict.Vulnerable, Warn, ProtectNoSubmounts,
-			"; on_vulnerable = warn; protection no-submounts: virtiofsd will not announce submounts"},
+			"; on_vulnerable = warn; protection no-submounts: virtiofsd will not announce submounts", ""},
 		{"protection impossible with upstream daemon", "", "/opt/kata/libexec/virtiofsd", verdict.Vulnerable, Warn, ProtectNone,
-			"; virtiofs_protection = recover cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd (set virtio_fs_daemon to kata-virtiofsd's path in CONFIG)"},
+			"; unprotected: virtiofs_protection = recover cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd; set virtio_fs_daemon (and valid_virtio_fs_daemon_paths) of [hypervisor.qemu] to kata-virtiofsd's path in CONFIG", "unavailable"},
 		{"unknown refused", `on_unknown = "refuse"`, "", verdict.Unknown, Refuse, ProtectNone,
-			"fix status of guest kernel " + kernel + " (6.1.69) cannot be determined (canned); on_unknown = refuse: sandbox creation refused. If this kernel carries the fix, add \"6.1.69\" to [submount_guard] fixed_releases in CONFIG"},
+			"fix status of guest kernel " + kernel + " (6.1.69) cannot be determined (canned); on_unknown = refuse: sandbox creation refused. If this kernel carries the fix, add \"6.1.69\" to [submount_guard] fixed_releases in CONFIG", ""},
 		{"vulnerable warned and recovered", `virtiofs_protection = "recover"`, "", verdict.Vulnerable, Warn, ProtectRecover,
-			"; on_vulnerable = warn; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets"},
+			"; on_vulnerable = warn; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets", ""},
 		{"recover impossible with upstream daemon", `virtiofs_protection = "recover"`, "/opt/kata/libexec/virtiofsd", verdict.Unknown, Warn, ProtectNone,
-			"; virtiofs_protection = recover cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd (set virtio_fs_daemon to kata-virtiofsd's path in CONFIG)"},
+			"; unprotected: virtiofs_protection = recover cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd; set virtio_fs_daemon (and valid_virtio_fs_daemon_paths) of [hypervisor.qemu] to kata-virtiofsd's path in CONFIG", "unavailable"},
 		{"protection none", `virtiofs_protection = "none"`, "", verdict.Unknown, Warn, ProtectNone,
-			"; virtiofs_protection = none: virtiofsd runs as Kata configured it"},
+			"; unprotected: virtiofs_protection = none: virtiofsd runs as Kata configured it", "chosen"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,6 +149,11 @@ func TestDecideReasons(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tc.action, p.Action)
 			require.Equal(t, tc.prot, p.Protection)
+			require.Equal(t, tc.unprotected != "", p.Unprotected, "unprotected")
+			require.Equal(t, tc.unprotected == "unavailable", p.ProtectionUnavailable, "protection unavailable")
+			if p.Unprotected {
+				require.True(t, strings.HasSuffix(p.Reason, "; unprotected: "+p.UnprotectedReason), p.Reason)
+			}
 			want := strings.ReplaceAll(tc.reason, "CONFIG", path)
 			if strings.HasPrefix(want, ";") {
 				require.True(t, strings.HasSuffix(p.Reason, want), p.Reason)

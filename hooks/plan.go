@@ -58,6 +58,13 @@ type Plan struct {
 
 	Protection        Protection `json:"protection"`
 	UpstreamVirtiofsd string     `json:"upstream_virtiofsd"`
+	// Unprotected is true when the sandbox goes on with a vulnerable or
+	// unknown kernel and no protection: deliberately (virtiofs_protection =
+	// none) or because the protection asked for cannot apply
+	// (ProtectionUnavailable). UnprotectedReason says why and what to set.
+	Unprotected           bool   `json:"unprotected"`
+	ProtectionUnavailable bool   `json:"protection_unavailable,omitempty"`
+	UnprotectedReason     string `json:"unprotected_reason,omitempty"`
 
 	Created time.Time `json:"created"`
 }

@@ -30,13 +30,17 @@ func (protectionHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error)
 	}
 	want := Protection(in.Resolved.Guard.VirtiofsProtection)
 	if want == ProtectNone {
-		p.Reason += "; virtiofs_protection = none: virtiofsd runs as Kata configured it"
+		p.Unprotected = true
+		p.UnprotectedReason = "virtiofs_protection = none: virtiofsd runs as Kata configured it"
+		p.Reason += "; unprotected: " + p.UnprotectedReason
 		return false, nil
 	}
 	daemon := hypervisorOf(in.Resolved, p.Hypervisor).VirtioFSDaemon
 	if !isOurDaemon(daemon) {
-		p.Reason += fmt.Sprintf("; virtiofs_protection = %s cannot be applied: virtio_fs_daemon %s is not %s (set virtio_fs_daemon to kata-virtiofsd's path in %s)",
-			want, daemon, OurVirtiofsd, in.Resolved.Path)
+		p.Unprotected, p.ProtectionUnavailable = true, true
+		p.UnprotectedReason = fmt.Sprintf("virtiofs_protection = %s cannot be applied: virtio_fs_daemon %s is not %s; set virtio_fs_daemon (and valid_virtio_fs_daemon_paths) of [hypervisor.%s] to kata-virtiofsd's path in %s",
+			want, daemon, OurVirtiofsd, p.Hypervisor, in.Resolved.Path)
+		p.Reason += "; unprotected: " + p.UnprotectedReason
 		return false, nil
 	}
 	p.Protection = want

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +44,7 @@ func warnFields(p *hooks.Plan) map[string]string {
 		"reason":      p.Reason,
 		"config_path": p.ConfigPath,
 		"protection":  string(p.Protection),
+		"unprotected": strconv.FormatBool(p.Unprotected),
 	}
 }
 

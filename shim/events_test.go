@@ -44,7 +44,7 @@ func TestForwardRequestWire(t *testing.T) {
 	require.Equal(t, map[string]any{
 		"sandbox_id": "sb-1", "kernel": "/k", "version": "6.1.69", "release": "6.1.69",
 		"verdict": "vulnerable", "evidence": "btf", "action": "warn", "reason": plan.Reason,
-		"config_path": "/etc/kata-containers/configuration.toml", "protection": "no-submounts",
+		"config_path": "/etc/kata-containers/configuration.toml", "protection": "no-submounts", "unprotected": "false",
 	}, payload.AsMap())
 }
 

@@ -192,7 +192,11 @@ func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
 		// The containerd event goes out only once the start is sure to
 		// hand off (handOff): a "sandbox starts" event must not announce a
 		// start that then fails.
-		entry.Warn("guest kernel may lose virtio-fs submounts (Linux c4d361f66ac9 missing or unproven); sandbox starts as configured")
+		if plan.Unprotected {
+			entry.Warn("guest kernel may lose virtio-fs submounts (Linux c4d361f66ac9 missing or unproven); sandbox starts UNPROTECTED: " + plan.UnprotectedReason)
+		} else {
+			entry.Warn("guest kernel may lose virtio-fs submounts (Linux c4d361f66ac9 missing or unproven); sandbox starts with protection " + string(plan.Protection))
+		}
 	default:
 		entry.Debug("guest kernel check passed")
 	}
@@ -340,13 +344,15 @@ func configPathOnly(annotations map[string]string) map[string]string {
 
 func planFields(p *hooks.Plan) log.Fields {
 	return log.Fields{
-		"kernel":   p.Kernel.Path,
-		"version":  p.Kernel.Version,
-		"verdict":  p.Kernel.Verdict,
-		"evidence": p.Kernel.Evidence,
-		"action":   p.Action,
-		"reason":   p.Reason,
-		"config":   p.ConfigPath,
-		"delegate": p.DelegateKind,
+		"kernel":      p.Kernel.Path,
+		"version":     p.Kernel.Version,
+		"verdict":     p.Kernel.Verdict,
+		"evidence":    p.Kernel.Evidence,
+		"action":      p.Action,
+		"reason":      p.Reason,
+		"config":      p.ConfigPath,
+		"delegate":    p.DelegateKind,
+		"protection":  p.Protection,
+		"unprotected": p.Unprotected,
 	}
 }

@@ -161,6 +161,9 @@ func runCheck(ctx context.Context, o checkOptions) int {
 	case plan.Action == hooks.Refuse:
 		fmt.Fprintf(o.Stderr, "ERROR: sandbox creation will be refused: %s\n", plan.Reason)
 		return 1
+	case plan.ProtectionUnavailable:
+		fmt.Fprintf(o.Stderr, "ERROR: guest kernel %s is %s and its sandboxes would run unprotected: %s\n", plan.Kernel.Path, plan.Kernel.Verdict, plan.UnprotectedReason)
+		return 1
 	case o.Strict && (plan.Kernel.Verdict == guestkernel.Vulnerable || plan.Kernel.Verdict == guestkernel.Unknown) && plan.KernelInspected:
 		fmt.Fprintf(o.Stderr, "ERROR: --strict: guest kernel %s is %s: %s\n", plan.Kernel.Path, plan.Kernel.Verdict, plan.Reason)
 		return 1
@@ -234,6 +237,10 @@ func writeKernelSection(w io.Writer, r *config.Resolved, id delegate.Identity, p
 		row("detail", k.Reason)
 	}
 	row("policy", fmt.Sprintf("on_vulnerable = %s, on_unknown = %s, virtiofs_protection = %s", g.OnVulnerable, g.OnUnknown, g.VirtiofsProtection))
-	row("sandbox creation", fmt.Sprintf("%s (protection %s)", p.Action, p.Protection))
+	creation := fmt.Sprintf("%s (protection %s)", p.Action, p.Protection)
+	if p.Unprotected {
+		creation += ", UNPROTECTED"
+	}
+	row("sandbox creation", creation)
 	row("reason", p.Reason)
 }

@@ -346,3 +346,39 @@ func TestBinaryCheckPredictsStart(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckUnprotected: a configuration whose vulnerable or unknown kernel
+// would run without the protection it asks for fails check, naming the key to
+// set; one that chose no protection passes and says UNPROTECTED.
+func TestCheckUnprotected(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		guard  string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"protection asked for cannot apply", "", 1, "  sandbox creation:  warn (protection none), UNPROTECTED\n",
+			"ERROR: guest kernel KERNEL is unknown and its sandboxes would run unprotected: virtiofs_protection = recover cannot be applied: virtio_fs_daemon DAEMON is not kata-virtiofsd; set virtio_fs_daemon (and valid_virtio_fs_daemon_paths) of [hypervisor.qemu] to kata-virtiofsd's path in CONFIG\n"},
+		{"no protection chosen", `virtiofs_protection = "none"`, 0, "  sandbox creation:  warn (protection none), UNPROTECTED\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kernel := notAKernel(t)
+			path := writeConfig(t, map[string]string{"qemu": kernel}, tc.guard)
+			daemon := filepath.Join(filepath.Dir(path), "virtiofsd")
+			require.NoError(t, os.WriteFile(daemon, nil, 0o755))
+			require.NoError(t, os.MkdirAll(filepath.Join(filepath.Dir(path), "config.d"), 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(path), "config.d", "50-daemon.toml"),
+				[]byte(fmt.Sprintf("[hypervisor.qemu]\nvirtio_fs_daemon = %q\n", daemon)), 0o644))
+			code, stdout, stderr := check(t, checkOptions{ConfigPath: path})
+			require.Equal(t, tc.code, code, "stdout:\n%s\nstderr:\n%s", stdout, stderr)
+			require.Contains(t, stdout, tc.stdout)
+			if tc.stderr != "" {
+				r := strings.NewReplacer("KERNEL", kernel, "DAEMON", daemon, "CONFIG", path)
+				require.Contains(t, stderr, r.Replace(tc.stderr))
+			} else {
+				require.NotContains(t, stderr, "ERROR: guest kernel")
+			}
+		})
+	}
+}
