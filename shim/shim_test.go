@@ -26,6 +26,20 @@ func writeFakeKataShim(tb testing.TB, path, version string) {
 	require.NoError(tb, os.WriteFile(path, []byte(script), 0o755))
 }
 
+// sandboxBundle makes a pod sandbox's bundle the working directory, as
+// containerd does for start, and returns it with an empty stdin (no runtime
+// options).
+func sandboxBundle(t *testing.T) (string, *os.File) {
+	t.Helper()
+	bundle := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(bundle, specFile), []byte(`{"annotations":{"io.kubernetes.cri.container-type":"sandbox"}}`), 0o644))
+	t.Chdir(bundle)
+	stdin, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	t.Cleanup(func() { stdin.Close() })
+	return bundle, stdin
+}
+
 func writeConfig(tb testing.TB, dir, kernel, delegate, stateDir string, guard ...string) string {
 	tb.Helper()
 	cfg := filepath.Join(dir, "configuration.toml")
@@ -178,12 +192,7 @@ func TestStartWithoutInspector(t *testing.T) {
 	for _, guard := range []string{"on_vulnerable = \"refuse\"", "on_unknown = \"off\""} {
 		t.Run(guard, func(t *testing.T) {
 			cfg := writeConfig(t, t.TempDir(), kernel, delegate, stateDir, guard)
-			bundle := t.TempDir()
-			require.NoError(t, os.WriteFile(filepath.Join(bundle, specFile), []byte(`{"annotations":{"io.kubernetes.cri.container-type":"sandbox"}}`), 0o644))
-			t.Chdir(bundle)
-			stdin, err := os.Open(os.DevNull)
-			require.NoError(t, err)
-			t.Cleanup(func() { stdin.Close() })
+			bundle, stdin := sandboxBundle(t)
 
 			var stderr strings.Builder
 			s := &Shim{Args: []string{"containerd-shim-kata-v2", "-namespace", "k8s.io", "-id", "sb", "start"},
@@ -194,7 +203,7 @@ func TestStartWithoutInspector(t *testing.T) {
 			require.Equal(t, ErrorPrefix+"guest kernel "+kernel+" cannot be checked: it is not in the inspection cache "+
 				filepath.Join(stateDir, "kernel-cache")+" and the inspector "+inspector+" does not exist; install kata-submount-guard's kata-runtime, "+
 				"from the same build as containerd-shim-kata-v2, as "+inspector+": failed precondition", stderr.String())
-			_, err = os.Stat(hooks.PlanPath(stateDir, "sb"))
+			_, err := os.Stat(hooks.PlanPath(stateDir, "sb"))
 			require.ErrorIs(t, err, os.ErrNotExist, "no plan")
 			ents, err := os.ReadDir(bundle)
 			require.NoError(t, err)
@@ -230,12 +239,7 @@ func TestWarningOnlyForStartsThatHandOff(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f, address := serveEvents(t, nil)
 			cfg := writeConfig(t, t.TempDir(), kernel, tc.delegate, tc.stateDir, `on_vulnerable = "warn"`, `delegate_kind = "go-3"`)
-			bundle := t.TempDir()
-			require.NoError(t, os.WriteFile(filepath.Join(bundle, specFile), []byte(`{"annotations":{"io.kubernetes.cri.container-type":"sandbox"}}`), 0o644))
-			t.Chdir(bundle)
-			stdin, err := os.Open(os.DevNull)
-			require.NoError(t, err)
-			t.Cleanup(func() { stdin.Close() })
+			_, stdin := sandboxBundle(t)
 			handedOff := false
 			var stderr strings.Builder
 			s := &Shim{Args: []string{"containerd-shim-kata-v2", "-namespace", "k8s.io", "-id", "sb", "start"},

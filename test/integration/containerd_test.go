@@ -43,6 +43,9 @@ type containerdOptions struct {
 	criConfigPath string
 	// bins replaces the suite's binaries first on containerd's PATH.
 	bins *binaries
+	// wrap, when set, changes containerd's command before it starts (e.g.
+	// a /dev/log of the test's own, which its shims inherit).
+	wrap func(cmd *exec.Cmd)
 }
 
 // containerd is a private containerd 1.6 (Debian's) with its own root, state,
@@ -159,6 +162,9 @@ func startContainerd(t testing.TB, opts containerdOptions) *containerd {
 		standin.RecordDirEnv + "=" + c.recordDir,
 	}, opts.env...)
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if opts.wrap != nil {
+		opts.wrap(c.cmd)
+	}
 	require.NoError(t, c.cmd.Start())
 	go func() { c.waitErr <- c.cmd.Wait() }()
 
