@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/capped"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -129,8 +129,8 @@ func inspectWith(ctx context.Context, command, path string, opts verdict.Options
 	cmd := exec.CommandContext(ctx, command, args...)
 	// Once killed, do not wait on a pipe a stray child of it still holds.
 	cmd.WaitDelay = time.Second
-	cmd.Stdout = &limitedWriter{w: &stdout, n: maxInspectorOutput}
-	cmd.Stderr = &limitedWriter{w: &stderr, n: maxInspectorOutput}
+	cmd.Stdout = &capped.Writer{W: &stdout, N: maxInspectorOutput}
+	cmd.Stderr = &capped.Writer{W: &stderr, N: maxInspectorOutput}
 	runErr := cmd.Run()
 	var exit *exec.ExitError
 	switch {
@@ -188,22 +188,4 @@ func firstLine(b []byte, n int) []byte {
 		b = b[:n]
 	}
 	return b
-}
-
-// limitedWriter keeps the first n bytes written and drops the rest, so a
-// runaway child cannot fill memory nor block on a full pipe.
-type limitedWriter struct {
-	w io.Writer
-	n int
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if l.n > 0 {
-		keep := min(len(p), l.n)
-		l.n -= keep
-		if _, err := l.w.Write(p[:keep]); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,8 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/capped"
 )
 
 // Identity is what a delegate shim says it is.
@@ -135,7 +136,7 @@ func askVersion(ctx context.Context, path string) (Identity, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, "--version")
 	var out bytes.Buffer
-	cmd.Stdout = &limitedWriter{w: &out, left: maxVersionOutput}
+	cmd.Stdout = &capped.Writer{W: &out, N: maxVersionOutput}
 	cmd.Stderr = cmd.Stdout
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
@@ -161,21 +162,6 @@ func firstLine(s string) string {
 		line = line[:200] + "..."
 	}
 	return line
-}
-
-type limitedWriter struct {
-	w    io.Writer
-	left int
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	if len(p) > l.left {
-		p = p[:l.left]
-	}
-	l.left -= len(p)
-	_, err := l.w.Write(p)
-	return n, err
 }
 
 // binaryKey identifies one installed binary: replacing or touching it
@@ -221,7 +207,8 @@ func readCached(file, path string, key binaryKey) (Identity, bool) {
 	return Identity{}, false
 }
 
-// writeCached stores c atomically (temp file + rename) in a 0700 directory.
+// writeCached stores c in a 0700 directory, atomically (a concurrent start
+// reads the old entry or the new one).
 func writeCached(file string, c cached) error {
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return err
@@ -230,19 +217,7 @@ func writeCached(file string, c cached) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(file), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), file)
+	return atomicfile.Write(file, data, 0o600)
 }
 
 func unwrapPathError(err error) error {
