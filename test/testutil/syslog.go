@@ -155,16 +155,21 @@ func PrivateSyslog(t testing.TB, cmd *exec.Cmd) *Syslog {
 	return s
 }
 
-// NoSyslog makes cmd, not yet started, run as on a host without a syslog
-// daemon: in a mount namespace of its own whose /dev mirrors the host's
-// without /dev/log, whatever the host has there. It needs root.
+// WrapNoSyslog makes cmd, not yet started, run as on a host without a
+// syslog daemon: as Wrap does, but the private /dev has no /dev/log at all,
+// whatever the host has there. dir holds a mount point while /dev is built.
+func WrapNoSyslog(cmd *exec.Cmd, dir string) error {
+	return wrapDev(cmd, dir, devLogNone, "")
+}
+
+// NoSyslog is WrapNoSyslog for a test. It needs root.
 func NoSyslog(t testing.TB, cmd *exec.Cmd) {
 	t.Helper()
 	RequiresRoot(t)
 	dir, err := os.MkdirTemp("", "ksg-nosyslog-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	require.NoError(t, wrapDev(cmd, dir, devLogNone, ""))
+	require.NoError(t, WrapNoSyslog(cmd, dir))
 }
 
 // devLogMode is what wrapDev makes /dev/log in the private /dev.
