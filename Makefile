@@ -32,7 +32,7 @@ test: build lint ## run every test: unit (-race), containerd integration and the
 
 # The suites whose programs log to the local syslog daemon (/dev/log). They
 # pass either way; these targets run them both ways whatever the host has.
-SYSLOG_SUITES := ./cmd/kata-virtiofsd/... ./shim/... ./virtcontainers/virtiofsd/... ./test/testutil/...
+SYSLOG_SUITES := ./cmd/kata-virtiofsd/... ./shim/... ./virtcontainers/virtiofsd/... ./test/testutil/... ./test/e2e/harness/
 test-with-syslog: ## the suites that talk to syslog, as on a host with a syslog daemon at /dev/log (a private one; the host's is untouched)
 	@if [ "$$(id -u)" != 0 ] && [ "$$CI" != true ]; then echo "$@: skipped: needs root (a private mount namespace)"; exit 0; fi; \
 	set -x; $(GO) run ./test/testutil/with-syslog -- $(GO) test -race -count=1 $(SYSLOG_SUITES)
