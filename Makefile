@@ -10,7 +10,7 @@ BINARIES := containerd-shim-kata-v2 kata-runtime kata-virtiofsd
 REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.revision=$(REVISION)
 
-.PHONY: all build inspect test unit-test integration e2e bench fuzz lint clean help
+.PHONY: all build inspect test test-with-syslog test-without-syslog unit-test integration e2e bench fuzz lint clean help
 
 all: build
 
@@ -26,8 +26,20 @@ inspect: build ## the main job: inspect guest kernel images, KERNELS="PATH..." (
 	if [ -z "$$k" ]; then test/setup/40-debian-kernel.sh >&2; k=$$(ls -d $(KSG_CACHE)/debian-kernels/*/vmlinu[xz] $(KSG_CACHE)/debian-kernels/*/Image.gz); fi; \
 	$(BIN)/kata-runtime guest-kernel inspect $$k
 
-test: build lint ## run every test: unit (-race), containerd integration and the VM suite
+test: build lint ## run every test: unit (-race), containerd integration and the VM suite, then the syslog-facing suites with and without a syslog
 	KSG_INTEGRATION=1 KSG_E2E=1 $(GO) test -race -count=1 -timeout 80m ./...
+	@$(MAKE) --no-print-directory test-with-syslog test-without-syslog
+
+# The suites whose programs log to the local syslog daemon (/dev/log). They
+# pass either way; these targets run them both ways whatever the host has.
+SYSLOG_SUITES := ./cmd/kata-virtiofsd/... ./shim/... ./virtcontainers/virtiofsd/... ./test/testutil/... ./test/e2e/harness/
+test-with-syslog: ## the suites that talk to syslog, as on a host with a syslog daemon at /dev/log (a private one; the host's is untouched)
+	@if [ "$$(id -u)" != 0 ] && [ "$$CI" != true ]; then echo "$@: skipped: needs root (a private mount namespace)"; exit 0; fi; \
+	set -x; $(GO) run ./test/testutil/with-syslog -- $(GO) test -race -count=1 $(SYSLOG_SUITES)
+
+test-without-syslog: ## the same suites as on a host without one (no /dev/log in a private /dev)
+	@if [ "$$(id -u)" != 0 ] && [ "$$CI" != true ]; then echo "$@: skipped: needs root (a private mount namespace)"; exit 0; fi; \
+	set -x; $(GO) run ./test/testutil/with-syslog -none -- $(GO) test -race -count=1 $(SYSLOG_SUITES)
 
 unit-test: ## run the unit tests only (no containerd, no VMs)
 	$(GO) test -race -count=1 ./...
@@ -65,4 +77,4 @@ clean: ## remove bin/
 	rm -rf $(BIN)
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'

@@ -101,6 +101,24 @@ func listener(t testing.TB) (path string, f *os.File) {
 // start runs the test binary as kata-virtiofsd with fd (if any) as fd 3.
 func start(t testing.TB, args []string, fd *os.File, env ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
+	return startWith(t, nil, args, fd, env...)
+}
+
+// withSyslog runs the command with a syslog daemon of the test's own at its
+// /dev/log, whatever the host has, and sets *sl to it.
+func withSyslog(t testing.TB, sl **testutil.Syslog) func(*exec.Cmd) {
+	return func(cmd *exec.Cmd) { *sl = testutil.PrivateSyslog(t, cmd) }
+}
+
+// withoutSyslog runs the command as on a host without a syslog daemon.
+func withoutSyslog(t testing.TB) func(*exec.Cmd) {
+	return func(cmd *exec.Cmd) { testutil.NoSyslog(t, cmd) }
+}
+
+// startWith is start with the command first given to wrap (if not nil),
+// which sets its /dev/log (withSyslog, withoutSyslog).
+func startWith(t testing.TB, wrap func(*exec.Cmd), args []string, fd *os.File, env ...string) (*exec.Cmd, *testutil.SyncBuffer) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), runAsKataVirtiofsd+"=1"), env...)
 	if fd != nil {
@@ -108,6 +126,9 @@ func start(t testing.TB, args []string, fd *os.File, env ...string) (*exec.Cmd, 
 	}
 	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
+	if wrap != nil {
+		wrap(cmd)
+	}
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
 		cmd.Process.Kill()
@@ -328,70 +349,95 @@ func waitExit(t *testing.T, cmd *exec.Cmd, out fmt.Stringer) int {
 
 // TestCDaemonWithKataSyslog starts QEMU's C virtiofsd through kata-virtiofsd
 // with Kata's exact argv, --syslog included, and checks that the daemon
-// survives a front-end's connection. Where no syslog daemon answers at
-// /dev/log (this CI host), kata-virtiofsd must have left --syslog out and
-// said so; the control shows the same daemon given --syslog dying there.
+// survives a front-end's connection, on a host without a syslog daemon and
+// on one with (each made for the test, whatever this host has). Without,
+// kata-virtiofsd must have left --syslog out and said so on stderr; with,
+// it passes --syslog and both its lines and the C daemon's reach syslog.
+// The controls show the C daemon given --syslog dying without one.
 func TestCDaemonWithKataSyslog(t *testing.T) {
 	testutil.RequiresRoot(t)
 	c := cDaemon(t)
-	host := virtiofsd.ProbeHost()
-	t.Logf("a syslog daemon answers at /dev/log: %v", host.Syslog)
 	id := "sb-c-syslog"
 	shared, stateDir := kataShare(t, id)
 	writePlan(t, stateDir, id, hooks.ProtectNone, c)
 	kata := append([]string{"--syslog"}, kataArgs(shared)...)
 
-	t.Run("through kata-virtiofsd", func(t *testing.T) {
-		sock, fd := listener(t)
-		cmd, out := start(t, append(kata, "--guard-state-dir="+stateDir), fd)
-		fd.Close()
-		var joined string
-		require.NoError(t, vhostExchange(sock, func() { joined = strings.Join(cmdline(t, cmd.Process.Pid), " ") }),
-			"C virtiofsd did not answer; output:\n%s", out)
-		require.Contains(t, joined, "-o source="+shared, "the C daemon runs")
-		require.Zero(t, waitExit(t, cmd, out), "C virtiofsd did not exit cleanly when the front-end left; output:\n%s", out)
-		log := out.String()
-		if host.Syslog {
-			require.Contains(t, joined, "--syslog")
-			require.NotContains(t, log, "no syslog daemon answers")
-			return
+	for _, hostSyslog := range []bool{false, true} {
+		name := "no syslog daemon"
+		if hostSyslog {
+			name = "a syslog daemon"
 		}
-		require.NotContains(t, joined, "--syslog")
-		require.Contains(t, log, "level=warning")
-		require.Contains(t, log, `msg="no syslog daemon answers at /dev/log: --syslog is not passed to QEMU's C virtiofsd`)
-		require.Equal(t, 1, strings.Count(log, "no syslog daemon answers"), "warned once:\n%s", log)
-		// The C daemon's own messages now reach stderr, which Kata reads.
-		require.Contains(t, log, "Received vhost-user socket connection")
-	})
+		t.Run(name+": through kata-virtiofsd", func(t *testing.T) {
+			var sl *testutil.Syslog
+			wrap := withoutSyslog(t)
+			if hostSyslog {
+				wrap = withSyslog(t, &sl)
+			}
+			sock, fd := listener(t)
+			cmd, out := startWith(t, wrap, append(kata, "--guard-state-dir="+stateDir), fd)
+			fd.Close()
+			var joined string
+			require.NoError(t, vhostExchange(sock, func() { joined = strings.Join(cmdline(t, cmd.Process.Pid), " ") }),
+				"C virtiofsd did not answer; output:\n%s", out)
+			require.Contains(t, joined, "-o source="+shared, "the C daemon runs")
+			require.Zero(t, waitExit(t, cmd, out), "C virtiofsd did not exit cleanly when the front-end left; output:\n%s", out)
+			log := out.String()
+			if hostSyslog {
+				require.Contains(t, joined, "--syslog")
+				require.NotContains(t, log, "no syslog daemon answers")
+				_, err := sl.WaitFor("starting upstream virtiofsd", 10*time.Second)
+				require.NoError(t, err)
+				// The C daemon's own messages, under its own tag.
+				_, err = sl.WaitFor("Received vhost-user socket connection", 10*time.Second)
+				require.NoError(t, err)
+				require.NotContains(t, log, "Received vhost-user socket connection", "with --syslog, not on stderr")
+				return
+			}
+			require.NotContains(t, joined, "--syslog")
+			require.Contains(t, log, "level=warning")
+			require.Contains(t, log, `msg="no syslog daemon answers at /dev/log: --syslog is not passed to QEMU's C virtiofsd`)
+			require.Equal(t, 1, strings.Count(log, "no syslog daemon answers"), "warned once:\n%s", log)
+			// The C daemon's own messages now reach stderr, which Kata reads.
+			require.Contains(t, log, "Received vhost-user socket connection")
+		})
 
-	t.Run("control: the C daemon given --syslog", func(t *testing.T) {
-		o, err := virtiofsd.Parse(kata)
-		require.NoError(t, err)
-		d, err := virtiofsd.Detect(context.Background(), c, "")
-		require.NoError(t, err)
-		args, _, err := virtiofsd.Translate(o, d, virtiofsd.ProtectNone, virtiofsd.Host{Syslog: true})
-		require.NoError(t, err)
-		require.Contains(t, args, "--syslog")
-		sock, fd := listener(t)
-		cmd := exec.Command(c, args...)
-		cmd.ExtraFiles = []*os.File{fd}
-		out := &testutil.SyncBuffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		fd.Close()
-		err = vhostExchange(sock)
-		code := waitExit(t, cmd, out)
-		if host.Syslog {
+		t.Run(name+": control: the C daemon given --syslog", func(t *testing.T) {
+			o, err := virtiofsd.Parse(kata)
 			require.NoError(t, err)
-			require.Zero(t, code)
-			return
-		}
-		// Its confined child is killed by SIGSYS at the first message after
-		// the connection; the parent exits 1.
-		require.Error(t, err, "the C daemon answered with --syslog and no /dev/log; output:\n%s", out)
-		require.Equal(t, 1, code, "output:\n%s", out)
-	})
+			d, err := virtiofsd.Detect(context.Background(), c, "")
+			require.NoError(t, err)
+			args, _, err := virtiofsd.Translate(o, d, virtiofsd.ProtectNone, virtiofsd.Host{Syslog: true})
+			require.NoError(t, err)
+			require.Contains(t, args, "--syslog")
+			sock, fd := listener(t)
+			cmd := exec.Command(c, args...)
+			cmd.ExtraFiles = []*os.File{fd}
+			out := &testutil.SyncBuffer{}
+			cmd.Stdout, cmd.Stderr = out, out
+			var sl *testutil.Syslog
+			if hostSyslog {
+				sl = testutil.PrivateSyslog(t, cmd)
+			} else {
+				testutil.NoSyslog(t, cmd)
+			}
+			require.NoError(t, cmd.Start())
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			fd.Close()
+			err = vhostExchange(sock)
+			code := waitExit(t, cmd, out)
+			if hostSyslog {
+				require.NoError(t, err, "output:\n%s", out)
+				require.Zero(t, code, "output:\n%s", out)
+				_, err = sl.WaitFor("Received vhost-user socket connection", 10*time.Second)
+				require.NoError(t, err)
+				return
+			}
+			// Its confined child is killed by SIGSYS at the first message after
+			// the connection; the parent exits 1.
+			require.Error(t, err, "the C daemon answered with --syslog and no /dev/log; output:\n%s", out)
+			require.Equal(t, 1, code, "output:\n%s", out)
+		})
+	}
 }
 
 // TestSyslog checks that with Kata's --syslog the decision goes to syslog
@@ -719,8 +765,11 @@ func TestServeModeOptions(t *testing.T) {
 		shared, stateDir := kataShare(t, id)
 		writePlan(t, stateDir, id, hooks.ProtectRecover, "")
 		sock, fd := listener(t)
-		// The test binary has cgo: no sandbox for our daemon.
-		cmd, out := start(t, append([]string{"--syslog"}, kataArgs(shared, "--guard-state-dir="+stateDir, "--sandbox=none",
+		// The test binary has cgo: no sandbox for our daemon. With Kata's
+		// --syslog the log goes to syslog: a daemon of the test's own, so
+		// that it does not matter whether the host has one.
+		var sl *testutil.Syslog
+		cmd, out := startWith(t, withSyslog(t, &sl), append([]string{"--syslog"}, kataArgs(shared, "--guard-state-dir="+stateDir, "--sandbox=none",
 			"--readonly", "--rlimit-nofile=1000", "--inode-file-handles=prefer", "--log-level=debug")...), fd)
 		fd.Close()
 		features := getFeatures(t, sock)
@@ -728,8 +777,11 @@ func TestServeModeOptions(t *testing.T) {
 		limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid))
 		require.NoError(t, err)
 		require.Regexp(t, `Max open files\s+1000\s+1000\s`, string(limits))
-		require.Eventually(t, func() bool { return strings.Contains(out.String(), "frontend connected; serving") }, 10*time.Second, 10*time.Millisecond)
-		log := out.String()
+		_, err = sl.WaitFor("frontend connected; serving", 10*time.Second)
+		require.NoError(t, err, "output:\n%s", out)
+		require.Empty(t, out.String(), "with --syslog nothing goes to stderr")
+		log := sl.String()
+		require.Contains(t, log, " kata[", "Kata's syslog tag")
 		require.Contains(t, log, "level=debug", "--log-level=debug")
 		require.Contains(t, log, `options="--inode-file-handles=prefer"`)
 		require.Contains(t, log, "readonly=true")

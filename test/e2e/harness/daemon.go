@@ -75,39 +75,21 @@ func (s DaemonSpec) Args(sharedDir string) []string {
 
 // DaemonProc is a running daemon listening on the socket given as fd 3.
 type DaemonProc struct {
-	cmd  *exec.Cmd
-	done chan error
-	sink *net.UnixConn
-	sunk chan struct{}
+	cmd    *exec.Cmd
+	done   chan error
+	syslog *testutil.Syslog
+	logf   *os.File
 }
-
-// privateDevLog runs "$@" in its own mount namespace whose /dev mirrors the
-// host's plus a /dev/log bound to $KSG_SYSLOG. Kata always passes --syslog;
-// a host without a syslog socket (CI containers) makes QEMU's C virtiofsd
-// die by SIGSYS at its first message: glibc retries socket(2), which its
-// seccomp filter forbids. Real hosts have journald's /dev/log; this gives
-// each daemon its own, and the test the daemons' syslog lines. unshare and
-// sh exec, so the daemon keeps the process ID the test started.
-const privateDevLog = `set -e
-host="$KSG_WORK/host-dev"
-mkdir -p "$host"
-mount --rbind /dev "$host"
-mount -t tmpfs -o mode=0755 ksg-dev /dev
-for e in "$host"/*; do
-	n=${e##*/}
-	if [ -L "$e" ]; then cp -P "$e" "/dev/$n"
-	elif [ -d "$e" ]; then mkdir "/dev/$n"; mount --rbind "$e" "/dev/$n"
-	else : >"/dev/$n"; mount --bind "$e" "/dev/$n"
-	fi
-done
-: >/dev/log
-mount --bind "$KSG_SYSLOG" /dev/log
-umount -l "$host"
-exec "$@"`
 
 // StartDaemon creates the listening socket (as Kata does), starts path with
 // args and the socket as fd 3, and closes our copy. The daemon's stdout,
 // stderr and syslog lines go to logPath; workDir holds its syslog socket.
+//
+// The daemon runs under a /dev/log of its own (testutil.Syslog.Wrap): Kata
+// always passes --syslog, and a host without a syslog daemon (CI
+// containers) makes QEMU's C virtiofsd die by SIGSYS at its first message
+// (glibc retries socket(2), which its seccomp filter forbids); on a host
+// with one, the lines would go to the host's journal instead of logPath.
 func StartDaemon(path string, args []string, workDir, socket, logPath string) (*DaemonProc, error) {
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
 	if err != nil {
@@ -124,42 +106,37 @@ func StartDaemon(path string, args []string, workDir, socket, logPath string) (*
 	if err != nil {
 		return nil, err
 	}
-	syslogPath := filepath.Join(workDir, "syslog.sock")
-	sink, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: syslogPath, Net: "unixgram"})
+	out := &lockedWriter{w: logf}
+	sl, err := testutil.ListenSyslog(filepath.Join(workDir, "syslog.sock"), func(msg string) {
+		fmt.Fprintf(out, "syslog: %s\n", msg)
+	})
 	if err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("syslog sink: %w", err)
+		return nil, err
 	}
-	d := &DaemonProc{done: make(chan error, 1), sink: sink, sunk: make(chan struct{})}
-	out := &lockedWriter{w: logf}
-	go func() {
-		defer close(d.sunk)
-		defer logf.Close()
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := sink.Read(buf)
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(out, "syslog: %s\n", strings.TrimRight(string(buf[:n]), "\n"))
-		}
-	}()
-
-	cmd := exec.Command("unshare", append([]string{"--mount", "--propagation", "private",
-		"sh", "-c", privateDevLog, "sh", path}, args...)...)
-	cmd.Env = append(os.Environ(), "KSG_WORK="+workDir, "KSG_SYSLOG="+syslogPath)
+	d := &DaemonProc{done: make(chan error, 1), syslog: sl, logf: logf}
+	cmd := exec.Command(path, args...)
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group: the C daemon forks its sandbox child into it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		sink.Close()
-		<-d.sunk
+	err = sl.Wrap(cmd)
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		d.closeLog()
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
 	d.cmd = cmd
 	go func() { d.done <- cmd.Wait() }()
 	return d, nil
+}
+
+// closeLog stops the syslog listener, then closes the log it writes to.
+func (d *DaemonProc) closeLog() {
+	d.syslog.Close()
+	d.logf.Close()
 }
 
 type lockedWriter struct {
@@ -208,10 +185,7 @@ func (d *DaemonProc) Wait(timeout time.Duration) (bool, error) {
 // Stop ends the daemon's whole process group: SIGTERM, then SIGKILL; then
 // its syslog sink.
 func (d *DaemonProc) Stop() error {
-	defer func() {
-		d.sink.Close()
-		<-d.sunk
-	}()
+	defer d.closeLog()
 	pgid := d.cmd.Process.Pid
 	if ok, _ := d.Exited(); ok {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL) // a forked child may linger
