@@ -72,7 +72,7 @@ type kataConfig struct {
 	// the stand-in, which takes Kata 3's hand-off but is no Kata shim to
 	// ask, and auto (its --version) for a real Kata shim.
 	delegateKind string
-	stateDir          string // default: <dir>/state
+	stateDir     string // default: <dir>/state
 }
 
 // writeKataConfig writes cfg under dir and returns the path of its
