@@ -6,6 +6,6 @@
 // loadRuntimeConfig and oci.SandboxConfig, which configuration file Kata
 // loads and which hypervisor values it ends with; the tests compare that with
 // what package config and package delegate resolve. Kata's shim logs to
-// syslog, so the oracle runs in a mount namespace of its own whose /dev/log
-// is a socket the test reads; the host's /dev/log is never touched.
+// syslog, so the oracle runs under testutil.PrivateSyslog: a /dev of its own
+// whose /dev/log the test owns; the host's /dev/log is never touched.
 package kataref

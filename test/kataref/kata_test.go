@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,75 +115,6 @@ func (k kata) oracle(t *testing.T) string {
 	return bin
 }
 
-// privateDevLog runs "$@" in a mount namespace of its own whose /dev
-// mirrors the host's, except /dev/log (bound to $KSG_SYSLOG, a socket the
-// test reads) and, with KSG_FAKE_VSOCK set, an empty /dev/vhost-vsock, so
-// that Kata's load goes past its vsock check to the values we compare.
-const privateDevLog = `set -e
-host="$KSG_DEVROOT/host-dev"
-mkdir -p "$host"
-mount --rbind /dev "$host"
-mount -t tmpfs -o mode=0755 ksg-dev /dev
-for e in "$host"/*; do
-	n=${e##*/}
-	[ "$n" = log ] && continue
-	if [ -L "$e" ]; then cp -P "$e" "/dev/$n"
-	elif [ -d "$e" ]; then mkdir "/dev/$n"; mount --rbind "$e" "/dev/$n"
-	else : >"/dev/$n"; mount --bind "$e" "/dev/$n"
-	fi
-done
-if [ -n "${KSG_FAKE_VSOCK:-}" ]; then : >/dev/vhost-vsock; fi
-: >/dev/log
-mount --bind "$KSG_SYSLOG" /dev/log
-umount -l "$host"
-exec "$@"`
-
-// syslogSink is a unixgram socket standing in for the host's syslog.
-type syslogSink struct {
-	path  string
-	conn  *net.UnixConn
-	lines testutil.SyncBuffer
-}
-
-func newSyslogSink(t *testing.T) *syslogSink {
-	t.Helper()
-	s := &syslogSink{path: filepath.Join(t.TempDir(), "syslog.sock")}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: s.path, Net: "unixgram"})
-	require.NoError(t, err)
-	s.conn = conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			s.lines.Write(append(buf[:n:n], '\n'))
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-done })
-	return s
-}
-
-// withPrivateSyslog wraps cmd to run under privateDevLog with sink.
-func withPrivateSyslog(t *testing.T, cmd *exec.Cmd, sink *syslogSink, fakeVsock bool) *exec.Cmd {
-	t.Helper()
-	wrapped := exec.Command("unshare", append([]string{"-m", "--propagation", "private", "sh", "-c", privateDevLog, "sh", cmd.Path}, cmd.Args[1:]...)...)
-	wrapped.Dir, wrapped.Stdin, wrapped.Stdout, wrapped.Stderr = cmd.Dir, cmd.Stdin, cmd.Stdout, cmd.Stderr
-	env := cmd.Env
-	if env == nil {
-		env = os.Environ()
-	}
-	env = append(env, "KSG_DEVROOT="+t.TempDir(), "KSG_SYSLOG="+sink.path)
-	if fakeVsock {
-		env = append(env, "KSG_FAKE_VSOCK=1")
-	}
-	wrapped.Env = env
-	return wrapped
-}
-
 // kataCase is one create request as Kata's shim sees it.
 type kataCase struct {
 	ConfigPath  string            `json:"config_path"`
@@ -207,20 +137,23 @@ func (a kataAnswer) err() string {
 	return a.SpecError
 }
 
-// ask runs Kata's oracle for c.
-func (k kata) ask(t *testing.T, oracle string, sink *syslogSink, c kataCase) kataAnswer {
+// ask runs Kata's oracle for c, with a /dev/log of the test's own (Kata's
+// load fails without a syslog daemon) in a private /dev, where the oracle may
+// put the /dev/vhost-vsock this machine lacks.
+func (k kata) ask(t *testing.T, oracle string, c kataCase) kataAnswer {
 	t.Helper()
 	raw, err := json.Marshal(c)
 	require.NoError(t, err)
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(oracle, "-test.run", "^TestKSGOracle$")
 	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "KSG_ORACLE_CASE=" + string(raw)}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "KSG_ORACLE_CASE=" + string(raw), "KSG_FAKE_VSOCK=1"}
 	if c.Env != "" {
 		cmd.Env = append(cmd.Env, "KATA_CONF_FILE="+c.Env)
 	}
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	require.NoError(t, withPrivateSyslog(t, cmd, sink, true).Run(), "Kata %s oracle:\n%s\n%s", k.tag, stdout.String(), stderr.String())
+	testutil.PrivateSyslog(t, cmd)
+	require.NoError(t, cmd.Run(), "Kata %s oracle:\n%s\n%s", k.tag, stdout.String(), stderr.String())
 	for _, line := range strings.Split(stdout.String(), "\n") {
 		if strings.HasPrefix(line, "{") {
 			var a kataAnswer
