@@ -261,7 +261,7 @@ func TestHypervisorTables(t *testing.T) {
 func TestDefaultKernel(t *testing.T) {
 	require.Equal(t, "/opt/kata/share/kata-containers/vmlinuz.container", defaultKernel("/opt/kata/share/defaults/kata-containers/configuration-qemu.toml"))
 	require.Equal(t, "/usr/share/kata-containers/vmlinuz.container", defaultKernel("/usr/share/defaults/kata-containers/configuration.toml"))
-	_, err := effective(&File{Path: "/etc/kata-containers/configuration.toml"}, DelegateGo3, "qemu", Hypervisor{VirtioFSDaemon: "/v"})
+	_, err := effective(&File{Path: "/etc/kata-containers/configuration.toml"}, DelegateGo3, "never", "qemu", Hypervisor{VirtioFSDaemon: "/v"})
 	if _, statErr := os.Stat("/usr/share/kata-containers/vmlinuz.container"); statErr != nil {
 		require.ErrorContains(t, err, `kernel = "/usr/share/kata-containers/vmlinuz.container": file /usr/share/kata-containers/vmlinuz.container does not exist`)
 	}

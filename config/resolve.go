@@ -57,7 +57,10 @@ type Sources struct {
 	ExplicitPath string
 	// Delegate is the kind of Kata shim whose rules choose the file; ""
 	// means DelegateGo3, the rules of every Kata before 4.0.
-	Delegate DelegateKind
+	// DelegateVersion is its release ("3.0.2"), when known: a few defaults
+	// changed within a kind.
+	Delegate        DelegateKind
+	DelegateVersion string
 	// DefaultPaths replaces DefaultConfigPaths() and RuntimeRSDefaultPaths
 	// RuntimeRSDefaultConfigPaths() when not nil (tests).
 	DefaultPaths          []string
@@ -80,7 +83,8 @@ type Resolved struct {
 	File   *File  `json:"file"`
 	// Delegate is the kind of Kata shim whose rules chose Path and applied
 	// the annotations.
-	Delegate DelegateKind `json:"delegate_kind"`
+	Delegate        DelegateKind `json:"delegate_kind"`
+	DelegateVersion string       `json:"delegate_version,omitempty"`
 
 	// HypervisorName and Hypervisor are the active table. Kata's shipped
 	// files hold exactly one. When a file holds several, Kata builds every
@@ -117,7 +121,7 @@ func Resolve(ctx context.Context, src Sources) (*Resolved, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Resolved{Path: path, Source: source, File: f, Delegate: kind, Guard: f.Guard}
+	r := &Resolved{Path: path, Source: source, File: f, Delegate: kind, DelegateVersion: src.DelegateVersion, Guard: f.Guard}
 
 	names, err := hypervisorTables(f, kind, src.Annotations)
 	if err != nil {
@@ -128,7 +132,7 @@ func Resolve(ctx context.Context, src Sources) (*Resolved, error) {
 			path, strings.Join(HypervisorNames(), ", "), errdefs.ErrInvalidArgument)
 	}
 	for _, n := range names {
-		h, err := effective(f, kind, n, f.Hypervisors[n])
+		h, err := effective(f, kind, defaultVirtioFSCache(kind, src.DelegateVersion), n, f.Hypervisors[n])
 		if err != nil {
 			return nil, err
 		}
@@ -211,6 +215,27 @@ func resolvePath(p string) (string, error) {
 	return resolved, nil
 }
 
+// defaultVirtioFSCache is Kata's virtio_fs_cache when the table sets none:
+// "never" since Go 3.1.0 and in runtime-rs, "none" (the same mode's older
+// name) in Go 2.x and 3.0.x (defaultVirtioFSCacheMode, pkg/katautils).
+// An unknown version (a pinned delegate_kind) is taken as current.
+func defaultVirtioFSCache(kind DelegateKind, version string) string {
+	if kind == DelegateGo3 && releaseBefore(version, 3, 1) {
+		return "none"
+	}
+	return "never"
+}
+
+// releaseBefore reports whether version ("3.0.2", "2.5.2-rc0") is a
+// release older than major.minor; one that does not parse is not.
+func releaseBefore(version string, major, minor int) bool {
+	var ma, mi int
+	if n, _ := fmt.Sscanf(version, "%d.%d", &ma, &mi); n != 2 {
+		return false
+	}
+	return ma < major || (ma == major && mi < minor)
+}
+
 // defaultKernel is the kernel Kata boots when the table sets none: its
 // build's data directory. The build is guessed from where the
 // configuration file lives.
@@ -223,7 +248,7 @@ func defaultKernel(configPath string) string {
 
 // effective fills in what Kata's new<Name>HypervisorConfig derives from a
 // table, and fails where it fails, for the keys we use.
-func effective(f *File, kind DelegateKind, name string, h Hypervisor) (Hypervisor, error) {
+func effective(f *File, kind DelegateKind, cacheDefault, name string, h Hypervisor) (Hypervisor, error) {
 	table := "hypervisor." + name
 	bad := func(key string, v any, reason string, allowed []string) error {
 		return &ValueError{File: f.origin(table + "." + key), Table: table, Key: key, Value: v, Reason: reason, Allowed: allowed}
@@ -298,7 +323,7 @@ func effective(f *File, kind DelegateKind, name string, h Hypervisor) (Hyperviso
 		return Hypervisor{}, bad("virtio_fs_daemon", "", fmt.Sprintf("shared_fs %s needs a daemon path (Kata refuses this too)", h.SharedFS), nil)
 	}
 	if h.VirtioFSCache == "" && (name != HypervisorClh || kind == DelegateRuntimeRS) {
-		h.VirtioFSCache = "never"
+		h.VirtioFSCache = cacheDefault
 	}
 	if kind == DelegateRuntimeRS && (h.SharedFS == SharedFSVirtioFS || h.SharedFS == SharedFSVirtioFSNydus) {
 		// runtime-rs runs the canonical path of the daemon, which must

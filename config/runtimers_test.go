@@ -220,3 +220,26 @@ func TestResolveKataDeployPerShim(t *testing.T) {
 		})
 	}
 }
+
+// TestDefaultVirtioFSCache: Kata's default virtio_fs_cache is "none" in Go
+// 2.x and 3.0.x and "never" from 3.1.0 on (defaultVirtioFSCacheMode in each
+// tag's pkg/katautils; test/kataref compares with Kata 3.0.2 and 3.1.3).
+func TestDefaultVirtioFSCache(t *testing.T) {
+	for _, tc := range []struct {
+		kind    DelegateKind
+		version string
+		want    string
+	}{
+		{DelegateGo3, "2.5.2", "none"},
+		{DelegateGo3, "3.0.2", "none"},
+		{DelegateGo3, "3.1.3", "never"},
+		{DelegateGo3, "3.32.0", "never"},
+		{DelegateGo3, "", "never"},
+		{DelegateGo4, "4.1.0", "never"},
+		{DelegateRuntimeRS, "4.1.0", "never"},
+	} {
+		t.Run(string(tc.kind)+" "+tc.version, func(t *testing.T) {
+			require.Equal(t, tc.want, defaultVirtioFSCache(tc.kind, tc.version))
+		})
+	}
+}

@@ -46,7 +46,7 @@ func Resolve(ctx context.Context, src config.Sources, identify Identifier) (*con
 	if err != nil {
 		return nil, Identity{}, fmt.Errorf("%s: %w", operatorPath, err)
 	}
-	src.Delegate = id.Kind
+	src.Delegate, src.DelegateVersion = id.Kind, id.Version
 	res, err := config.Resolve(ctx, src)
 	if err != nil {
 		return nil, Identity{}, err
