@@ -40,7 +40,11 @@ func BenchmarkStartInProcess(b *testing.B) {
 	stateDir := filepath.Join(dir, "ksg-bench-state")
 	_, err := guestkernel.Inspect(context.Background(), kernel, guestkernel.Options{CacheDir: filepath.Join(stateDir, "kernel-cache")})
 	require.NoError(b, err)
-	cfg := writeConfig(b, b.TempDir(), kernel, "/bin/true", stateDir, `on_vulnerable = "refuse"`, `on_unknown = "refuse"`)
+	// A Kata 3.2.0 shim as far as --version goes; its identity is cached by
+	// the first start, as on a node after its first sandbox.
+	delegate := filepath.Join(dir, "containerd-shim-kata-v2.upstream")
+	writeFakeKataShim(b, delegate, "3.2.0")
+	cfg := writeConfig(b, b.TempDir(), kernel, delegate, stateDir, `on_vulnerable = "refuse"`, `on_unknown = "refuse"`)
 	cwd, err := os.Getwd()
 	require.NoError(b, err)
 	require.NoError(b, os.Chdir(bundle))
