@@ -66,7 +66,7 @@ state_dir = %q
 				_, stderr, err := c.ctr(ctrNamespace, "run", "--runtime", kataRuntime, "--runtime-config-path", fixed, testImage, id, "/bin/echo", "hello")
 				require.Error(t, err)
 				require.Contains(t, stderr, vsock(fixed), "Kata %s's create error", tag)
-				require.Contains(t, syslog.String(), "loaded configuration", "Kata logs to the test's /dev/log")
+				require.Contains(t, syslog.String(), "source=containerd-kata-shim-v2", "Kata's shim logs to the test's /dev/log")
 				// The failed create is deleted through our shim and Kata's:
 				// the plan goes.
 				eventually(t, func() bool { return len(plans(t, stateDir)) == 0 }, "plan of %s left after delete", id)
