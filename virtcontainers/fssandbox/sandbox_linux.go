@@ -272,6 +272,18 @@ func chrootInto(dir string) (int, error) {
 	return procFD, nil
 }
 
+// EffectiveCapabilities is the calling thread's effective capability set
+// (as CapEff in /proc/PID/status), from capget(2): a confined process must
+// not read /proc/self/status by path, which resolves in the guest's share.
+func EffectiveCapabilities() (uint64, error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return 0, fmt.Errorf("capget: %w", err)
+	}
+	return uint64(data[1].Effective)<<32 | uint64(data[0].Effective), nil
+}
+
 func lastCap() int {
 	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
 	if err == nil {

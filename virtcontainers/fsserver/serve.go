@@ -316,18 +316,14 @@ func RunSandboxChild() int {
 	return 0
 }
 
-// capEff is this process's effective capability mask from /proc/self/status.
+// capEff is this thread's effective capability mask in hex, as CapEff in
+// /proc/PID/status shows it.
 func capEff() string {
-	b, err := os.ReadFile("/proc/self/status")
+	c, err := fssandbox.EffectiveCapabilities()
 	if err != nil {
 		return "?"
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
+	return fmt.Sprintf("%016x", c)
 }
 
 // relayLog re-logs the JSON lines of the sandboxed daemon through ctx's
