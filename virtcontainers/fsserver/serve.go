@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/log"
 	"github.com/containerd/errdefs"
@@ -292,6 +293,9 @@ func RunSandboxChild() int {
 	if o.SandboxID != "" {
 		ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", o.SandboxID))
 	}
+	// The local time zone is read once, from /etc/localtime: before the
+	// root becomes the guest's share.
+	_ = time.Now().String()
 	c, err := fssandbox.Setup()
 	if err != nil {
 		log.G(ctx).WithError(err).Error("virtio-fs daemon sandbox")
@@ -304,6 +308,9 @@ func RunSandboxChild() int {
 	if err != nil {
 		log.G(ctx).WithError(err).Error("sandboxed daemon: listening socket")
 		return 1
+	}
+	for _, w := range c.Weaker {
+		log.G(ctx).WithField("sandbox_mode", c.Mode).Warn("sandbox: " + w)
 	}
 	log.G(ctx).WithField("capabilities", capEff()).WithField("sandbox_mode", c.Mode).Debug("sandboxed daemon confined")
 	ctx, stop := signalContext(ctx)
