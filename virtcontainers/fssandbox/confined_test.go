@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
@@ -22,6 +23,7 @@ type report struct {
 	Threads          []map[string]string `json:"threads"`
 	RootMountOptions string              `json:"root_mount_options"`
 	DeviceOpen       string              `json:"device_open"`
+	Forbidden        string              `json:"forbidden"`
 }
 
 var (
@@ -77,14 +79,15 @@ func runConfined(t *testing.T, mode Mode, env ...string) (report, string, error)
 
 // TestConfinedChild checks, from inside the sandbox child, what a daemon
 // bug could still reach: the proc descriptor leads to no writable kernel
-// setting, every thread has no_new_privs and only the kept capabilities, and in the namespace sandbox the share is nosuid and
+// setting, every thread has no_new_privs, the seccomp filter and only the
+// kept capabilities, and in the namespace sandbox the share is nosuid and
 // nodev, so a device node the guest makes does not open.
 func TestConfinedChild(t *testing.T) {
 	testutil.RequiresRoot(t)
 	kept := fmt.Sprintf("%016x", KeptMask())
 	for _, mode := range []Mode{ModeNamespace, ModeChroot} {
 		t.Run(string(mode), func(t *testing.T) {
-			r, stderr, err := runConfined(t, mode)
+			r, stderr, err := runConfined(t, mode, "KSG_TEST_SECCOMP=kill")
 			require.NoError(t, err, "stderr: %s", stderr)
 			require.Empty(t, r.Error)
 			for path, errno := range r.ProcWrite {
@@ -95,6 +98,7 @@ func TestConfinedChild(t *testing.T) {
 			require.NotEmpty(t, r.Threads)
 			for i, th := range r.Threads {
 				require.Equal(t, "1", th["NoNewPrivs"], "thread %d", i)
+				require.Equal(t, "2", th["Seccomp"], "thread %d: filter mode", i)
 				require.Equal(t, kept, th["CapEff"], "thread %d", i)
 				require.Equal(t, kept, th["CapBnd"], "thread %d", i)
 			}
@@ -104,5 +108,81 @@ func TestConfinedChild(t *testing.T) {
 				require.Equal(t, "EACCES", r.DeviceOpen, "a device node in the share opened")
 			}
 		})
+	}
+}
+
+// TestSeccompActions: a call outside the allow-list (acct, which fails with
+// EPERM if it runs) kills the child, is logged and runs, or traps, as
+// virtiofsd's --seccomp says; none installs no filter.
+func TestSeccompActions(t *testing.T) {
+	testutil.RequiresRoot(t)
+	for _, tc := range []struct {
+		action    SeccompAction
+		exit      string // the helper's exit error: the child's is in stderr
+		stderr    string
+		forbidden string
+		seccomp   string
+	}{
+		{SeccompKill, "exit status 3", "child: signal: bad system call", "", ""},
+		{SeccompTrap, "exit status 3", "SIGSYS", "", ""},
+		{SeccompLog, "", "", "EPERM", "2"},
+		{SeccompNone, "", "", "EPERM", "0"},
+	} {
+		t.Run(string(tc.action), func(t *testing.T) {
+			r, stderr, err := runConfined(t, ModeNamespace, "KSG_TEST_SECCOMP="+string(tc.action), "KSG_TEST_FORBIDDEN=1")
+			if tc.exit != "" {
+				require.EqualError(t, err, tc.exit)
+				require.Contains(t, stderr, tc.stderr)
+				require.Empty(t, r.Forbidden, "the forbidden call returned")
+				return
+			}
+			require.NoError(t, err, "stderr: %s", stderr)
+			require.Equal(t, tc.forbidden, r.Forbidden)
+			for _, th := range r.Threads {
+				require.Equal(t, tc.seccomp, th["Seccomp"])
+			}
+		})
+	}
+}
+
+func TestParseSeccompAction(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want SeccompAction
+	}{
+		{"", SeccompKill}, {"kill", SeccompKill}, {"log", SeccompLog}, {"trap", SeccompTrap}, {"none", SeccompNone},
+	} {
+		a, err := ParseSeccompAction(tc.in)
+		require.NoError(t, err)
+		require.Equal(t, tc.want, a)
+	}
+	_, err := ParseSeccompAction("allow")
+	require.ErrorContains(t, err, `seccomp action "allow": want kill, log, trap or none`)
+}
+
+// TestSeccompFilterShape: the program starts with the architecture check
+// and every allowed call's jump lands on the allow.
+func TestSeccompFilterShape(t *testing.T) {
+	allowed := allowedSyscalls()
+	p, err := buildFilter(auditArch, allowed, unix.SECCOMP_RET_KILL_PROCESS)
+	require.NoError(t, err)
+	require.Equal(t, uint32(offArch), p[0].K)
+	require.EqualValues(t, auditArch, p[1].K)
+	last := len(p) - 1
+	require.EqualValues(t, unix.SECCOMP_RET_ALLOW, p[last].K)
+	require.EqualValues(t, unix.SECCOMP_RET_KILL_PROCESS, p[last-1].K)
+	first := last - 1 - len(allowed)
+	for i, nr := range allowed {
+		ins := p[first+i]
+		require.EqualValues(t, nr, ins.K)
+		require.Equal(t, last, first+i+1+int(ins.Jt), "call %d jumps to the allow", nr)
+	}
+	seen := map[uintptr]bool{}
+	for _, nr := range allowed {
+		require.False(t, seen[nr], "call %d listed twice", nr)
+		seen[nr] = true
+		require.NotContains(t, []uintptr{unix.SYS_PTRACE, unix.SYS_MOUNT, unix.SYS_OPEN_BY_HANDLE_AT, unix.SYS_EXECVE,
+			unix.SYS_SOCKET, unix.SYS_CONNECT, unix.SYS_PRCTL, unix.SYS_SETUID, unix.SYS_CAPSET, unix.SYS_KEXEC_LOAD,
+			unix.SYS_INIT_MODULE, unix.SYS_BPF, unix.SYS_PIVOT_ROOT, unix.SYS_CHROOT, unix.SYS_SETNS}, nr)
 	}
 }

@@ -68,6 +68,13 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	if err := fssandbox.Supported(mode); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	// The filter goes into the sandboxed child; without one the daemon
+	// shares its process with the launcher (status file, syslog), which
+	// the allow-list does not cover.
+	if given, ok := o.Given("seccomp"); ok && mode == fssandbox.ModeNone && o.Seccomp != string(fssandbox.SeccompNone) {
+		return fmt.Errorf("serve: %s needs a sandbox: the seccomp filter is installed in the sandboxed daemon; "+
+			"use --sandbox=namespace or chroot, or leave the option out: %w", given, errdefs.ErrInvalidArgument)
+	}
 	// Before the sandbox starts, which inherits the limit.
 	if err := setRlimitNofile(ctx, o.RlimitNofile); err != nil {
 		return err
@@ -83,7 +90,7 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	defer status.finish()
 
 	if mode == fssandbox.ModeNone {
-		return serveOn(ctx, l, dir, nil, o, status.update)
+		return serveOn(ctx, l, dir, nil, o, status.update, fssandbox.SeccompNone)
 	}
 
 	lf, err := l.File()
@@ -216,7 +223,9 @@ func lookupGroup(name string) (int, error) {
 // serveOn accepts one frontend on l and serves root to it. With protection
 // recover the file system recovers forgotten submount roots and passes its
 // counters to report (may be nil).
-func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os.File, o *virtiofsd.Options, report func(passthroughfs.RecoveryStats)) error {
+// seccomp is the filter in force, for the log.
+func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os.File, o *virtiofsd.Options,
+	report func(passthroughfs.RecoveryStats), seccomp fssandbox.SeccompAction) error {
 	var rec *passthroughfs.RecoverOptions
 	if o.Protection == virtiofsd.ProtectRecover {
 		rec = &passthroughfs.RecoverOptions{Report: report}
@@ -263,8 +272,7 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 		"xattr":              o.XattrEnabled(),
 		"readonly":           o.ReadOnly,
 		"recover":            rec != nil,
-		// Rust virtiofsd installs one (--seccomp=kill); this daemon none.
-		"seccomp": "none",
+		"seccomp":            seccomp,
 	}).Info("vhost-user frontend connected; serving")
 	if err := b.Serve(ctx, conn); err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -293,6 +301,11 @@ func RunSandboxChild() int {
 	if o.SandboxID != "" {
 		ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", o.SandboxID))
 	}
+	seccomp, err := fssandbox.ParseSeccompAction(o.Seccomp)
+	if err != nil {
+		log.G(ctx).WithError(err).Error("sandboxed daemon: bad options from the parent")
+		return 1
+	}
 	// The local time zone is read once, from /etc/localtime: before the
 	// root becomes the guest's share.
 	_ = time.Now().String()
@@ -316,7 +329,12 @@ func RunSandboxChild() int {
 	ctx, stop := signalContext(ctx)
 	defer stop()
 	report := childStatusReporter(ctx)
-	if err := serveOn(ctx, fl.(*net.UnixListener), c.Root, c.ProcSelfFD, &o, report); err != nil && !errors.Is(err, context.Canceled) {
+	// Last, when nothing but serving is left (virtiofsd's --seccomp).
+	if err := fssandbox.RestrictSyscalls(seccomp); err != nil {
+		log.G(ctx).WithError(err).Error("virtio-fs daemon sandbox")
+		return 1
+	}
+	if err := serveOn(ctx, fl.(*net.UnixListener), c.Root, c.ProcSelfFD, &o, report, seccomp); err != nil && !errors.Is(err, context.Canceled) {
 		log.G(ctx).WithError(err).Error("sandboxed daemon")
 		return 1
 	}

@@ -172,8 +172,10 @@ func TestServeSandboxModes(t *testing.T) {
 			_, err = os.Stat(sock)
 			require.True(t, os.IsNotExist(err), "socket left behind")
 			if mode != fssandbox.ModeNone {
-				// Its log reports its own capabilities.
+				// Its log reports its own capabilities and the filter
+				// virtiofsd would install by default.
 				require.Contains(t, daemonLog.String(), fmt.Sprintf("capabilities=%016x", fssandbox.KeptMask()))
+				require.Contains(t, daemonLog.String(), "seccomp=kill")
 			}
 		})
 	}

@@ -32,6 +32,8 @@ type Report struct {
 	RootMountOptions string `json:"root_mount_options"`
 	// DeviceOpen: errno of opening a null device made in the share.
 	DeviceOpen string `json:"device_open"`
+	// Forbidden: the errno of a call outside the allow-list, if it returned.
+	Forbidden string `json:"forbidden,omitempty"`
 }
 
 func errnoString(err error) string {
@@ -49,8 +51,13 @@ func main() {
 	if fssandbox.Stage() == "" {
 		os.Exit(parent())
 	}
+	seccomp := os.Getenv("KSG_TEST_SECCOMP")
+	forbidden := os.Getenv("KSG_TEST_FORBIDDEN") != ""
 	var r Report
 	c, err := fssandbox.Setup()
+	if err == nil && seccomp != "" {
+		err = fssandbox.RestrictSyscalls(fssandbox.SeccompAction(seccomp))
+	}
 	if err != nil {
 		r.Error = err.Error()
 		_ = json.NewEncoder(os.Stdout).Encode(&r)
@@ -89,6 +96,15 @@ func main() {
 		}
 		r.DeviceOpen = errnoString(err)
 		_ = unix.Unlink("/ksg-null")
+	}
+	if forbidden {
+		// acct(2) is outside the allow-list and harmless if it runs: the
+		// sandbox lacks CAP_SYS_PACCT.
+		_, _, e := unix.Syscall(unix.SYS_ACCT, 0, 0, 0)
+		r.Forbidden = errnoString(e)
+		if e == 0 {
+			r.Forbidden = "ok"
+		}
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(&r)
 }
