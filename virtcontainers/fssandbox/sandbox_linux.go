@@ -2,6 +2,7 @@ package fssandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/containerd/errdefs"
@@ -160,19 +162,44 @@ type Child struct {
 func (c *Child) Pid() int { return c.cmd.Process.Pid }
 
 // Wait forwards SIGTERM, SIGINT and SIGHUP to the child until it exits, and
-// returns its exit error. When ctx ends the child gets SIGTERM.
+// returns its exit error. When ctx ends the child gets SIGTERM. A child that
+// a signal sent this way ends before it could handle it (during its setup)
+// has stopped as asked: no error. The last signal is sent again every
+// second until the child exits: a child in a new PID namespace is its
+// init, and the kernel drops signals to an init that has no handler yet
+// (the first moments after exec).
 func (c *Child) Wait(ctx context.Context) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP)
 	defer signal.Stop(sigs)
 	ctxDone := ctx.Done()
+	sent := map[syscall.Signal]bool{}
+	var last os.Signal
+	resend := time.NewTicker(time.Second)
+	defer resend.Stop()
 	for {
 		select {
+		case <-resend.C:
+			if last != nil {
+				_ = c.cmd.Process.Signal(last)
+			}
 		case <-c.done:
+			var ee *exec.ExitError
+			if errors.As(c.err, &ee) {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && sent[ws.Signal()] {
+					return nil
+				}
+			}
 			return c.err
 		case s := <-sigs:
+			if sig, ok := s.(syscall.Signal); ok {
+				sent[sig] = true
+			}
+			last = s
 			_ = c.cmd.Process.Signal(s)
 		case <-ctxDone:
+			sent[unix.SIGTERM] = true
+			last = unix.SIGTERM
 			_ = c.cmd.Process.Signal(unix.SIGTERM)
 			ctxDone = nil
 		}

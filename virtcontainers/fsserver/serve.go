@@ -75,6 +75,16 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 		return fmt.Errorf("serve: %s needs a sandbox: the seccomp filter is installed in the sandboxed daemon; "+
 			"use --sandbox=namespace or chroot, or leave the option out: %w", given, errdefs.ErrInvalidArgument)
 	}
+	// SIGTERM, SIGINT and SIGHUP end the daemon cleanly from here on, also
+	// before a front-end connects and in every sandbox mode: the status
+	// file then says it stopped. (Without this, --sandbox=none died of the
+	// signal's default action and left running: true behind.)
+	parent := ctx
+	ctx, stopSignals := signalContext(ctx)
+	defer stopSignals()
+	bySignal := func(err error) bool {
+		return parent.Err() == nil && ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled))
+	}
 	// Before the sandbox starts, which inherits the limit.
 	if err := setRlimitNofile(ctx, o.RlimitNofile); err != nil {
 		return err
@@ -90,7 +100,12 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	defer status.finish()
 
 	if mode == fssandbox.ModeNone {
-		return serveOn(ctx, l, dir, nil, o, status.update, fssandbox.SeccompNone)
+		err := serveOn(ctx, l, dir, nil, o, status.update, fssandbox.SeccompNone)
+		if bySignal(err) {
+			log.G(ctx).Info("virtio-fs daemon stopped by a signal")
+			return nil
+		}
+		return err
 	}
 
 	lf, err := l.File()
@@ -149,7 +164,7 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	err = c.Wait(ctx)
 	<-relayed
 	<-relayedStatus
-	if err != nil {
+	if err != nil && !bySignal(nil) {
 		return fmt.Errorf("serve: sandboxed daemon: %w", err)
 	}
 	return nil
