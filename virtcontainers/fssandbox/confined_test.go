@@ -66,7 +66,12 @@ func TestMain(m *testing.M) {
 func runConfined(t *testing.T, mode Mode, env ...string) (report, string, error) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(confinedHelper(t), string(mode), t.TempDir())
+	share := t.TempDir()
+	// A guest's plant: after the root change this is the sandbox's
+	// /proc/sys/kernel/cap_last_cap, which must not decide what is dropped.
+	require.NoError(t, os.MkdirAll(filepath.Join(share, "proc", "sys", "kernel"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(share, "proc", "sys", "kernel", "cap_last_cap"), []byte("0\n"), 0o644))
+	cmd := exec.Command(confinedHelper(t), string(mode), share)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
