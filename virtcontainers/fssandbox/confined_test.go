@@ -24,6 +24,7 @@ type report struct {
 	RootMountOptions string              `json:"root_mount_options"`
 	DeviceOpen       string              `json:"device_open"`
 	Forbidden        string              `json:"forbidden"`
+	UnshareFS        string              `json:"unshare_fs"`
 }
 
 var (
@@ -98,6 +99,7 @@ func TestConfinedChild(t *testing.T) {
 			for path, errno := range r.ProcWrite {
 				require.NotEmpty(t, errno, "%s opened for writing through the proc descriptor", path)
 			}
+			require.Empty(t, r.UnshareFS, "unshare(CLONE_FS) under the filter")
 			require.Equal(t, "ENOENT", r.ProcWrite["../../sys/kernel/core_pattern"], "procfs shows only processes (subset=pid)")
 			require.Equal(t, "EROFS", r.ProcWrite["../oom_score_adj"], "procfs is read-only")
 			require.NotEmpty(t, r.Threads)
@@ -118,23 +120,26 @@ func TestConfinedChild(t *testing.T) {
 
 // TestSeccompActions: a call outside the allow-list (acct, which fails with
 // EPERM if it runs) kills the child, is logged and runs, or traps, as
-// virtiofsd's --seccomp says; none installs no filter.
+// virtiofsd's --seccomp says; none installs no filter. unshare with a
+// namespace flag is outside it too.
 func TestSeccompActions(t *testing.T) {
 	testutil.RequiresRoot(t)
 	for _, tc := range []struct {
 		action    SeccompAction
+		call      string
 		exit      string // the helper's exit error: the child's is in stderr
 		stderr    string
 		forbidden string
 		seccomp   string
 	}{
-		{SeccompKill, "exit status 3", "child: signal: bad system call", "", ""},
-		{SeccompTrap, "exit status 3", "SIGSYS", "", ""},
-		{SeccompLog, "", "", "EPERM", "2"},
-		{SeccompNone, "", "", "EPERM", "0"},
+		{SeccompKill, "acct", "exit status 3", "child: signal: bad system call", "", ""},
+		{SeccompKill, "unshare-user", "exit status 3", "child: signal: bad system call", "", ""},
+		{SeccompTrap, "acct", "exit status 3", "SIGSYS", "", ""},
+		{SeccompLog, "acct", "", "", "EPERM", "2"},
+		{SeccompNone, "acct", "", "", "EPERM", "0"},
 	} {
-		t.Run(string(tc.action), func(t *testing.T) {
-			r, stderr, err := runConfined(t, ModeNamespace, "KSG_TEST_SECCOMP="+string(tc.action), "KSG_TEST_FORBIDDEN=1")
+		t.Run(string(tc.action)+"/"+tc.call, func(t *testing.T) {
+			r, stderr, err := runConfined(t, ModeNamespace, "KSG_TEST_SECCOMP="+string(tc.action), "KSG_TEST_FORBIDDEN="+tc.call)
 			if tc.exit != "" {
 				require.EqualError(t, err, tc.exit)
 				require.Contains(t, stderr, tc.stderr)

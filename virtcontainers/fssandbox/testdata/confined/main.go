@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -32,8 +33,11 @@ type Report struct {
 	RootMountOptions string `json:"root_mount_options"`
 	// DeviceOpen: errno of opening a null device made in the share.
 	DeviceOpen string `json:"device_open"`
-	// Forbidden: the errno of a call outside the allow-list, if it returned.
+	// Forbidden: the errno of a call outside the allow-list, if it returned
+	// ("ok": it succeeded).
 	Forbidden string `json:"forbidden,omitempty"`
+	// UnshareFS: the errno of unshare(CLONE_FS), "" when it succeeded.
+	UnshareFS string `json:"unshare_fs"`
 }
 
 func errnoString(err error) string {
@@ -52,7 +56,7 @@ func main() {
 		os.Exit(parent())
 	}
 	seccomp := os.Getenv("KSG_TEST_SECCOMP")
-	forbidden := os.Getenv("KSG_TEST_FORBIDDEN") != ""
+	forbidden := os.Getenv("KSG_TEST_FORBIDDEN")
 	var r Report
 	c, err := fssandbox.Setup()
 	if err == nil && seccomp != "" {
@@ -97,16 +101,43 @@ func main() {
 		r.DeviceOpen = errnoString(err)
 		_ = unix.Unlink("/ksg-null")
 	}
-	if forbidden {
+	// The xattr fallback's private working directory: unshare(CLONE_FS)
+	// on a thread that then ends with its goroutine.
+	r.UnshareFS = onOwnThread(func() syscall.Errno {
+		_, _, e := unix.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_FS, 0, 0)
+		return e
+	})
+	switch forbidden {
+	case "acct":
 		// acct(2) is outside the allow-list and harmless if it runs: the
 		// sandbox lacks CAP_SYS_PACCT.
 		_, _, e := unix.Syscall(unix.SYS_ACCT, 0, 0, 0)
 		r.Forbidden = errnoString(e)
-		if e == 0 {
-			r.Forbidden = "ok"
-		}
+	case "unshare-user":
+		// A user namespace would give the thread every capability in it.
+		r.Forbidden = onOwnThread(func() syscall.Errno {
+			_, _, e := unix.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_NEWUSER, 0, 0)
+			return e
+		})
+	}
+	if forbidden != "" && r.Forbidden == "" {
+		r.Forbidden = "ok"
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(&r)
+}
+
+// onOwnThread runs f on a locked OS thread that ends with it, and returns
+// its errno as a string ("" for success).
+func onOwnThread(f func() syscall.Errno) string {
+	done := make(chan syscall.Errno)
+	go func() {
+		runtime.LockOSThread()
+		done <- f()
+	}()
+	if e := <-done; e != 0 {
+		return unix.ErrnoName(e)
+	}
+	return ""
 }
 
 func parent() int {
