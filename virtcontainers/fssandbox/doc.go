@@ -6,10 +6,14 @@
 //
 // Confinement takes two steps: the supervisor (Spawn) starts the current
 // executable again in the new namespaces and waits for it; that child
-// (Setup) changes its root, opens /proc/self/fd and drops capabilities in all
-// its threads, then serves. Go changes all threads' capabilities only without
-// cgo, so the binary must be built with CGO_ENABLED=0.
+// (Setup) opens /proc/self/fd on a read-only procfs that shows only
+// processes, changes its root (the share, nosuid and nodev in the namespace
+// sandbox), drops capabilities and sets no_new_privs in all its threads;
+// once only serving is left it installs a seccomp allow-list
+// (RestrictSyscalls). Go changes all threads' capabilities only without cgo,
+// so the binary must be built with CGO_ENABLED=0.
 //
 // Spec: namespaces(7), pivot_root(2), capabilities(7) ("Transformation of
-// capabilities during execve()"), and virtiofsd's --sandbox option.
+// capabilities during execve()"), proc(5) (subset=pid), mount_setattr(2),
+// seccomp(2), and virtiofsd's --sandbox and --seccomp options.
 package fssandbox

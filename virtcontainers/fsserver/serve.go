@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/log"
 	"github.com/containerd/errdefs"
@@ -67,6 +68,23 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	if err := fssandbox.Supported(mode); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	// The filter goes into the sandboxed child; without one the daemon
+	// shares its process with the launcher (status file, syslog), which
+	// the allow-list does not cover.
+	if given, ok := o.Given("seccomp"); ok && mode == fssandbox.ModeNone && o.Seccomp != string(fssandbox.SeccompNone) {
+		return fmt.Errorf("serve: %s needs a sandbox: the seccomp filter is installed in the sandboxed daemon; "+
+			"use --sandbox=namespace or chroot, or leave the option out: %w", given, errdefs.ErrInvalidArgument)
+	}
+	// SIGTERM, SIGINT and SIGHUP end the daemon cleanly from here on, also
+	// before a front-end connects and in every sandbox mode: the status
+	// file then says it stopped. (Without this, --sandbox=none died of the
+	// signal's default action and left running: true behind.)
+	parent := ctx
+	ctx, stopSignals := signalContext(ctx)
+	defer stopSignals()
+	bySignal := func(err error) bool {
+		return parent.Err() == nil && ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled))
+	}
 	// Before the sandbox starts, which inherits the limit.
 	if err := setRlimitNofile(ctx, o.RlimitNofile); err != nil {
 		return err
@@ -82,7 +100,12 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	defer status.finish()
 
 	if mode == fssandbox.ModeNone {
-		return serveOn(ctx, l, dir, nil, o, status.update)
+		err := serveOn(ctx, l, dir, nil, o, status.update, fssandbox.SeccompNone)
+		if bySignal(err) {
+			log.G(ctx).Info("virtio-fs daemon stopped by a signal")
+			return nil
+		}
+		return err
 	}
 
 	lf, err := l.File()
@@ -141,7 +164,7 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	err = c.Wait(ctx)
 	<-relayed
 	<-relayedStatus
-	if err != nil {
+	if err != nil && !bySignal(nil) {
 		return fmt.Errorf("serve: sandboxed daemon: %w", err)
 	}
 	return nil
@@ -215,7 +238,9 @@ func lookupGroup(name string) (int, error) {
 // serveOn accepts one frontend on l and serves root to it. With protection
 // recover the file system recovers forgotten submount roots and passes its
 // counters to report (may be nil).
-func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os.File, o *virtiofsd.Options, report func(passthroughfs.RecoveryStats)) error {
+// seccomp is the filter in force, for the log.
+func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os.File, o *virtiofsd.Options,
+	report func(passthroughfs.RecoveryStats), seccomp fssandbox.SeccompAction) error {
 	var rec *passthroughfs.RecoverOptions
 	if o.Protection == virtiofsd.ProtectRecover {
 		rec = &passthroughfs.RecoverOptions{Report: report}
@@ -262,8 +287,7 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 		"xattr":              o.XattrEnabled(),
 		"readonly":           o.ReadOnly,
 		"recover":            rec != nil,
-		// Rust virtiofsd installs one (--seccomp=kill); this daemon none.
-		"seccomp": "none",
+		"seccomp":            seccomp,
 	}).Info("vhost-user frontend connected; serving")
 	if err := b.Serve(ctx, conn); err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -292,6 +316,14 @@ func RunSandboxChild() int {
 	if o.SandboxID != "" {
 		ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", o.SandboxID))
 	}
+	seccomp, err := fssandbox.ParseSeccompAction(o.Seccomp)
+	if err != nil {
+		log.G(ctx).WithError(err).Error("sandboxed daemon: bad options from the parent")
+		return 1
+	}
+	// The local time zone is read once, from /etc/localtime: before the
+	// root becomes the guest's share.
+	_ = time.Now().String()
 	c, err := fssandbox.Setup()
 	if err != nil {
 		log.G(ctx).WithError(err).Error("virtio-fs daemon sandbox")
@@ -305,29 +337,33 @@ func RunSandboxChild() int {
 		log.G(ctx).WithError(err).Error("sandboxed daemon: listening socket")
 		return 1
 	}
+	for _, w := range c.Weaker {
+		log.G(ctx).WithField("sandbox_mode", c.Mode).Warn("sandbox: " + w)
+	}
 	log.G(ctx).WithField("capabilities", capEff()).WithField("sandbox_mode", c.Mode).Debug("sandboxed daemon confined")
 	ctx, stop := signalContext(ctx)
 	defer stop()
 	report := childStatusReporter(ctx)
-	if err := serveOn(ctx, fl.(*net.UnixListener), c.Root, c.ProcSelfFD, &o, report); err != nil && !errors.Is(err, context.Canceled) {
+	// Last, when nothing but serving is left (virtiofsd's --seccomp).
+	if err := fssandbox.RestrictSyscalls(seccomp); err != nil {
+		log.G(ctx).WithError(err).Error("virtio-fs daemon sandbox")
+		return 1
+	}
+	if err := serveOn(ctx, fl.(*net.UnixListener), c.Root, c.ProcSelfFD, &o, report, seccomp); err != nil && !errors.Is(err, context.Canceled) {
 		log.G(ctx).WithError(err).Error("sandboxed daemon")
 		return 1
 	}
 	return 0
 }
 
-// capEff is this process's effective capability mask from /proc/self/status.
+// capEff is this thread's effective capability mask in hex, as CapEff in
+// /proc/PID/status shows it.
 func capEff() string {
-	b, err := os.ReadFile("/proc/self/status")
+	c, err := fssandbox.EffectiveCapabilities()
 	if err != nil {
 		return "?"
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
+	return fmt.Sprintf("%016x", c)
 }
 
 // relayLog re-logs the JSON lines of the sandboxed daemon through ctx's

@@ -3,6 +3,7 @@ package fsserver
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -73,6 +74,10 @@ func TestServeSandboxModes(t *testing.T) {
 			dir := t.TempDir()
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "greeting"), []byte("hello from the host"), 0o644))
 			require.NoError(t, os.Symlink("/etc", filepath.Join(dir, "abs")))
+			// A guest's plant: the confined daemon must not take it for its
+			// own /proc/self/status.
+			require.NoError(t, os.MkdirAll(filepath.Join(dir, "proc", "self"), 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "proc", "self", "status"), []byte("CapEff:\tffffffffffffffff\n"), 0o644))
 			sock := filepath.Join(t.TempDir(), "vhost.sock")
 			o := &virtiofsd.Options{SharedDir: dir, FD: -1, SocketPath: sock, Sandbox: virtiofsd.SandboxMode(mode),
 				Cache: virtiofsd.CacheAuto, ThreadPoolSize: 2, AnnounceSubmounts: true, LogLevel: "info"}
@@ -80,14 +85,15 @@ func TestServeSandboxModes(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			daemonPid := os.Getpid()
+			var daemonLog testutil.SyncBuffer
 			if mode == fssandbox.ModeNone {
 				go func() { done <- Serve(ctx, o) }()
 			} else {
 				// The sandbox needs a binary without cgo (the test binary
 				// has it under -race): run the static helper.
 				cmd := exec.CommandContext(ctx, sandboxd(t), "--shared-dir="+dir, "--socket-path="+sock,
-					"--sandbox="+string(mode), "--thread-pool-size=2", "--cache=auto")
-				cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+					"--sandbox="+string(mode), "--thread-pool-size=2", "--cache=auto", "--log-level=debug")
+				cmd.Stdout, cmd.Stderr = os.Stdout, io.MultiWriter(os.Stderr, &daemonLog)
 				require.NoError(t, cmd.Start())
 				daemonPid = cmd.Process.Pid
 				go func() { done <- cmd.Wait() }()
@@ -165,6 +171,12 @@ func TestServeSandboxModes(t *testing.T) {
 			}
 			_, err = os.Stat(sock)
 			require.True(t, os.IsNotExist(err), "socket left behind")
+			if mode != fssandbox.ModeNone {
+				// Its log reports its own capabilities and the filter
+				// virtiofsd would install by default.
+				require.Contains(t, daemonLog.String(), fmt.Sprintf("capabilities=%016x", fssandbox.KeptMask()))
+				require.Contains(t, daemonLog.String(), "seccomp=kill")
+			}
 		})
 	}
 }

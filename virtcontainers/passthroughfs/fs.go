@@ -39,6 +39,9 @@ type FS struct {
 	announce atomic.Bool
 	// asCaller: create files with the caller's fsuid/fsgid (we run as root).
 	asCaller bool
+	// noXattrAt: the kernel lacks the *xattrat calls (before Linux 6.13);
+	// see procXattr.
+	noXattrAt atomic.Bool
 
 	reads     sync.Pool
 	closeOnce sync.Once

@@ -2,7 +2,6 @@ package passthroughfs
 
 import (
 	"bytes"
-	"strconv"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -18,13 +17,14 @@ const (
 
 func blockedXattr(name string) bool { return name == aclAccess || name == aclDefault }
 
-// xattrTarget is where an xattr call goes: a descriptor for regular files and
-// directories, the /proc/self/fd path for the others (f*xattr refuses O_PATH
-// descriptors, and opening a device or FIFO is not safe).
+// xattrTarget is where an xattr call goes: a descriptor of its own for
+// regular files and directories; for the others (f*xattr refuses O_PATH
+// descriptors, and opening a device or FIFO is not safe) the inode's O_PATH
+// descriptor, reached by its name in the held /proc/self/fd directory (see
+// procXattr).
 type xattrTarget struct {
-	fd   int
-	path string
-	own  bool
+	fd  int
+	own bool
 }
 
 func (fs *FS) xattrTarget(ino *inode) (xattrTarget, syscall.Errno) {
@@ -35,13 +35,33 @@ func (fs *FS) xattrTarget(ino *inode) (xattrTarget, syscall.Errno) {
 		}
 		return xattrTarget{fd: fd, own: true}, 0
 	}
-	return xattrTarget{fd: -1, path: "/proc/self/fd/" + strconv.Itoa(ino.fd)}, 0
+	return xattrTarget{fd: ino.fd}, 0
 }
 
 func (t xattrTarget) close() {
 	if t.own {
 		closeFD(t.fd)
 	}
+}
+
+// procXattr runs one xattr call on the /proc/self/fd name of a special
+// file's descriptor, resolved from the held /proc/self/fd descriptor and
+// never from the process root, which in the sandbox is the guest's share:
+// with the *xattrat calls (Linux 6.13) relative to that descriptor, or where
+// the kernel lacks them in a thread whose working directory it is (as Rust
+// virtiofsd does). The magic link leads to the inode itself, also for a
+// symlink, which is not followed further.
+func (fs *FS) procXattr(t xattrTarget, at func(dirfd int, name *byte) syscall.Errno, inCwd func(name *byte) syscall.Errno) syscall.Errno {
+	var n fdName
+	name := n.set(t.fd)
+	if !fs.noXattrAt.Load() {
+		e := at(fs.procFD, name)
+		if e != syscall.ENOSYS {
+			return e
+		}
+		fs.noXattrAt.Store(true)
+	}
+	return inDir(fs.procFD, func() syscall.Errno { return inCwd(name) })
 }
 
 func (fs *FS) xattrInode(nodeid uint64) (*inode, xattrTarget, syscall.Errno) {
@@ -71,15 +91,20 @@ func (fs *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string, de
 	}
 	defer ino.release()
 	defer t.close()
-	var n int
-	var err error
-	if t.own {
-		n, err = unix.Fgetxattr(t.fd, name, dest)
-	} else {
-		n, err = unix.Getxattr(t.path, name, dest)
+	cn, e := xattrName(name)
+	if e != 0 {
+		return 0, status(e)
 	}
-	if err != nil {
-		return 0, fuse.ToStatus(err)
+	var n int
+	if t.own {
+		n, e = fgetxattr(t.fd, cn, dest)
+	} else {
+		e = fs.procXattr(t,
+			func(dirfd int, p *byte) (e syscall.Errno) { n, e = getxattrat(dirfd, p, cn, dest); return e },
+			func(p *byte) (e syscall.Errno) { n, e = getxattr(p, cn, dest); return e })
+	}
+	if e != 0 {
+		return 0, status(e)
 	}
 	return uint32(n), fuse.OK
 }
@@ -92,23 +117,26 @@ func (fs *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (
 	}
 	defer ino.release()
 	defer t.close()
-	list := func(buf []byte) (int, error) {
+	list := func(buf []byte) (n int, e syscall.Errno) {
 		if t.own {
-			return unix.Flistxattr(t.fd, buf)
+			return flistxattr(t.fd, buf)
 		}
-		return unix.Listxattr(t.path, buf)
+		e = fs.procXattr(t,
+			func(dirfd int, p *byte) (e syscall.Errno) { n, e = listxattrat(dirfd, p, buf); return e },
+			func(p *byte) (e syscall.Errno) { n, e = listxattr(p, buf); return e })
+		return n, e
 	}
 	// Read the whole list so the ACL names can be dropped and the size
 	// reported is the size the guest will get.
-	size, err := list(nil)
-	if err != nil {
-		return 0, fuse.ToStatus(err)
+	size, e := list(nil)
+	if e != 0 {
+		return 0, status(e)
 	}
 	buf := make([]byte, size)
 	if size > 0 {
-		n, err := list(buf)
-		if err != nil {
-			return 0, fuse.ToStatus(err)
+		n, e := list(buf)
+		if e != 0 {
+			return 0, status(e)
 		}
 		buf = filterXattrList(buf[:n])
 	}
@@ -158,11 +186,17 @@ func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name string,
 	}
 	defer ino.release()
 	defer t.close()
+	cn, e := xattrName(name)
+	if e != 0 {
+		return status(e)
+	}
 	flags := int(in.Flags) & (unix.XATTR_CREATE | unix.XATTR_REPLACE)
 	if t.own {
-		return fuse.ToStatus(unix.Fsetxattr(t.fd, name, data, flags))
+		return status(fsetxattr(t.fd, cn, data, flags))
 	}
-	return fuse.ToStatus(unix.Setxattr(t.path, name, data, flags))
+	return status(fs.procXattr(t,
+		func(dirfd int, p *byte) syscall.Errno { return setxattrat(dirfd, p, cn, data, flags) },
+		func(p *byte) syscall.Errno { return setxattr(p, cn, data, flags) }))
 }
 
 // RemoveXAttr answers REMOVEXATTR.
@@ -179,8 +213,24 @@ func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string)
 	}
 	defer ino.release()
 	defer t.close()
-	if t.own {
-		return fuse.ToStatus(unix.Fremovexattr(t.fd, name))
+	cn, e := xattrName(name)
+	if e != 0 {
+		return status(e)
 	}
-	return fuse.ToStatus(unix.Removexattr(t.path, name))
+	if t.own {
+		return status(fremovexattr(t.fd, cn))
+	}
+	return status(fs.procXattr(t,
+		func(dirfd int, p *byte) syscall.Errno { return removexattrat(dirfd, p, cn) },
+		func(p *byte) syscall.Errno { return removexattr(p, cn) }))
+}
+
+// xattrName is name as a C string; a name with a NUL (which the guest's
+// kernel never sends) is EINVAL.
+func xattrName(name string) (*byte, syscall.Errno) {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return nil, syscall.EINVAL
+	}
+	return p, 0
 }

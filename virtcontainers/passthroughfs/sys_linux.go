@@ -1,6 +1,7 @@
 package passthroughfs
 
 import (
+	"runtime"
 	"syscall"
 	"unsafe"
 
@@ -182,4 +183,118 @@ func skipIov(bufs [][]byte, n int) [][]byte {
 		bufs = rest
 	}
 	return bufs
+}
+
+// ptr is the byte slice's first element, nil for an empty one (size queries).
+func ptr(b []byte) unsafe.Pointer {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(&b[0])
+}
+
+func fgetxattr(fd int, name *byte, dest []byte) (int, syscall.Errno) {
+	r, _, e := unix.Syscall6(unix.SYS_FGETXATTR, uintptr(fd), uintptr(unsafe.Pointer(name)), uintptr(ptr(dest)), uintptr(len(dest)), 0, 0)
+	return int(r), e
+}
+
+func flistxattr(fd int, dest []byte) (int, syscall.Errno) {
+	r, _, e := unix.Syscall(unix.SYS_FLISTXATTR, uintptr(fd), uintptr(ptr(dest)), uintptr(len(dest)))
+	return int(r), e
+}
+
+func fsetxattr(fd int, name *byte, data []byte, flags int) syscall.Errno {
+	_, _, e := unix.Syscall6(unix.SYS_FSETXATTR, uintptr(fd), uintptr(unsafe.Pointer(name)), uintptr(ptr(data)), uintptr(len(data)), uintptr(flags), 0)
+	return e
+}
+
+func fremovexattr(fd int, name *byte) syscall.Errno {
+	_, _, e := unix.Syscall(unix.SYS_FREMOVEXATTR, uintptr(fd), uintptr(unsafe.Pointer(name)), 0)
+	return e
+}
+
+// xattrArgs is the kernel's struct xattr_args of the *xattrat calls.
+type xattrArgs struct {
+	value uint64
+	size  uint32
+	flags uint32
+}
+
+func newXattrArgs(b []byte, flags int) xattrArgs {
+	return xattrArgs{value: uint64(uintptr(ptr(b))), size: uint32(len(b)), flags: uint32(flags)}
+}
+
+// The *xattrat calls (Linux 6.13) with at_flags 0: a magic link in path is
+// followed to the inode it stands for.
+
+func getxattrat(dirfd int, path, name *byte, dest []byte) (int, syscall.Errno) {
+	a := newXattrArgs(dest, 0)
+	r, _, e := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(path)), 0,
+		uintptr(unsafe.Pointer(name)), uintptr(unsafe.Pointer(&a)), unsafe.Sizeof(a))
+	runtime.KeepAlive(dest)
+	return int(r), e
+}
+
+func listxattrat(dirfd int, path *byte, dest []byte) (int, syscall.Errno) {
+	r, _, e := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(path)), 0,
+		uintptr(ptr(dest)), uintptr(len(dest)), 0)
+	return int(r), e
+}
+
+func setxattrat(dirfd int, path, name *byte, data []byte, flags int) syscall.Errno {
+	a := newXattrArgs(data, flags)
+	_, _, e := unix.Syscall6(unix.SYS_SETXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(path)), 0,
+		uintptr(unsafe.Pointer(name)), uintptr(unsafe.Pointer(&a)), unsafe.Sizeof(a))
+	runtime.KeepAlive(data)
+	return e
+}
+
+func removexattrat(dirfd int, path, name *byte) syscall.Errno {
+	_, _, e := unix.Syscall6(unix.SYS_REMOVEXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(path)), 0,
+		uintptr(unsafe.Pointer(name)), 0, 0)
+	return e
+}
+
+// The path calls, for inDir on kernels without the *xattrat calls.
+
+func getxattr(path, name *byte, dest []byte) (int, syscall.Errno) {
+	r, _, e := unix.Syscall6(unix.SYS_GETXATTR, uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(name)), uintptr(ptr(dest)), uintptr(len(dest)), 0, 0)
+	return int(r), e
+}
+
+func listxattr(path *byte, dest []byte) (int, syscall.Errno) {
+	r, _, e := unix.Syscall(unix.SYS_LISTXATTR, uintptr(unsafe.Pointer(path)), uintptr(ptr(dest)), uintptr(len(dest)))
+	return int(r), e
+}
+
+func setxattr(path, name *byte, data []byte, flags int) syscall.Errno {
+	_, _, e := unix.Syscall6(unix.SYS_SETXATTR, uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(name)), uintptr(ptr(data)), uintptr(len(data)), uintptr(flags), 0)
+	return e
+}
+
+func removexattr(path, name *byte) syscall.Errno {
+	_, _, e := unix.Syscall(unix.SYS_REMOVEXATTR, uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(name)), 0)
+	return e
+}
+
+// inDir runs f with dirfd as its working directory, on an OS thread of its
+// own: the thread unshares its file-system context (CLONE_FS) so that the
+// chdir reaches no other thread, and is never handed back to the Go
+// scheduler, so it ends with f (a locked goroutine's thread exits with it).
+func inDir(dirfd int, f func() syscall.Errno) syscall.Errno {
+	done := make(chan syscall.Errno, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: this thread's cwd and root are its own now.
+		if _, _, e := unix.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_FS, 0, 0); e != 0 {
+			done <- e
+			return
+		}
+		if _, _, e := unix.RawSyscall(unix.SYS_FCHDIR, uintptr(dirfd), 0, 0); e != 0 {
+			done <- e
+			return
+		}
+		done <- f()
+	}()
+	return <-done
 }

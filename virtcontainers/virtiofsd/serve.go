@@ -22,9 +22,9 @@ import (
 // --no-killpriv-v2 (its only mode), --sandbox (all three),
 // --inode-file-handles=never (its only mode), --rlimit-nofile, --log-level
 // and -d, --syslog, --print-capabilities, -f (no effect in Rust either),
-// --seccomp=none. Not given, --seccomp means kill in Rust; this daemon
-// installs no seccomp filter at all, which the README states; asked for
-// explicitly, a filter it does not have is refused.
+// --seccomp (kill, the default as in Rust, log, trap, none: the filter is
+// installed in the sandboxed daemon, and fsserver refuses an explicit filter
+// with --sandbox=none).
 func CheckServe(o *Options) (harmless []string, err error) {
 	r := &refusals{o: o}
 	if o.XattrMap != "" {
@@ -44,9 +44,6 @@ func CheckServe(o *Options) (harmless []string, err error) {
 	}
 	if o.Modcaps != "" {
 		r.add("modcaps")
-	}
-	if _, ok := o.Given("seccomp"); ok && o.Seccomp != "none" {
-		r.add("seccomp")
 	}
 	refuseRustOnly(o, r)
 	if len(r.names) > 0 {

@@ -48,9 +48,9 @@ var serveTable = []struct {
 	{serveShare("-o", "sandbox=chroot"), honoured},
 	{serveShare("--readonly"), honoured},
 	{serveShare("--seccomp=none"), honoured},
-	{serveShare("--seccomp=kill"), refused},
-	{serveShare("--seccomp=log"), refused},
-	{serveShare("--seccomp=trap"), refused},
+	{serveShare("--seccomp=kill"), honoured},
+	{serveShare("--seccomp=log"), honoured},
+	{serveShare("--seccomp=trap"), honoured},
 	{serveShare("--announce-submounts"), honoured},
 	{serveShare("--no-announce-submounts"), honoured},
 	{serveShare("-o", "announce_submounts"), honoured},
@@ -149,14 +149,14 @@ func TestCheckServe(t *testing.T) {
 }
 
 func TestCheckServeNamesEveryRefusal(t *testing.T) {
-	o, err := Parse(kataArgv("--readonly", "--writeback", "--tag=t", "--seccomp", "log", "-o", "xattrmap=:map::a.:",
+	o, err := Parse(kataArgv("--readonly", "--writeback", "--tag=t", "-o", "xattrmap=:map::a.:",
 		"--inode-file-handles=prefer", "--uid-map=:0:1000:1:", "--migration-confirm-paths"))
 	require.NoError(t, err)
 	ignored, err := CheckServe(o)
 	require.Nil(t, ignored)
 	require.ErrorIs(t, err, errdefs.ErrNotImplemented)
 	require.EqualError(t, err, "kata-virtiofsd's own virtio-fs daemon cannot honour -o xattrmap=:map::a.:, --writeback, "+
-		"--seccomp log, --tag=t, --uid-map=:0:1000:1:, --migration-confirm-paths: remove them from Kata's "+
+		"--tag=t, --uid-map=:0:1000:1:, --migration-confirm-paths: remove them from Kata's "+
 		"virtio_fs_extra_args (the README lists what serve mode supports): not implemented")
 }
 
