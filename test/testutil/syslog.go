@@ -129,8 +129,10 @@ func (s *Syslog) Close() error {
 //
 // cmd keeps its process ID, argv[0], environment, directory, files and
 // SysProcAttr (Setpgid, Pdeathsig): bash sets the namespace up, then execs
-// cmd's program. Needs root (mount(2)) and bash. Device nodes the host
-// creates after the start do not appear in the mirror; directories such as
+// cmd's program. Needs root (mount(2)) and bash; a directory host-dev
+// beside s's socket is a mount point while the mirror is built. The
+// mirror's device nodes are copies (same numbers and modes) taken at the
+// start: nodes the host creates later do not appear; directories such as
 // /dev/pts and /dev/shm are the host's own.
 func (s *Syslog) Wrap(cmd *exec.Cmd) error {
 	return wrapDev(cmd, filepath.Dir(s.path), devLogBind, s.path)
