@@ -17,7 +17,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
-// Daemon is who serves the share behind bin/kata-virtiofsd.
+// Daemon is who serves the share behind kata-virtiofsd.
 type Daemon string
 
 const (
@@ -60,7 +60,13 @@ type DaemonSpec struct {
 
 // Args is the daemon's whole command line for the share at sharedDir.
 func (s DaemonSpec) Args(sharedDir string) []string {
-	args := append(KataArgs(sharedDir), s.Extra...)
+	return append(KataArgs(sharedDir), s.ExtraArgs()...)
+}
+
+// ExtraArgs is what the operator adds to virtio_fs_extra_args: Extra, then
+// the --guard-* options.
+func (s DaemonSpec) ExtraArgs() []string {
+	args := append([]string{}, s.Extra...)
 	if s.Protection != "" {
 		args = append(args, "--guard-protection="+string(s.Protection))
 	}
