@@ -178,21 +178,43 @@ func (l *lockedLines) String() string {
 	return strings.Join(l.lines, "\n")
 }
 
-// StartGo runs launcher (BuildLauncher's binary) to start l's daemon
-// through Kata's own code and returns once Kata's Start returned.
-func StartGo(ctx context.Context, launcher string, l GoLaunch, timeout time.Duration) (*GoDaemon, error) {
+// LauncherArgs run the fixture's test alone in BuildLauncher's binary.
+var LauncherArgs = []string{"-test.run", "^TestKSGLaunchVirtiofsd$", "-test.count=1"}
+
+// Socket is where Kata's Go runtime puts the vhost-user socket:
+// <VMStorePath>/<id>/vhost-fs.sock.
+func (l GoLaunch) Socket() string {
+	return filepath.Join(l.VMStorePath, l.SandboxID, "vhost-fs.sock")
+}
+
+// Env is the launcher's environment for l (added to the caller's); it also
+// makes the socket's directory, which Kata's sandbox has made by then.
+// The launcher prints "KSG-STARTED pid=N socket=PATH" once Kata's Start
+// returned, and has Kata stop the daemon when its stdin ends.
+func (l GoLaunch) Env() ([]string, error) {
 	extra, err := json.Marshal(l.ExtraArgs)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(l.VMStorePath, l.SandboxID), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(l.Socket()), 0o750); err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, launcher, "-test.run", "^TestKSGLaunchVirtiofsd$", "-test.count=1")
-	cmd.Env = append(os.Environ(),
-		"KSG_VIRTIO_FS_DAEMON="+l.Daemon, "KSG_SANDBOX_ID="+l.SandboxID, "KSG_SHARED_PATH="+l.SharedPath,
-		"KSG_VM_STORE_PATH="+l.VMStorePath, "KSG_VIRTIO_FS_CACHE="+l.Cache, "KSG_VIRTIO_FS_EXTRA_ARGS="+string(extra),
-		"KSG_DISABLE_GUEST_SELINUX="+strconv.FormatBool(l.DisableGuestSELinux))
+	return []string{
+		"KSG_VIRTIO_FS_DAEMON=" + l.Daemon, "KSG_SANDBOX_ID=" + l.SandboxID, "KSG_SHARED_PATH=" + l.SharedPath,
+		"KSG_VM_STORE_PATH=" + l.VMStorePath, "KSG_VIRTIO_FS_CACHE=" + l.Cache, "KSG_VIRTIO_FS_EXTRA_ARGS=" + string(extra),
+		"KSG_DISABLE_GUEST_SELINUX=" + strconv.FormatBool(l.DisableGuestSELinux),
+	}, nil
+}
+
+// StartGo runs launcher (BuildLauncher's binary) to start l's daemon
+// through Kata's own code and returns once Kata's Start returned.
+func StartGo(ctx context.Context, launcher string, l GoLaunch, timeout time.Duration) (*GoDaemon, error) {
+	env, err := l.Env()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, launcher, LauncherArgs...)
+	cmd.Env = append(os.Environ(), env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -88,7 +88,8 @@ type DaemonProc struct {
 }
 
 // privateDevLog runs "$@" in its own mount namespace whose /dev mirrors the
-// host's plus a /dev/log bound to $KSG_SYSLOG. Kata always passes --syslog;
+// host's, except the host's /dev/log (a host with a syslog daemon has one),
+// plus a /dev/log bound to $KSG_SYSLOG. Kata always passes --syslog;
 // a host without a syslog socket (CI containers) makes QEMU's C virtiofsd
 // die by SIGSYS at its first message: glibc retries socket(2), which its
 // seccomp filter forbids. Real hosts have journald's /dev/log; this gives
@@ -101,7 +102,9 @@ mount --rbind /dev "$host"
 mount -t tmpfs -o mode=0755 ksg-dev /dev
 for e in "$host"/*; do
 	n=${e##*/}
-	if [ -L "$e" ]; then cp -P "$e" "/dev/$n"
+	# The host's own syslog socket, if any, is replaced by the sink below.
+	if [ "$n" = log ]; then continue
+	elif [ -L "$e" ]; then cp -P "$e" "/dev/$n"
 	elif [ -d "$e" ]; then mkdir "/dev/$n"; mount --rbind "$e" "/dev/$n"
 	else : >"/dev/$n"; mount --bind "$e" "/dev/$n"
 	fi
@@ -126,6 +129,16 @@ func StartDaemon(path string, args []string, workDir, socket, logPath string) (*
 		return nil, err
 	}
 	defer lf.Close()
+	return StartProcess(path, args, nil, []*os.File{lf}, nil, workDir, logPath)
+}
+
+// StartProcess runs path with args, env added to ours, files from fd 3 on
+// and stdin (nil: /dev/null), as StartDaemon runs a daemon: in its own mount namespace whose
+// /dev/log is a syslog sink in workDir, its own process group, its stdout,
+// stderr and syslog lines in logPath. A launcher started this way (Kata's
+// own launch code, test/katalaunch) passes all of it on to the daemon it
+// starts.
+func StartProcess(path string, args, env []string, files []*os.File, stdin io.Reader, workDir, logPath string) (*DaemonProc, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -153,8 +166,9 @@ func StartDaemon(path string, args []string, workDir, socket, logPath string) (*
 
 	cmd := exec.Command("unshare", append([]string{"--mount", "--propagation", "private",
 		"sh", "-c", privateDevLog, "sh", path}, args...)...)
-	cmd.Env = append(os.Environ(), "KSG_WORK="+workDir, "KSG_SYSLOG="+syslogPath)
-	cmd.ExtraFiles = []*os.File{lf}
+	cmd.Env = append(append(os.Environ(), env...), "KSG_WORK="+workDir, "KSG_SYSLOG="+syslogPath)
+	cmd.ExtraFiles = files
+	cmd.Stdin = stdin
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group: the C daemon forks its sandbox child into it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
