@@ -82,6 +82,17 @@ func FuzzParse(f *testing.F) {
 		if _, err := CheckServe(o); err != nil && !errors.Is(err, errdefs.ErrNotImplemented) {
 			t.Fatalf("CheckServe(%q): %v", args, err)
 		}
+		// Listen's rewrite of a --socket-path command line is a valid
+		// command line that serves the inherited fd instead.
+		if o.FD < 0 && o.SocketPath != "" {
+			path := o.SocketPath
+			o.useFD(1000, path)
+			rewritten := argTokens(o)
+			r, err := Parse(rewritten)
+			if err != nil || r.FD != 1000 || r.SocketPath != "" || r.SocketGroup != "" || r.SharedDir != o.SharedDir {
+				t.Fatalf("useFD(%q) = %q: parsed %+v, %v", args, rewritten, r, err)
+			}
+		}
 	})
 }
 

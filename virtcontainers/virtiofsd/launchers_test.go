@@ -286,6 +286,17 @@ func TestListen(t *testing.T) {
 		require.Equal(t, "kata-virtiofsd: Waiting for vhost-user socket connection... (fd 3)\n", b.String())
 	})
 
+	t.Run("--print-capabilities: no socket", func(t *testing.T) {
+		sock := filepath.Join(t.TempDir(), "virtiofsd.sock")
+		o, err := Parse([]string{"--print-capabilities", "--socket-path=" + sock})
+		require.NoError(t, err)
+		removeSocket, err := Listen(o)
+		require.NoError(t, err)
+		removeSocket()
+		require.Equal(t, -1, o.FD)
+		require.NoFileExists(t, sock)
+	})
+
 	for _, tc := range []struct {
 		name  string
 		setup func(t *testing.T) string

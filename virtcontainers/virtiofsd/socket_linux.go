@@ -50,10 +50,10 @@ const maxSocketPath = 107
 // belongs to o from then on, as an inherited --fd does (close-on-exec, which
 // CheckListener clears before an exec); remove deletes the socket, for a
 // daemon that exits or a start that fails after Listen. With --fd already
-// given, or no socket at all (--print-capabilities), Listen does nothing and
-// remove is a no-op.
+// given, or no socket at all, Listen does nothing and remove is a no-op; so
+// with --print-capabilities, which serves nothing.
 func Listen(o *Options) (remove func(), err error) {
-	if o.FD >= 0 || o.SocketPath == "" {
+	if o.FD >= 0 || o.SocketPath == "" || o.PrintCapabilities {
 		return func() {}, nil
 	}
 	path := o.SocketPath
