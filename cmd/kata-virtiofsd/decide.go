@@ -41,7 +41,7 @@ func decide(o *virtiofsd.Options, read planReader, defaultUpstream string) (deci
 	case o.SandboxID == "" && o.SharedDir == "":
 		d.noPlan = "no shared directory"
 	case o.SandboxID == "":
-		d.noPlan = fmt.Sprintf("shared directory %s is not a Kata sandbox share (.../sandboxes/<id>/shared)", o.SharedDir)
+		d.noPlan = fmt.Sprintf("shared directory %s is not a Kata sandbox share (.../sandboxes/<id>/shared or, from runtime-rs, .../sandboxes/<id>/ro)", o.SharedDir)
 	default:
 		d.planPath = filepath.Join(o.Guard.StateDir, o.SandboxID+".json")
 		plan, err := read(o.Guard.StateDir, o.SandboxID)

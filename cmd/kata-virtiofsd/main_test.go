@@ -779,7 +779,9 @@ func TestServeModeOptions(t *testing.T) {
 		require.Regexp(t, `Max open files\s+1000\s+1000\s`, string(limits))
 		_, err = sl.WaitFor("frontend connected; serving", 10*time.Second)
 		require.NoError(t, err, "output:\n%s", out)
-		require.Empty(t, out.String(), "with --syslog nothing goes to stderr")
+		// With --syslog the log goes to syslog; stderr has only the ready
+		// line runtime-rs waits for there.
+		require.Equal(t, "kata-virtiofsd: "+virtiofsd.ReadyLine+" (fd 3)\n", out.String(), "with --syslog only the ready line goes to stderr")
 		log := sl.String()
 		require.Contains(t, log, " kata[", "Kata's syslog tag")
 		require.Contains(t, log, "level=debug", "--log-level=debug")
@@ -878,4 +880,38 @@ func BenchmarkStartToFirstReply(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestReadyLine: runtime-rs starts the VM only once the daemon's stderr
+// says the socket waits for a connection; kata-virtiofsd says so in every
+// mode once the socket listens (the runtime-rs launcher in test/katalaunch
+// checks the --socket-path modes), and never without a socket.
+func TestReadyLine(t *testing.T) {
+	testutil.RequiresRoot(t)
+	shared, stateDir := kataShare(t, "sb-ready")
+	t.Run("own daemon, inherited fd", func(t *testing.T) {
+		sock, fd := listener(t)
+		_, out := start(t, kataArgs(shared, "--guard-state-dir="+stateDir, "--sandbox=none", "--guard-protection=recover"), fd)
+		fd.Close()
+		require.Eventually(t, func() bool {
+			return strings.Contains(out.String(), "kata-virtiofsd: Waiting for vhost-user socket connection... (fd 3)\n")
+		}, 10*time.Second, 10*time.Millisecond, "output:\n%s", out)
+		getFeatures(t, sock)
+	})
+	t.Run("upstream, inherited fd, log to syslog", func(t *testing.T) {
+		sock, fd := listener(t)
+		cmd, out := start(t, append([]string{"--syslog"}, kataArgs(shared, "--guard-state-dir="+stateDir,
+			"--guard-protection=none", "--guard-upstream="+rustDaemon(t), "--log-level=error")...), fd)
+		fd.Close()
+		var argv []string
+		getFeaturesThen(t, sock, func() { argv = cmdline(t, cmd.Process.Pid) })
+		require.Contains(t, strings.Join(argv, " "), "--fd=3")
+		require.Contains(t, out.String(), "kata-virtiofsd: Waiting for vhost-user socket connection... (fd 3)\n")
+	})
+	t.Run("no socket: no line", func(t *testing.T) {
+		cmd, out := start(t, []string{"--print-capabilities", "--guard-protection=recover"}, nil)
+		require.Equal(t, 0, waitExit(t, cmd, out))
+		require.Contains(t, out.String(), `"type": "fs"`)
+		require.NotContains(t, out.String(), "Waiting")
+	})
 }

@@ -19,11 +19,15 @@ import (
 
 const usage = `Usage: kata-virtiofsd [virtiofsd options] [--guard-* options]
 
-Configured as Kata's virtio_fs_daemon: takes the command line Kata gives
-virtiofsd (--syslog --cache=MODE --shared-dir=DIR --fd=3 <virtio_fs_extra_args>)
-and every other option of the Rust virtiofsd 1.13, reads the sandbox's plan
-from the state dir, and execs the upstream virtiofsd (Rust, or QEMU's C daemon
-with the options translated) with the plan's protection applied.
+Configured as Kata's virtio_fs_daemon: takes the command line any Kata
+launcher gives virtiofsd (Go runtime 3.2+/4.x: --syslog --cache=MODE
+--shared-dir=DIR --fd=3; Go 2.x/3.0.x: --syslog -o cache=MODE -o no_posix_lock
+-o source=DIR --fd=3 -f; runtime-rs: --socket-path SOCK --shared-dir DIR
+--cache MODE; then <virtio_fs_extra_args>) and every other option of the Rust
+virtiofsd 1.13, reads the sandbox's plan from the state dir, and execs the
+upstream virtiofsd (Rust, or QEMU's C daemon with the options translated) with
+the plan's protection applied, or serves the share itself. Once the socket
+listens it prints "Waiting for vhost-user socket connection..." on stderr.
 
 kata-submount-guard options (they override the plan; never passed on):
   --guard-protection=recover|no-submounts|none
@@ -151,10 +155,26 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 		if d.protection == virtiofsd.ProtectNoSubmounts {
 			o.AnnounceSubmounts = false
 		}
+		notImplemented := func(err error) error {
+			return fmt.Errorf("%s: %w; use an upstream virtiofsd (--guard-upstream=PATH) with protection no-submounts or none", why, err)
+		}
+		// Refused before the socket exists and the ready line is out, so
+		// that runtime-rs sees the daemon exit instead of starting the VM.
+		if _, err := virtiofsd.CheckServe(o); err != nil {
+			return notImplemented(err)
+		}
+		removeSocket, err := virtiofsd.Listen(o)
+		if err != nil {
+			return err
+		}
+		defer removeSocket()
 		logDecision(fields, "serving the share with kata-virtiofsd's own daemon")
+		if err := l.announceReady(o); err != nil {
+			return err
+		}
 		if err := l.serve(ctx, o); err != nil {
 			if errdefs.IsNotImplemented(err) {
-				return fmt.Errorf("%s: %w; use an upstream virtiofsd (--guard-upstream=PATH) with protection no-submounts or none", why, err)
+				return notImplemented(err)
 			}
 			return fmt.Errorf("serving the share: %w", err)
 		}
@@ -168,10 +188,18 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w (upstream from %s)", err, d.upstreamFrom)
 	}
+	// runtime-rs has the daemon create its socket and waits for its ready
+	// line; kata-virtiofsd creates the socket, passes it on as --fd and
+	// prints that line itself, whatever the upstream logs and where.
+	removeSocket, err := virtiofsd.Listen(o)
+	if err != nil {
+		return err
+	}
 	// Probed here, just before the exec, since a syslog daemon may come
 	// and go.
 	upstreamArgs, adapted, err := virtiofsd.Translate(o, daemon, d.protection, virtiofsd.ProbeHost())
 	if err != nil {
+		removeSocket()
 		return err
 	}
 	for _, a := range adapted {
@@ -183,7 +211,29 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 	fields["version"] = daemon.Version
 	fields["args"] = strings.Join(upstreamArgs, " ")
 	logDecision(fields, "starting upstream virtiofsd")
-	return virtiofsd.Exec(o, daemon, upstreamArgs)
+	if err := l.announceReady(o); err != nil {
+		removeSocket()
+		return err
+	}
+	err = virtiofsd.Exec(o, daemon, upstreamArgs)
+	removeSocket()
+	return err
+}
+
+// announceReady prints virtiofsd.ReadyLine on stderr once the vhost-user
+// socket listens, in every mode and whether or not the log goes to syslog:
+// runtime-rs 4.1.0 reads the daemon's stderr and starts the VM only when
+// that line comes (run_virtiofsd in share_virtio_fs_standalone.rs), with no
+// timeout. The Go runtime ignores the daemon's stderr. Nothing is printed
+// without a socket (--print-capabilities).
+func (l launcher) announceReady(o *virtiofsd.Options) error {
+	if o.FD < 0 {
+		return nil
+	}
+	if err := virtiofsd.AnnounceReady(l.stderr, o); err != nil {
+		return fmt.Errorf("writing the ready line to stderr: %w", err)
+	}
+	return nil
 }
 
 // notSelf refuses an upstream that is kata-virtiofsd itself, which would

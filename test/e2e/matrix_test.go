@@ -51,17 +51,45 @@ type column struct {
 
 func matrixColumns() []column {
 	return []column{
-		{Protection: harness.ProtectNone, Expect: func(kernel string) expectation {
-			if kernel == harness.KernelVulnerable {
-				// The test proves the bug is real: it fails if it stops reproducing.
-				return expectation{Outcome: guest.EBADF, Submount: true}
-			}
-			return expectation{Outcome: guest.OK, Submount: true}
-		}},
+		// ours/none is the control of the recover column: our own daemon
+		// without recovery must fail as the upstream daemons do, so that
+		// recovery, and no other difference of our daemon, is what keeps
+		// the volume readable.
+		{Protection: harness.ProtectNone, Expect: noneExpect,
+			Daemons: []harness.Daemon{harness.DaemonC, harness.DaemonRust, harness.DaemonOurs}},
 		{Protection: harness.ProtectNoSubmounts, Expect: func(string) expectation { return expectation{Outcome: guest.OK} }},
 		recoverColumn(),
 	}
 }
+
+// noneExpect is protection none's promise: the bug as it is.
+func noneExpect(kernel string) expectation {
+	if kernel == harness.KernelVulnerable {
+		// The test proves the bug is real: it fails if it stops reproducing.
+		return expectation{Outcome: guest.EBADF, Submount: true}
+	}
+	return expectation{Outcome: guest.OK, Submount: true}
+}
+
+// Launchers: how Kata starts kata-virtiofsd for a cell.
+const (
+	// launcherGo is Kata's Go runtime ≥ 3.2: harness.StartDaemon with its
+	// argv and the listening socket as fd 3.
+	launcherGo = ""
+	// launcherRuntimeRS is runtime-rs 4.1.0 (katalaunch.StartRuntimeRS):
+	// --socket-path, the .../<id>/ro share, -o announce_submounts, the
+	// ready line on piped stderr, SIGKILL.
+	launcherRuntimeRS = "runtime-rs 4.1.0"
+	// launcherKataGo302 and launcherKataGo410: Kata's own Go launch code
+	// of that tag (katalaunch's fixture in Kata's virtcontainers:
+	// createVirtiofsDaemon, virtiofsd.Start with fd 3, Stop), with the
+	// tag's default virtio-fs configuration.
+	launcherKataGo302 = "Kata 3.0.2 Go code"
+	launcherKataGo410 = "Kata 4.1.0 Go code"
+)
+
+// kataGoTag is the Kata tag of a Go-code launcher.
+var kataGoTag = map[string]string{launcherKataGo302: "3.0.2", launcherKataGo410: "4.1.0"}
 
 // cell is one boot of the matrix.
 type cell struct {
@@ -71,10 +99,46 @@ type cell struct {
 	Scenario   guest.Scenario
 	Pressure   guest.Pressure
 	Expect     expectation
+	Launcher   string
 }
 
 func (c cell) name() string {
-	return strings.Join([]string{c.Kernel, string(c.Daemon), string(c.Protection), string(c.Scenario), string(c.Pressure)}, "/")
+	parts := []string{c.Kernel, string(c.Daemon), string(c.Protection), string(c.Scenario), string(c.Pressure)}
+	if c.Launcher != launcherGo {
+		parts = append([]string{strings.ReplaceAll(c.Launcher, " ", "-")}, parts...)
+	}
+	return strings.Join(parts, "/")
+}
+
+// launcherLabel names the launcher in the table.
+func (c cell) launcherLabel() string {
+	if c.Launcher == launcherGo {
+		return "Go ≥3.2 argv"
+	}
+	return c.Launcher
+}
+
+// launcherCells: kata-virtiofsd launched by launcher, one scenario per
+// protection and daemon on each kernel (the launch differs, the guest's bug
+// does not: the full scenario grid runs under the Go ≥3.2 argv above).
+func launcherCells(launcher string) []cell {
+	var cells []cell
+	for _, k := range []string{harness.KernelVulnerable, harness.KernelFixed} {
+		for _, dp := range []struct {
+			d harness.Daemon
+			p harness.Protection
+			e func(string) expectation
+		}{
+			{harness.DaemonOurs, harness.ProtectRecover, recoverColumn().Expect},
+			{harness.DaemonRust, harness.ProtectNoSubmounts, func(string) expectation { return expectation{Outcome: guest.OK} }},
+			{harness.DaemonC, harness.ProtectNoSubmounts, func(string) expectation { return expectation{Outcome: guest.OK} }},
+			{harness.DaemonRust, harness.ProtectNone, noneExpect},
+		} {
+			cells = append(cells, cell{Kernel: k, Daemon: dp.d, Protection: dp.p, Scenario: guest.BindDetach, Pressure: guest.DropCaches,
+				Expect: dp.e(k), Launcher: launcher})
+		}
+	}
+	return cells
 }
 
 func matrixCells() []cell {
@@ -88,11 +152,14 @@ func matrixCells() []cell {
 			for _, d := range daemons {
 				for _, s := range []guest.Scenario{guest.BindDetach, guest.SlaveUmount} {
 					for _, p := range []guest.Pressure{guest.DropCaches, guest.Memory} {
-						cells = append(cells, cell{k, d, col.Protection, s, p, col.Expect(k)})
+						cells = append(cells, cell{Kernel: k, Daemon: d, Protection: col.Protection, Scenario: s, Pressure: p, Expect: col.Expect(k)})
 					}
 				}
 			}
 		}
+	}
+	for _, l := range []string{launcherRuntimeRS, launcherKataGo302, launcherKataGo410} {
+		cells = append(cells, launcherCells(l)...)
 	}
 	return cells
 }
@@ -168,34 +235,59 @@ func TestMatrix(t *testing.T) {
 // runCell boots one guest and asserts what it saw; observed gets the summary
 // for the table, even when the cell stops early.
 func runCell(t *testing.T, env *harness.Env, c cell, observed *string) {
-	dir, share := newCellDir(t)
+	layout := harness.LayoutGo
+	if c.Launcher == launcherRuntimeRS {
+		layout = harness.LayoutRuntimeRS
+	}
+	dir, share := newCellDirAt(t, layout)
 	args := harness.DaemonSpec{Protection: c.Protection, Upstream: env.Upstream[c.Daemon], StateDir: filepath.Join(dir, "state")}.Args(share.Dir)
 	bootCell(t, env, c, dir, share, args, observed)
 }
 
 // newCellDir makes a cell's work directory, whose state subdirectory is the
-// daemon's state dir, and the host share the guest sees.
+// daemon's state dir, and the host share the guest sees, laid out as Kata's
+// Go runtime lays it out.
 func newCellDir(t *testing.T) (string, *hostShare) {
+	return newCellDirAt(t, harness.LayoutGo)
+}
+
+// newCellDirAt is newCellDir with the share's layout (harness.Layout*).
+func newCellDirAt(t *testing.T, layout string) (string, *hostShare) {
 	// Short paths: a unix socket path must fit in 108 bytes.
 	dir, err := os.MkdirTemp("", "ksg-e2e-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	share, err := newHostShare(dir, "sb")
+	share, err := newHostShare(dir, "sb", layout)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, share.Close()) })
 	return dir, share
 }
 
-// bootCell starts kata-virtiofsd with args on share, boots c's guest against
-// it and asserts what the guest saw; the daemon's log is dir/daemon.log.
+// runningDaemon is a started daemon, whichever launcher started it.
+type runningDaemon interface {
+	Exited() (bool, error)
+}
+
+// bootCell starts kata-virtiofsd on share (with args under the Go launcher;
+// runtime-rs builds its own), boots c's guest against it and asserts what
+// the guest saw; the daemon's log is dir/daemon.log.
 func bootCell(t *testing.T, env *harness.Env, c cell, dir string, share *hostShare, args []string, observed *string) {
 	path := env.KataVirtiofsd
 	socket := filepath.Join(dir, "vhost.sock")
 	daemonLog := filepath.Join(dir, "daemon.log")
-	d, err := harness.StartDaemon(path, args, dir, socket, daemonLog)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, d.Stop()) })
-	t.Logf("daemon: %s %s", path, strings.Join(args, " "))
+	var d runningDaemon
+	switch c.Launcher {
+	case launcherRuntimeRS:
+		d = startRuntimeRS(t, env, c, dir, share, socket, daemonLog)
+	case launcherKataGo302, launcherKataGo410:
+		d, socket = startKataGo(t, env, c, dir, share, daemonLog)
+	default:
+		hd, err := harness.StartDaemon(path, args, dir, socket, daemonLog)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, hd.Stop()) })
+		t.Logf("daemon: %s %s", path, strings.Join(args, " "))
+		d = hd
+	}
 
 	spec := harness.VM{
 		QEMU: env.QEMU, Kernel: env.BzImage(c.Kernel), Initrd: env.Initrd,
@@ -220,6 +312,11 @@ func bootCell(t *testing.T, env *harness.Env, c cell, dir string, share *hostSha
 	t.Logf("guest %s: %s", res.Kernel, res.Line())
 	if c.Protection == harness.ProtectRecover {
 		*observed += checkRecoveries(t, c, d, filepath.Join(dir, "state"), share, daemonLog)
+	}
+	if c.Daemon == harness.DaemonOurs {
+		// Not an upstream installed on this host: our own daemon served.
+		dlog, _ := os.ReadFile(daemonLog)
+		require.Contains(t, string(dlog), "serving the share with kata-virtiofsd's own daemon", "daemon log:\n%s", harness.Tail(dlog, 30))
 	}
 	if !assertCell(t, c, res) {
 		t.Logf("console tail:\n%s\ndaemon log:\n%s", harness.Tail(console, 40), harness.Tail(dlog, 30))
@@ -291,16 +388,16 @@ func assertCell(t *testing.T, c cell, r *guest.Result) bool {
 
 func printTable(t *testing.T, rows []row, total time.Duration, parallel int) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nVM truth table: %d cells in %s (%d at a time); daemons started through bin/kata-virtiofsd with Kata's argv\n",
+	fmt.Fprintf(&b, "\nVM truth table: %d cells in %s (%d at a time); kata-virtiofsd built from the tree, started with Kata's Go argv or as runtime-rs 4.1.0 starts it\n",
 		len(rows), total.Round(time.Second), parallel)
-	fmt.Fprintf(&b, "| kernel | daemon | protection | scenario | pressure | expected | observed | result | time |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| launched as | kernel | daemon | protection | scenario | pressure | expected | observed | result | time |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		result := "as expected"
 		if !r.pass {
 			result = "**UNEXPECTED**"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %.0fs |\n", r.cell.Kernel, r.cell.Daemon, r.cell.Protection,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0fs |\n", r.cell.launcherLabel(), r.cell.Kernel, r.cell.Daemon, r.cell.Protection,
 			r.cell.Scenario, r.cell.Pressure, r.cell.Expect, r.observed, result, r.elapsed.Seconds())
 	}
 	fmt.Print(b.String())

@@ -48,7 +48,7 @@ const daemonExitTimeout = 30 * time.Second
 // the status file at <state>/status/<sandbox>.json, final (the daemon ended
 // with the VM), and the daemon's log, which names each recovery once. It
 // returns the summary for the table.
-func checkRecoveries(t *testing.T, c cell, d *harness.DaemonProc, stateDir string, share *hostShare, daemonLog string) string {
+func checkRecoveries(t *testing.T, c cell, d runningDaemon, stateDir string, share *hostShare, daemonLog string) string {
 	t.Helper()
 	deadline := time.Now().Add(daemonExitTimeout)
 	for {

@@ -26,8 +26,8 @@ const (
 
 // newHostShare mounts the share under root. Close unmounts it; so does a
 // setup failing halfway.
-func newHostShare(root, sandboxID string) (s *hostShare, err error) {
-	hs, err := harness.NewShare(root, sandboxID, "64m")
+func newHostShare(root, sandboxID, layout string) (s *hostShare, err error) {
+	hs, err := harness.NewShareAt(root, sandboxID, layout, "64m")
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,8 @@ import (
 // to both translations. A parse either fails with ErrInvalidArgument or gives
 // options whose Rust translation without protection is the command line
 // minus our --guard-* options, and whose no-submounts translation never
-// asks for submounts.
+// asks for submounts and ends with --no-announce-submounts, its only
+// announce flag. Seeded with every Kata launcher's argv.
 func FuzzParse(f *testing.F) {
 	for _, seed := range [][]string{
 		kataArgv(),
@@ -21,6 +22,10 @@ func FuzzParse(f *testing.F) {
 		kataArgv("-o", "xattr,announce_submounts,cache=none", "-do", "source=/x"),
 		{"--cache", "never", "--shared-dir", "/srv", "--socket-path", "/s", "--xattrmap=:map::user.:"},
 		{"--print-capabilities"},
+		kataGo302Argv("none"),
+		kataGo4Argv(true, "--no-announce-submounts", "-o", "announce_submounts"),
+		runtimeRS41Argv(rsSocket, true),
+		runtimeRS41Argv("virtiofsd.sock", false, "--announce-submounts", "--socket-group=kvm"),
 	} {
 		f.Add(strings.Join(seed, "\x00"))
 	}
@@ -46,6 +51,9 @@ func FuzzParse(f *testing.F) {
 		got, _, err = Translate(o, rust113(), ProtectNoSubmounts, noSyslog)
 		if err != nil {
 			t.Fatalf("Translate(%q, rust, no-submounts): %v", args, err)
+		}
+		if len(got) == 0 || got[len(got)-1] != "--no-announce-submounts" || slices.Index(got, "--no-announce-submounts") != len(got)-1 {
+			t.Fatalf("Translate(%q, rust, no-submounts) = %q: want one --no-announce-submounts, last", args, got)
 		}
 		for i, a := range got {
 			if a == "--announce-submounts" || (i > 0 && got[i-1] == "-o" && slices.Contains(strings.Split(a, ","), "announce_submounts")) {
@@ -73,6 +81,17 @@ func FuzzParse(f *testing.F) {
 		}
 		if _, err := CheckServe(o); err != nil && !errors.Is(err, errdefs.ErrNotImplemented) {
 			t.Fatalf("CheckServe(%q): %v", args, err)
+		}
+		// Listen's rewrite of a --socket-path command line is a valid
+		// command line that serves the inherited fd instead.
+		if o.FD < 0 && o.SocketPath != "" {
+			path := o.SocketPath
+			o.useFD(1000, path)
+			rewritten := argTokens(o)
+			r, err := Parse(rewritten)
+			if err != nil || r.FD != 1000 || r.SocketPath != "" || r.SocketGroup != "" || r.SharedDir != o.SharedDir {
+				t.Fatalf("useFD(%q) = %q: parsed %+v, %v", args, rewritten, r, err)
+			}
 		}
 	})
 }

@@ -94,7 +94,8 @@ type Options struct {
 	// SharedDir is the directory to share (--shared-dir, -o source).
 	SharedDir string
 	// SandboxID is the Kata sandbox whose share this is, from SharedDir's
-	// layout .../sandboxes/<id>/shared; empty when SharedDir has another form.
+	// layout .../sandboxes/<id>/shared (Go runtime) or .../sandboxes/<id>/ro
+	// (runtime-rs); empty when SharedDir has another form.
 	SandboxID string
 
 	// FD is the inherited listening vhost-user socket (--fd), or -1.
@@ -153,6 +154,10 @@ type Options struct {
 	// Protection is the protection in force, set by the launcher once it has
 	// read the plan; empty before.
 	Protection Protection
+
+	// socketName is the socket path Listen created in place of
+	// --socket-path, for messages; empty otherwise.
+	socketName string
 
 	// given maps an option's key (see Given) to the argument that last set it.
 	given map[string]string
@@ -615,16 +620,18 @@ func (o *Options) check() error {
 	return nil
 }
 
-// SandboxIDFromSharedDir returns the sandbox id in a Kata shared directory,
-// .../sandboxes/<id>/shared (/run/kata-containers/shared/sandboxes/<id>/shared
-// for a rootful Kata; a rootless Kata puts the same tail under its own
-// runtime dir).
+// SandboxIDFromSharedDir returns the sandbox id in a Kata shared directory:
+// .../sandboxes/<id>/shared, as Kata's Go runtime passes it
+// (/run/kata-containers/shared/sandboxes/<id>/shared), or .../sandboxes/<id>/ro,
+// as runtime-rs passes it (get_host_ro_shared_path in
+// src/runtime-rs/crates/resource/src/share_fs/utils.rs, 4.1.0). A rootless
+// Kata puts the same tail under its own runtime dir.
 func SandboxIDFromSharedDir(dir string) (string, bool) {
 	if dir == "" {
 		return "", false
 	}
 	dir = filepath.Clean(dir)
-	if filepath.Base(dir) != "shared" {
+	if base := filepath.Base(dir); base != "shared" && base != "ro" {
 		return "", false
 	}
 	sandboxDir := filepath.Dir(dir)

@@ -13,10 +13,11 @@ import (
 // describes it (see ProbeHost):
 //
 //   - Rust target: o's own arguments, token for token, without the --guard-*
-//     options; ProtectNoSubmounts removes --announce-submounts (and the -o
-//     announce_submounts compat item) and adds --no-announce-submounts when d
-//     has it (announcing is its default). An option d's --help does not list
-//     is refused.
+//     options; ProtectNoSubmounts removes every --announce-submounts,
+//     --no-announce-submounts and -o announce_submounts item and puts
+//     --no-announce-submounts last when d has it (announcing is its default
+//     and the last of the two flags wins). An option d's --help does not
+//     list is refused.
 //   - C target: the same behaviour spelt in QEMU's options (--shared-dir=D →
 //     -o source=D, --cache=never → -o cache=none, announcing → -o
 //     announce_submounts, ...), with Rust's defaults made explicit where the C
@@ -129,9 +130,15 @@ func harmlessElsewhere(o *Options) []string {
 	return out
 }
 
+// rustArgs replays o's tokens for a Rust virtiofsd. With ProtectNoSubmounts
+// every form that sets announcing, whichever way (--announce-submounts,
+// --no-announce-submounts, the -o announce_submounts item, wherever Kata put
+// them: its defaults, an annotation's appended extra args, runtime-rs's
+// trailing --xattr after them), is taken out and --no-announce-submounts
+// goes last: of the two flags the last one given wins in Rust virtiofsd, so
+// nothing after it can turn announcing back on.
 func rustArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 	var out, cannot []string
-	haveNoAnnounce := false
 	for _, a := range o.Args {
 		if strings.HasPrefix(a.Name, "--guard-") {
 			continue
@@ -142,10 +149,8 @@ func rustArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 		}
 		if p == ProtectNoSubmounts {
 			switch a.Name {
-			case "--announce-submounts":
+			case "--announce-submounts", "--no-announce-submounts":
 				continue
-			case "--no-announce-submounts":
-				haveNoAnnounce = true
 			case "-o":
 				items := strings.Split(a.Value, ",")
 				kept := make([]string, 0, len(items))
@@ -170,8 +175,9 @@ func rustArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 			"virtio_fs_extra_args or use a newer virtiofsd: %w", d, strings.Join(cannot, ", "), errdefs.ErrNotImplemented)
 	}
 	// A Rust virtiofsd without --no-announce-submounts announces only when
-	// asked to (before 1.7 or so), so removing the request was enough.
-	if p == ProtectNoSubmounts && !haveNoAnnounce && d.Supports("--no-announce-submounts") {
+	// asked to (before announcing became its default), so removing every
+	// request was enough.
+	if p == ProtectNoSubmounts && d.Supports("--no-announce-submounts") {
 		out = append(out, "--no-announce-submounts")
 	}
 	return out, nil

@@ -102,7 +102,7 @@ func benchTable(results map[harness.Daemon][]benchResult, rounds int) string {
 		return median(v)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "QEMU 7.2 TCG (no KVM here: only ratios mean anything), guest 6.1 fixed kernel, 512 MiB memfd RAM, queue-size 1024, each daemon started through bin/kata-virtiofsd with Kata's argv (--syslog --cache=auto --thread-pool-size=1 --announce-submounts, the socket as fd 3; default sandbox), one guest per daemon in the same run, median of %d round(s). Ratio = ours ÷ reference throughput (higher is better).\n\n", rounds)
+	fmt.Fprintf(&b, "QEMU 7.2 TCG (no KVM here: only ratios mean anything), guest 6.1 fixed kernel, 512 MiB memfd RAM, queue-size 1024, each daemon started through kata-virtiofsd (built from the tree) with Kata's argv (--syslog --cache=auto --thread-pool-size=1 --announce-submounts, the socket as fd 3; default sandbox), one guest per daemon in the same run, median of %d round(s). Ratio = ours ÷ reference throughput (higher is better).\n\n", rounds)
 	fmt.Fprintf(&b, "| workload | ours (kata-virtiofsd) | Rust virtiofsd 1.13.2 | C virtiofsd (QEMU 7.2) | ours/Rust | ours/C |\n")
 	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, m := range benchMetrics {

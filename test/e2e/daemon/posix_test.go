@@ -178,7 +178,7 @@ func runPOSIXGuest(t *testing.T, env *harness.Env, d harness.Daemon, checks []st
 // that did not pass below it.
 func posixTable(checks []string, results map[harness.Daemon]map[string]guest.POSIXResult, elapsed map[harness.Daemon]time.Duration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nPOSIX suite (test/posix) in a TCG guest (6.1 fixed kernel) against the virtio-fs share, per daemon through bin/kata-virtiofsd with Kata's argv + --xattr\n")
+	fmt.Fprintf(&b, "\nPOSIX suite (test/posix) in a TCG guest (6.1 fixed kernel) against the virtio-fs share, per daemon through kata-virtiofsd (built from the tree) with Kata's argv + --xattr\n")
 	fmt.Fprintf(&b, "| check |")
 	for _, d := range daemons {
 		fmt.Fprintf(&b, " %s |", label(d))

@@ -17,7 +17,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
-// Daemon is who serves the share behind bin/kata-virtiofsd.
+// Daemon is who serves the share behind kata-virtiofsd.
 type Daemon string
 
 const (
@@ -60,7 +60,13 @@ type DaemonSpec struct {
 
 // Args is the daemon's whole command line for the share at sharedDir.
 func (s DaemonSpec) Args(sharedDir string) []string {
-	args := append(KataArgs(sharedDir), s.Extra...)
+	return append(KataArgs(sharedDir), s.ExtraArgs()...)
+}
+
+// ExtraArgs is what the operator adds to virtio_fs_extra_args: Extra, then
+// the --guard-* options.
+func (s DaemonSpec) ExtraArgs() []string {
+	args := append([]string{}, s.Extra...)
 	if s.Protection != "" {
 		args = append(args, "--guard-protection="+string(s.Protection))
 	}
@@ -84,12 +90,6 @@ type DaemonProc struct {
 // StartDaemon creates the listening socket (as Kata does), starts path with
 // args and the socket as fd 3, and closes our copy. The daemon's stdout,
 // stderr and syslog lines go to logPath; workDir holds its syslog socket.
-//
-// The daemon runs under a /dev/log of its own (testutil.Syslog.Wrap): Kata
-// always passes --syslog, and a host without a syslog daemon (CI
-// containers) makes QEMU's C virtiofsd die by SIGSYS at its first message
-// (glibc retries socket(2), which its seccomp filter forbids); on a host
-// with one, the lines would go to the host's journal instead of logPath.
 func StartDaemon(path string, args []string, workDir, socket, logPath string) (*DaemonProc, error) {
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
 	if err != nil {
@@ -102,6 +102,21 @@ func StartDaemon(path string, args []string, workDir, socket, logPath string) (*
 		return nil, err
 	}
 	defer lf.Close()
+	return StartProcess(path, args, nil, []*os.File{lf}, nil, workDir, logPath)
+}
+
+// StartProcess runs path with args, env added to ours, files from fd 3 on
+// and stdin (nil: /dev/null), as StartDaemon runs a daemon: in its own
+// process group, its stdout, stderr and syslog lines in logPath. A launcher
+// started this way (Kata's own launch code, test/katalaunch) passes all of it
+// on to the daemon it starts.
+//
+// It runs under a /dev/log of its own (testutil.Syslog.Wrap): Kata always
+// passes --syslog, and a host without a syslog daemon (CI containers) makes
+// QEMU's C virtiofsd die by SIGSYS at its first message (glibc retries
+// socket(2), which its seccomp filter forbids); on a host with one, the lines
+// would go to the host's journal instead of logPath.
+func StartProcess(path string, args, env []string, files []*os.File, stdin io.Reader, workDir, logPath string) (*DaemonProc, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -116,7 +131,11 @@ func StartDaemon(path string, args []string, workDir, socket, logPath string) (*
 	}
 	d := &DaemonProc{done: make(chan error, 1), syslog: sl, logf: logf}
 	cmd := exec.Command(path, args...)
-	cmd.ExtraFiles = []*os.File{lf}
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	cmd.ExtraFiles = files
+	cmd.Stdin = stdin
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group: the C daemon forks its sandbox child into it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

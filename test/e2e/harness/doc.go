@@ -3,8 +3,8 @@
 // archive around the one guest init (test/e2e/guestinit), QEMU 7.2 under TCG
 // with memfd guest RAM and vhost-user-fs-pci (VM), a sandbox share laid out as
 // Kata lays it out (Share), and a virtio-fs daemon started through
-// bin/kata-virtiofsd with Kata's argv and the listening socket as fd 3
-// (DaemonSpec, StartDaemon).
+// kata-virtiofsd, built from this tree, with Kata's argv and the listening
+// socket as fd 3 (DaemonSpec, StartDaemon).
 //
 // Spec: the initramfs buffer format (Linux
 // Documentation/driver-api/early-userspace/buffer-format.rst), VIRTIO 1.2

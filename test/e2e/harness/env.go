@@ -27,7 +27,7 @@ type Env struct {
 	Kernels       string
 	Initrd        string
 	Upstream      map[Daemon]string // the upstream virtiofsd of each flavour
-	KataVirtiofsd string
+	KataVirtiofsd string            // built from this tree by NewEnv
 }
 
 // EnvOption adds to what NewEnv builds.
@@ -62,11 +62,10 @@ func NewEnv(t *testing.T, opts ...EnvOption) *Env {
 		_, err := os.Stat(p)
 		testutil.Require(t, err == nil, string(d)+" virtiofsd missing at "+p+" (test/setup installs it)")
 	}
-	// The product path: every daemon is started through kata-virtiofsd
-	// (make e2e builds bin/ first).
-	env.KataVirtiofsd = filepath.Join(root, "bin/kata-virtiofsd")
-	_, err := os.Stat(env.KataVirtiofsd)
-	testutil.Require(t, err == nil, env.KataVirtiofsd+" missing: run make build (make e2e does)")
+	// The product path: every daemon is started through kata-virtiofsd,
+	// built here from this tree as make build builds it: a stale bin/ must
+	// not stand in for the code under test.
+	env.KataVirtiofsd = testutil.BuildCommand(t, "kata-virtiofsd")
 
 	work := t.TempDir()
 	initBin := filepath.Join(work, "init")

@@ -21,7 +21,18 @@ type Share struct {
 // (e.g. "64m"), as Kata's /run is, or a plain directory of root's
 // filesystem if tmpfsSize is "". Close unmounts whatever was mounted.
 func NewShare(root, sandboxID, tmpfsSize string) (*Share, error) {
-	s := &Share{SandboxID: sandboxID, Dir: filepath.Join(root, "sandboxes", sandboxID, "shared")}
+	return NewShareAt(root, sandboxID, LayoutGo, tmpfsSize)
+}
+
+// Share layouts: the last element of the shared dir.
+const (
+	LayoutGo        = "shared" // Kata's Go runtime: sandboxes/<id>/shared
+	LayoutRuntimeRS = "ro"     // runtime-rs: sandboxes/<id>/ro
+)
+
+// NewShareAt is NewShare with the shared dir at <root>/sandboxes/<id>/<layout>.
+func NewShareAt(root, sandboxID, layout, tmpfsSize string) (*Share, error) {
+	s := &Share{SandboxID: sandboxID, Dir: filepath.Join(root, "sandboxes", sandboxID, layout)}
 	if tmpfsSize == "" {
 		if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 			return nil, err
