@@ -143,7 +143,8 @@ func TestCheckRealKernels(t *testing.T) {
 			path := writeConfig(t, tc.tables, tc.guard)
 			code, stdout, stderr := check(t, checkOptions{ConfigPath: path, Strict: tc.strict})
 			require.Equal(t, tc.code, code, "stdout:\n%s\nstderr:\n%s", stdout, stderr)
-			require.Contains(t, stdout, "  config:            "+path+" (flag)\n")
+			require.Contains(t, stdout, "  config:            "+path+" (flag, as Kata's Go runtime 2.x/3.x chooses it)\n")
+			require.Contains(t, stdout, "  delegate:          "+filepath.Join(filepath.Dir(path), "containerd-shim-kata-v2.upstream")+": go-3 (Kata Containers containerd shim (Golang): id: \"io.containerd.kata.v2\", version: 3.2.0, commit: test)\n")
 			for _, s := range tc.stdout {
 				require.Contains(t, stdout, s)
 			}
