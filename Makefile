@@ -10,7 +10,7 @@ BINARIES := containerd-shim-kata-v2 kata-runtime kata-virtiofsd
 REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.revision=$(REVISION)
 
-.PHONY: all build inspect test test-with-syslog test-without-syslog unit-test integration e2e bench fuzz lint clean help
+.PHONY: all build inspect setup test test-with-syslog test-without-syslog unit-test integration e2e bench fuzz lint clean help
 
 all: build
 
@@ -26,7 +26,10 @@ inspect: build ## the main job: inspect guest kernel images, KERNELS="PATH..." (
 	if [ -z "$$k" ]; then test/setup/40-debian-kernel.sh >&2; k=$$(ls -d $(KSG_CACHE)/debian-kernels/*/vmlinu[xz] $(KSG_CACHE)/debian-kernels/*/Image.gz); fi; \
 	$(BIN)/kata-runtime guest-kernel inspect $$k
 
-test: build lint ## run every test: unit (-race), containerd integration and the VM suite, then the syslog-facing suites with and without a syslog
+setup: ## install what the tests need (Debian packages, crictl, Rust virtiofsd, kernels, Kata's own shims), cached in KSG_CACHE; idempotent
+	@set -e; for step in test/setup/[0-9]*.sh; do echo "==> $$step"; "$$step"; done
+
+test: setup build lint ## set up, then run every test: unit (-race), containerd integration, Kata's own code, the VM suite, then the syslog-facing suites with and without a syslog
 	KSG_INTEGRATION=1 KSG_E2E=1 $(GO) test -race -count=1 -timeout 80m ./...
 	@$(MAKE) --no-print-directory test-with-syslog test-without-syslog
 
