@@ -60,6 +60,9 @@ type Backend struct {
 
 	mem  memHolder
 	jobs chan job
+	// quit ends the workers once Serve has stopped every queue. jobs is
+	// never closed: a dispatcher of an abandoned run may still hold a chain.
+	quit chan struct{}
 }
 
 type job struct {
@@ -96,18 +99,31 @@ func NewBackend(dev Device, cfg Config) *Backend {
 func (b *Backend) Serve(ctx context.Context, c *net.UnixConn) error {
 	if b.cfg.Workers > 0 {
 		b.jobs = make(chan job, b.cfg.Workers)
+		b.quit = make(chan struct{})
 		var wg sync.WaitGroup
 		for range b.cfg.Workers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for j := range b.jobs {
-					j.q.serve(ctx, j.c)
-				}
+				b.work(ctx)
 			}()
 		}
-		defer wg.Wait()
-		defer close(b.jobs)
+		// After shutdown: every run is stopped or abandoned, so what is
+		// left in jobs belongs to abandoned runs and is only released.
+		// Workers still inside Handle are waited for: the device's file
+		// system is closed after Serve returns.
+		defer func() {
+			close(b.quit)
+			wg.Wait()
+			for {
+				select {
+				case j := <-b.jobs:
+					j.q.complete(ctx, j.c, 0)
+				default:
+					return
+				}
+			}
+		}()
 	}
 	stopRead := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stopRead()
@@ -147,6 +163,17 @@ func (b *Backend) Serve(ctx context.Context, c *net.UnixConn) error {
 	}
 }
 
+func (b *Backend) work(ctx context.Context) {
+	for {
+		select {
+		case j := <-b.jobs:
+			j.q.serve(ctx, j.c)
+		case <-b.quit:
+			return
+		}
+	}
+}
+
 func (b *Backend) shutdown(ctx context.Context) {
 	for _, q := range b.queues {
 		q.stop(ctx)
@@ -182,7 +209,7 @@ func (b *Backend) vringState(m *message, what string) (vringState, *queue, error
 
 // stopped refuses to change a running queue's layout.
 func (q *queue) stopped(what string) error {
-	if q.running {
+	if q.running() {
 		return fmt.Errorf("%s: queue %d is running: %w", what, q.index, errdefs.ErrFailedPrecondition)
 	}
 	return nil
@@ -205,7 +232,7 @@ func (b *Backend) handle(ctx context.Context, m *message) (reply []byte, err err
 		}
 		b.acked = v
 		for _, q := range b.queues {
-			q.features.Store(v)
+			q.features = v
 		}
 		return nil, nil
 	case reqGetProtocolFeatures:
@@ -390,14 +417,14 @@ func closeFD(fd int) {
 }
 
 func (b *Backend) maybeStart(ctx context.Context, q *queue) error {
-	if q.running || q.kick == nil || !q.addrSet || q.num == 0 || !q.enabled {
+	if q.running() || q.kick == nil || !q.addrSet || q.num == 0 || !q.enabled {
 		return nil
 	}
 	t := b.mem.acquire()
 	if t == nil {
 		return fmt.Errorf("queue %d: rings set before any memory table: %w", q.index, errdefs.ErrFailedPrecondition)
 	}
-	_, err := translateRings(t, q.addrs, q.num, q.features.Load()&FeatureRingEventIdx != 0)
+	_, err := translateRings(t, q.addrs, q.num, q.features&FeatureRingEventIdx != 0)
 	t.unref()
 	if err != nil {
 		return fmt.Errorf("queue %d: %w", q.index, err)

@@ -43,6 +43,7 @@ type Chain struct {
 
 	table *memTable
 	rings rings
+	run   *queueRun
 }
 
 // walkChain reads the chain starting at head from desc, a table of num
