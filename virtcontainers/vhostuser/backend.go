@@ -45,6 +45,10 @@ type Config struct {
 	DrainTimeout time.Duration
 }
 
+// MaxWorkers caps Config.Workers: a worker blocked in a file operation holds
+// an OS thread, and Go ends the process at 10,000 threads.
+const MaxWorkers = 1024
+
 const offeredProtocol = ProtocolMQ | ProtocolReplyAck | ProtocolResetDevice | ProtocolConfigureMemSlots
 
 // Backend is the device side of one vhost-user connection.
@@ -63,6 +67,11 @@ type Backend struct {
 	// quit ends the workers once Serve has stopped every queue. jobs is
 	// never closed: a dispatcher of an abandoned run may still hold a chain.
 	quit chan struct{}
+
+	// anon is the inode every eventfd shares (see checkEventfd).
+	anonOnce sync.Once
+	anon     unix.Stat_t
+	anonErr  error
 }
 
 type job struct {
@@ -97,6 +106,9 @@ func NewBackend(dev Device, cfg Config) *Backend {
 // ends (ctx.Err()), then stops every queue and releases guest memory. A
 // Backend serves one connection once.
 func (b *Backend) Serve(ctx context.Context, c *net.UnixConn) error {
+	if b.cfg.Workers > MaxWorkers || b.cfg.Workers < 0 {
+		return fmt.Errorf("vhost-user backend: %d workers, want 0 to %d: %w", b.cfg.Workers, MaxWorkers, errdefs.ErrInvalidArgument)
+	}
 	if b.cfg.Workers > 0 {
 		b.jobs = make(chan job, b.cfg.Workers)
 		b.quit = make(chan struct{})
@@ -376,6 +388,10 @@ func (b *Backend) setVringFD(ctx context.Context, m *message) error {
 	}
 	var f *os.File
 	if fd >= 0 {
+		if err := b.checkEventfd(fd); err != nil {
+			closeFD(fd)
+			return fmt.Errorf("%s: queue %d: %w", what, q.index, err)
+		}
 		if err := unix.SetNonblock(fd, true); err != nil {
 			closeFD(fd)
 			return fmt.Errorf("%s: %w", what, err)
@@ -408,6 +424,35 @@ func (b *Backend) setVringFD(ctx context.Context, m *message) error {
 		q.enabled = true
 	}
 	return b.maybeStart(ctx, q)
+}
+
+// checkEventfd refuses an fd that is not an anonymous-inode file such as
+// an eventfd: a pipe, socket or file would stall or fail the dispatcher
+// later, far from the message that brought it. All anonymous-inode files
+// share one inode, which a probe eventfd of our own identifies; timerfd and
+// signalfd share it too, and only /proc (not reachable in the sandbox)
+// could tell them apart.
+func (b *Backend) checkEventfd(fd int) error {
+	b.anonOnce.Do(func() {
+		p, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+		if err != nil {
+			b.anonErr = fmt.Errorf("probe eventfd: %w", err)
+			return
+		}
+		defer unix.Close(p)
+		b.anonErr = unix.Fstat(p, &b.anon)
+	})
+	if b.anonErr != nil {
+		return b.anonErr
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("fstat fd: %w", err)
+	}
+	if st.Dev != b.anon.Dev || st.Ino != b.anon.Ino {
+		return fmt.Errorf("fd is not an eventfd (mode 0%o): %w", st.Mode, errdefs.ErrInvalidArgument)
+	}
+	return nil
 }
 
 func closeFD(fd int) {

@@ -38,6 +38,8 @@ type queue struct {
 
 	one  [8]byte
 	pool sync.Pool
+	// warn limits the warnings the guest can trigger on this queue.
+	warn WarnLimiter
 }
 
 func (q *queue) reset() {
@@ -145,47 +147,62 @@ func (q *queue) dispatch(ctx context.Context, kick *os.File, r *queueRun) {
 // drain hands out every available chain. It returns false when the run
 // must end: asked to, or the guest broke the ring.
 func (q *queue) drain(ctx context.Context, r *queueRun) bool {
+	for {
+		more, ok := q.drainTable(ctx, r)
+		if !more {
+			return ok
+		}
+	}
+}
+
+// drainTable is drain through one memory table. It stops early (more) when
+// the frontend replaces the table, so that a queue the guest keeps busy
+// translates its next chains through the new one.
+func (q *queue) drainTable(ctx context.Context, r *queueRun) (more, ok bool) {
 	t := q.b.mem.acquire()
 	if t == nil {
 		log.G(ctx).Error("virtqueue: no guest memory")
-		return false
+		return false, false
 	}
 	defer t.unref()
 	eventIdx := r.features&FeatureRingEventIdx != 0
 	rg, err := translateRings(t, r.addrs, r.num, eventIdx)
 	if err != nil {
 		log.G(ctx).WithError(err).Error("virtqueue rings")
-		return false
+		return false, false
 	}
 	lim := q.b.dev.Limits()
 	indirect := r.features&FeatureRingIndirectDesc != 0
 	for !r.stopping.Load() {
+		if q.b.mem.p.Load() != t {
+			return true, true
+		}
 		avail := rg.availIdx()
 		next := r.nextAvail
 		if avail == next {
 			if !eventIdx {
-				return true
+				return false, true
 			}
 			rg.setAvailEvent(next)
 			r.fence.Add(1) // store-load fence before the re-check
 			if rg.availIdx() == next {
-				return true
+				return false, true
 			}
 			continue
 		}
 		if uint16(avail-next) > r.num {
 			log.G(ctx).WithField("avail_idx", avail).WithField("next_avail", next).Error("virtqueue: guest made more buffers available than the ring holds; queue stopped")
-			return false
+			return false, false
 		}
 		head := rg.availEntry(next)
 		if head >= r.num {
 			log.G(ctx).WithField("head", head).Error("virtqueue: chain head outside the descriptor table; queue stopped")
-			return false
+			return false, false
 		}
 		r.mu.Lock()
 		if r.abandoned {
 			r.mu.Unlock()
-			return false
+			return false, false
 		}
 		r.nextAvail++
 		r.inflight.Add(1)
@@ -197,7 +214,9 @@ func (q *queue) drain(ctx context.Context, r *queueRun) bool {
 		c.table, c.rings, c.run = t, rg, r
 		t.refs.Add(1) // the chain's own reference
 		if err := walkChain(t, rg.desc, r.num, head, indirect, lim, c); err != nil {
-			log.G(ctx).WithError(err).WithField("head", head).Warn("virtqueue: bad descriptor chain; returned unused")
+			if ok, n := q.warn.Allow("bad descriptor chain"); ok {
+				log.G(ctx).WithError(err).WithField("head", head).WithField("suppressed", n).Warn("virtqueue: bad descriptor chain; returned unused")
+			}
 			q.complete(ctx, c, 0)
 			continue
 		}
@@ -209,10 +228,10 @@ func (q *queue) drain(ctx context.Context, r *queueRun) bool {
 		case q.b.jobs <- job{q: q, c: c}:
 		case <-r.abandon:
 			q.complete(ctx, c, 0) // dropped: the run is abandoned
-			return false
+			return false, false
 		}
 	}
-	return false
+	return false, false
 }
 
 // signal writes the call eventfd. The frontend may swap it concurrently

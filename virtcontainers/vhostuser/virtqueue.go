@@ -160,8 +160,16 @@ func translateRings(t *memTable, a ringAddrs, num uint16, eventIdx bool) (rings,
 	if r.used, ok = t.userSlice(a.used, 4+8*n+extra); !ok {
 		return rings{}, fmt.Errorf("used ring at 0x%x outside guest memory", a.used)
 	}
+	// The indexes are accessed atomically through our mapping, which is
+	// where alignment matters: a region's frontend address need not share
+	// its mapping's alignment, and a misaligned atomic faults on arm64.
+	if hostAddr(r.avail)%2 != 0 || hostAddr(r.used)%4 != 0 {
+		return rings{}, fmt.Errorf("rings misaligned in the backend's mapping (avail 0x%x, used 0x%x): the memory region's user address and mmap offset disagree in alignment", a.avail, a.used)
+	}
 	return r, nil
 }
+
+func hostAddr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
 
 // availIdx loads the driver's avail->idx with acquire semantics through the
 // aligned 32-bit word that holds it.
