@@ -50,6 +50,9 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 		log.G(ctx).WithField("options", strings.Join(harmless, " ")).
 			Info("options without effect on kata-virtiofsd's own daemon, which holds O_PATH descriptors and does not migrate")
 	}
+	if err := vhostuser.CheckHost(); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
 	if o.ThreadPoolSize > vhostuser.MaxWorkers {
 		return fmt.Errorf("serve: --thread-pool-size=%d is above %d: each busy worker holds an OS thread; give at most %d (Kata's default is 1): %w",
 			o.ThreadPoolSize, vhostuser.MaxWorkers, vhostuser.MaxWorkers, errdefs.ErrInvalidArgument)

@@ -271,11 +271,7 @@ func (q *queue) complete(ctx context.Context, c *Chain, n uint32) {
 		rg.putUsed(old, c.Head, n)
 		r.nextUsed++
 		rg.publishUsed(r.nextUsed)
-		if rg.eventIdx {
-			notify = vringNeedEvent(rg.usedEvent(), r.nextUsed, old)
-		} else {
-			notify = rg.availFlags()&availFlagNoIntr == 0
-		}
+		notify = rg.needNotify(old, r.nextUsed)
 	}
 	r.mu.Unlock()
 	if notify {
