@@ -68,6 +68,9 @@ type Backend struct {
 	// quit ends the workers once Serve has stopped every queue. jobs is
 	// never closed: a dispatcher of an abandoned run may still hold a chain.
 	quit chan struct{}
+	// dispatchers counts the dispatchers that hand chains to workers;
+	// they end promptly once their run is abandoned.
+	dispatchers sync.WaitGroup
 
 	// anon is the inode every eventfd shares (see checkEventfd).
 	anonOnce sync.Once
@@ -125,12 +128,14 @@ func (b *Backend) Serve(ctx context.Context, c *net.UnixConn) error {
 			}()
 		}
 		// After shutdown: every run is stopped or abandoned, so what is
-		// left in jobs belongs to abandoned runs and is only released.
-		// Workers still inside Handle are waited for: the device's file
-		// system is closed after Serve returns.
+		// left in jobs belongs to abandoned runs and is only released,
+		// once no dispatcher can add to it. Workers still inside Handle
+		// are waited for: the device's file system is closed after Serve
+		// returns.
 		defer func() {
 			close(b.quit)
 			wg.Wait()
+			b.dispatchers.Wait()
 			for {
 				select {
 				case j := <-b.jobs:

@@ -94,7 +94,12 @@ func (q *queue) start(ctx context.Context) {
 	q.run = r
 	_ = q.kick.SetReadDeadline(time.Time{})
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("queue", q.index))
-	go q.dispatch(ctx, q.kick, r)
+	if q.inline || q.b.jobs == nil {
+		go q.dispatch(ctx, q.kick, r)
+	} else {
+		q.b.dispatchers.Add(1)
+		go func() { defer q.b.dispatchers.Done(); q.dispatch(ctx, q.kick, r) }()
+	}
 	log.G(ctx).Debug("virtqueue started")
 }
 
