@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	stdlog "log"
 	"strings"
 	"sync"
@@ -115,6 +116,11 @@ func (w *fuseLog) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// GuestLog is a writer for messages a guest can cause, such as those go-fuse
+// prints with the standard logger: each becomes a warning on ctx's logger,
+// one per kind and interval.
+func (d *Device) GuestLog(ctx context.Context) io.Writer { return &fuseLog{ctx: ctx, warn: d.warn} }
 
 // messageKind is msg's first words without numbers: "Unimplemented opcode
 // 9999" and "Unimplemented opcode 4242" are one kind.

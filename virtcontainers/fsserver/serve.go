@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"os"
 	"os/user"
@@ -261,6 +262,13 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 		mo.DisableReadDirPlus = true
 	}
 	dev := NewDevice(ctx, fs, mo, DeviceConfig{RequestQueues: requestQueues})
+	// go-fuse reports some malformed requests (a short READ) with the
+	// standard logger, straight to stderr: rate-limit those too. This
+	// process serves one device, so taking the global logger is ours to do.
+	defer stdlog.SetOutput(stdlog.Writer())
+	defer stdlog.SetFlags(stdlog.Flags())
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(dev.GuestLog(ctx))
 	b := vhostuser.NewBackend(dev, vhostuser.Config{Workers: o.ThreadPoolSize, InlineQueues: []int{HiprioQueue}})
 	log.G(ctx).WithFields(logrus.Fields{
 		"cache":              o.Cache,
