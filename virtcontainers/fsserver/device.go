@@ -56,10 +56,11 @@ type Device struct {
 	queues int
 	lim    vhostuser.Limits
 
-	// session orders INIT against every other request: INIT updates the
-	// protocol server's negotiated state, which requests read, and a second
-	// INIT (a rebooted guest) resets the file system, which must not happen
-	// under a request of the old session. INIT takes it exclusively.
+	// session orders INIT and DESTROY against every other request: INIT
+	// updates the protocol server's negotiated state, which requests read,
+	// and a second INIT (a rebooted guest) or DESTROY resets the file
+	// system, which must not happen under a request of the old session.
+	// Those two take it exclusively.
 	session  sync.RWMutex
 	initDone atomic.Bool
 	// warn limits the warnings a guest can trigger.
@@ -166,7 +167,8 @@ func (d *Device) Handle(ctx context.Context, q int, c *vhostuser.Chain) (n uint3
 	if got == inHeaderSize {
 		op = binary.LittleEndian.Uint32(hdr[4:])
 	}
-	if op == opInit {
+	if op == opInit || op == opDestroy {
+		// Both reset the session: never under another request.
 		d.session.Lock()
 		defer d.session.Unlock()
 	} else {
@@ -190,8 +192,8 @@ func (d *Device) Handle(ctx context.Context, q int, c *vhostuser.Chain) (n uint3
 			return errorReply(c.Writable, hdr[:got], syscall.EIO)
 		}
 	case !d.initDone.Load():
-		// No session yet: nothing to act on, as the kernel's own FUSE
-		// answers a request before INIT.
+		// No session yet: go-fuse has negotiated nothing, so nothing is
+		// acted on.
 		d.guestWarn(ctx, q, "virtio-fs request before INIT", logrus.Fields{"opcode": op})
 		if op == opForget || op == opBatchForget {
 			return 0

@@ -131,24 +131,36 @@ func TestDeviceFailedInitChangesNothing(t *testing.T) {
 	require.Equal(t, []string{"caps:submounts", "reset", "caps:none"}, spy.log())
 }
 
-// A second INIT waits for the old session's requests: the reset must not
-// run under a request in flight.
-func TestDeviceSecondInitWaitsForRequestsInFlight(t *testing.T) {
-	spy := &sessionSpy{hold: make(chan struct{})}
-	s := spySession(t, context.Background(), spy, 2)
-	_, err := s.clients[0].init(guestInitFlags)
-	require.NoError(t, err)
-	attrDone := make(chan error, 1)
-	go func() { _, err := s.clients[0].getattr(); attrDone <- err }()
-	require.Eventually(t, func() bool { return spy.inAttr.Load() == 1 }, 5*time.Second, time.Millisecond)
-	initDone := make(chan error, 1)
-	go func() { _, err := s.clients[1].init(guestInitFlags); initDone <- err }()
-	time.Sleep(100 * time.Millisecond)
-	close(spy.hold)
-	require.NoError(t, <-attrDone)
-	require.NoError(t, <-initDone)
-	require.Equal(t, []string{"caps:submounts", "getattr", "reset", "caps:submounts"}, spy.log(),
-		"the second INIT reset the session under a request in flight")
+// A second INIT (a rebooted guest) or a DESTROY waits for the session's
+// requests in flight: the reset must not run under one of them.
+func TestDeviceSessionResetWaitsForRequestsInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reset func(c *client) error
+		want  []string
+	}{
+		{"second_init", func(c *client) error { _, err := c.init(guestInitFlags); return err },
+			[]string{"caps:submounts", "getattr", "reset", "caps:submounts"}},
+		{"destroy", func(c *client) error { _, err := c.call(opDestroy, 0, nil, nil, 0); return err },
+			[]string{"caps:submounts", "getattr", "reset"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spy := &sessionSpy{hold: make(chan struct{})}
+			s := spySession(t, context.Background(), spy, 2)
+			_, err := s.clients[0].init(guestInitFlags)
+			require.NoError(t, err)
+			attrDone := make(chan error, 1)
+			go func() { _, err := s.clients[0].getattr(); attrDone <- err }()
+			require.Eventually(t, func() bool { return spy.inAttr.Load() == 1 }, 5*time.Second, time.Millisecond)
+			resetDone := make(chan error, 1)
+			go func() { resetDone <- tc.reset(s.clients[1]) }()
+			time.Sleep(100 * time.Millisecond)
+			close(spy.hold)
+			require.NoError(t, <-attrDone)
+			require.NoError(t, <-resetDone)
+			require.Equal(t, tc.want, spy.log(), "the session was reset under a request in flight")
+		})
+	}
 }
 
 // A guest repeating a request go-fuse complains about (here an opcode
