@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	stdlog "log"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,8 +26,13 @@ const HiprioQueue = 0
 const (
 	inHeaderSize  = 40
 	outHeaderSize = 16
+	opForget      = 2
 	opInit        = 26
 	opDestroy     = 38
+	opBatchForget = 42
+	// FUSE protocol versions go-fuse speaks (include/uapi/linux/fuse.h).
+	fuseMajor    = 7
+	fuseMinorMin = 12
 	// slack covers the request header and structs around a payload of
 	// max_write bytes, and xattr values (64 KiB).
 	slack = 1<<16 + 1<<12
@@ -49,10 +56,15 @@ type Device struct {
 	queues int
 	lim    vhostuser.Limits
 
-	// INIT updates the protocol server's negotiated state, which later
-	// requests read: serialize requests until INIT has been answered.
+	// session orders INIT and DESTROY against every other request: INIT
+	// updates the protocol server's negotiated state, which requests read,
+	// and a second INIT (a rebooted guest) or DESTROY resets the file
+	// system, which must not happen under a request of the old session.
+	// Those two take it exclusively.
+	session  sync.RWMutex
 	initDone atomic.Bool
-	initMu   sync.Mutex
+	// warn limits the warnings a guest can trigger.
+	warn *vhostuser.WarnLimiter
 }
 
 var _ vhostuser.Device = (*Device)(nil)
@@ -64,9 +76,11 @@ func NewDevice(ctx context.Context, fs fuse.RawFileSystem, opts *fuse.MountOptio
 	o := *opts
 	o.DisabledCapabilities |= refusedCaps
 	o.ExtraCapabilities &^= refusedCaps
+	warn := &vhostuser.WarnLimiter{}
 	if o.Logger == nil {
-		w := log.G(ctx).WithField("component", "go-fuse").WriterLevel(logrus.WarnLevel)
-		o.Logger = stdlog.New(w, "", 0)
+		// go-fuse complains about malformed requests: the guest chooses
+		// how often.
+		o.Logger = stdlog.New(&fuseLog{ctx: ctx, warn: warn}, "", 0)
 	}
 	if o.MaxWrite <= 0 {
 		o.MaxWrite = 1 << 20
@@ -81,7 +95,57 @@ func NewDevice(ctx context.Context, fs fuse.RawFileSystem, opts *fuse.MountOptio
 		ps:     ps,
 		queues: 1 + cfg.RequestQueues,
 		lim:    vhostuser.Limits{MaxReadable: limit, MaxWritable: limit},
+		warn:   warn,
 	}
+}
+
+// fuseLog passes go-fuse's messages to the log as warnings, one per kind
+// and interval.
+type fuseLog struct {
+	ctx  context.Context
+	warn *vhostuser.WarnLimiter
+}
+
+func (w *fuseLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if ok, n := w.warn.Allow(messageKind(msg)); ok {
+		e := log.G(w.ctx).WithField("component", "go-fuse")
+		if n > 0 {
+			e = e.WithField("suppressed", n)
+		}
+		e.Warn(msg)
+	}
+	return len(p), nil
+}
+
+// GuestLog is a writer for messages a guest can cause, such as those go-fuse
+// prints with the standard logger: each becomes a warning on ctx's logger,
+// one per kind and interval.
+func (d *Device) GuestLog(ctx context.Context) io.Writer { return &fuseLog{ctx: ctx, warn: d.warn} }
+
+// messageKind is msg's first words without numbers: "Unimplemented opcode
+// 9999" and "Unimplemented opcode 4242" are one kind.
+func messageKind(msg string) string {
+	words := strings.Fields(strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return -1
+		}
+		return r
+	}, msg))
+	return strings.Join(words[:min(len(words), 3)], " ")
+}
+
+// guestWarn logs a warning the guest caused, rate-limited by reason.
+func (d *Device) guestWarn(ctx context.Context, q int, reason string, fields logrus.Fields) {
+	ok, n := d.warn.Allow(reason)
+	if !ok {
+		return
+	}
+	e := log.G(ctx).WithFields(fields).WithField("queue", q)
+	if n > 0 {
+		e = e.WithField("suppressed", n)
+	}
+	e.Warn(reason)
 }
 
 // NumQueues implements vhostuser.Device.
@@ -99,24 +163,42 @@ func (d *Device) Limits() vhostuser.Limits { return d.lim }
 func (d *Device) Handle(ctx context.Context, q int, c *vhostuser.Chain) (n uint32) {
 	var hdr [inHeaderSize]byte
 	got := copyIov(hdr[:], c.Readable)
-	if !d.initDone.Load() {
-		d.initMu.Lock()
-		defer d.initMu.Unlock()
+	op := uint32(0)
+	if got == inHeaderSize {
+		op = binary.LittleEndian.Uint32(hdr[4:])
+	}
+	if op == opInit || op == opDestroy {
+		// Both reset the session: never under another request.
+		d.session.Lock()
+		defer d.session.Unlock()
+	} else {
+		d.session.RLock()
+		defer d.session.RUnlock()
 	}
 	defer func() {
 		// The file system and go-fuse already recover their panics; this
 		// catches the bridge's own so one bad request cannot kill the daemon.
 		if r := recover(); r != nil {
-			log.G(ctx).WithField("panic", r).Error("virtio-fs request panicked")
+			d.guestWarn(ctx, q, "virtio-fs request panicked", logrus.Fields{"panic": r})
 			n = errorReply(c.Writable, hdr[:got], syscall.EIO)
 		}
 	}()
-	op := uint32(0)
-	if got == inHeaderSize {
-		op = binary.LittleEndian.Uint32(hdr[4:])
-	}
-	if op == opInit {
-		d.sessionStart(ctx, c.Readable)
+	var initFlags uint64
+	switch {
+	case op == opInit:
+		var err error
+		if initFlags, err = parseInit(c.Readable); err != nil {
+			d.guestWarn(ctx, q, "virtio-fs INIT refused", logrus.Fields{"error": err})
+			return errorReply(c.Writable, hdr[:got], syscall.EIO)
+		}
+	case !d.initDone.Load():
+		// No session yet: go-fuse has negotiated nothing, so nothing is
+		// acted on.
+		d.guestWarn(ctx, q, "virtio-fs request before INIT", logrus.Fields{"opcode": op})
+		if op == opForget || op == opBatchForget {
+			return 0
+		}
+		return errorReply(c.Writable, hdr[:got], syscall.EIO)
 	}
 	written, status := d.ps.HandleRequest(c.Readable, c.Writable)
 	if op == opDestroy {
@@ -134,11 +216,11 @@ func (d *Device) Handle(ctx context.Context, q int, c *vhostuser.Chain) (n uint3
 		// the guest must not see a partial header.
 		return 0
 	}
-	if op == opInit && !d.initDone.Load() {
-		if written >= outHeaderSize && outError(c.Writable) == 0 {
-			d.initDone.Store(true)
-			log.G(ctx).WithField("queue", q).Debug("virtio-fs session initialised")
-		}
+	if op == opInit && written >= outHeaderSize && outError(c.Writable) == 0 {
+		// Only an INIT that succeeded starts a session.
+		d.sessionStart(ctx, initFlags)
+		d.initDone.Store(true)
+		log.G(ctx).WithField("queue", q).Debug("virtio-fs session initialised")
 	}
 	return uint32(written)
 }
@@ -150,23 +232,35 @@ type (
 	capsSetter interface{ SetKernelCapabilities(flags uint64) }
 )
 
-// sessionStart tells the file system what the guest kernel offers in INIT,
-// and that a second INIT (a rebooted guest) starts a new session.
-func (d *Device) sessionStart(ctx context.Context, in [][]byte) {
+// parseInit checks an INIT's protocol version and returns the flags the
+// guest kernel offers.
+func parseInit(in [][]byte) (uint64, error) {
 	var b [inHeaderSize + 24]byte
 	n := copyIov(b[:], in)
+	if n < inHeaderSize+16 {
+		return 0, fmt.Errorf("INIT of %d bytes, want at least %d", n, inHeaderSize+16)
+	}
+	major := binary.LittleEndian.Uint32(b[inHeaderSize:])
+	minor := binary.LittleEndian.Uint32(b[inHeaderSize+4:])
+	if major != fuseMajor || minor < fuseMinorMin {
+		return 0, fmt.Errorf("FUSE protocol %d.%d, want %d.%d or later %d.x", major, minor, fuseMajor, fuseMinorMin, fuseMajor)
+	}
+	flags := uint64(binary.LittleEndian.Uint32(b[inHeaderSize+12:]))
+	if flags&fuse.CAP_INIT_EXT != 0 && n >= inHeaderSize+20 {
+		flags |= uint64(binary.LittleEndian.Uint32(b[inHeaderSize+16:])) << 32
+	}
+	return flags, nil
+}
+
+// sessionStart tells the file system what the guest kernel offered in an
+// INIT that succeeded, and that a second one (a rebooted guest) starts a
+// new session. The caller holds the session lock exclusively.
+func (d *Device) sessionStart(ctx context.Context, flags uint64) {
 	if d.initDone.Load() {
 		if r, ok := d.fs.(resetter); ok {
 			log.G(ctx).Info("virtio-fs guest started a new session; forgetting the old one")
 			r.Reset()
 		}
-	}
-	if n < inHeaderSize+16 {
-		return
-	}
-	flags := uint64(binary.LittleEndian.Uint32(b[inHeaderSize+12:]))
-	if flags&fuse.CAP_INIT_EXT != 0 && n >= inHeaderSize+20 {
-		flags |= uint64(binary.LittleEndian.Uint32(b[inHeaderSize+16:])) << 32
 	}
 	if s, ok := d.fs.(capsSetter); ok {
 		s.SetKernelCapabilities(flags)

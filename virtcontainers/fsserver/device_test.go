@@ -59,7 +59,12 @@ type session struct {
 // nreq request queues, and negotiates like QEMU + a guest kernel.
 func startSession(t testing.TB, rawFS fuse.RawFileSystem, opts *fuse.MountOptions, nreq, workers int, features uint64) *session {
 	t.Helper()
-	ctx := context.Background()
+	return startSessionCtx(t, context.Background(), rawFS, opts, nreq, workers, features)
+}
+
+// startSessionCtx is startSession serving under ctx.
+func startSessionCtx(t testing.TB, ctx context.Context, rawFS fuse.RawFileSystem, opts *fuse.MountOptions, nreq, workers int, features uint64) *session {
+	t.Helper()
 	dev := NewDevice(ctx, rawFS, opts, DeviceConfig{RequestQueues: nreq})
 	front, back, err := vut.NewPair()
 	require.NoError(t, err)

@@ -15,20 +15,18 @@ import (
 
 // FUSE opcodes (include/uapi/linux/fuse.h) the tests send.
 const (
-	opLookup      = 1
-	opForget      = 2
-	opGetattr     = 3
-	opMkdir       = 9
-	opUnlink      = 10
-	opOpen        = 14
-	opRead        = 15
-	opWrite       = 16
-	opRelease     = 18
-	opOpendir     = 27
-	opReaddir     = 28
-	opReleasedir  = 29
-	opCreate      = 35
-	opBatchForget = 42
+	opLookup     = 1
+	opGetattr    = 3
+	opMkdir      = 9
+	opUnlink     = 10
+	opOpen       = 14
+	opRead       = 15
+	opWrite      = 16
+	opRelease    = 18
+	opOpendir    = 27
+	opReaddir    = 28
+	opReleasedir = 29
+	opCreate     = 35
 )
 
 // structBytes is the wire image of a FUSE struct.

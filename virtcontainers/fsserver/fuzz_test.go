@@ -31,6 +31,15 @@ func FuzzDeviceRequest(f *testing.F) {
 
 	opts := &fuse.MountOptions{MaxWrite: 1 << 20, Logger: stdlog.New(io.Discard, "", 0)}
 	dev := NewDevice(context.Background(), fuse.NewDefaultRawFileSystem(), opts, DeviceConfig{})
+	// Requests before INIT only get EIO: start a session so the inputs
+	// reach go-fuse's decoders.
+	initOut := make([]byte, 16+unsafe.Sizeof(fuse.InitOut{}))
+	if n := dev.Handle(context.Background(), 1, &vhostuser.Chain{
+		Readable: [][]byte{seed(opInit, inBody(&fuse.InitIn{Major: 7, Minor: 36}))},
+		Writable: [][]byte{initOut},
+	}); n < 16 || binary.LittleEndian.Uint32(initOut[4:]) != 0 {
+		f.Fatalf("INIT failed: %d bytes, %x", n, initOut[:16])
+	}
 	f.Fuzz(func(t *testing.T, in []byte, cut, outSize uint16) {
 		c := &vhostuser.Chain{}
 		k := min(int(cut), len(in))

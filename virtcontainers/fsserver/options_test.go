@@ -87,6 +87,24 @@ func TestServeRefusesBeforeCreatingAnything(t *testing.T) {
 	require.Empty(t, ents, "a refused daemon left files behind")
 }
 
+// A thread pool larger than the process can have threads is refused with
+// the bound, before anything is created.
+func TestServeRefusesHugeThreadPool(t *testing.T) {
+	sockDir := t.TempDir()
+	sock := filepath.Join(sockDir, "vhost.sock")
+	o, err := virtiofsd.Parse([]string{"--shared-dir=" + t.TempDir(), "--socket-path=" + sock, "--sandbox=none",
+		"--thread-pool-size=2147483647"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = Serve(ctx, o)
+	require.ErrorIs(t, err, errdefs.ErrInvalidArgument)
+	require.ErrorContains(t, err, "--thread-pool-size=2147483647 is above 1024")
+	ents, err := os.ReadDir(sockDir)
+	require.NoError(t, err)
+	require.Empty(t, ents)
+}
+
 // TestServeReadOnly serves a share with --readonly over vhost-user: reads
 // work, a CREATE gets EROFS, the host directory is unchanged.
 func TestServeReadOnly(t *testing.T) {

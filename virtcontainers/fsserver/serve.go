@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"os"
 	"os/user"
@@ -50,6 +51,13 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	if len(harmless) > 0 {
 		log.G(ctx).WithField("options", strings.Join(harmless, " ")).
 			Info("options without effect on kata-virtiofsd's own daemon, which holds O_PATH descriptors and does not migrate")
+	}
+	if err := vhostuser.CheckHost(); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if o.ThreadPoolSize > vhostuser.MaxWorkers {
+		return fmt.Errorf("serve: --thread-pool-size=%d is above %d: each busy worker holds an OS thread; give at most %d (Kata's default is 1): %w",
+			o.ThreadPoolSize, vhostuser.MaxWorkers, vhostuser.MaxWorkers, errdefs.ErrInvalidArgument)
 	}
 	if o.SharedDir == "" {
 		return fmt.Errorf("serve: no shared directory (--shared-dir): %w", errdefs.ErrInvalidArgument)
@@ -279,6 +287,13 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 		mo.DisableReadDirPlus = true
 	}
 	dev := NewDevice(ctx, fs, mo, DeviceConfig{RequestQueues: requestQueues})
+	// go-fuse reports some malformed requests (a short READ) with the
+	// standard logger, straight to stderr: rate-limit those too. This
+	// process serves one device, so taking the global logger is ours to do.
+	defer stdlog.SetOutput(stdlog.Writer())
+	defer stdlog.SetFlags(stdlog.Flags())
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(dev.GuestLog(ctx))
 	b := vhostuser.NewBackend(dev, vhostuser.Config{Workers: o.ThreadPoolSize, InlineQueues: []int{HiprioQueue}})
 	log.G(ctx).WithFields(logrus.Fields{
 		"cache":              o.Cache,

@@ -341,7 +341,8 @@ func (fs *FS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsO
 	return fuse.OK
 }
 
-// SyncFs syncs the filesystem holding nodeid (FUSE_SYNCFS). go-fuse's
+// SyncFs syncs the filesystem holding nodeid (FUSE_SYNCFS); nodeid must be
+// a directory or regular file (EINVAL otherwise). go-fuse's
 // dispatcher has no SYNCFS handler, so a transport that sees opcode 50 calls
 // this directly.
 func (fs *FS) SyncFs(nodeid uint64) fuse.Status {
@@ -350,6 +351,11 @@ func (fs *FS) SyncFs(nodeid uint64) fuse.Status {
 		return status(e)
 	}
 	defer ino.release()
+	// The guest names a superblock root, a directory; opening a FIFO or a
+	// device node of its choosing to reach the file system is not ours to do.
+	if ino.mode != unix.S_IFDIR && ino.mode != unix.S_IFREG {
+		return fuse.Status(syscall.EINVAL)
+	}
 	fd, e := fs.reopen(ino, unix.O_RDONLY|unix.O_NONBLOCK)
 	if e != 0 {
 		return status(e)

@@ -9,18 +9,38 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// dirBufSize is the getdents64 buffer of one open directory.
-const dirBufSize = 32 << 10
+// dirBufMax caps the getdents64 buffer of one READDIR; dirBufMin holds at
+// least one entry with a 255-byte name.
+const (
+	dirBufMax = 32 << 10
+	dirBufMin = 1 << 10
+)
 
-// dirStream is the read position of an open directory. Entries read from the
-// host but not yet sent stay buffered, so a READDIR that continues where the
-// last one stopped needs no seek.
+// dirBufs are getdents64 buffers lent to one READDIR each: an open directory
+// keeps none, so memory follows the requests in flight, not the handles a
+// guest holds open.
+var dirBufs = sync.Pool{New: func() any { b := make([]byte, dirBufMax); return &b }}
+
+// dirStream is the read position of an open directory.
 type dirStream struct {
-	mu       sync.Mutex
-	buf      []byte
-	pos, end int
+	mu sync.Mutex
 	// off is the directory offset after the last entry sent.
 	off uint64
+	// ahead: the host descriptor was read past off (entries that did not
+	// fit the reply), so the next READDIR seeks back to off.
+	ahead bool
+}
+
+// dirBufSize sizes the getdents64 buffer for a reply of size bytes: a host
+// dirent is about as large as a READDIR entry, a READDIRPLUS entry carries
+// 128 bytes of attributes more, so reading far beyond what fits would only
+// be thrown away and read again.
+func dirBufSize(size uint32, plus bool) int {
+	n := int(size)
+	if plus {
+		n /= 4
+	}
+	return min(max(n, dirBufMin), dirBufMax)
 }
 
 // OpenDir answers OPENDIR.
@@ -93,19 +113,25 @@ func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.S
 	}
 	ds.mu.Lock()
 	defer ds.mu.Unlock()
-	if in.Offset != ds.off {
+	if in.Offset != ds.off || ds.ahead {
 		if _, err := unix.Seek(h.fd, int64(in.Offset), unix.SEEK_SET); err != nil {
 			return fuse.ToStatus(err)
 		}
-		ds.off, ds.pos, ds.end = in.Offset, 0, 0
+		ds.off, ds.ahead = in.Offset, false
 	}
-	if ds.buf == nil {
-		ds.buf = make([]byte, dirBufSize)
-	}
+	bp := dirBufs.Get().(*[]byte)
+	defer dirBufs.Put(bp)
+	buf := (*bp)[:dirBufSize(in.Size, plus)]
+	var pos, end int
+	defer func() {
+		if pos < end {
+			ds.ahead = true
+		}
+	}()
 	sent := 0
 	for {
-		if ds.pos >= ds.end {
-			n, err := unix.Getdents(h.fd, ds.buf)
+		if pos >= end {
+			n, err := unix.Getdents(h.fd, buf)
 			if err != nil {
 				if sent > 0 {
 					return fuse.OK
@@ -115,9 +141,9 @@ func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.S
 			if n <= 0 {
 				return fuse.OK
 			}
-			ds.pos, ds.end = 0, n
+			pos, end = 0, n
 		}
-		rec := ds.buf[ds.pos:ds.end]
+		rec := buf[pos:end]
 		if len(rec) < direntNameOff+1 {
 			return fuse.EIO
 		}
@@ -143,7 +169,7 @@ func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.S
 		} else if !out.AddDirEntry(ent) {
 			return fuse.OK
 		}
-		ds.pos += int(de.Reclen)
+		pos += int(de.Reclen)
 		ds.off = uint64(de.Off)
 		sent++
 	}

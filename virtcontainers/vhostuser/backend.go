@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -45,6 +46,10 @@ type Config struct {
 	DrainTimeout time.Duration
 }
 
+// MaxWorkers caps Config.Workers: a worker blocked in a file operation holds
+// an OS thread, and Go ends the process at 10,000 threads.
+const MaxWorkers = 1024
+
 const offeredProtocol = ProtocolMQ | ProtocolReplyAck | ProtocolResetDevice | ProtocolConfigureMemSlots
 
 // Backend is the device side of one vhost-user connection.
@@ -60,6 +65,17 @@ type Backend struct {
 
 	mem  memHolder
 	jobs chan job
+	// quit ends the workers once Serve has stopped every queue. jobs is
+	// never closed: a dispatcher of an abandoned run may still hold a chain.
+	quit chan struct{}
+	// dispatchers counts the dispatchers that hand chains to workers;
+	// they end promptly once their run is abandoned.
+	dispatchers sync.WaitGroup
+
+	// anon is the inode every eventfd shares (see checkEventfd).
+	anonOnce sync.Once
+	anon     unix.Stat_t
+	anonErr  error
 }
 
 type job struct {
@@ -94,20 +110,41 @@ func NewBackend(dev Device, cfg Config) *Backend {
 // ends (ctx.Err()), then stops every queue and releases guest memory. A
 // Backend serves one connection once.
 func (b *Backend) Serve(ctx context.Context, c *net.UnixConn) error {
+	if err := CheckHost(); err != nil {
+		return err
+	}
+	if b.cfg.Workers > MaxWorkers || b.cfg.Workers < 0 {
+		return fmt.Errorf("vhost-user backend: %d workers, want 0 to %d: %w", b.cfg.Workers, MaxWorkers, errdefs.ErrInvalidArgument)
+	}
 	if b.cfg.Workers > 0 {
 		b.jobs = make(chan job, b.cfg.Workers)
+		b.quit = make(chan struct{})
 		var wg sync.WaitGroup
 		for range b.cfg.Workers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for j := range b.jobs {
-					j.q.serve(ctx, j.c)
-				}
+				b.work(ctx)
 			}()
 		}
-		defer wg.Wait()
-		defer close(b.jobs)
+		// After shutdown: every run is stopped or abandoned, so what is
+		// left in jobs belongs to abandoned runs and is only released,
+		// once no dispatcher can add to it. Workers still inside Handle
+		// are waited for: the device's file system is closed after Serve
+		// returns.
+		defer func() {
+			close(b.quit)
+			wg.Wait()
+			b.dispatchers.Wait()
+			for {
+				select {
+				case j := <-b.jobs:
+					j.q.complete(ctx, j.c, 0)
+				default:
+					return
+				}
+			}
+		}()
 	}
 	stopRead := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stopRead()
@@ -147,6 +184,30 @@ func (b *Backend) Serve(ctx context.Context, c *net.UnixConn) error {
 	}
 }
 
+// CheckHost refuses a big-endian host. Split virtqueues are little-endian
+// and avail->idx and used->idx are accessed as native 32-bit atomics over
+// (flags, idx), which only a little-endian host reads right; byte-swapping
+// every ring access is not worth it for hosts we cannot test on.
+func CheckHost() error {
+	if !littleEndianHost {
+		return fmt.Errorf("vhost-user backend: %s is big-endian and virtqueues are little-endian; "+
+			"serve mode runs on little-endian hosts only (amd64, arm64, ppc64le): use an upstream virtiofsd here: %w",
+			runtime.GOARCH, errdefs.ErrNotImplemented)
+	}
+	return nil
+}
+
+func (b *Backend) work(ctx context.Context) {
+	for {
+		select {
+		case j := <-b.jobs:
+			j.q.serve(ctx, j.c)
+		case <-b.quit:
+			return
+		}
+	}
+}
+
 func (b *Backend) shutdown(ctx context.Context) {
 	for _, q := range b.queues {
 		q.stop(ctx)
@@ -182,7 +243,7 @@ func (b *Backend) vringState(m *message, what string) (vringState, *queue, error
 
 // stopped refuses to change a running queue's layout.
 func (q *queue) stopped(what string) error {
-	if q.running {
+	if q.running() {
 		return fmt.Errorf("%s: queue %d is running: %w", what, q.index, errdefs.ErrFailedPrecondition)
 	}
 	return nil
@@ -205,7 +266,7 @@ func (b *Backend) handle(ctx context.Context, m *message) (reply []byte, err err
 		}
 		b.acked = v
 		for _, q := range b.queues {
-			q.features.Store(v)
+			q.features = v
 		}
 		return nil, nil
 	case reqGetProtocolFeatures:
@@ -349,6 +410,10 @@ func (b *Backend) setVringFD(ctx context.Context, m *message) error {
 	}
 	var f *os.File
 	if fd >= 0 {
+		if err := b.checkEventfd(fd); err != nil {
+			closeFD(fd)
+			return fmt.Errorf("%s: queue %d: %w", what, q.index, err)
+		}
 		if err := unix.SetNonblock(fd, true); err != nil {
 			closeFD(fd)
 			return fmt.Errorf("%s: %w", what, err)
@@ -383,6 +448,35 @@ func (b *Backend) setVringFD(ctx context.Context, m *message) error {
 	return b.maybeStart(ctx, q)
 }
 
+// checkEventfd refuses an fd that is not an anonymous-inode file such as
+// an eventfd: a pipe, socket or file would stall or fail the dispatcher
+// later, far from the message that brought it. All anonymous-inode files
+// share one inode, which a probe eventfd of our own identifies; timerfd and
+// signalfd share it too, and only /proc (not reachable in the sandbox)
+// could tell them apart.
+func (b *Backend) checkEventfd(fd int) error {
+	b.anonOnce.Do(func() {
+		p, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+		if err != nil {
+			b.anonErr = fmt.Errorf("probe eventfd: %w", err)
+			return
+		}
+		defer unix.Close(p)
+		b.anonErr = unix.Fstat(p, &b.anon)
+	})
+	if b.anonErr != nil {
+		return b.anonErr
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("fstat fd: %w", err)
+	}
+	if st.Dev != b.anon.Dev || st.Ino != b.anon.Ino {
+		return fmt.Errorf("fd is not an eventfd (mode 0%o): %w", st.Mode, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
 func closeFD(fd int) {
 	if fd >= 0 {
 		_ = unix.Close(fd)
@@ -390,14 +484,14 @@ func closeFD(fd int) {
 }
 
 func (b *Backend) maybeStart(ctx context.Context, q *queue) error {
-	if q.running || q.kick == nil || !q.addrSet || q.num == 0 || !q.enabled {
+	if q.running() || q.kick == nil || !q.addrSet || q.num == 0 || !q.enabled {
 		return nil
 	}
 	t := b.mem.acquire()
 	if t == nil {
 		return fmt.Errorf("queue %d: rings set before any memory table: %w", q.index, errdefs.ErrFailedPrecondition)
 	}
-	_, err := translateRings(t, q.addrs, q.num, q.features.Load()&FeatureRingEventIdx != 0)
+	_, err := translateRings(t, q.addrs, q.num, q.features&FeatureRingEventIdx != 0)
 	t.unref()
 	if err != nil {
 		return fmt.Errorf("queue %d: %w", q.index, err)

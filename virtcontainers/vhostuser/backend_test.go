@@ -89,6 +89,12 @@ type harness struct {
 // two 4 MiB regions; it negotiates features unless features is 0.
 func newHarness(t *testing.T, dev *echoDevice, cfg Config, features uint64) *harness {
 	t.Helper()
+	return newHarnessCtx(t, context.Background(), dev, cfg, features)
+}
+
+// newHarnessCtx is newHarness with the backend serving under ctx.
+func newHarnessCtx(t *testing.T, ctx context.Context, dev *echoDevice, cfg Config, features uint64) *harness {
+	t.Helper()
 	front, back, err := vut.NewPair()
 	require.NoError(t, err)
 	f, err := vut.NewFrontend(front, []vut.Region{
@@ -98,7 +104,7 @@ func newHarness(t *testing.T, dev *echoDevice, cfg Config, features uint64) *har
 	require.NoError(t, err)
 	h := &harness{t: t, f: f, dev: dev, serve: make(chan error, 1)}
 	b := NewBackend(dev, cfg)
-	go func() { h.serve <- b.Serve(context.Background(), back); back.Close() }()
+	go func() { h.serve <- b.Serve(ctx, back); back.Close() }()
 	t.Cleanup(func() {
 		f.Close()
 		select {

@@ -13,41 +13,39 @@ import (
 
 type atomicTable = atomic.Pointer[memTable]
 
-// queue is one virtqueue. Its configuration fields belong to the goroutine
-// running Backend.Serve; once started, nextAvail belongs to the queue's
-// dispatch goroutine and nextUsed to whoever holds usedMu.
+// queue is one virtqueue. Its fields belong to the goroutine running
+// Backend.Serve; what a started queue's dispatcher and requests use belongs
+// to its queueRun, so a run that outlives a bounded stop cannot touch the
+// queue's next configuration.
 type queue struct {
 	index  int
 	b      *Backend
 	inline bool
 
-	num     uint16
-	addrs   ringAddrs
-	addrSet bool
-	enabled bool
-	kick    *os.File
-	call    atomic.Pointer[os.File]
+	num      uint16
+	addrs    ringAddrs
+	addrSet  bool
+	enabled  bool
+	features uint64
+	kick     *os.File
+	call     atomic.Pointer[os.File]
 
-	features atomic.Uint64
+	// run is the current run, nil while the queue is stopped.
+	run *queueRun
+	// nextAvail and nextUsed are where the next run starts (SET_VRING_BASE,
+	// or where the last run stopped).
+	nextAvail, nextUsed uint16
 
-	running  bool
-	run      *queueRun
-	inflight sync.WaitGroup
-
-	nextAvail uint16
-
-	usedMu   sync.Mutex
-	nextUsed uint16
-
-	fence atomic.Int32
-	one   [8]byte
-	pool  sync.Pool
+	one  [8]byte
+	pool sync.Pool
+	// warn limits the warnings the guest can trigger on this queue.
+	warn WarnLimiter
 }
 
 func (q *queue) reset() {
 	q.num, q.addrs, q.addrSet, q.enabled = 0, ringAddrs{}, false, false
 	q.nextAvail, q.nextUsed = 0, 0
-	q.features.Store(0)
+	q.features = 0
 }
 
 func (q *queue) closeFDs() {
@@ -60,48 +58,86 @@ func (q *queue) closeFDs() {
 	}
 }
 
-// queueRun is one start of a queue's dispatcher; a dispatcher that outlives
-// a bounded stop keeps its own stop flag.
+// queueRun is one start of a queue: its ring layout, its position in the
+// rings and the requests it handed out. Requests complete through their own
+// run; once the run is abandoned (stopped, drained or not) a late completion
+// only drops its memory reference and never writes a used ring the frontend
+// may since have moved or reset.
 type queueRun struct {
+	num      uint16
+	addrs    ringAddrs
+	features uint64
+
 	stopping atomic.Bool
-	done     chan struct{}
+	// done is closed when the dispatcher returns; abandon when stop gave up
+	// on the run (a dispatcher waiting for a worker then drops its chain).
+	done, abandon chan struct{}
+	inflight      sync.WaitGroup
+	fence         atomic.Int32
+
+	mu        sync.Mutex
+	abandoned bool
+	nextAvail uint16 // written by the dispatcher under mu
+	nextUsed  uint16
 }
+
+// running reports whether the queue has a run.
+func (q *queue) running() bool { return q.run != nil }
 
 func (q *queue) start(ctx context.Context) {
 	q.one[0] = 1
-	q.running = true
-	q.run = &queueRun{done: make(chan struct{})}
+	r := &queueRun{
+		num: q.num, addrs: q.addrs, features: q.features,
+		done: make(chan struct{}), abandon: make(chan struct{}),
+		nextAvail: q.nextAvail, nextUsed: q.nextUsed,
+	}
+	q.run = r
 	_ = q.kick.SetReadDeadline(time.Time{})
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("queue", q.index))
-	go q.dispatch(ctx, q.kick, q.run)
+	if q.inline || q.b.jobs == nil {
+		go q.dispatch(ctx, q.kick, r)
+	} else {
+		q.b.dispatchers.Add(1)
+		go func() { defer q.b.dispatchers.Done(); q.dispatch(ctx, q.kick, r) }()
+	}
 	log.G(ctx).Debug("virtqueue started")
 }
 
-// stop ends the dispatch goroutine and waits (bounded) for the requests it
-// handed out; nextAvail is then final.
+// stop ends the run: the dispatcher stops taking chains and stop waits
+// (bounded) for the requests it handed out. Either way the run is then
+// abandoned and nextAvail and nextUsed are final: requests still in flight
+// after the timeout are lost to the guest, which resets or stops the queue.
 func (q *queue) stop(ctx context.Context) {
-	if !q.running {
+	r := q.run
+	if r == nil {
 		return
 	}
-	q.run.stopping.Store(true)
+	q.run = nil
+	r.stopping.Store(true)
 	_ = q.kick.SetReadDeadline(time.Unix(1, 0))
-	q.running = false
 	// The dispatcher may wait for a free worker, and workers for slow file
 	// operations: bound the wait so the frontend is not blocked for ever.
 	drained := make(chan struct{})
-	go func(done chan struct{}) { <-done; q.inflight.Wait(); close(drained) }(q.run.done)
+	go func() { <-r.done; r.inflight.Wait(); close(drained) }()
+	timer := time.NewTimer(q.b.cfg.DrainTimeout)
+	defer timer.Stop()
 	select {
 	case <-drained:
-	case <-time.After(q.b.cfg.DrainTimeout):
-		log.G(ctx).WithField("queue", q.index).Warn("virtqueue stopped with requests still in flight")
+	case <-timer.C:
+		log.G(ctx).WithField("queue", q.index).Warn("virtqueue stopped with requests still in flight; their replies will be dropped")
 	}
+	r.mu.Lock()
+	r.abandoned = true
+	q.nextAvail, q.nextUsed = r.nextAvail, r.nextUsed
+	r.mu.Unlock()
+	close(r.abandon)
 }
 
-func (q *queue) dispatch(ctx context.Context, kick *os.File, run *queueRun) {
-	defer close(run.done)
+func (q *queue) dispatch(ctx context.Context, kick *os.File, r *queueRun) {
+	defer close(r.done)
 	var buf [8]byte
 	for {
-		if !q.drain(ctx, run) {
+		if !q.drain(ctx, r) {
 			return
 		}
 		if _, err := kick.Read(buf[:]); err != nil {
@@ -113,67 +149,94 @@ func (q *queue) dispatch(ctx context.Context, kick *os.File, run *queueRun) {
 	}
 }
 
-// drain hands out every available chain. It returns false when the queue
-// must stop: asked to, or the guest broke the ring.
-func (q *queue) drain(ctx context.Context, run *queueRun) bool {
+// drain hands out every available chain. It returns false when the run
+// must end: asked to, or the guest broke the ring.
+func (q *queue) drain(ctx context.Context, r *queueRun) bool {
+	for {
+		more, ok := q.drainTable(ctx, r)
+		if !more {
+			return ok
+		}
+	}
+}
+
+// drainTable is drain through one memory table. It stops early (more) when
+// the frontend replaces the table, so that a queue the guest keeps busy
+// translates its next chains through the new one.
+func (q *queue) drainTable(ctx context.Context, r *queueRun) (more, ok bool) {
 	t := q.b.mem.acquire()
 	if t == nil {
 		log.G(ctx).Error("virtqueue: no guest memory")
-		return false
+		return false, false
 	}
 	defer t.unref()
-	features := q.features.Load()
-	eventIdx := features&FeatureRingEventIdx != 0
-	r, err := translateRings(t, q.addrs, q.num, eventIdx)
+	eventIdx := r.features&FeatureRingEventIdx != 0
+	rg, err := translateRings(t, r.addrs, r.num, eventIdx)
 	if err != nil {
 		log.G(ctx).WithError(err).Error("virtqueue rings")
-		return false
+		return false, false
 	}
 	lim := q.b.dev.Limits()
-	indirect := features&FeatureRingIndirectDesc != 0
-	for !run.stopping.Load() {
-		avail := r.availIdx()
-		if avail == q.nextAvail {
+	indirect := r.features&FeatureRingIndirectDesc != 0
+	for !r.stopping.Load() {
+		if q.b.mem.p.Load() != t {
+			return true, true
+		}
+		avail := rg.availIdx()
+		next := r.nextAvail
+		if avail == next {
 			if !eventIdx {
-				return true
+				return false, true
 			}
-			r.setAvailEvent(q.nextAvail)
-			q.fence.Add(1) // store-load fence before the re-check
-			if r.availIdx() == q.nextAvail {
-				return true
+			rg.setAvailEvent(next)
+			r.fence.Add(1) // store-load fence before the re-check
+			if rg.availIdx() == next {
+				return false, true
 			}
 			continue
 		}
-		if uint16(avail-q.nextAvail) > q.num {
-			log.G(ctx).WithField("avail_idx", avail).WithField("next_avail", q.nextAvail).Error("virtqueue: guest made more buffers available than the ring holds; queue stopped")
-			return false
+		if uint16(avail-next) > r.num {
+			log.G(ctx).WithField("avail_idx", avail).WithField("next_avail", next).Error("virtqueue: guest made more buffers available than the ring holds; queue stopped")
+			return false, false
 		}
-		head := r.availEntry(q.nextAvail)
-		if head >= q.num {
+		head := rg.availEntry(next)
+		if head >= r.num {
 			log.G(ctx).WithField("head", head).Error("virtqueue: chain head outside the descriptor table; queue stopped")
-			return false
+			return false, false
 		}
-		q.nextAvail++
+		r.mu.Lock()
+		if r.abandoned {
+			r.mu.Unlock()
+			return false, false
+		}
+		r.nextAvail++
+		r.inflight.Add(1)
+		r.mu.Unlock()
 		c, _ := q.pool.Get().(*Chain)
 		if c == nil {
 			c = &Chain{}
 		}
-		c.table = t
-		c.rings = r
+		c.table, c.rings, c.run = t, rg, r
 		t.refs.Add(1) // the chain's own reference
-		q.inflight.Add(1)
-		if err := walkChain(t, r.desc, q.num, head, indirect, lim, c); err != nil {
-			log.G(ctx).WithError(err).WithField("head", head).Warn("virtqueue: bad descriptor chain; returned unused")
+		if err := walkChain(t, rg.desc, r.num, head, indirect, lim, c); err != nil {
+			if ok, n := q.warn.Allow("bad descriptor chain"); ok {
+				log.G(ctx).WithError(err).WithField("head", head).WithField("suppressed", n).Warn("virtqueue: bad descriptor chain; returned unused")
+			}
 			q.complete(ctx, c, 0)
 			continue
 		}
 		if q.inline || q.b.jobs == nil {
 			q.serve(ctx, c)
-		} else {
-			q.b.jobs <- job{q: q, c: c}
+			continue
+		}
+		select {
+		case q.b.jobs <- job{q: q, c: c}:
+		case <-r.abandon:
+			q.complete(ctx, c, 0) // dropped: the run is abandoned
+			return false, false
 		}
 	}
-	return false
+	return false, false
 }
 
 // signal writes the call eventfd. The frontend may swap it concurrently
@@ -202,27 +265,25 @@ func (q *queue) serve(ctx context.Context, c *Chain) {
 }
 
 // complete returns c to the guest with n bytes written and signals the
-// guest if it asked for it.
+// guest if it asked for it. A chain of an abandoned run is only released.
 func (q *queue) complete(ctx context.Context, c *Chain, n uint32) {
-	r := &c.rings
-	q.usedMu.Lock()
-	old := q.nextUsed
-	r.putUsed(old, c.Head, n)
-	q.nextUsed++
-	r.publishUsed(q.nextUsed)
+	r := c.run
+	rg := &c.rings
 	var notify bool
-	if r.eventIdx {
-		notify = vringNeedEvent(r.usedEvent(), q.nextUsed, old)
-	} else {
-		notify = r.availFlags()&availFlagNoIntr == 0
+	r.mu.Lock()
+	if !r.abandoned {
+		old := r.nextUsed
+		rg.putUsed(old, c.Head, n)
+		r.nextUsed++
+		rg.publishUsed(r.nextUsed)
+		notify = rg.needNotify(old, r.nextUsed)
 	}
-	q.usedMu.Unlock()
+	r.mu.Unlock()
 	if notify {
 		q.signal(ctx)
 	}
 	c.table.unref()
-	c.table = nil
-	c.rings = rings{}
+	c.table, c.rings, c.run = nil, rings{}, nil
 	q.pool.Put(c)
-	q.inflight.Done()
+	r.inflight.Done()
 }

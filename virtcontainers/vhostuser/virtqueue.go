@@ -43,6 +43,7 @@ type Chain struct {
 
 	table *memTable
 	rings rings
+	run   *queueRun
 }
 
 // walkChain reads the chain starting at head from desc, a table of num
@@ -122,12 +123,22 @@ func walkChain(t *memTable, desc []byte, num uint16, head uint16, indirectOK boo
 
 // rings is a queue's three rings translated through one memTable.
 //
-// Ordering with the driver: avail->idx is read with an atomic load
-// (acquire) before the ring entries it publishes; used elements are written
-// before used->idx is published with an atomic store (release, and a full
-// fence on amd64 before used_event is read); avail_event is written before a
-// full fence (an atomic read-modify-write) and the re-check of avail->idx.
-// On amd64 (TSO), the only target, these are the barriers virtio needs.
+// Ordering with the driver (VIRTIO 1.2, 2.7.13 and 2.7.7.2), built from Go's
+// atomics, which are sequentially consistent on every architecture (amd64:
+// XCHG for stores; arm64: STLR/LDAR, ordered against each other; ppc64le:
+// SYNC before each store and load):
+//   - avail->idx is read with an atomic load before the ring entries and
+//     descriptors it publishes (load-load);
+//   - used elements are written before used->idx is published with an
+//     atomic store (store-store);
+//   - used_event and avail->flags are read after another atomic load that
+//     follows that store (store-load: a plain load alone may be satisfied
+//     before the store is visible on arm64 and ppc64le, and a new
+//     used_event of the guest would be missed, losing an interrupt);
+//   - avail_event is written before an atomic read-modify-write and the
+//     atomic re-load of avail->idx (store-load, for the kick we ask for).
+//
+// Big-endian hosts are refused (CheckHost).
 type rings struct {
 	desc, avail, used []byte
 	num               uint16
@@ -159,8 +170,16 @@ func translateRings(t *memTable, a ringAddrs, num uint16, eventIdx bool) (rings,
 	if r.used, ok = t.userSlice(a.used, 4+8*n+extra); !ok {
 		return rings{}, fmt.Errorf("used ring at 0x%x outside guest memory", a.used)
 	}
+	// The indexes are accessed atomically through our mapping, which is
+	// where alignment matters: a region's frontend address need not share
+	// its mapping's alignment, and a misaligned atomic faults on arm64.
+	if hostAddr(r.avail)%2 != 0 || hostAddr(r.used)%4 != 0 {
+		return rings{}, fmt.Errorf("rings misaligned in the backend's mapping (avail 0x%x, used 0x%x): the memory region's user address and mmap offset disagree in alignment", a.avail, a.used)
+	}
 	return r, nil
 }
+
+func hostAddr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
 
 // availIdx loads the driver's avail->idx with acquire semantics through the
 // aligned 32-bit word that holds it.
@@ -173,14 +192,8 @@ func (r *rings) availIdx() uint16 {
 	return uint16(atomic.LoadUint32((*uint32)(unsafe.Pointer(&r.avail[2]))))
 }
 
-func (r *rings) availFlags() uint16 { return binary.LittleEndian.Uint16(r.avail[0:]) }
-
 func (r *rings) availEntry(i uint16) uint16 {
 	return binary.LittleEndian.Uint16(r.avail[4+2*uint32(i%r.num):])
-}
-
-func (r *rings) usedEvent() uint16 {
-	return binary.LittleEndian.Uint16(r.avail[4+2*uint32(r.num):])
 }
 
 func (r *rings) putUsed(slot uint16, id uint16, n uint32) {
@@ -193,6 +206,21 @@ func (r *rings) putUsed(slot uint16, id uint16, n uint32) {
 // semantics; on amd64 the store is also a full fence.
 func (r *rings) publishUsed(idx uint16) {
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&r.used[0])), uint32(idx)<<16)
+}
+
+// needNotify reports whether the driver wants an interrupt now that used
+// moved from old to newIdx (published by publishUsed just before). The
+// atomic load of avail->idx orders the reads of used_event or avail->flags
+// after the store of used->idx; those two fields cannot be loaded
+// atomically themselves, as no aligned 32-bit word around them is sure to
+// lie inside the ring.
+func (r *rings) needNotify(old, newIdx uint16) bool {
+	_ = r.availIdx()
+	if r.eventIdx {
+		usedEvent := binary.LittleEndian.Uint16(r.avail[4+2*uint32(r.num):])
+		return vringNeedEvent(usedEvent, newIdx, old)
+	}
+	return binary.LittleEndian.Uint16(r.avail[0:])&availFlagNoIntr == 0
 }
 
 // setAvailEvent asks the driver to kick once it makes entry idx available.

@@ -29,6 +29,7 @@ const (
 	SetProtocolFeatures = 16
 	GetQueueNum         = 17
 	SetVringEnable      = 18
+	ResetDevice         = 34
 	GetMaxMemSlots      = 36
 	AddMemReg           = 37
 	RemMemReg           = 38
