@@ -1,0 +1,276 @@
+// Command daemondirect drives virtio-fs daemons from the host, with no guest:
+// a vhost-user front-end (vhostusertest, guest memory in a memfd) sends FUSE
+// requests on one request queue to each daemon in turn, every daemon
+// started through bin/kata-virtiofsd with Kata's argv, and prints markdown
+// tables of throughput, the daemon's CPU time per operation and its memory.
+// `make bench-daemon-direct` runs it (root: the daemons sandbox themselves).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
+	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+	vut "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser/vhostusertest"
+)
+
+const rootID = 1
+
+// daemon is one column: how kata-virtiofsd is told to serve.
+type daemon struct {
+	key, label string
+	spec       func(upstream map[harness.Daemon]string) harness.DaemonSpec
+}
+
+var allDaemons = []daemon{
+	{"ours", "ours (recover off)", func(map[harness.Daemon]string) harness.DaemonSpec {
+		return harness.DaemonSpec{Protection: harness.ProtectNone}
+	}},
+	{"ours-recover", "ours (recover on)", func(map[harness.Daemon]string) harness.DaemonSpec {
+		return harness.DaemonSpec{Protection: harness.ProtectRecover}
+	}},
+	{"rust", "Rust virtiofsd 1.13.2", func(u map[harness.Daemon]string) harness.DaemonSpec {
+		return harness.DaemonSpec{Protection: harness.ProtectNone, Upstream: u[harness.DaemonRust]}
+	}},
+	{"c", "C virtiofsd (QEMU 7.2)", func(u map[harness.Daemon]string) harness.DaemonSpec {
+		return harness.DaemonSpec{Protection: harness.ProtectNone, Upstream: u[harness.DaemonC]}
+	}},
+}
+
+type config struct {
+	bin      string
+	upstream map[harness.Daemon]string
+	share    string
+	work     string
+	daemons  []daemon
+	pools    []int
+	streams  int
+	rounds   int
+	dur      time.Duration
+	scale    []int
+	workload string
+}
+
+func main() {
+	if err := run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "daemondirect:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	var (
+		cfg     config
+		daemons = flag.String("daemons", "ours,ours-recover,rust,c", "daemons to compare, in this order")
+		pools   = flag.String("pools", "1,4", "--thread-pool-size values")
+		scale   = flag.String("scale", "5000,10000,18000", "inodes looked up and kept for the memory table (the fd limit bounds it: each daemon keeps one O_PATH descriptor per inode); empty: no memory table")
+		only    = flag.Bool("memory-only", false, "only the memory table")
+	)
+	flag.StringVar(&cfg.bin, "kata-virtiofsd", filepath.Join(root, "bin/kata-virtiofsd"), "kata-virtiofsd to start every daemon with")
+	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds; daemons alternate within each")
+	flag.IntVar(&cfg.streams, "streams", 4, "requests the front-end keeps in flight (one guest task each)")
+	flag.DurationVar(&cfg.dur, "duration", 600*time.Millisecond, "measured time per workload, daemon and round")
+	flag.StringVar(&cfg.workload, "workloads", "", "comma-separated workload keys (default: all)")
+	out := flag.String("out", "", "also write the tables to this file")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("needs root: the daemons sandbox themselves in namespaces")
+	}
+	cfg.upstream = map[harness.Daemon]string{
+		harness.DaemonC:    harness.CDaemonPath,
+		harness.DaemonRust: filepath.Join(testutil.CacheDir(), "bin/virtiofsd-rust"),
+	}
+	for _, p := range append([]string{cfg.bin}, cfg.upstream[harness.DaemonC], cfg.upstream[harness.DaemonRust]) {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%s missing (make build; test/setup installs the virtiofsds): %w", p, err)
+		}
+	}
+	for _, k := range strings.Split(*daemons, ",") {
+		found := false
+		for _, d := range allDaemons {
+			if d.key == k {
+				cfg.daemons, found = append(cfg.daemons, d), true
+			}
+		}
+		if !found {
+			return fmt.Errorf("-daemons: unknown daemon %q", k)
+		}
+	}
+	for _, p := range strings.Split(*pools, ",") {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 {
+			return fmt.Errorf("-pools: %q is not a pool size", p)
+		}
+		cfg.pools = append(cfg.pools, n)
+	}
+	if *scale != "" {
+		for _, p := range strings.Split(*scale, ",") {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 1 {
+				return fmt.Errorf("-scale: %q is not a count", p)
+			}
+			cfg.scale = append(cfg.scale, n)
+		}
+	}
+
+	// A short directory: a unix socket path must fit in 108 bytes.
+	cfg.work, err = os.MkdirTemp("", "ksg-direct-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(cfg.work)
+	share, err := harness.NewShare(cfg.work, "bench", "2g")
+	if err != nil {
+		return err
+	}
+	defer share.Close()
+	cfg.share = share.Dir
+	maxScale := 0
+	for _, n := range cfg.scale {
+		maxScale = max(maxScale, n)
+	}
+	if err := makeTree(cfg.share, cfg.streams, maxScale); err != nil {
+		return fmt.Errorf("making the tree: %w", err)
+	}
+
+	var b strings.Builder
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Fprintf(&b, "Load average at the start: %s.\n\n", strings.Join(strings.Fields(string(load))[:3], " "))
+	if !*only {
+		if err := throughput(ctx, &cfg, &b); err != nil {
+			return err
+		}
+	}
+	if len(cfg.scale) > 0 {
+		if err := memoryAtScale(ctx, &cfg, &b); err != nil {
+			return err
+		}
+	}
+	fmt.Print(b.String())
+	if *out != "" {
+		return os.WriteFile(*out, []byte(b.String()), 0o644)
+	}
+	return nil
+}
+
+// started is a daemon serving the share to our front-end.
+type started struct {
+	proc *harness.DaemonProc
+	dev  *vut.FSDevice
+	c    *client
+	pids []int
+}
+
+func (s *started) stop() error {
+	s.c.req.close()
+	s.c.hiprio.close()
+	s.dev.Close()
+	if ok, err := s.proc.Wait(5 * time.Second); ok && err != nil {
+		// Every daemon ends by itself when its front-end hangs up.
+		return fmt.Errorf("daemon exited: %w", err)
+	}
+	return s.proc.Stop()
+}
+
+// start runs d through kata-virtiofsd with Kata's argv and pool threads,
+// connects and sends INIT.
+func start(cfg *config, d daemon, pool int, tag string) (*started, error) {
+	dir, err := os.MkdirTemp(cfg.work, tag+"-")
+	if err != nil {
+		return nil, err
+	}
+	spec := d.spec(cfg.upstream)
+	spec.StateDir = filepath.Join(dir, "state")
+	args := spec.Args(cfg.share)
+	for i, a := range args {
+		if a == "--thread-pool-size=1" {
+			args[i] = "--thread-pool-size=" + strconv.Itoa(pool)
+		}
+	}
+	sock := filepath.Join(dir, "s")
+	proc, err := harness.StartDaemon(cfg.bin, args, dir, sock, filepath.Join(dir, "log"))
+	if err != nil {
+		return nil, err
+	}
+	dev, err := vut.DialFS(sock, 10*time.Second)
+	if err != nil {
+		proc.Stop()
+		log, _ := os.ReadFile(filepath.Join(dir, "log"))
+		return nil, fmt.Errorf("%s: %w; its log: %s", d.key, err, log)
+	}
+	s := &started{proc: proc, dev: dev, c: &client{req: newRing(dev.Requests), hiprio: newRing(dev.Hiprio)}}
+	if err := s.c.init(); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("%s: %w", d.key, err)
+	}
+	s.pids = procTree(proc.Pid())
+	return s, nil
+}
+
+// sample is one workload on one daemon in one round.
+type sample struct {
+	rate float64       // units per second
+	cpu  time.Duration // daemon CPU time per operation (per unit, or per 1 MiB request)
+}
+
+// measure runs r's operations from streams goroutines for dur.
+func measure(s *started, r *prepared, data bool, streams int, dur time.Duration) (sample, error) {
+	cpu0, err := cpuTime(s.pids)
+	if err != nil {
+		return sample{}, err
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	errs := make(chan error, streams)
+	var units, ops atomic.Int64
+	t0 := time.Now()
+	for w := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				n, err := r.op(w, i)
+				if err != nil {
+					errs <- err
+					return
+				}
+				units.Add(int64(n))
+				ops.Add(1)
+			}
+		}()
+	}
+	time.Sleep(dur)
+	stop.Store(true)
+	wg.Wait()
+	elapsed := time.Since(t0)
+	cpu1, err := cpuTime(s.pids)
+	if err != nil {
+		return sample{}, err
+	}
+	select {
+	case err := <-errs:
+		return sample{}, err
+	default:
+	}
+	per := units.Load()
+	if data {
+		per = ops.Load()
+	}
+	if per == 0 {
+		return sample{}, fmt.Errorf("no operation completed in %v", elapsed)
+	}
+	return sample{rate: float64(units.Load()) / elapsed.Seconds(), cpu: (cpu1 - cpu0) / time.Duration(per)}, nil
+}
