@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -13,25 +14,35 @@ import (
 	vut "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser/vhostusertest"
 )
 
-// ring lets several goroutines keep requests in flight on one virtqueue, as
-// a guest's tasks do: each submits and blocks for its own completion, while
-// one reaper goroutine alone waits on the call eventfd (two waiters on one
-// eventfd could each consume the other's signal).
+// ring lets several streams keep requests in flight on one virtqueue, as a
+// guest's tasks do. Each stream owns fixed descriptors and a fixed window of
+// guest memory, so a reply stays intact until its stream sends again
+// (buffers taken from a shared heap could be reused by other streams before
+// a slow reader looked at them). One reaper goroutine alone waits on the
+// call eventfd: two waiters on one eventfd could each consume the other's
+// signal.
 type ring struct {
 	q *vut.Queue
+	f *vut.FSDevice
 
 	mu      sync.Mutex
 	waiting map[uint16]chan uint32
 	seen    uint16 // used elements reaped so far
 	stop    chan struct{}
 	stopped chan struct{}
-	// free is signalled when descriptors are released.
-	free *sync.Cond
 }
 
-func newRing(q *vut.Queue) *ring {
-	r := &ring{q: q, waiting: map[uint16]chan uint32{}, stop: make(chan struct{}), stopped: make(chan struct{})}
-	r.free = sync.NewCond(&r.mu)
+// Per stream: descriptors, and guest memory for the readable part (header,
+// fixed part and a 1 MiB payload) and the writable part (reply header and a
+// 1 MiB body).
+const (
+	descsPerStream = 4
+	// dataSide fits a 1 MiB payload and the request's own parts.
+	dataSide = mib + 4096
+)
+
+func newRing(f *vut.FSDevice, q *vut.Queue) *ring {
+	r := &ring{q: q, f: f, waiting: map[uint16]chan uint32{}, stop: make(chan struct{}), stopped: make(chan struct{})}
 	go r.reap()
 	return r
 }
@@ -72,55 +83,88 @@ func (r *ring) reap() {
 	}
 }
 
-// do submits one chain and waits for the device to use it: the bytes
-// written into the writable buffers (views of guest memory, valid until
-// the next do of this goroutine's stream reuses the heap: the queue's heap
-// is far larger than what is in flight).
-func (r *ring) do(readable [][]byte, writable []int) ([][]byte, uint32, error) {
-	ch := make(chan uint32, 1)
-	r.mu.Lock()
-	var p *vut.Pending
-	for {
-		var err error
-		p, err = r.q.Submit(readable, writable)
-		if err == nil {
-			break
-		}
-		if len(r.waiting) == 0 {
-			r.mu.Unlock()
-			return nil, 0, err
-		}
-		r.free.Wait()
+// stream is one sender's share of a ring: descriptors [desc, desc+4) and
+// guest memory at gpa. A stream has one request in flight at a time.
+type stream struct {
+	r    *ring
+	desc uint16
+	gpa  uint64
+	side uint64 // bytes for each of the readable and the writable part
+	ch   chan uint32
+}
+
+// streams carves n streams with side bytes for each direction out of the
+// queue's area after its rings: the queue was set up at gpa with area bytes
+// (vhostusertest.SetupQueue).
+func (r *ring) streams(n int, gpa, area, side uint64) ([]*stream, error) {
+	heap := gpa + vut.RingBytes(r.q.Size)
+	if uint64(n)*2*side > gpa+area-heap || n*descsPerStream > int(r.q.Size) {
+		return nil, fmt.Errorf("queue %d: no room for %d streams", r.q.Index, n)
 	}
-	r.waiting[p.Head] = ch
-	r.mu.Unlock()
+	out := make([]*stream, n)
+	for i := range out {
+		out[i] = &stream{r: r, desc: uint16(i * descsPerStream), gpa: heap + uint64(i)*2*side, side: side, ch: make(chan uint32, 1)}
+	}
+	return out, nil
+}
+
+// do sends readable pieces and offers writable buffers of the given sizes,
+// and waits for the device to use them: the writable buffers (views of
+// guest memory, valid until this stream's next do) and the used length.
+func (s *stream) do(readable [][]byte, writable []int) ([][]byte, uint32, error) {
+	if len(readable)+len(writable) > descsPerStream {
+		return nil, 0, fmt.Errorf("%d buffers in one request", len(readable)+len(writable))
+	}
+	var ds []vut.Desc
+	off := s.gpa
+	for _, b := range readable {
+		copy(s.r.f.Guest(off, uint64(len(b))), b)
+		ds = append(ds, vut.Desc{Addr: off, Len: uint32(len(b))})
+		off += uint64(len(b)+63) &^ 63
+	}
+	off = s.gpa + s.side
+	var out [][]byte
+	for _, n := range writable {
+		out = append(out, s.r.f.Guest(off, uint64(n)))
+		ds = append(ds, vut.Desc{Addr: off, Len: uint32(n), Flags: vut.DescWrite})
+		off += uint64(n+63) &^ 63
+	}
+	if off > s.gpa+2*s.side {
+		return nil, 0, fmt.Errorf("request of %d bytes: larger than a stream's memory", off-s.gpa)
+	}
+	for i := range ds {
+		if i+1 < len(ds) {
+			ds[i].Flags |= vut.DescNext
+			ds[i].Next = s.desc + uint16(i+1)
+		}
+		s.r.q.PutDesc(s.r.q.DescGPA, s.desc+uint16(i), ds[i])
+	}
+	s.r.mu.Lock()
+	s.r.waiting[s.desc] = s.ch
+	s.r.mu.Unlock()
+	s.r.q.Publish(s.desc)
 	select {
-	case n := <-ch:
-		r.q.Release(p)
-		r.mu.Lock()
-		r.free.Broadcast()
-		r.mu.Unlock()
-		return p.Writable, n, nil
+	case n := <-s.ch:
+		return out, n, nil
 	case <-time.After(10 * time.Second):
-		return nil, 0, fmt.Errorf("queue %d: no completion in 10s", r.q.Index)
+		return nil, 0, fmt.Errorf("queue %d: no completion in 10s", s.r.q.Index)
 	}
 }
 
-// client is a guest FUSE driver: requests on the request queue, FORGET on
-// the high-priority queue, as Linux's virtio-fs driver sends them.
-type client struct {
-	req, hiprio *ring
-	unique      uint64
-	uniqueMu    sync.Mutex
-	maxWrite    uint32
+// session is what a connection's streams share.
+type session struct {
+	unique   atomic.Uint64
+	maxWrite uint32
 }
 
-func (c *client) nextUnique() uint64 {
-	c.uniqueMu.Lock()
-	defer c.uniqueMu.Unlock()
-	c.unique++
-	return c.unique
+// client is one guest task's FUSE driver: requests on the request queue,
+// FORGET on the high-priority queue, as Linux's virtio-fs driver sends them.
+type client struct {
+	req, hiprio *stream
+	*session
 }
+
+func (c *client) nextUnique() uint64 { return c.unique.Add(1) }
 
 func wire[T any](v *T) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(v)), unsafe.Sizeof(*v))

@@ -170,13 +170,15 @@ func run(ctx context.Context) error {
 type started struct {
 	proc *harness.DaemonProc
 	dev  *vut.FSDevice
-	c    *client
-	pids []int
+	// req and hiprio are the two queues; c holds one client per stream.
+	req, hiprio *ring
+	c           []*client
+	pids        []int
 }
 
 func (s *started) stop() error {
-	s.c.req.close()
-	s.c.hiprio.close()
+	s.req.close()
+	s.hiprio.close()
 	s.dev.Close()
 	if ok, err := s.proc.Wait(5 * time.Second); ok && err != nil {
 		// Every daemon ends by itself when its front-end hangs up.
@@ -211,8 +213,22 @@ func start(cfg *config, d daemon, pool int, tag string) (*started, error) {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
 		return nil, fmt.Errorf("%s: %w; its log: %s", d.key, err, log)
 	}
-	s := &started{proc: proc, dev: dev, c: &client{req: newRing(dev.Requests), hiprio: newRing(dev.Hiprio)}}
-	if err := s.c.init(); err != nil {
+	s := &started{proc: proc, dev: dev, req: newRing(dev, dev.Requests), hiprio: newRing(dev, dev.Hiprio)}
+	// Where vhostusertest.DialFS put the queues.
+	reqs, err := s.req.streams(cfg.streams, 8*mib, 16*mib, dataSide)
+	var his []*stream
+	if err == nil {
+		his, err = s.hiprio.streams(cfg.streams, 0, 4*mib, 4096)
+	}
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	ses := &session{}
+	for w := range cfg.streams {
+		s.c = append(s.c, &client{req: reqs[w], hiprio: his[w], session: ses})
+	}
+	if err := s.c[0].init(); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("%s: %w", d.key, err)
 	}

@@ -43,7 +43,7 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 					return err
 				}
 				for _, w := range ws {
-					run, err := w.prepare(s.c, cfg.streams)
+					run, err := w.prepare(s.c)
 					if err == nil {
 						// A short warm-up: first-touch faults of
 						// the guest memory and the daemon's caches.
@@ -188,14 +188,14 @@ func memoryAtScale(ctx context.Context, cfg *config, b *strings.Builder) error {
 			err = record(0)
 			var dir *fuse.EntryOut
 			if err == nil {
-				dir, err = s.c.lookup(rootID, "scale")
+				dir, err = s.c[0].lookup(rootID, "scale")
 			}
 			done := 0
 			for step, n := range cfg.scale {
 				if err != nil {
 					break
 				}
-				err = lookupRange(s.c, dir.NodeId, done, n, cfg.streams)
+				err = lookupRange(s.c, dir.NodeId, done, n)
 				done = n
 				if err == nil {
 					err = record(step + 1)
@@ -232,13 +232,14 @@ func memoryAtScale(ctx context.Context, cfg *config, b *strings.Builder) error {
 }
 
 // lookupRange looks up files [from, to) of the scale directory.
-func lookupRange(c *client, dir uint64, from, to, streams int) error {
+func lookupRange(cs []*client, dir uint64, from, to int) error {
 	ns := names("f", to)
+	streams := len(cs)
 	errs := make(chan error, streams)
 	for w := range streams {
 		go func() {
 			for i := from + w; i < to; i += streams {
-				if _, err := c.lookup(dir, ns[i]); err != nil {
+				if _, err := cs[w].lookup(dir, ns[i]); err != nil {
 					errs <- err
 					return
 				}

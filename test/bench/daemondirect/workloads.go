@@ -72,7 +72,7 @@ type prepared struct {
 type workload struct {
 	key, label string
 	data       bool // units are bytes: MiB/s
-	prepare    func(c *client, streams int) (*prepared, error)
+	prepare    func(cs []*client) (*prepared, error)
 }
 
 var workloads = []workload{
@@ -85,7 +85,8 @@ var workloads = []workload{
 	{"seq_write_1m", "1 MiB sequential WRITE", true, prepSeqWrite},
 }
 
-func prepLookupGetattr(c *client, streams int) (*prepared, error) {
+func prepLookupGetattr(cs []*client) (*prepared, error) {
+	c, streams := cs[0], len(cs)
 	dir, err := c.lookup(rootID, "warm")
 	if err != nil {
 		return nil, err
@@ -97,30 +98,32 @@ func prepLookupGetattr(c *client, streams int) (*prepared, error) {
 		}
 	}
 	return &prepared{op: func(w, i int) (int, error) {
-		e, err := c.lookup(dir.NodeId, ns[(i*streams+w)%len(ns)])
+		e, err := cs[w].lookup(dir.NodeId, ns[(i*streams+w)%len(ns)])
 		if err != nil {
 			return 0, err
 		}
-		return 1, c.getattr(e.NodeId)
+		return 1, cs[w].getattr(e.NodeId)
 	}, done: func() error { return nil }}, nil
 }
 
-func prepLookupForget(c *client, streams int) (*prepared, error) {
+func prepLookupForget(cs []*client) (*prepared, error) {
+	c, streams := cs[0], len(cs)
 	dir, err := c.lookup(rootID, "churn")
 	if err != nil {
 		return nil, err
 	}
 	ns := names("f", churnFiles)
 	return &prepared{op: func(w, i int) (int, error) {
-		e, err := c.lookup(dir.NodeId, ns[(i*streams+w)%len(ns)])
+		e, err := cs[w].lookup(dir.NodeId, ns[(i*streams+w)%len(ns)])
 		if err != nil {
 			return 0, err
 		}
-		return 1, c.forget(e.NodeId, 1)
+		return 1, cs[w].forget(e.NodeId, 1)
 	}, done: func() error { return nil }}, nil
 }
 
-func prepCreateUnlink(c *client, streams int) (*prepared, error) {
+func prepCreateUnlink(cs []*client) (*prepared, error) {
+	c := cs[0]
 	dir, err := c.lookup(rootID, "create")
 	if err != nil {
 		return nil, err
@@ -132,21 +135,22 @@ func prepCreateUnlink(c *client, streams int) (*prepared, error) {
 		seq++
 		name := fmt.Sprintf("n%d", seq)
 		mu.Unlock()
-		e, fh, err := c.create(dir.NodeId, name)
+		e, fh, err := cs[w].create(dir.NodeId, name)
 		if err != nil {
 			return 0, err
 		}
-		if err := c.release(e.NodeId, fh, opRelease); err != nil {
+		if err := cs[w].release(e.NodeId, fh, opRelease); err != nil {
 			return 0, err
 		}
-		if err := c.unlink(dir.NodeId, name); err != nil {
+		if err := cs[w].unlink(dir.NodeId, name); err != nil {
 			return 0, err
 		}
-		return 1, c.forget(e.NodeId, 1)
+		return 1, cs[w].forget(e.NodeId, 1)
 	}, done: func() error { return nil }}, nil
 }
 
-func prepReaddirplus(c *client, streams int) (*prepared, error) {
+func prepReaddirplus(cs []*client) (*prepared, error) {
+	c := cs[0]
 	dir, err := c.lookup(rootID, "big")
 	if err != nil {
 		return nil, err
@@ -154,14 +158,14 @@ func prepReaddirplus(c *client, streams int) (*prepared, error) {
 	var mu sync.Mutex
 	held := map[uint64]uint64{}
 	return &prepared{op: func(w, i int) (int, error) {
-		fh, err := c.open(dir.NodeId, syscall.O_RDONLY|syscall.O_DIRECTORY, opOpendir)
+		fh, err := cs[w].open(dir.NodeId, syscall.O_RDONLY|syscall.O_DIRECTORY, opOpendir)
 		if err != nil {
 			return 0, err
 		}
 		n := 0
 		mine := map[uint64]uint64{}
 		for off := uint64(0); ; {
-			ids, next, end, err := c.readdirplus(dir.NodeId, fh, off, 4096)
+			ids, next, end, err := cs[w].readdirplus(dir.NodeId, fh, off, 4096)
 			if err != nil {
 				return 0, err
 			}
@@ -182,7 +186,7 @@ func prepReaddirplus(c *client, streams int) (*prepared, error) {
 		if n < bigFiles {
 			return 0, fmt.Errorf("READDIRPLUS: %d entries, want %d", n, bigFiles)
 		}
-		return n, c.release(dir.NodeId, fh, opReleasedir)
+		return n, cs[w].release(dir.NodeId, fh, opReleasedir)
 	}, done: func() error {
 		// The guest drops its dentries: every lookup given back.
 		for id, k := range held {
@@ -220,7 +224,8 @@ func openStreams(c *client, streams int, name func(w int) string, flags uint32) 
 	}, nil
 }
 
-func prepRandRead(c *client, streams int) (*prepared, error) {
+func prepRandRead(cs []*client) (*prepared, error) {
+	c, streams := cs[0], len(cs)
 	nodes, fhs, done, err := openStreams(c, streams, func(int) string { return "data" }, syscall.O_RDONLY)
 	if err != nil {
 		return nil, err
@@ -231,7 +236,7 @@ func prepRandRead(c *client, streams int) (*prepared, error) {
 	}
 	return &prepared{op: func(w, i int) (int, error) {
 		off := uint64(rngs[w].IntN(dataSize/4096)) * 4096
-		n, err := c.read(nodes[w], fhs[w], off, 4096)
+		n, err := cs[w].read(nodes[w], fhs[w], off, 4096)
 		if err == nil && n != 4096 {
 			err = fmt.Errorf("READ: %d bytes", n)
 		}
@@ -239,14 +244,15 @@ func prepRandRead(c *client, streams int) (*prepared, error) {
 	}, done: done}, nil
 }
 
-func prepSeqRead(c *client, streams int) (*prepared, error) {
+func prepSeqRead(cs []*client) (*prepared, error) {
+	c, streams := cs[0], len(cs)
 	nodes, fhs, done, err := openStreams(c, streams, func(int) string { return "data" }, syscall.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
 	return &prepared{op: func(w, i int) (int, error) {
 		off := uint64((w*dataSize/streams + i*mib) % dataSize)
-		n, err := c.read(nodes[w], fhs[w], off, mib)
+		n, err := cs[w].read(nodes[w], fhs[w], off, mib)
 		if err == nil && n != mib {
 			err = fmt.Errorf("READ: %d bytes", n)
 		}
@@ -254,7 +260,8 @@ func prepSeqRead(c *client, streams int) (*prepared, error) {
 	}, done: done}, nil
 }
 
-func prepSeqWrite(c *client, streams int) (*prepared, error) {
+func prepSeqWrite(cs []*client) (*prepared, error) {
+	c, streams := cs[0], len(cs)
 	nodes, fhs, done, err := openStreams(c, streams, func(w int) string { return fmt.Sprintf("w%d", w) }, syscall.O_WRONLY)
 	if err != nil {
 		return nil, err
@@ -268,7 +275,7 @@ func prepSeqWrite(c *client, streams int) (*prepared, error) {
 		off := (i * mib) % writeSize
 		// A guest splits at the daemon's max_write.
 		for k := 0; k < mib; k += chunk {
-			if err := c.write(nodes[w], fhs[w], uint64(off+k), buf[k:k+chunk]); err != nil {
+			if err := cs[w].write(nodes[w], fhs[w], uint64(off+k), buf[k:k+chunk]); err != nil {
 				return 0, err
 			}
 		}
