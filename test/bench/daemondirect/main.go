@@ -29,21 +29,22 @@ const rootID = 1
 type daemon struct {
 	key, label string
 	spec       func(upstream map[harness.Daemon]string) harness.DaemonSpec
+	bin        string // "": -kata-virtiofsd
 }
 
 var allDaemons = []daemon{
 	{"ours", "ours (recover off)", func(map[harness.Daemon]string) harness.DaemonSpec {
 		return harness.DaemonSpec{Protection: harness.ProtectNone}
-	}},
+	}, ""},
 	{"ours-recover", "ours (recover on)", func(map[harness.Daemon]string) harness.DaemonSpec {
 		return harness.DaemonSpec{Protection: harness.ProtectRecover}
-	}},
+	}, ""},
 	{"rust", "Rust virtiofsd 1.13.2", func(u map[harness.Daemon]string) harness.DaemonSpec {
 		return harness.DaemonSpec{Protection: harness.ProtectNone, Upstream: u[harness.DaemonRust]}
-	}},
+	}, ""},
 	{"c", "C virtiofsd (QEMU 7.2)", func(u map[harness.Daemon]string) harness.DaemonSpec {
 		return harness.DaemonSpec{Protection: harness.ProtectNone, Upstream: u[harness.DaemonC]}
-	}},
+	}, ""},
 }
 
 type config struct {
@@ -85,7 +86,13 @@ func run(ctx context.Context) error {
 	flag.DurationVar(&cfg.dur, "duration", 600*time.Millisecond, "measured time per workload, daemon and round")
 	flag.StringVar(&cfg.workload, "workloads", "", "comma-separated workload keys (default: all)")
 	out := flag.String("out", "", "also write the tables to this file")
+	before := flag.String("before", "", "another kata-virtiofsd (an older build) served as daemon ours-before, recover off")
 	flag.Parse()
+	if *before != "" {
+		allDaemons = append(allDaemons, daemon{"ours-before", "ours before (recover off)", func(map[harness.Daemon]string) harness.DaemonSpec {
+			return harness.DaemonSpec{Protection: harness.ProtectNone}
+		}, *before})
+	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root: the daemons sandbox themselves in namespaces")
 	}
@@ -174,6 +181,16 @@ type started struct {
 	req, hiprio *ring
 	c           []*client
 	pids        []int
+	log         string // the daemon's output and syslog lines
+}
+
+// logTail is the end of the daemon's log, for errors.
+func (s *started) logTail() string {
+	b, _ := os.ReadFile(s.log)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
 }
 
 func (s *started) stop() error {
@@ -203,7 +220,11 @@ func start(cfg *config, d daemon, pool int, tag string) (*started, error) {
 		}
 	}
 	sock := filepath.Join(dir, "s")
-	proc, err := harness.StartDaemon(cfg.bin, args, dir, sock, filepath.Join(dir, "log"))
+	bin := cfg.bin
+	if d.bin != "" {
+		bin = d.bin
+	}
+	proc, err := harness.StartDaemon(bin, args, dir, sock, filepath.Join(dir, "log"))
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +234,7 @@ func start(cfg *config, d daemon, pool int, tag string) (*started, error) {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
 		return nil, fmt.Errorf("%s: %w; its log: %s", d.key, err, log)
 	}
-	s := &started{proc: proc, dev: dev, req: newRing(dev, dev.Requests), hiprio: newRing(dev, dev.Hiprio)}
+	s := &started{proc: proc, dev: dev, req: newRing(dev, dev.Requests), hiprio: newRing(dev, dev.Hiprio), log: filepath.Join(dir, "log")}
 	// Where vhostusertest.DialFS put the queues.
 	reqs, err := s.req.streams(cfg.streams, 8*mib, 16*mib, dataSide)
 	var his []*stream

@@ -3,10 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
@@ -30,6 +33,9 @@ func cpuTime(pids []int) (time.Duration, error) {
 	var ticks int64
 	for _, p := range pids {
 		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+			continue // a short-lived helper that ended
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -63,6 +69,9 @@ func readMemory(pids []int) (memory, error) {
 	var m memory
 	for _, p := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", p))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+			continue
+		}
 		if err != nil {
 			return m, err
 		}

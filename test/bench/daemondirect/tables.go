@@ -33,35 +33,34 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 		}
 	}
 	res := map[resultKey][]sample{}
+	failures := map[resultKey][]string{}
 	t0 := time.Now()
 	for r := range cfg.rounds {
 		for _, pool := range cfg.pools {
 			for i := range cfg.daemons {
 				d := cfg.daemons[(i+r)%len(cfg.daemons)]
-				s, err := start(cfg, d, pool, fmt.Sprintf("%s-%d-%d", d.key, pool, r))
+				tag := fmt.Sprintf("%s-%d-%d", d.key, pool, r)
+				s, err := start(cfg, d, pool, tag)
 				if err != nil {
 					return err
 				}
 				for _, w := range ws {
-					run, err := w.prepare(s.c)
-					if err == nil {
-						// A short warm-up: first-touch faults of
-						// the guest memory and the daemon's caches.
-						_, err = measure(s, run, w.data, cfg.streams, cfg.dur/6)
-					}
-					var smp sample
-					if err == nil {
-						smp, err = measure(s, run, w.data, cfg.streams, cfg.dur)
-					}
-					if err == nil {
-						err = run.done()
-					}
-					if err != nil {
-						s.stop()
-						return fmt.Errorf("%s, pool %d, %s: %w", d.key, pool, w.key, err)
-					}
 					k := resultKey{pool, d.key, w.key}
-					res[k] = append(res[k], smp)
+					smp, err := runWorkload(s, w, cfg)
+					if err == nil {
+						res[k] = append(res[k], smp)
+						continue
+					}
+					// A daemon that fails a workload is reported and
+					// replaced by a fresh one for the rest.
+					exited, how := s.proc.Exited()
+					msg := fmt.Sprintf("%s, pool %d, round %d, %s: %v (daemon exited: %v %v)", d.label, pool, r+1, w.key, err, exited, how)
+					fmt.Fprintf(os.Stderr, "FAILED: %s; its log ends: %s\n", msg, s.logTail())
+					failures[k] = append(failures[k], msg)
+					s.stop()
+					if s, err = start(cfg, d, pool, tag+"-again"); err != nil {
+						return err
+					}
 				}
 				if err := s.stop(); err != nil {
 					return fmt.Errorf("%s, pool %d: %w", d.key, pool, err)
@@ -79,6 +78,7 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 			fmt.Fprintf(b, " %s |", d.label)
 		}
 		ratios := ratioColumns(cfg)
+		var failed []string
 		for _, rc := range ratios {
 			fmt.Fprintf(b, " %s |", rc.label)
 		}
@@ -92,6 +92,13 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 			med := map[string]float64{}
 			for _, d := range cfg.daemons {
 				ss := res[resultKey{pool, d.key, w.key}]
+				if fails := len(failures[resultKey{pool, d.key, w.key}]); fails > 0 {
+					failed = append(failed, failures[resultKey{pool, d.key, w.key}]...)
+					if len(ss) == 0 {
+						fmt.Fprintf(b, " failed in %d of %d rounds |", fails, cfg.rounds)
+						continue
+					}
+				}
 				rates, cpus := make([]float64, len(ss)), make([]float64, len(ss))
 				for i, s := range ss {
 					rates[i], cpus[i] = s.rate/div, float64(s.cpu)/1e3
@@ -99,16 +106,49 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 				m, lo, hi := stats(rates)
 				cm, _, _ := stats(cpus)
 				med[d.key] = m
-				fmt.Fprintf(b, " %s %s (%s–%s); CPU %s µs |", num(m), unit, num(lo), num(hi), num(cm))
+				note := ""
+				if len(ss) < cfg.rounds {
+					note = fmt.Sprintf(", %d of %d rounds", len(ss), cfg.rounds)
+				}
+				fmt.Fprintf(b, " %s %s (%s–%s%s); CPU %s µs |", num(m), unit, num(lo), num(hi), note, num(cm))
 			}
 			for _, rc := range ratios {
+				if med[rc.ours] == 0 || med[rc.other] == 0 {
+					fmt.Fprintf(b, " – |")
+					continue
+				}
 				fmt.Fprintf(b, " %.2f× |", med[rc.ours]/med[rc.other])
 			}
 			fmt.Fprintln(b)
 		}
 		fmt.Fprintln(b)
+		for _, f := range failed {
+			fmt.Fprintf(b, "- Failed: %s\n", f)
+		}
+		if len(failed) > 0 {
+			fmt.Fprintln(b)
+		}
+		failed = nil
 	}
 	return nil
+}
+
+// runWorkload prepares w on s, warms up, measures and cleans up.
+func runWorkload(s *started, w workload, cfg *config) (sample, error) {
+	run, err := w.prepare(s.c)
+	if err != nil {
+		return sample{}, err
+	}
+	// A short warm-up: first-touch faults of the guest memory and the
+	// daemon's caches.
+	if _, err := measure(s, run, w.data, cfg.streams, cfg.dur/6); err != nil {
+		return sample{}, err
+	}
+	smp, err := measure(s, run, w.data, cfg.streams, cfg.dur)
+	if err != nil {
+		return sample{}, err
+	}
+	return smp, run.done()
 }
 
 type ratioColumn struct{ label, ours, other string }
@@ -121,7 +161,7 @@ func ratioColumns(cfg *config) []ratioColumn {
 		has[d.key] = true
 	}
 	var out []ratioColumn
-	for _, rc := range []ratioColumn{{"ours/Rust", "ours", "rust"}, {"ours/C", "ours", "c"}, {"recover on/off", "ours-recover", "ours"}} {
+	for _, rc := range []ratioColumn{{"ours/Rust", "ours", "rust"}, {"ours/C", "ours", "c"}, {"recover on/off", "ours-recover", "ours"}, {"after/before", "ours", "ours-before"}} {
 		if has[rc.ours] && has[rc.other] {
 			out = append(out, rc)
 		}
