@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -129,6 +130,9 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 		}
 		return fmt.Errorf("serve: %w", err)
 	}
+	// What starting took (options, plan, JSON) is garbage now: give it
+	// back, this process only waits from here on.
+	debug.FreeOSMemory()
 	relayedStatus := make(chan struct{})
 	if statusR != nil {
 		go func() { status.relay(statusR); statusR.Close(); close(relayedStatus) }()
@@ -306,6 +310,7 @@ func RunSandboxChild() int {
 		return 1
 	}
 	log.G(ctx).WithField("capabilities", capEff()).WithField("sandbox_mode", c.Mode).Debug("sandboxed daemon confined")
+	log.G(ctx).WithFields(applyDaemonRuntime(o.ThreadPoolSize)).Debug("go runtime settings")
 	ctx, stop := signalContext(ctx)
 	defer stop()
 	report := childStatusReporter(ctx)

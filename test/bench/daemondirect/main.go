@@ -87,7 +87,19 @@ func run(ctx context.Context) error {
 	flag.StringVar(&cfg.workload, "workloads", "", "comma-separated workload keys (default: all)")
 	out := flag.String("out", "", "also write the tables to this file")
 	before := flag.String("before", "", "another kata-virtiofsd (an older build) served as daemon ours-before, recover off")
+	daemonEnv := flag.String("daemon-env", "", "comma-separated K=V set in the daemons' environment only (e.g. GOGC=100), not this program's")
 	flag.Parse()
+	if *daemonEnv != "" {
+		// The runtime read GOGC, GOMAXPROCS and the like at start: set now,
+		// they reach only the processes started from here on.
+		for _, kv := range strings.Split(*daemonEnv, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return fmt.Errorf("-daemon-env: %q is not K=V", kv)
+			}
+			os.Setenv(k, v)
+		}
+	}
 	if *before != "" {
 		allDaemons = append(allDaemons, daemon{"ours-before", "ours before (recover off)", func(map[harness.Daemon]string) harness.DaemonSpec {
 			return harness.DaemonSpec{Protection: harness.ProtectNone}
