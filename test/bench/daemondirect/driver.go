@@ -146,10 +146,14 @@ func (s *stream) do(readable [][]byte, writable []int) ([][]byte, uint32, error)
 	select {
 	case n := <-s.ch:
 		return out, n, nil
-	case <-time.After(10 * time.Second):
-		return nil, 0, fmt.Errorf("queue %d: no completion in 10s", s.r.q.Index)
+	case <-time.After(completionTimeout):
+		return nil, 0, fmt.Errorf("queue %d: no completion in %v", s.r.q.Index, completionTimeout)
 	}
 }
+
+// completionTimeout bounds a request: far above any request's latency
+// even on a loaded host, short enough that a daemon that died costs little.
+const completionTimeout = 3 * time.Second
 
 // session is what a connection's streams share.
 type session struct {

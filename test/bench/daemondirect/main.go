@@ -217,8 +217,21 @@ func (s *started) stop() error {
 }
 
 // start runs d through kata-virtiofsd with Kata's argv and pool threads,
-// connects and sends INIT.
+// connects and sends INIT; it tries three times, as a daemon's start on a
+// loaded host may time out.
 func start(cfg *config, d daemon, pool int, tag string) (*started, error) {
+	var err error
+	for attempt := range 3 {
+		var s *started
+		if s, err = startOnce(cfg, d, pool, fmt.Sprintf("%s-%d", tag, attempt)); err == nil {
+			return s, nil
+		}
+		fmt.Fprintf(os.Stderr, "starting %s (attempt %d): %v\n", d.key, attempt+1, err)
+	}
+	return nil, err
+}
+
+func startOnce(cfg *config, d daemon, pool int, tag string) (*started, error) {
 	dir, err := os.MkdirTemp(cfg.work, tag+"-")
 	if err != nil {
 		return nil, err
