@@ -95,7 +95,8 @@ mount --rbind /dev "$host"
 mount -t tmpfs -o mode=0755 ksg-dev /dev
 for e in "$host"/*; do
 	n=${e##*/}
-	if [ -L "$e" ]; then cp -P "$e" "/dev/$n"
+	if [ "$n" = log ]; then continue # the host's own syslog socket: replaced below
+	elif [ -L "$e" ]; then cp -P "$e" "/dev/$n"
 	elif [ -d "$e" ]; then mkdir "/dev/$n"; mount --rbind "$e" "/dev/$n"
 	else : >"/dev/$n"; mount --bind "$e" "/dev/$n"
 	fi
