@@ -232,6 +232,10 @@ func start(cfg *config, d daemon, pool int, tag string) (*started, error) {
 }
 
 func startOnce(cfg *config, d daemon, pool int, tag string) (*started, error) {
+	// What a daemon that died in CREATE+UNLINK left behind.
+	if err := emptyDir(filepath.Join(cfg.share, "create")); err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp(cfg.work, tag+"-")
 	if err != nil {
 		return nil, err
@@ -335,4 +339,17 @@ func measure(s *started, r *prepared, data bool, streams int, dur time.Duration)
 		return sample{}, fmt.Errorf("no operation completed in %v", elapsed)
 	}
 	return sample{rate: float64(units.Load()) / elapsed.Seconds(), cpu: (cpu1 - cpu0) / time.Duration(per)}, nil
+}
+
+func emptyDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
