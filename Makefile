@@ -54,6 +54,11 @@ integration: build ## run the containerd integration tests only (root; crictl fr
 bench-shim: ## median shim start->address, ours vs the stand-in delegate alone (BENCHMARKS.md)
 	KSG_INTEGRATION=1 $(GO) test -run '^$$' -bench BenchmarkShimStart -benchtime 300x -timeout 30m ./test/integration/
 
+.PHONY: bench-daemon-direct
+BENCH_DIRECT_FLAGS ?=
+bench-daemon-direct: build ## our virtio-fs daemon vs Rust and C virtiofsd driven from the host, no guest (root; a few minutes; BENCHMARKS.md)
+	$(GO) run ./test/bench/daemondirect -kata-virtiofsd $(BIN)/kata-virtiofsd $(BENCH_DIRECT_FLAGS)
+
 .PHONY: bench-daemon
 bench-daemon: ## our virtio-fs daemon vs Rust and C virtiofsd in TCG guests (root; BENCHMARKS.md)
 	test/e2e/daemon/bench-daemon.sh

@@ -18,5 +18,6 @@ import (
 // system); its sandbox re-executes this binary, which main hands to
 // fsserver.RunSandboxChild.
 func serve(ctx context.Context, o *virtiofsd.Options) error {
+	fsserver.ApplyRuntimeDefaults(ctx, o)
 	return fsserver.Serve(ctx, o)
 }

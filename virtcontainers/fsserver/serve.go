@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -160,6 +161,9 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 		}
 		return fmt.Errorf("serve: %w", err)
 	}
+	// What starting took (options, plan, JSON) is garbage now: give it
+	// back, this process only waits from here on.
+	debug.FreeOSMemory()
 	relayedStatus := make(chan struct{})
 	if statusR != nil {
 		go func() { status.relay(statusR); statusR.Close(); close(relayedStatus) }()
@@ -356,6 +360,7 @@ func RunSandboxChild() int {
 		log.G(ctx).WithField("sandbox_mode", c.Mode).Warn("sandbox: " + w)
 	}
 	log.G(ctx).WithField("capabilities", capEff()).WithField("sandbox_mode", c.Mode).Debug("sandboxed daemon confined")
+	log.G(ctx).WithFields(applyDaemonRuntime(o.ThreadPoolSize)).Debug("go runtime settings")
 	ctx, stop := signalContext(ctx)
 	defer stop()
 	report := childStatusReporter(ctx)

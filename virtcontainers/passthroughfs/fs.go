@@ -167,7 +167,8 @@ func (fs *FS) OnUnmount() {}
 func (fs *FS) SetDebug(bool) {}
 
 func keyOf(st *unix.Statx_t) inodeKey {
-	return inodeKey{dev: unix.Mkdev(st.Dev_major, st.Dev_minor), ino: st.Ino, mnt: st.Mnt_id}
+	// The kernel's own dev_t and mount ID fit 32 bits each (inodeKey).
+	return inodeKey{dev: st.Dev_major<<20 | st.Dev_minor&(1<<20-1), ino: st.Ino, mnt: uint32(st.Mnt_id)}
 }
 
 func status(e syscall.Errno) fuse.Status { return fuse.Status(e) }

@@ -306,10 +306,10 @@ func TestSubmounts(t *testing.T) {
 			}
 			ino := fs.inodes.get(v.NodeId)
 			require.Equal(t, tc.want["vol"], ino.submount, "table remembers the announcement")
-			require.Nil(t, ino.handle, "file handles only serve recovery, which is off")
+			require.Nil(t, ino.handle(), "file handles only serve recovery, which is off")
 			ino.release()
 			p := fs.inodes.get(mustLookup(t, fs, rootID, "plain").NodeId)
-			require.Nil(t, p.handle, "no handle for ordinary directories")
+			require.Nil(t, p.handle(), "no handle for ordinary directories")
 			p.release()
 		})
 	}

@@ -11,38 +11,89 @@ import (
 const rootID = 1
 
 // inodeKey identifies a host file: the inode number alone is unique only per
-// superblock, and the same superblock can be mounted twice.
+// superblock, and the same superblock can be mounted twice. dev is the
+// kernel's 32-bit dev_t (major<<20 | minor: majors have 12 bits, minors 20)
+// and mnt the mount ID statx(2) gives with STATX_MNT_ID (an int): 16 bytes,
+// as every inode and every entry of the key maps carries one.
 type inodeKey struct {
-	dev, ino, mnt uint64
+	ino      uint64
+	dev, mnt uint32
 }
 
-// inode is one host file the guest holds lookups on.
+// inode is one host file the guest holds lookups on. There is one per
+// inode the guest knows, so its size is the daemon's memory per inode:
+// fields are ordered to fit 64 bytes (a size class of Go's allocator), and
+// what only submount roots use is behind sub.
 type inode struct {
 	nodeid uint64
 	key    inodeKey
 	// fd is an O_PATH descriptor, closed when pins drops to zero.
 	fd int
-	// mode is the file type (S_IFMT bits); it cannot change for a host inode.
-	mode uint32
+
+	// Guarded by the mutex of the key shard that holds key.
+	lookups uint64
+	// sub is the recovery state of an announced submount root: nil for
+	// every other inode, and for roots until recovery has something to
+	// keep (see subRoot).
+	sub *subRoot
+
 	// pins counts the table's reference (while the guest holds lookups)
 	// plus every request in flight using fd.
 	pins atomic.Int32
+	// mode is the file type (S_IFMT bits); it cannot change for a host inode.
+	mode uint32
 
-	// Guarded by the mutex of the key shard that holds key.
-	lookups  uint64
+	// Guarded by the key shard's mutex, as lookups.
 	gone     bool // no longer in the tables: the guest forgot it
 	submount bool // announced with FUSE_ATTR_SUBMOUNT at least once
+	// owned: the recovery table, not the guest, keeps this inode (a
+	// recovered submount root with no lookups; see recover.go).
+	owned bool
+}
+
+// subRoot is what recovery keeps on a submount root's inode. Guarded by
+// the key shard's mutex; sub is never reset once set.
+type subRoot struct {
 	// handle is the file handle of an announced submount root, where its
 	// filesystem has them and recovery is on: an identity that survives
 	// without a descriptor.
 	handle *fileHandle
-	// owned: the recovery table, not the guest, keeps this inode (a
-	// recovered submount root with no lookups; see recover.go).
-	owned bool
 	// root is the recovery table's entry of this node ID, on an inode
-	// revived or reinstated from it; set before the inode is published and
-	// never changed.
+	// revived or reinstated from it.
 	root *heldRoot
+}
+
+// handle returns the inode's file handle, or nil.
+func (ino *inode) handle() *fileHandle {
+	if ino.sub == nil {
+		return nil
+	}
+	return ino.sub.handle
+}
+
+// heldRoot returns the recovery table's entry of the inode, or nil.
+func (ino *inode) heldRoot() *heldRoot {
+	if ino.sub == nil {
+		return nil
+	}
+	return ino.sub.root
+}
+
+// setSub records a file handle (if not nil and none yet) and a recovery
+// entry (if not nil); the key shard's mutex is held, or ino unpublished.
+func (ino *inode) setSub(fh *fileHandle, h *heldRoot) {
+	if fh == nil && h == nil {
+		return
+	}
+	if ino.sub == nil {
+		ino.sub = &subRoot{}
+	}
+	if ino.sub.handle == nil {
+		ino.sub.handle = fh
+	}
+	if h != nil {
+		ino.sub.root = h
+	}
 }
 
 // fileHandle is what name_to_handle_at(2) returns: the host file's identity
@@ -102,7 +153,7 @@ func newInodeTable(rec *recoveryTable) *inodeTable {
 func (t *inodeTable) idShard(nodeid uint64) *idShard { return &t.byID[nodeid&(shards-1)] }
 
 func (t *inodeTable) keyShard(k inodeKey) *keyShard {
-	h := k.ino*0x9e3779b97f4a7c15 ^ k.dev*0xbf58476d1ce4e5b9 ^ k.mnt
+	h := k.ino*0x9e3779b97f4a7c15 ^ uint64(k.dev)*0xbf58476d1ce4e5b9 ^ uint64(k.mnt)
 	return &t.byKey[(h>>32)&(shards-1)]
 }
 
@@ -149,13 +200,11 @@ func (t *inodeTable) ref(key inodeKey, fd int, mode uint32, submount bool, fh *f
 		if submount {
 			ino.submount = true
 		}
-		if ino.handle == nil {
-			ino.handle = fh
-		}
+		ino.setSub(fh, nil)
 		if ino.owned {
 			// The guest counts the recovered root again.
 			ino.owned = false
-			t.rec.disown(ino.root)
+			t.rec.disown(ino.heldRoot())
 		}
 		id := ino.nodeid
 		ks.mu.Unlock()
@@ -173,7 +222,8 @@ func (t *inodeTable) ref(key inodeKey, fd int, mode uint32, submount bool, fh *f
 	} else {
 		id = t.next.Add(1)
 	}
-	ino := &inode{nodeid: id, key: key, fd: fd, mode: mode, lookups: 1, submount: submount, handle: fh, root: h}
+	ino := &inode{nodeid: id, key: key, fd: fd, mode: mode, lookups: 1, submount: submount}
+	ino.setSub(fh, h)
 	ino.pins.Store(1)
 	ks.m[key] = ino
 	s := t.idShard(ino.nodeid)
@@ -218,11 +268,11 @@ func (t *inodeTable) forget(nodeid, n uint64) {
 		ks.mu.Unlock()
 		return
 	}
-	if ino.root != nil && ino.root.recovered {
+	if h := ino.heldRoot(); h != nil && h.recovered {
 		// This node ID was used after a FORGET once already: the guest
 		// has a user of it that holds no lookup. Keep it served.
 		ino.owned = true
-		ev := t.rec.own(ino.root)
+		ev := t.rec.own(ino.heldRoot())
 		ks.mu.Unlock()
 		t.rec.evict(ev)
 		return

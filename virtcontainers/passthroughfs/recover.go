@@ -392,14 +392,14 @@ func (t *inodeTable) unlinkLocked(ks *keyShard, ino *inode) {
 // reports that the entry took over the table's pin (no file handle: the
 // descriptor is the identity).
 func (r *recoveryTable) hold(ks *keyShard, ino *inode) (pinTaken bool, ev evictions) {
-	h := ino.root
+	h := ino.heldRoot()
 	if h == nil {
 		path, ok := r.pathOf(ino.fd)
 		if !ok {
 			r.log.WithField("nodeid", ino.nodeid).Debug("submount root recovery: forgotten root is not reachable in the share; not held")
 			return false, ev
 		}
-		h = &heldRoot{nodeid: ino.nodeid, key: ino.key, handle: ino.handle, path: path}
+		h = &heldRoot{nodeid: ino.nodeid, key: ino.key, handle: ino.handle(), path: path}
 	}
 	r.mu.Lock()
 	if old := r.byKey[h.key]; old != nil && old != h {
@@ -627,11 +627,11 @@ func (r *recoveryTable) reinstate(h *heldRoot, saw rootState, pinned *inode, fd 
 		ino.gone = false
 		ino.lookups = 0
 	} else {
-		ino = &inode{nodeid: h.nodeid, key: h.key, fd: fd, mode: unix.S_IFDIR, submount: true, handle: h.handle}
+		ino = &inode{nodeid: h.nodeid, key: h.key, fd: fd, mode: unix.S_IFDIR, submount: true}
 		ino.pins.Store(1)
 		fd = -1
 	}
-	ino.root = h
+	ino.setSub(h.handle, h)
 	ino.owned = true
 	h.ino = ino
 	h.state = rootRecovered

@@ -107,8 +107,8 @@ func BenchmarkRecoverHeldEntryMemory(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		for i := 0; i < n; i++ {
 			// Synthetic keys, one real directory: hold only reads its path.
-			ino := &inode{nodeid: uint64(100 + i), key: inodeKey{dev: 1, ino: uint64(i), mnt: 1}, fd: dirFD, mode: unix.S_IFDIR,
-				submount: true, handle: &fileHandle{fh: unix.NewFileHandle(fh.fh.Type(), append([]byte(nil), fh.fh.Bytes()...)), mountID: fh.mountID}}
+			ino := &inode{nodeid: uint64(100 + i), key: inodeKey{dev: 1, ino: uint64(i), mnt: 1}, fd: dirFD, mode: unix.S_IFDIR, submount: true}
+			ino.setSub(&fileHandle{fh: unix.NewFileHandle(fh.fh.Type(), append([]byte(nil), fh.fh.Bytes()...)), mountID: fh.mountID}, nil)
 			ino.pins.Store(2) // never closes dirFD
 			ks := fs.inodes.keyShard(ino.key)
 			ks.mu.Lock()

@@ -164,7 +164,7 @@ func TestRecoverBuggyKernel(t *testing.T) {
 			require.NotZero(t, v.Attr.Flags&fuse.ATTR_SUBMOUNT, "announced")
 			n := v.NodeId
 			ino := fs.inodes.get(n)
-			require.Equal(t, !id.noHandles, ino.handle != nil, "file handle kept only when used")
+			require.Equal(t, !id.noHandles, ino.handle() != nil, "file handle kept only when used")
 			ino.release()
 			// The guest's submount root reuses n with no lookup of its own.
 			require.Equal(t, "vol0", readMarker(t, fs.FS, n))

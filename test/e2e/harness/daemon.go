@@ -169,6 +169,10 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
+// Pid is the daemon's process ID (kata-virtiofsd, or the upstream
+// virtiofsd it became: both exec).
+func (d *DaemonProc) Pid() int { return d.cmd.Process.Pid }
+
 // Exited reports whether the daemon has ended, and how.
 func (d *DaemonProc) Exited() (bool, error) {
 	return d.Wait(0)

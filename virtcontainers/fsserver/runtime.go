@@ -1,0 +1,90 @@
+package fsserver
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"runtime/debug"
+
+	"github.com/containerd/containerd/log"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
+)
+
+// DefaultGCPercent is the daemon's GOGC. Go's default, 100, lets the heap
+// reach twice what is live; go-fuse allocates about 1 KiB per request, so
+// between collections the heap fills with garbage up to that goal, and the
+// daemon's memory per inode the guest holds was 360 bytes (Rust virtiofsd:
+// 430). At 50 it was 279 bytes, at 25 261: little more to gain while the
+// collector runs twice as often. Collections of a heap of a few MiB cost
+// tens of microseconds, against 20-50 µs of CPU per request: throughput did
+// not move (BENCHMARKS.md, "virtio-fs daemon driven from the host").
+//
+// No GOMEMLIMIT is set: the live heap grows with the inodes the guest
+// holds (135 bytes each, up to the fd limit, a million on a Kata host), and
+// a fixed limit below it makes the collector run without pause. A 6 MiB
+// limit gave 182 bytes per inode here, with a few thousand inodes only.
+const DefaultGCPercent = 50
+
+// runtimeSettings are the Go runtime settings the daemon applies; a zero
+// field leaves the runtime's value.
+type runtimeSettings struct {
+	gcPercent int
+	maxProcs  int
+}
+
+// daemonRuntime chooses GOGC and GOMAXPROCS for a daemon with a pool of
+// workers, unless the operator's environment (getenv) sets them.
+//
+// GOMAXPROCS follows --thread-pool-size: virtiofsd's pool bounds the
+// requests served at once, and more Ps than goroutines with work only make
+// the scheduler wake and spin threads between requests. With Kata's pool
+// of 1 and GOMAXPROCS 2 (this 2-core machine's default) a LOOKUP+GETATTR
+// pair cost the daemon 59 µs of CPU; with 1, 30 µs, and throughput rose by
+// a third. Blocking system calls still hand the P over, so the hiprio
+// queue and the vhost-user socket are served meanwhile.
+func daemonRuntime(getenv func(string) string, pool, procs int) runtimeSettings {
+	var s runtimeSettings
+	if getenv("GOGC") == "" {
+		s.gcPercent = DefaultGCPercent
+	}
+	if getenv("GOMAXPROCS") == "" {
+		s.maxProcs = min(procs, max(1, pool))
+	}
+	return s
+}
+
+// ApplyRuntimeDefaults sets GOGC and GOMAXPROCS (see daemonRuntime) for
+// this process, which is about to Serve o: it serves the share itself
+// (--sandbox=none) or only waits for its sandboxed daemon and relays its log
+// (a pool of 0: one P). The sandboxed daemon applies its own in
+// RunSandboxChild. It changes the whole process, so the binary's main
+// calls it, not Serve.
+func ApplyRuntimeDefaults(ctx context.Context, o *virtiofsd.Options) {
+	pool := 0
+	if mode, err := fssandbox.ParseMode(string(o.Sandbox)); err == nil && mode == fssandbox.ModeNone {
+		pool = o.ThreadPoolSize
+	}
+	log.G(ctx).WithFields(applyDaemonRuntime(pool)).Debug("go runtime settings")
+}
+
+// applyDaemonRuntime applies daemonRuntime for this process and returns
+// what it set, for the log.
+func applyDaemonRuntime(pool int) map[string]any {
+	s := daemonRuntime(os.Getenv, pool, runtime.GOMAXPROCS(0))
+	set := map[string]any{}
+	if s.gcPercent != 0 {
+		debug.SetGCPercent(s.gcPercent)
+		set["gogc"] = s.gcPercent
+	} else {
+		set["gogc"] = "GOGC=" + os.Getenv("GOGC")
+	}
+	if s.maxProcs != 0 {
+		runtime.GOMAXPROCS(s.maxProcs)
+		set["gomaxprocs"] = s.maxProcs
+	} else {
+		set["gomaxprocs"] = "GOMAXPROCS=" + os.Getenv("GOMAXPROCS")
+	}
+	return set
+}
