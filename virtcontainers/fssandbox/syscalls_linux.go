@@ -37,5 +37,8 @@ func allowedSyscalls() []uintptr {
 		unix.SYS_GETXATTR, unix.SYS_SETXATTR, unix.SYS_LISTXATTR, unix.SYS_REMOVEXATTR,
 		// Capability read for the log line.
 		unix.SYS_CAPGET,
+		// The probe eventfd that identifies an eventfd the VMM sends
+		// (vhostuser's checkEventfd), made at the first SET_VRING_KICK.
+		unix.SYS_EVENTFD2,
 	}, archSyscalls()...)
 }
