@@ -65,6 +65,9 @@ type Sources struct {
 	// RuntimeRSDefaultConfigPaths() when not nil (tests).
 	DefaultPaths          []string
 	RuntimeRSDefaultPaths []string
+	// Loaded is a file already loaded (with its drop-ins) from Loaded.Path;
+	// Resolve uses it instead of reading that path again.
+	Loaded *File
 }
 
 // HypervisorChoice is one [hypervisor.<name>] table with its effective
@@ -117,9 +120,11 @@ func Resolve(ctx context.Context, src Sources) (*Resolved, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := Load(path)
-	if err != nil {
-		return nil, err
+	f := src.Loaded
+	if f == nil || f.Path != path {
+		if f, err = Load(path); err != nil {
+			return nil, err
+		}
 	}
 	r := &Resolved{Path: path, Source: source, File: f, Delegate: kind, DelegateVersion: src.DelegateVersion, Guard: f.Guard}
 

@@ -243,3 +243,20 @@ func TestDefaultVirtioFSCache(t *testing.T) {
 		})
 	}
 }
+
+// TestResolveUsesLoadedFile: a file the caller already loaded (the shim loads
+// the operator's file to find its delegate) is not read again.
+func TestResolveUsesLoadedFile(t *testing.T) {
+	dir := t.TempDir()
+	k1, k2 := writeFile(t, dir, "k1", ""), writeFile(t, dir, "k2", "")
+	p := writeFile(t, dir, "configuration.toml", qemuConfig(k1))
+	loaded, err := Load(p)
+	require.NoError(t, err)
+	writeFile(t, dir, "configuration.toml", qemuConfig(k2)) // the disk moves on
+	r, err := Resolve(context.Background(), Sources{ExplicitPath: p, Loaded: loaded})
+	require.NoError(t, err)
+	require.Equal(t, k1, r.Hypervisor.Kernel, "the loaded file, not a second read")
+	other, err := Resolve(context.Background(), Sources{ExplicitPath: p, Loaded: &File{Path: "/elsewhere.toml"}})
+	require.NoError(t, err)
+	require.Equal(t, k2, other.Hypervisor.Kernel, "a file loaded from another path is not used")
+}

@@ -47,6 +47,8 @@ func Resolve(ctx context.Context, src config.Sources, identify Identifier) (*con
 		return nil, Identity{}, fmt.Errorf("%s: %w", operatorPath, err)
 	}
 	src.Delegate, src.DelegateVersion = id.Kind, id.Version
+	// Most often the delegate's rules choose the operator's file: read once.
+	src.Loaded = operatorFile
 	res, err := config.Resolve(ctx, src)
 	if err != nil {
 		return nil, Identity{}, err
