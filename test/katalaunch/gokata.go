@@ -3,8 +3,6 @@ package katalaunch
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,13 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/kata-submount-guard/kata-submount-guard/test/katabuild"
 )
 
 // GoTags are the Kata Go runtimes whose launch code the tests run: 3.0.2
@@ -39,9 +38,9 @@ type KataGo struct {
 }
 
 // Runtime is the extracted src/runtime of the tag.
-func (k KataGo) Runtime() string {
-	return filepath.Join(k.Dir, "src", "kata-containers-"+k.Tag, "src", "runtime")
-}
+func (k KataGo) Runtime() string { return k.tree().Runtime() }
+
+func (k KataGo) tree() katabuild.Tree { return katabuild.Tree{Tag: k.Tag, Dir: k.Dir} }
 
 // Defaults are the virtio-fs settings of the tag's default QEMU
 // configuration (config/configuration-qemu.toml, which 70-kata.sh generated
@@ -66,73 +65,12 @@ func (k KataGo) Defaults() (Defaults, error) {
 	return f.Hypervisor.QEMU, nil
 }
 
-// BuildLauncher compiles Fixture into a copy of the tag's virtcontainers
-// package (Kata's own test files left out: their TestMain fakes
+// BuildLauncher compiles Fixture into the tag's virtcontainers package
+// (katabuild: Kata's own test files left out, as their TestMain fakes
 // utils.StartCmd, the very call that starts the daemon) and returns the test
-// binary. The binary is kept under <Dir>/launcher/<key>, keyed by the
-// archive, the fixture and the Go version, so it is built once.
+// binary, built once.
 func (k KataGo) BuildLauncher(ctx context.Context, repoRoot string) (string, error) {
-	fixture, err := os.ReadFile(filepath.Join(repoRoot, Fixture))
-	if err != nil {
-		return "", err
-	}
-	archive, err := os.ReadFile(filepath.Join(k.Dir, "ARCHIVE_SHA256"))
-	if err != nil {
-		return "", fmt.Errorf("kata %s not built by test/setup/70-kata.sh: %w", k.Tag, err)
-	}
-	h := sha256.New()
-	for _, part := range [][]byte{archive, fixture, []byte(runtime.Version())} {
-		h.Write(part)
-		h.Write([]byte{0})
-	}
-	key := hex.EncodeToString(h.Sum(nil))[:16]
-	dir := filepath.Join(k.Dir, "launcher", key)
-	bin := filepath.Join(dir, "virtcontainers.test")
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
-
-	work, err := os.MkdirTemp(filepath.Join(k.Dir), "launcher-build-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(work)
-	// A copy by hard links: nothing in it is written, and removing a test
-	// file removes only the link.
-	tree := filepath.Join(work, "runtime")
-	if out, err := exec.CommandContext(ctx, "cp", "-al", k.Runtime(), tree).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("copying kata %s: %w: %s", k.Tag, err, out)
-	}
-	vc := filepath.Join(tree, "virtcontainers")
-	tests, err := filepath.Glob(filepath.Join(vc, "*_test.go"))
-	if err != nil {
-		return "", err
-	}
-	for _, f := range tests {
-		if err := os.Remove(f); err != nil {
-			return "", err
-		}
-	}
-	if err := os.WriteFile(filepath.Join(vc, "ksg_launch_test.go"), fixture, 0o644); err != nil {
-		return "", err
-	}
-	args := []string{"test", "-c", "-o", filepath.Join(work, "virtcontainers.test")}
-	if _, err := os.Stat(filepath.Join(tree, "vendor")); err == nil {
-		args = append(args, "-mod=vendor")
-	}
-	cmd := exec.CommandContext(ctx, "go", append(args, "./virtcontainers")...)
-	cmd.Dir = tree
-	cmd.Env = append(os.Environ(), "GOFLAGS=")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go test -c kata %s virtcontainers with %s: %w: %s", k.Tag, Fixture, err, out)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	if err := os.Rename(filepath.Join(work, "virtcontainers.test"), bin); err != nil {
-		return "", err
-	}
-	return bin, nil
+	return k.tree().TestBinary(ctx, "virtcontainers", filepath.Join(repoRoot, Fixture))
 }
 
 // GoLaunch is what Kata's Go runtime starts a daemon from.

@@ -2,8 +2,7 @@ package kataref
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,11 +11,11 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/test/katabuild"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
@@ -76,42 +75,13 @@ func requireKatas(t *testing.T) []kata {
 	return out
 }
 
-// src is the tag's src/runtime in the extracted tree.
-func (k kata) src() string {
-	return filepath.Join(k.dir, "src", "kata-containers-"+k.tag, "src", "runtime")
-}
-
-var buildMu sync.Mutex
-
-// oracle returns the oracle test binary built against k's tree, building it
-// once per fixture content and archive (the binary's name carries both).
+// oracle returns the oracle test binary built against k's tree
+// (katabuild: once per fixture, archive and Go version).
 func (k kata) oracle(t *testing.T) string {
 	t.Helper()
-	fixture, err := os.ReadFile(filepath.Join("testdata", "ksg_oracle_test.go.in"))
-	require.NoError(t, err)
-	archive, err := os.ReadFile(filepath.Join(k.dir, "ARCHIVE_SHA256"))
-	require.NoError(t, err)
-	sum := sha256.Sum256(append(fixture, archive...))
-	bin := filepath.Join(k.dir, "oracle-"+hex.EncodeToString(sum[:8])+".test")
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	pkg := filepath.Join(k.src(), "pkg", "containerd-shim-v2")
-	dropped := filepath.Join(pkg, "ksg_oracle_test.go")
-	require.NoError(t, os.WriteFile(dropped, fixture, 0o644))
-	defer os.Remove(dropped)
-	args := []string{"test", "-c", "-o", bin + ".tmp"}
-	if _, err := os.Stat(filepath.Join(k.src(), "vendor")); err == nil {
-		args = append(args, "-mod=vendor")
-	}
-	cmd := exec.Command("go", append(args, "./pkg/containerd-shim-v2")...)
-	cmd.Dir = k.src()
-	cmd.Env = append(os.Environ(), "GOFLAGS=")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "build Kata %s's oracle:\n%s", k.tag, out)
-	require.NoError(t, os.Rename(bin+".tmp", bin))
+	tree := katabuild.Tree{Tag: k.tag, Dir: k.dir}
+	bin, err := tree.TestBinary(context.Background(), "pkg/containerd-shim-v2", filepath.Join("testdata", "ksg_oracle_test.go.in"))
+	require.NoError(t, err, "build Kata %s's oracle", k.tag)
 	return bin
 }
 
