@@ -191,28 +191,21 @@ func choosePathFor(ctx context.Context, src Sources, kind DelegateKind) (string,
 // rules) decide its own sandbox. The file found names the delegate; the
 // delegate's own rules then choose the file that is judged.
 func OperatorPath(ctx context.Context, src Sources) (string, error) {
-	type named struct {
-		path   string
-		source Source
-	}
-	var candidates []named
-	p, err := RuntimeOptionsConfigPath(src.RuntimeOptions)
+	option, err := RuntimeOptionsConfigPath(src.RuntimeOptions)
 	if err != nil {
 		return "", err
 	}
-	if p != "" {
-		candidates = append(candidates, named{p, SourceRuntimeOptions})
-	}
+	env := ""
 	if src.Getenv != nil {
-		if p := src.Getenv(EnvConfigFile); p != "" {
-			candidates = append(candidates, named{p, SourceEnv})
+		env = src.Getenv(EnvConfigFile)
+	}
+	for _, c := range []struct {
+		path   string
+		source Source
+	}{{option, SourceRuntimeOptions}, {env, SourceEnv}, {src.ExplicitPath, SourceFlag}} {
+		if c.path == "" {
+			continue
 		}
-	}
-	if src.ExplicitPath != "" {
-		candidates = append(candidates, named{src.ExplicitPath, SourceFlag})
-	}
-	if len(candidates) > 0 {
-		c := candidates[0]
 		resolved, err := resolvePath(c.path)
 		if err != nil {
 			return "", fmt.Errorf("configuration file from %s: %w", describeSource(c.source), err)
