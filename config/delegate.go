@@ -190,7 +190,7 @@ func choosePathFor(ctx context.Context, src Sources, kind DelegateKind) (string,
 // read here, so a pod cannot choose which delegate_shim (and so which
 // rules) decide its own sandbox. The file found names the delegate; the
 // delegate's own rules then choose the file that is judged.
-func OperatorPath(ctx context.Context, src Sources) (string, error) {
+func OperatorPath(src Sources) (string, error) {
 	option, err := RuntimeOptionsConfigPath(src.RuntimeOptions)
 	if err != nil {
 		return "", err
@@ -213,7 +213,7 @@ func OperatorPath(ctx context.Context, src Sources) (string, error) {
 		return resolved, nil
 	}
 	var defaults []string
-	for _, p := range append(src.defaultPathsFor(DelegateGo4), src.defaultPathsFor(DelegateRuntimeRS)...) {
+	for _, p := range append(append([]string(nil), src.defaultPathsFor(DelegateGo4)...), src.defaultPathsFor(DelegateRuntimeRS)...) {
 		if !contains(defaults, p) {
 			defaults = append(defaults, p)
 		}

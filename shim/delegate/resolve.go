@@ -34,7 +34,7 @@ func IdentifyGuard(ctx context.Context, guard config.Guard) (Identity, error) {
 // would run and the file it would load disagree, and Resolve refuses
 // rather than judge either.
 func Resolve(ctx context.Context, src config.Sources, identify Identifier) (*config.Resolved, Identity, error) {
-	operatorPath, err := config.OperatorPath(ctx, src)
+	operatorPath, err := config.OperatorPath(src)
 	if err != nil {
 		return nil, Identity{}, err
 	}
