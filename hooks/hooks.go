@@ -69,7 +69,7 @@ func DecideWith(ctx context.Context, in Input, hooks ...Hook) (*Plan, error) {
 		SandboxID:         in.SandboxID,
 		ConfigPath:        r.Path,
 		ConfigSource:      string(r.Source),
-		DelegateKind:      string(r.Delegate),
+		DelegateKind:      r.Delegate,
 		Hypervisor:        r.HypervisorName,
 		Action:            Allow,
 		Protection:        ProtectNone,
