@@ -40,6 +40,14 @@ const (
 	DefaultStateDir           = "/run/kata-containers/submount-guard"
 )
 
+const (
+	// DelegateRuntimeName is Kata's runtime CLI, looked for beside
+	// delegate_shim when delegate_runtime is not set.
+	DelegateRuntimeName = "kata-runtime"
+	// UpstreamSuffix marks an upstream binary renamed to make room for ours.
+	UpstreamSuffix = ".upstream"
+)
+
 // Guard is the [submount_guard] policy with defaults applied.
 type Guard struct {
 	OnVulnerable       Policy     `json:"on_vulnerable" toml:"on_vulnerable"`
@@ -51,9 +59,13 @@ type Guard struct {
 	DelegateShim  string   `json:"delegate_shim" toml:"delegate_shim"`
 	// DelegateKind pins which Kata shim delegate_shim is (its rules choose
 	// the configuration file); auto asks the binary's --version.
-	DelegateKind      DelegateKind `json:"delegate_kind" toml:"delegate_kind"`
-	UpstreamVirtiofsd string       `json:"upstream_virtiofsd" toml:"upstream_virtiofsd"`
-	StateDir          string       `json:"state_dir" toml:"state_dir"`
+	DelegateKind DelegateKind `json:"delegate_kind" toml:"delegate_kind"`
+	// DelegateRuntime is Kata's own kata-runtime, which our kata-runtime's
+	// check and env run and extend; empty means beside delegate_shim (see
+	// DelegateRuntimeCandidates).
+	DelegateRuntime   string `json:"delegate_runtime" toml:"delegate_runtime"`
+	UpstreamVirtiofsd string `json:"upstream_virtiofsd" toml:"upstream_virtiofsd"`
+	StateDir          string `json:"state_dir" toml:"state_dir"`
 }
 
 // DefaultGuard returns the policy used when [submount_guard] is absent.
@@ -75,10 +87,28 @@ func DefaultGuard() Guard {
 // rebuilt after a reboot, when kernel images may have been replaced anyway.
 func (g Guard) KernelCacheDir() string { return filepath.Join(g.StateDir, "kernel-cache") }
 
+// DelegateRuntimeCandidates are where Kata's kata-runtime is looked for, in
+// order: delegate_runtime if set, else beside delegate_shim, where Kata
+// installs both: kata-runtime.upstream first when the shim itself was renamed
+// *.upstream (the CLI may have been renamed with it to make room for ours),
+// then kata-runtime. The caller takes the first that exists and is not
+// itself.
+func (g Guard) DelegateRuntimeCandidates() []string {
+	if g.DelegateRuntime != "" {
+		return []string{g.DelegateRuntime}
+	}
+	dir := filepath.Dir(g.DelegateShim)
+	plain := filepath.Join(dir, DelegateRuntimeName)
+	if strings.HasSuffix(g.DelegateShim, UpstreamSuffix) {
+		return []string{plain + UpstreamSuffix, plain}
+	}
+	return []string{plain}
+}
+
 var (
 	policyWords     = []string{string(PolicyRefuse), string(PolicyWarn), string(PolicyOff)}
 	protectionWords = []string{string(ProtectionRecover), string(ProtectionNoSubmounts), string(ProtectionNone)}
-	guardKeys       = []string{"on_vulnerable", "on_unknown", "virtiofs_protection", "fixed_releases", "delegate_shim", "delegate_kind", "upstream_virtiofsd", "state_dir"}
+	guardKeys       = []string{"on_vulnerable", "on_unknown", "virtiofs_protection", "fixed_releases", "delegate_shim", "delegate_kind", "delegate_runtime", "upstream_virtiofsd", "state_dir"}
 )
 
 // parseGuard applies defaults and validates the merged [submount_guard]
@@ -133,7 +163,7 @@ func parseGuard(table map[string]any, origin func(key string) string) (Guard, er
 				rels = append(rels, s)
 			}
 			g.FixedReleases = rels
-		case "delegate_shim", "upstream_virtiofsd", "state_dir":
+		case "delegate_shim", "delegate_runtime", "upstream_virtiofsd", "state_dir":
 			s, ok := v.(string)
 			if !ok || s == "" || !filepath.IsAbs(s) {
 				return Guard{}, bad("want an absolute path", nil)
@@ -142,6 +172,8 @@ func parseGuard(table map[string]any, origin func(key string) string) (Guard, er
 			switch k {
 			case "delegate_shim":
 				g.DelegateShim = s
+			case "delegate_runtime":
+				g.DelegateRuntime = s
 			case "upstream_virtiofsd":
 				g.UpstreamVirtiofsd = s
 			default:

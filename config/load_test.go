@@ -130,6 +130,7 @@ virtiofs_protection = "none"
 fixed_releases = ["6.1.0-18-amd64", "5.15.0-91-generic"]
 delegate_shim = "/usr/local/bin/containerd-shim-kata-v2.real"
 delegate_kind = "runtime-rs"
+delegate_runtime = "/usr/local/bin//kata-runtime.real"
 upstream_virtiofsd = "/usr/libexec/virtiofsd/"
 state_dir = "/var/run/ksg"
 `))
@@ -138,7 +139,7 @@ state_dir = "/var/run/ksg"
 			OnVulnerable: PolicyRefuse, OnUnknown: PolicyOff, VirtiofsProtection: ProtectionNone,
 			FixedReleases: []string{"6.1.0-18-amd64", "5.15.0-91-generic"},
 			DelegateShim:  "/usr/local/bin/containerd-shim-kata-v2.real", DelegateKind: DelegateRuntimeRS,
-			UpstreamVirtiofsd: "/usr/libexec/virtiofsd", StateDir: "/var/run/ksg",
+			DelegateRuntime: "/usr/local/bin/kata-runtime.real", UpstreamVirtiofsd: "/usr/libexec/virtiofsd", StateDir: "/var/run/ksg",
 		}, f.Guard)
 	})
 	bad := []struct {
@@ -156,7 +157,8 @@ state_dir = "/var/run/ksg"
 		{"empty release", `fixed_releases = [""]`, `c.toml: [submount_guard] fixed_releases = [""]: each entry must be one non-empty kernel release (uname -r), such as "6.1.0-18-amd64"`},
 		{"relative path", `state_dir = "run/ksg"`, `c.toml: [submount_guard] state_dir = "run/ksg": want an absolute path`},
 		{"empty path", `delegate_shim = ""`, `c.toml: [submount_guard] delegate_shim = "": want an absolute path`},
-		{"unknown key", `on_vulnerables = "warn"`, `c.toml: [submount_guard] on_vulnerables = "warn": unknown key; allowed: on_vulnerable, on_unknown, virtiofs_protection, fixed_releases, delegate_shim, delegate_kind, upstream_virtiofsd, state_dir`},
+		{"unknown key", `on_vulnerables = "warn"`, `c.toml: [submount_guard] on_vulnerables = "warn": unknown key; allowed: on_vulnerable, on_unknown, virtiofs_protection, fixed_releases, delegate_shim, delegate_kind, delegate_runtime, upstream_virtiofsd, state_dir`},
+		{"relative delegate runtime", `delegate_runtime = "kata-runtime"`, `c.toml: [submount_guard] delegate_runtime = "kata-runtime": want an absolute path`},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -170,6 +172,29 @@ state_dir = "/var/run/ksg"
 		_, err := Parse("c.toml", []byte("submount_guard = 3\n"))
 		require.EqualError(t, err, `c.toml: [submount_guard] (table) = "Integer": [submount_guard] must be a table`)
 	})
+}
+
+// TestDelegateRuntimeCandidates: Kata's kata-runtime is delegate_runtime, or
+// looked for beside delegate_shim, renamed like it first.
+func TestDelegateRuntimeCandidates(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		shim    string
+		runtime string
+		want    []string
+	}{
+		{"default: the renamed shim of the install steps", DefaultDelegateShim, "",
+			[]string{"/opt/kata/bin/kata-runtime.upstream", "/opt/kata/bin/kata-runtime"}},
+		{"shim not renamed", "/usr/bin/containerd-shim-kata-v2", "", []string{"/usr/bin/kata-runtime"}},
+		{"shim renamed otherwise", "/usr/local/bin/containerd-shim-kata-v2.real", "", []string{"/usr/local/bin/kata-runtime"}},
+		{"set: only that", DefaultDelegateShim, "/usr/local/bin/kata-runtime.real", []string{"/usr/local/bin/kata-runtime.real"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := DefaultGuard()
+			g.DelegateShim, g.DelegateRuntime = tc.shim, tc.runtime
+			require.Equal(t, tc.want, g.DelegateRuntimeCandidates())
+		})
+	}
 }
 
 func TestUnknownTablesAndKeysIgnored(t *testing.T) {

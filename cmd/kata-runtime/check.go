@@ -16,48 +16,41 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
 	"github.com/kata-submount-guard/kata-submount-guard/shim/delegate"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/hostcheck"
 )
 
-// Kata's check messages, kept word for word.
-const (
-	project               = "Kata Containers"
-	successMessageCapable = "System is capable of running " + project
-	successMessageCreate  = "System can currently create " + project
-	failMessage           = "System is not capable of running " + project
-	noNetworkEnv          = "KATA_CHECK_NO_NETWORK"
-)
+// Kata's environment variable that acts as --no-network-checks; Kata's
+// check reads it from the environment it inherits.
+const noNetworkEnv = "KATA_CHECK_NO_NETWORK"
 
-// checkCommand is `kata-runtime check` (alias kata-check): Kata's host
-// checks, then the guest kernel's FUSE submount fix status and what sandbox
-// creation will do about it. Its exit code is that prediction: 1 when the
-// shim would refuse the sandbox (or, with --strict, when the kernel is
-// vulnerable or unknown at all), 0 otherwise.
+// checkCommand is `kata-runtime check` (alias kata-check): Kata's own check
+// (its kata-runtime, with the flags given), then the guest kernel's FUSE
+// submount fix status and what sandbox creation will do about it. It fails
+// (exit 1) when Kata's check fails or when the guard's does: the shim would
+// refuse the sandbox, a protection asked for cannot apply, or, with
+// --strict, the kernel is vulnerable or unknown at all.
 func checkCommand() *cli.Command {
 	return &cli.Command{
 		Name:    "check",
 		Aliases: []string{"kata-check"},
-		Usage:   "tests if system can run " + project + " and what sandbox creation will do about the guest kernel",
+		Usage:   "tests if system can run Kata Containers (Kata's own check) and what sandbox creation will do about the guest kernel",
+		// All of these are Kata's; each is passed on to it as given.
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "check-version-only", Usage: "only compare the current and latest available versions (needs the network, which this build does not use)"},
-			&cli.BoolFlag{Name: "include-all-releases", Usage: "don't filter out pre-release release versions (no effect: no network)"},
-			// Kata honours KATA_CHECK_NO_NETWORK set to any value, so it is read
-			// in Action rather than parsed as a boolean here.
-			&cli.BoolFlag{Name: "no-network-checks", Aliases: []string{"n"}, Usage: "do not run any checks using the network (none are run anyway); env " + noNetworkEnv + " set to any value does the same"},
-			&cli.BoolFlag{Name: "only-list-releases", Usage: "only list newer available releases (needs the network, which this build does not use)"},
-			&cli.BoolFlag{Name: "strict", Aliases: []string{"s"}, Usage: "also fail when the guest kernel is vulnerable or its fix status unknown, whatever the policy"},
+			&cli.BoolFlag{Name: "check-version-only", Usage: "only compare the current and latest available versions (Kata's check alone; needs the network)"},
+			&cli.BoolFlag{Name: "include-all-releases", Usage: "don't filter out pre-release release versions"},
+			&cli.BoolFlag{Name: "no-network-checks", Aliases: []string{"n"}, Usage: "do not run any checks using the network; env " + noNetworkEnv + " set to any value does the same"},
+			&cli.BoolFlag{Name: "only-list-releases", Usage: "only list newer available releases (Kata's check alone; needs the network)"},
+			&cli.BoolFlag{Name: "strict", Aliases: []string{"s"}, Usage: "perform strict checking; the guard's part also fails when the guest kernel is vulnerable or its fix status unknown, whatever the policy"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "display the list of checks performed"},
 		},
 		Action: func(c *cli.Context) error {
 			code := runCheck(c.Context, checkOptions{
-				ConfigPath:       c.String("config"),
-				Verbose:          c.Bool("verbose"),
-				NoNetwork:        c.Bool("no-network-checks") || os.Getenv(noNetworkEnv) != "",
-				Strict:           c.Bool("strict"),
-				CheckVersionOnly: c.Bool("check-version-only"),
-				OnlyListReleases: c.Bool("only-list-releases"),
-				Stdout:           c.App.Writer,
-				Stderr:           c.App.ErrWriter,
+				ConfigPath: c.String("config"),
+				KataArgs:   kataArgs(c, "check"),
+				Verbose:    c.Bool("verbose"),
+				Strict:     c.Bool("strict"),
+				KataOnly:   c.Bool("check-version-only") || c.Bool("only-list-releases"),
+				Stdout:     c.App.Writer,
+				Stderr:     c.App.ErrWriter,
 			})
 			if code != 0 {
 				return cli.Exit("", code)
@@ -68,15 +61,16 @@ func checkCommand() *cli.Command {
 }
 
 type checkOptions struct {
-	ConfigPath       string
-	Verbose          bool
-	NoNetwork        bool
-	Strict           bool
-	CheckVersionOnly bool
-	OnlyListReleases bool
-	Stdout, Stderr   io.Writer
-	// Host overrides the host files (tests); zero means the real ones.
-	Host hostcheck.Options
+	ConfigPath string
+	// KataArgs is the argv of Kata's kata-runtime: global flags, check,
+	// check's flags.
+	KataArgs []string
+	Verbose  bool
+	Strict   bool
+	// KataOnly is set by --check-version-only and --only-list-releases:
+	// Kata's check then only talks about releases, and so do we.
+	KataOnly       bool
+	Stdout, Stderr io.Writer
 	// Inspector replaces guestkernel.Inspect (nil: the real one).
 	Inspector hooks.Inspector
 }
@@ -112,17 +106,9 @@ func runCheck(ctx context.Context, o checkOptions) int {
 	}
 	logger := kataLogger(o.Stderr, o.Verbose)
 	ctx = log.WithLogger(ctx, logger)
-
-	if o.CheckVersionOnly || o.OnlyListReleases {
-		flag := "--check-version-only"
-		if o.OnlyListReleases {
-			flag = "--only-list-releases"
-		}
-		fmt.Fprintf(o.Stderr, "ERROR: %s needs the network to ask GitHub for Kata releases; kata-submount-guard's kata-runtime makes no network calls. See https://github.com/kata-containers/kata-containers/releases\n", flag)
+	if err := notDelegated(); err != nil {
+		fmt.Fprintf(o.Stderr, "ERROR: %v\n", err)
 		return 1
-	}
-	if !o.NoNetwork {
-		logger.Warn("Not running network checks: kata-submount-guard's kata-runtime makes no network calls (pass --no-network-checks or set " + noNetworkEnv + " to silence this)")
 	}
 
 	r, id, err := resolveConfig(ctx, o.ConfigPath)
@@ -131,83 +117,82 @@ func runCheck(ctx context.Context, o checkOptions) int {
 		fmt.Fprintln(o.Stderr, err)
 		return 1
 	}
+	kata := findKataCLI(r, id.Kind)
+	if o.KataOnly {
+		if kata.Path == "" {
+			fmt.Fprintf(o.Stderr, "ERROR: --check-version-only and --only-list-releases are Kata's own check: %s\n", kata.Missing)
+			return 1
+		}
+		if res := kata.run(ctx, o.KataArgs, o.Stdout, o.Stderr); res.Err != nil {
+			return 1
+		}
+		return 0
+	}
+	kataRes := kata.run(ctx, o.KataArgs, o.Stdout, o.Stderr)
 
-	hostOpts := o.Host
-	hostOpts.Hypervisor = r.HypervisorName
-	host, err := hostcheck.Run(ctx, hostOpts)
+	var guardFailure string
+	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, ContainerType: hooks.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
 	if err != nil {
-		logger.WithError(err).Error("host checks failed")
-		fmt.Fprintf(o.Stderr, "ERROR: %s: %v\n", failMessage, err)
+		guardFailure = fmt.Sprintf("guest kernel check: %v", err)
+		fmt.Fprintf(o.Stderr, "ERROR: %s\n", guardFailure)
 	} else {
-		logHostChecks(logger, host)
-		if host.Capable {
-			fmt.Fprintln(o.Stdout, successMessageCapable)
-			if host.KVM != nil && host.KVM.OK && os.Geteuid() == 0 {
-				fmt.Fprintln(o.Stdout, successMessageCreate)
-			}
-		} else {
-			fmt.Fprintf(o.Stderr, "ERROR: %s\n", failMessage)
+		writeKernelSection(o.Stdout, r, id, plan, kataRes.describe(kata, "check"))
+		guardFailure = judgePlan(o, plan)
+		if guardFailure != "" {
+			fmt.Fprintf(o.Stderr, "ERROR: %s\n", guardFailure)
+		} else if plan.Action == hooks.Warn {
+			logger.WithField("kernel", plan.Kernel.Path).Warn(plan.Reason)
 		}
 	}
 
-	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, ContainerType: hooks.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
-	if err != nil {
-		fmt.Fprintf(o.Stderr, "ERROR: guest kernel check: %v\n", err)
-		return 1
+	kataFailed := kataRes.Failed(kata)
+	if kataFailed && !kataRes.Ran {
+		fmt.Fprintf(o.Stderr, "ERROR: %s\n", kata.Missing)
 	}
-	writeKernelSection(o.Stdout, r, id, plan)
-
-	switch {
-	case plan.Action == hooks.Refuse:
-		fmt.Fprintf(o.Stderr, "ERROR: sandbox creation will be refused: %s\n", plan.Reason)
+	if summary := checkSummary(kataFailed, kataRes.Ran, guardFailure != ""); summary != "" {
+		fmt.Fprintf(o.Stderr, "ERROR: kata-runtime check failed: %s\n", summary)
 		return 1
-	case plan.ProtectionUnavailable:
-		fmt.Fprintf(o.Stderr, "ERROR: guest kernel %s is %s and its sandboxes would run unprotected: %s\n", plan.Kernel.Path, plan.Kernel.Verdict, plan.UnprotectedReason)
-		return 1
-	case o.Strict && (plan.Kernel.Verdict == guestkernel.Vulnerable || plan.Kernel.Verdict == guestkernel.Unknown) && plan.KernelInspected:
-		fmt.Fprintf(o.Stderr, "ERROR: --strict: guest kernel %s is %s: %s\n", plan.Kernel.Path, plan.Kernel.Verdict, plan.Reason)
-		return 1
-	case plan.Action == hooks.Warn:
-		logger.WithField("kernel", plan.Kernel.Path).Warn(plan.Reason)
 	}
 	return 0
 }
 
-// logHostChecks logs each check with Kata's messages and fields.
-func logHostChecks(logger *logrus.Entry, host *hostcheck.Result) {
-	for _, c := range host.Checks {
-		fields := logrus.Fields{"type": string(c.Kind), "name": c.Name, "description": c.Description}
-		if c.Detail != "" {
-			fields["detail"] = c.Detail
-		}
-		l := logger.WithFields(fields)
-		switch {
-		case c.Kind == hostcheck.KindModule && c.OK:
-			l.Info("kernel property found")
-		case c.Kind == hostcheck.KindModule:
-			l.Errorf("kernel property %s not found", c.Name)
-		case c.OK:
-			l.Info("CPU property found")
-		default:
-			l.Error("CPU property not found")
-		}
+// checkSummary says which part of check failed, and how the other fared;
+// "" when neither failed.
+func checkSummary(kataFailed, kataRan, guardFailed bool) string {
+	switch {
+	case kataFailed && guardFailed:
+		return "Kata's check and the guard's check failed"
+	case kataFailed:
+		return "Kata's check failed (the guard's check passed)"
+	case guardFailed && kataRan:
+		return "the guard's check failed (Kata's check passed)"
+	case guardFailed:
+		return "the guard's check failed (Kata's check was not run)"
 	}
-	if host.KVM != nil {
-		l := logger.WithField("check-type", "full").WithField("device", host.KVM.Name)
-		if host.KVM.OK {
-			l.WithField("feature", "create-vm").Info("feature available")
-		} else {
-			l.WithField("reason", host.KVM.Detail).Error("cannot create VM")
-		}
+	return ""
+}
+
+// judgePlan is the guard's part of check: why it fails, or "".
+func judgePlan(o checkOptions, plan *hooks.Plan) string {
+	switch {
+	case plan.Action == hooks.Refuse:
+		return "sandbox creation will be refused: " + plan.Reason
+	case plan.ProtectionUnavailable:
+		return fmt.Sprintf("guest kernel %s is %s and its sandboxes would run unprotected: %s", plan.Kernel.Path, plan.Kernel.Verdict, plan.UnprotectedReason)
+	case o.Strict && (plan.Kernel.Verdict == guestkernel.Vulnerable || plan.Kernel.Verdict == guestkernel.Unknown) && plan.KernelInspected:
+		return fmt.Sprintf("--strict: guest kernel %s is %s: %s", plan.Kernel.Path, plan.Kernel.Verdict, plan.Reason)
 	}
+	return ""
 }
 
 // writeKernelSection prints the guest-kernel part of the check.
-func writeKernelSection(w io.Writer, r *config.Resolved, id delegate.Identity, p *hooks.Plan) {
+// kata says what became of Kata's own check.
+func writeKernelSection(w io.Writer, r *config.Resolved, id delegate.Identity, p *hooks.Plan, kata string) {
 	g := r.Guard
 	k := p.Kernel
 	fmt.Fprintln(w, "Guest kernel (FUSE submount fix, Linux c4d361f66ac9):")
 	row := func(name, value string) { fmt.Fprintf(w, "  %-18s %s\n", name+":", value) }
+	row("Kata's check", kata)
 	row("delegate", fmt.Sprintf("%s: %s (%s)", g.DelegateShim, id.Kind, id.Line))
 	row("config", fmt.Sprintf("%s (%s, as %s chooses it)", r.Path, r.Source, id.Kind.Describe()))
 	if r.Ambiguous() {

@@ -1,41 +1,41 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"runtime"
-	"runtime/debug"
 	"strings"
-	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/containerd/log"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urfave/cli/v2"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/hostcheck"
+	"github.com/kata-submount-guard/kata-submount-guard/shim/delegate"
 )
 
-// envFormatVersion versions the output of env. Kata's is 1.0.27; ours adds
-// Kernel.Version/SubmountFix/Evidence/Reason and SubmountGuard, and leaves
-// out what only the agent or a running VM could tell.
-const envFormatVersion = "1.0.27-submount-guard.1"
+// envFormatSuffix is appended to Kata's Meta.Version (1.0.27 in Kata 4.1.0)
+// when our fields are merged into its output. Alone, without Kata's, the
+// output's Meta.Version is the suffix without its dash.
+const envFormatSuffix = "-submount-guard.1"
 
-// envCommand is `kata-runtime env` (alias kata-env).
+// envCommand is `kata-runtime env` (alias kata-env): Kata's own env (its
+// kata-runtime, with the flags given) with the guest kernel's fix status
+// added to its Kernel section and a SubmountGuard section appended.
 func envCommand() *cli.Command {
 	return &cli.Command{
 		Name:    "env",
 		Aliases: []string{"kata-env"},
-		Usage:   "display settings. Default to TOML",
-		Flags:   []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "Format output as JSON"}},
+		Usage:   "display settings (Kata's own, plus the guest kernel's FUSE submount fix and the guard). Default to TOML",
+		// Kata's; passed on to it.
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "Format output as JSON"}},
 		Action: func(c *cli.Context) error {
-			if err := runEnv(c.Context, envOptions{ConfigPath: c.String("config"), JSON: c.Bool("json"), Stdout: c.App.Writer, Stderr: c.App.ErrWriter}); err != nil {
+			if err := runEnv(c.Context, envOptions{ConfigPath: c.String("config"), KataArgs: kataArgs(c, "env"), JSON: c.Bool("json"), Stdout: c.App.Writer, Stderr: c.App.ErrWriter}); err != nil {
 				return cli.Exit(err, 1)
 			}
 			return nil
@@ -45,35 +45,38 @@ func envCommand() *cli.Command {
 
 type envOptions struct {
 	ConfigPath string
-	JSON       bool
-	Stdout     io.Writer
-	Stderr     io.Writer
-	Host       hostcheck.Options
+	// KataArgs is the argv of Kata's kata-runtime: global flags, env,
+	// env's flags.
+	KataArgs []string
+	JSON     bool
+	Stdout   io.Writer
+	Stderr   io.Writer
 	// Inspector replaces guestkernel.Inspect (nil: the real one).
 	Inspector hooks.Inspector
 }
 
-// EnvInfo is Kata's env output (same section and field names) with the
-// guest kernel's fix status and the guard's policy added. Fields only the
-// agent or a running sandbox could fill are left out or empty.
+// EnvInfo is our part of env, in Kata's section names. Merged, KernelFix
+// joins Kata's Kernel section, Meta.Version is Kata's with envFormatSuffix,
+// and SubmountGuard is appended; alone (no output of Kata's), these three
+// sections are the whole output.
 type EnvInfo struct {
 	Kernel        KernelInfo
 	Meta          MetaInfo
-	Image         PathInfo
-	Initrd        PathInfo
-	Hypervisor    HypervisorInfo
-	Runtime       RuntimeInfo
-	Host          HostInfo
-	Agent         AgentInfo
 	SubmountGuard GuardInfo
 }
 
+// KernelInfo is Kata's Kernel section (Path, Parameters) with ours added.
 type KernelInfo struct {
 	Path       string
 	Parameters string
-	// Version is the upstream version of the guest kernel ("6.1.76"),
-	// SubmountFix the verdict (fixed, vulnerable, unaffected, unknown),
-	// Evidence what decided it (btf, override, version, none).
+	KernelFix
+}
+
+// KernelFix is what we add to Kata's Kernel section: Version is the
+// upstream version of the guest kernel ("6.1.76"), SubmountFix the verdict
+// (fixed, vulnerable, unaffected, unknown, or "not inspected"), Evidence
+// what decided it (btf, override, version, none), Reason why.
+type KernelFix struct {
 	Version     string
 	SubmountFix string
 	Evidence    string
@@ -82,84 +85,16 @@ type KernelInfo struct {
 
 type MetaInfo struct{ Version string }
 
-type PathInfo struct{ Path string }
-
-type SecurityInfo struct {
-	Rootless          bool
-	DisableSeccomp    bool
-	GuestHookPath     string
-	EnableAnnotations []string
-	ConfidentialGuest bool
-}
-
-type HypervisorInfo struct {
-	MachineType       string
-	Version           string
-	Path              string
-	BlockDeviceDriver string
-	EntropySource     string
-	SharedFS          string
-	VirtioFSDaemon    string
-	Msize9p           uint32
-	MemorySlots       uint32
-	Debug             bool
-	SecurityInfo      SecurityInfo
-}
-
-type VersionInfo struct {
-	Semver string
-	Commit string
-	Major  uint64
-	Minor  uint64
-	Patch  uint64
-}
-
-type RuntimeVersionInfo struct {
-	OCI     string
-	Version VersionInfo
-}
-
-type RuntimeInfo struct {
-	Config              PathInfo
-	Path                string
-	GuestSeLinuxLabel   string
-	Experimental        []string
-	Version             RuntimeVersionInfo
-	Debug               bool
-	Trace               bool
-	DisableGuestSeccomp bool
-	DisableNewNetNs     bool
-	SandboxCgroupOnly   bool
-}
-
-type DistroInfo struct{ Name, Version string }
-
-type CPUInfo struct {
-	Vendor string
-	Model  string
-	CPUs   int
-}
-
-type MemoryInfo struct{ Total, Free, Available uint64 }
-
-type HostInfo struct {
-	AvailableGuestProtections []string
-	Kernel                    string
-	Architecture              string
-	Distro                    DistroInfo
-	CPU                       CPUInfo
-	Memory                    MemoryInfo
-	VMContainerCapable        bool
-	SupportVSocks             bool
-}
-
-type AgentInfo struct{ Debug, Trace bool }
-
 // GuardInfo is the effective [submount_guard] policy and what sandbox
 // creation would do with this configuration.
 type GuardInfo struct {
-	ConfigSource       string
-	Hypervisors        []string
+	ConfigSource string
+	Hypervisors  []string
+	// Hypervisor and KernelPath are the table and image the verdict is
+	// about (the strictest outcome when the file holds several tables,
+	// whichever Kata's own Kernel section shows).
+	Hypervisor         string
+	KernelPath         string
 	OnVulnerable       string
 	OnUnknown          string
 	VirtiofsProtection string
@@ -167,14 +102,19 @@ type GuardInfo struct {
 	DelegateShim       string
 	// DelegateKind is which Kata shim DelegateShim is (go-3, go-4,
 	// runtime-rs): its rules chose the configuration file.
-	DelegateKind      string
-	DelegateVersion   string
-	UpstreamVirtiofsd string
-	StateDir          string
-	KernelCacheDir    string
-	Action            string
-	Protection        string
-	Reason            string
+	DelegateKind    string
+	DelegateVersion string
+	// DelegateRuntime is Kata's kata-runtime whose env this output
+	// extends; DelegateRuntimeError says why its output is not merged
+	// (not found, failed), empty when it is.
+	DelegateRuntime      string
+	DelegateRuntimeError string
+	UpstreamVirtiofsd    string
+	StateDir             string
+	KernelCacheDir       string
+	Action               string
+	Protection           string
+	Reason               string
 }
 
 func runEnv(ctx context.Context, o envOptions) error {
@@ -188,146 +128,86 @@ func runEnv(ctx context.Context, o envOptions) error {
 		o.Stderr = os.Stderr
 	}
 	ctx = log.WithLogger(ctx, kataLogger(o.Stderr, false))
+	if err := notDelegated(); err != nil {
+		return err
+	}
 	r, id, err := resolveConfig(ctx, o.ConfigPath)
 	if err != nil {
 		return err
 	}
+	// Kata's first, as check does: its messages, then ours.
+	kata := findKataCLI(r, id.Kind)
+	var kataOut bytes.Buffer
+	res := kata.run(ctx, o.KataArgs, &kataOut, o.Stderr)
+
 	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, ContainerType: hooks.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
 	if err != nil {
 		return fmt.Errorf("guest kernel check: %w", err)
 	}
-	hostOpts := o.Host
-	hostOpts.Hypervisor = r.HypervisorName
-	env := collectEnv(ctx, r, plan, hostOpts)
-	env.SubmountGuard.DelegateKind, env.SubmountGuard.DelegateVersion = string(id.Kind), id.Version
-	if o.JSON {
-		enc := json.NewEncoder(o.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(env)
+	ours := guardEnv(r, id, plan)
+	ours.SubmountGuard.DelegateRuntime = kata.Path
+	if res.Ran && res.Err == nil {
+		merged, err := mergeEnv(kataOut.Bytes(), ours, o.JSON)
+		if err == nil {
+			_, err = o.Stdout.Write(merged)
+			return err
+		}
+		res.Err = fmt.Errorf("its output (%s %s) cannot be extended: %w", kata.Path, strings.Join(o.KataArgs, " "), err)
 	}
-	return toml.NewEncoder(o.Stdout).Encode(env)
+	if res.Err != nil {
+		ours.SubmountGuard.DelegateRuntimeError = res.Err.Error()
+	} else {
+		ours.SubmountGuard.DelegateRuntimeError = kata.Missing
+	}
+	if err := writeEnv(o.Stdout, ours, o.JSON); err != nil {
+		return err
+	}
+	switch {
+	case res.Err != nil:
+		return fmt.Errorf("Kata's env failed: %w; only the guard's sections are printed", res.Err)
+	case kata.Broken:
+		return errors.New(kata.Missing)
+	}
+	return nil
 }
 
-func collectEnv(ctx context.Context, r *config.Resolved, plan *hooks.Plan, hostOpts hostcheck.Options) EnvInfo {
+// guardEnv is our part of env for r and its plan.
+func guardEnv(r *config.Resolved, id delegate.Identity, plan *hooks.Plan) EnvInfo {
 	h := r.Hypervisor
 	for _, c := range r.Hypervisors {
 		if c.Name == plan.Hypervisor {
 			h = c.Config
 		}
 	}
-	f := r.File
 	g := r.Guard
 	env := EnvInfo{
-		Meta: MetaInfo{Version: envFormatVersion},
-		Kernel: KernelInfo{Path: h.Kernel, Parameters: h.KernelParams, Version: plan.Kernel.Version,
-			Reason: plan.Kernel.Reason},
-		Image:  PathInfo{Path: h.Image},
-		Initrd: PathInfo{Path: h.Initrd},
-		Hypervisor: HypervisorInfo{
-			MachineType: orDefault(h.MachineType, kataDefaultMachineType(plan.Hypervisor)), Path: h.Path, Version: commandVersion(ctx, h.Path),
-			BlockDeviceDriver: orDefault(h.BlockDeviceDriver, "virtio-scsi"), EntropySource: orDefault(h.EntropySource, "/dev/urandom"),
-			SharedFS: h.SharedFS, VirtioFSDaemon: h.VirtioFSDaemon,
-			Msize9p: orDefaultU(h.Msize9p, 8192), MemorySlots: orDefaultU(h.MemorySlots, 10), Debug: h.Debug,
-			SecurityInfo: SecurityInfo{Rootless: h.Rootless, DisableSeccomp: h.DisableSeccomp, GuestHookPath: h.GuestHookPath,
-				EnableAnnotations: h.EnableAnnotations, ConfidentialGuest: h.ConfidentialGuest},
-		},
-		Runtime: RuntimeInfo{
-			Config: PathInfo{Path: r.Path}, GuestSeLinuxLabel: f.Runtime.GuestSeLinuxLabel,
-			Version: RuntimeVersionInfo{OCI: specs.Version, Version: VersionInfo{Commit: vcsRevision()}},
-			Debug:   f.Runtime.Debug, Trace: f.Runtime.Tracing, DisableGuestSeccomp: f.Runtime.DisableGuestSeccomp,
-			DisableNewNetNs: f.Runtime.DisableNewNetNs, SandboxCgroupOnly: f.Runtime.SandboxCgroupOnly,
-		},
+		Kernel: KernelInfo{Path: h.Kernel, Parameters: h.KernelParams,
+			KernelFix: KernelFix{Version: plan.Kernel.Version, SubmountFix: "not inspected", Reason: plan.Kernel.Reason}},
+		Meta: MetaInfo{Version: strings.TrimPrefix(envFormatSuffix, "-")},
 		SubmountGuard: GuardInfo{
-			ConfigSource: string(r.Source), OnVulnerable: string(g.OnVulnerable), OnUnknown: string(g.OnUnknown),
+			ConfigSource: string(r.Source), Hypervisor: plan.Hypervisor, KernelPath: plan.Kernel.Path,
+			OnVulnerable: string(g.OnVulnerable), OnUnknown: string(g.OnUnknown),
 			VirtiofsProtection: string(g.VirtiofsProtection), FixedReleases: g.FixedReleases, DelegateShim: g.DelegateShim,
+			DelegateKind: string(id.Kind), DelegateVersion: id.Version,
 			UpstreamVirtiofsd: g.UpstreamVirtiofsd, StateDir: g.StateDir, KernelCacheDir: g.KernelCacheDir(),
 			Action: string(plan.Action), Protection: string(plan.Protection), Reason: plan.Reason,
 		},
 	}
 	if plan.KernelInspected {
 		env.Kernel.SubmountFix, env.Kernel.Evidence = string(plan.Kernel.Verdict), string(plan.Kernel.Evidence)
-	} else {
-		env.Kernel.SubmountFix = "not inspected"
 	}
 	for _, c := range r.Hypervisors {
 		env.SubmountGuard.Hypervisors = append(env.SubmountGuard.Hypervisors, c.Name)
 	}
-	if p, err := os.Executable(); err == nil {
-		env.Runtime.Path = p
-	}
-	// Agent settings come from the file; Kata reports the last [agent.*]
-	// table, and its shipped files hold one.
-	for _, a := range f.Agents {
-		env.Agent = AgentInfo{Debug: a.Debug, Trace: a.Tracing}
-	}
-
-	info, _ := hostcheck.Gather(hostcheck.InfoOptions{ProcCPUInfo: hostOpts.ProcCPUInfo})
-	env.Host = HostInfo{
-		Kernel: info.Kernel, Architecture: info.Architecture,
-		Distro:        DistroInfo{Name: info.DistroName, Version: info.DistroVersion},
-		CPU:           CPUInfo{Vendor: info.CPUVendor, Model: info.CPUModel, CPUs: info.CPUs},
-		Memory:        MemoryInfo{Total: info.MemTotal, Free: info.MemFree, Available: info.MemAvailable},
-		SupportVSocks: info.SupportVSocks,
-	}
-	hostOpts.NoModprobe = true // env reports; it does not load modules
-	if res, err := hostcheck.Run(ctx, hostOpts); err == nil {
-		env.Host.VMContainerCapable = res.Capable
-	}
 	return env
 }
 
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
+// writeEnv prints our part alone.
+func writeEnv(w io.Writer, env EnvInfo, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(env)
 	}
-	return s
-}
-
-func orDefaultU(v, def uint32) uint32 {
-	if v == 0 {
-		return def
-	}
-	return v
-}
-
-// kataDefaultMachineType is Kata's built-in machine type where a table sets
-// none (qemu: q35 on x86_64).
-func kataDefaultMachineType(hypervisor string) string {
-	if hypervisor == config.HypervisorQemu && runtime.GOARCH == "amd64" {
-		return "q35"
-	}
-	return ""
-}
-
-// commandVersion is the first line of `<path> --version`, as Kata reports
-// the hypervisor version; empty when it cannot be run.
-func commandVersion(ctx context.Context, path string) string {
-	if path == "" {
-		return ""
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").Output()
-	if err != nil {
-		return ""
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return line
-}
-
-// vcsRevision is the Makefile's stamp, else what the Go toolchain recorded.
-func vcsRevision() string {
-	if revision != "" && revision != "unknown" {
-		return revision
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return ""
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" {
-			return s.Value
-		}
-	}
-	return ""
+	return toml.NewEncoder(w).Encode(env)
 }

@@ -1,6 +1,8 @@
-// Command kata-runtime is kata-submount-guard's counterpart of Kata's
-// runtime CLI: Kata's global flags and the commands this project adds or
-// mirrors, each defined in its own file and listed in commands().
+// Command kata-runtime is kata-submount-guard's extension of Kata's runtime
+// CLI: check and env run Kata's own kata-runtime and add the guest kernel's
+// FUSE submount fix status and the guard's decision to its output and exit
+// status; guest-kernel inspect is ours. Each command is defined in its own
+// file and listed in commands().
 package main
 
 import (
@@ -37,14 +39,10 @@ func commands() []*cli.Command {
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
-		Name:    "kata-runtime",
-		Usage:   "Kata Containers runtime tools with the FUSE submount guard",
-		Version: revision,
-		Flags: []cli.Flag{
-			// As Kata's: the configuration file to use instead of the
-			// default search path.
-			&cli.StringFlag{Name: "config", Aliases: []string{"kata-config"}, Usage: "Kata Containers configuration file `PATH`", TakesFile: true},
-		},
+		Name:      "kata-runtime",
+		Usage:     "Kata Containers runtime tools with the FUSE submount guard",
+		Version:   revision,
+		Flags:     kataGlobalFlags(),
 		Commands:  commands(),
 		Writer:    stdout,
 		ErrWriter: stderr,
