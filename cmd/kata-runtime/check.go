@@ -118,6 +118,7 @@ func runCheck(ctx context.Context, o checkOptions) int {
 		return 1
 	}
 	kata := findKataCLI(r, id.Kind)
+	o.KataArgs = withConfig(o.KataArgs, r.Path)
 	if o.KataOnly {
 		if kata.Path == "" {
 			fmt.Fprintf(o.Stderr, "ERROR: --check-version-only and --only-list-releases are Kata's own check: %s\n", kata.Missing)

@@ -137,6 +137,7 @@ func runEnv(ctx context.Context, o envOptions) error {
 	}
 	// Kata's first, as check does: its messages, then ours.
 	kata := findKataCLI(r, id.Kind)
+	o.KataArgs = withConfig(o.KataArgs, r.Path)
 	var kataOut bytes.Buffer
 	res := kata.run(ctx, o.KataArgs, &kataOut, o.Stderr)
 

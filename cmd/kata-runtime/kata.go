@@ -66,6 +66,19 @@ func kataArgs(c *cli.Context, subcommand string) []string {
 	return append(args, forwardFlags(c, c.Command.Flags)...)
 }
 
+// withConfig names the file the guard judged to Kata's kata-runtime when
+// the command line named none: left to its own default paths, Kata's CLI
+// could judge another file than ours (its build's prefix, not the
+// delegate's rules), and the merged report would describe two files.
+func withConfig(args []string, path string) []string {
+	for _, a := range args {
+		if strings.HasPrefix(a, "--config=") || strings.HasPrefix(a, "--kata-config=") {
+			return args
+		}
+	}
+	return append([]string{"--config=" + path}, args...)
+}
+
 // notDelegated fails when this kata-runtime was started by ours as Kata's:
 // running Kata's again would loop, and printing the guard's section twice
 // would not help.

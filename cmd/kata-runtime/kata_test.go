@@ -406,7 +406,8 @@ func TestEnvMergesKata(t *testing.T) {
 			require.Equal(t, "warn", env.SubmountGuard.Action)
 			require.Equal(t, string(kata), env.SubmountGuard.DelegateRuntime)
 			if tc.err != "" {
-				require.ErrorContains(t, err, strings.ReplaceAll(tc.err, "KATA", string(kata)))
+				// No --config was given: Kata's CLI is told the file ours judged.
+				require.ErrorContains(t, err, strings.ReplaceAll(tc.err, "KATA", string(kata)+" --config="+path))
 				require.Contains(t, env.SubmountGuard.DelegateRuntimeError, string(kata))
 				return
 			}
@@ -415,6 +416,24 @@ func TestEnvMergesKata(t *testing.T) {
 			reason, _ := json.Marshal(env.Kernel.Reason)
 			want := strings.ReplaceAll(tc.want, "REASON", string(reason))
 			require.True(t, strings.HasPrefix(out.String(), want), "got:\n%s\nwant prefix:\n%s", out.String(), want)
+		})
+	}
+}
+
+// TestWithConfig: Kata's CLI is told the file the guard judged unless the
+// command line named one, so both halves of the report are about one file.
+func TestWithConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"none named: ours first", []string{"--log=/l", "check"}, []string{"--config=/judged.toml", "--log=/l", "check"}},
+		{"--config named: kept", []string{"--config=/x.toml", "env"}, []string{"--config=/x.toml", "env"}},
+		{"--kata-config named: kept", []string{"--kata-config=/x.toml", "env"}, []string{"--kata-config=/x.toml", "env"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, withConfig(tc.args, "/judged.toml"))
 		})
 	}
 }
