@@ -25,12 +25,12 @@ import (
 // revision is stamped by the Makefile (-X main.revision).
 var revision = "unknown"
 
-const usage = `usage: kata-submount-guard-deploy install|uninstall|status [--json]
+const usage = `usage: kata-submount-guard-deploy install | uninstall [--wait] | status [--json]
 
   install    wait for katacontainers.io/kata-runtime=true, guard every Kata
              runtime, label the node, re-apply until SIGTERM
   uninstall  restore containerd's and Kata's configuration, remove our
-             files and labels
+             files and labels; --wait then waits for SIGTERM (a DaemonSet)
   status     print what is installed and protected; exit 1 if a Kata shim
              is not guarded
 `
@@ -50,7 +50,8 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	if len(args) == 0 || len(args) > 2 || (len(args) == 2 && (args[0] != "status" || args[1] != "--json")) {
+	flag := map[string]string{"status": "--json", "uninstall": "--wait"}
+	if len(args) == 0 || len(args) > 2 || (len(args) == 2 && flag[args[0]] != args[1]) {
 		return fmt.Errorf("%s", usage)
 	}
 	opt, err := installer.OptionsFromEnv(getenv)
@@ -74,7 +75,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		log.G(ctx).WithField("revision", revision).Info("kata-submount-guard-deploy install")
 		return in.Run(ctx)
 	case "uninstall":
-		return in.Uninstall(ctx)
+		if err := in.Uninstall(ctx); err != nil {
+			return err
+		}
+		if len(args) == 2 {
+			log.G(ctx).Info("uninstalled; waiting for SIGTERM")
+			<-ctx.Done()
+		}
+		return nil
 	case "status":
 		reports, err := in.Status(ctx)
 		if err != nil {
