@@ -128,7 +128,7 @@ func (in *Installer) discover(cfg *ctrdConfig, st *state) []Shim {
 	for _, r := range cfg.runtimes(st.CtrdDropIn) {
 		delegate := r.KataPath
 		if delegate == in.ours() {
-			delegate = st.Handlers[r.Handler]
+			delegate = in.delegateOf(st, r)
 		}
 		if delegate != goShim && delegate != rsShim {
 			continue
@@ -155,6 +155,18 @@ func (in *Installer) discover(cfg *ctrdConfig, st *state) []Shim {
 // selected says whether SHIMS lets us take s over.
 func (in *Installer) selected(s Shim) bool {
 	return len(in.opt.Shims) == 0 || contains(in.opt.Shims, s.Name)
+}
+
+// delegateOf is the Kata shim of a handler already pointed at ours: as
+// recorded, else (the record lost) kata-deploy's shim for its ConfigPath.
+func (in *Installer) delegateOf(st *state, r ctrdRuntime) string {
+	if d := st.Handlers[r.Handler]; d != "" {
+		return d
+	}
+	if strings.Contains(r.ConfigPath, "/kata-containers/runtime-rs/") {
+		return filepath.Join(in.opt.KataPrefix, "runtime-rs", "bin", shimBinary)
+	}
+	return filepath.Join(in.opt.KataPrefix, "bin", shimBinary)
 }
 
 // Apply makes the node guarded: it installs our binaries, takes over every
@@ -486,9 +498,13 @@ func (in *Installer) publish(ctx context.Context, reports []ShimReport) error {
 	labels := nodeLabels(reports)
 	nfd := in.host.abs(filepath.Join(in.opt.NFDFeaturesDir, NFDFeatureFile))
 	content := nfdContent(labels)
-	if cur, err := os.ReadFile(nfd); err != nil || !bytes.Equal(cur, content) {
-		if err := writeAtomic(nfd, content, 0o644); err != nil {
-			return err
+	// Without NFD's directory there is no NFD to read the file: we do not
+	// make the directory (a later reconcile writes the file once it exists).
+	if _, err := os.Stat(filepath.Dir(nfd)); err == nil {
+		if cur, err := os.ReadFile(nfd); err != nil || !bytes.Equal(cur, content) {
+			if err := writeAtomic(nfd, content, 0o644); err != nil {
+				return err
+			}
 		}
 	}
 	if in.opt.Nodes == nil || in.opt.NodeName == "" {

@@ -277,3 +277,33 @@ func TestRunWaitsForKataDeploysLabel(t *testing.T) {
 	require.NoError(t, <-done)
 	assert.True(t, f.exists("/opt/kata-submount-guard/bin/containerd-shim-kata-v2"), "SIGTERM leaves the node guarded")
 }
+
+// The install record lost (GUARD_PREFIX wiped): the handlers still run our
+// shim, and both a re-apply and Uninstall find kata-deploy's shim again.
+func TestLostStateStillUninstalls(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	ctx := context.Background()
+	_, err := f.installer().Apply(ctx)
+	require.NoError(t, err)
+	require.NoError(t, os.RemoveAll(f.abs("/opt/kata-submount-guard")))
+
+	reports, err := f.installer().Apply(ctx)
+	require.NoError(t, err)
+	require.Len(t, reports, 2)
+	assert.Equal(t, "/opt/kata/runtime-rs/bin/containerd-shim-kata-v2", reports[1].Delegate)
+	assert.True(t, reports[1].Guarded)
+
+	require.NoError(t, os.RemoveAll(f.abs("/opt/kata-submount-guard")))
+	require.NoError(t, f.installer().Uninstall(ctx))
+	assert.Equal(t, kataDeployMain, f.read("/etc/containerd/config.toml"))
+	assert.False(t, f.exists(rsDir+"/config.d/90-submount-guard.toml"))
+}
+
+func TestNoNFDDirectoryNoFeatureFile(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	require.NoError(t, os.RemoveAll(f.abs("/etc/kubernetes")))
+	_, err := f.installer().Apply(context.Background())
+	require.NoError(t, err)
+	assert.False(t, f.exists("/etc/kubernetes"), "NFD's directory is NFD's to make")
+	assert.Equal(t, "true", f.api.get()[LabelPrefix+"qemu.protected"], "the labels still go on")
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/containerd/log"
@@ -95,15 +94,8 @@ func (in *Installer) restoreContainerd(ctx context.Context, cfg *ctrdConfig, st 
 			if r.PathFile != main.Path || r.RuntimePath != in.ours() {
 				continue
 			}
-			delegate := st.Handlers[r.Handler]
-			if delegate == "" {
-				delegate = filepath.Join(in.opt.KataPrefix, "bin", shimBinary)
-				if strings.Contains(r.ConfigPath, "/runtime-rs/") {
-					delegate = filepath.Join(in.opt.KataPrefix, "runtime-rs", "bin", shimBinary)
-				}
-			}
 			var err error
-			doc, err = editTOML(in.host.abs(main.Path), doc, runtimeKey(r.PluginID, r.Handler, "runtime_path"), tomlString(delegate))
+			doc, err = editTOML(in.host.abs(main.Path), doc, runtimeKey(r.PluginID, r.Handler, "runtime_path"), tomlString(in.delegateOf(st, r)))
 			if err != nil {
 				return false, fmt.Errorf("restore handler %s: %w", r.Handler, err)
 			}
