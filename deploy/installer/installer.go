@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/log"
 )
@@ -22,6 +23,28 @@ type Installer struct {
 	// verdicts caches kernel verdicts by path, size, mtime and fixed_releases
 	// so that a reconcile every few seconds does not re-read kernels.
 	verdicts map[string]string
+	// installed remembers each binary we found or put in place equal to
+	// ours, by the file's identity, so that a reconcile does not re-read
+	// tens of megabytes to compare them.
+	installed map[string]fileID
+}
+
+type fileID struct {
+	dev, ino uint64
+	size     int64
+	mtime    int64
+}
+
+func idOf(path string) (fileID, bool) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileID{}, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{dev: uint64(st.Dev), ino: st.Ino, size: fi.Size(), mtime: fi.ModTime().UnixNano()}, true
 }
 
 // New returns an Installer for opt.
@@ -29,7 +52,7 @@ func New(opt Options) *Installer {
 	if opt.Interval <= 0 {
 		opt.Interval = DefaultInterval
 	}
-	return &Installer{opt: opt, host: hostFS{root: opt.HostRoot}, verdicts: map[string]string{}}
+	return &Installer{opt: opt, host: hostFS{root: opt.HostRoot}, verdicts: map[string]string{}, installed: map[string]fileID{}}
 }
 
 // Shim is one Kata runtime handler of containerd that kata-deploy configured.
@@ -220,19 +243,24 @@ func (in *Installer) Apply(ctx context.Context) ([]ShimReport, error) {
 func (in *Installer) installBinaries() (bool, error) {
 	changed := false
 	for _, b := range Binaries {
+		dst := in.host.abs(filepath.Join(in.opt.GuardPrefix, "bin", b))
+		if id, ok := idOf(dst); ok && id == in.installed[dst] {
+			continue
+		}
 		src := filepath.Join(in.opt.ArtifactsDir, b)
 		data, err := os.ReadFile(src)
 		if err != nil {
 			return false, fmt.Errorf("our binary %s: %w (ARTIFACTS_DIR)", b, err)
 		}
-		dst := in.host.abs(filepath.Join(in.opt.GuardPrefix, "bin", b))
-		if cur, err := os.ReadFile(dst); err == nil && bytes.Equal(cur, data) {
-			continue
+		if cur, err := os.ReadFile(dst); err != nil || !bytes.Equal(cur, data) {
+			if err := writeAtomic(dst, data, 0o755); err != nil {
+				return false, err
+			}
+			changed = true
 		}
-		if err := writeAtomic(dst, data, 0o755); err != nil {
-			return false, err
+		if id, ok := idOf(dst); ok {
+			in.installed[dst] = id
 		}
-		changed = true
 	}
 	return changed, nil
 }

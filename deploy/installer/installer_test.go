@@ -307,3 +307,18 @@ func TestNoNFDDirectoryNoFeatureFile(t *testing.T) {
 	assert.False(t, f.exists("/etc/kubernetes"), "NFD's directory is NFD's to make")
 	assert.Equal(t, "true", f.api.get()[LabelPrefix+"qemu.protected"], "the labels still go on")
 }
+
+// A binary replaced on the host (an administrator's copy, a damaged file)
+// is put back by the next reconcile, even by an installer that has already
+// checked it once.
+func TestApplyPutsBackAChangedBinary(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	in := f.installer()
+	_, err := in.Apply(context.Background())
+	require.NoError(t, err)
+	f.write("/opt/kata-submount-guard/bin/kata-virtiofsd", "someone else's")
+	_, err = in.Apply(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, "ours: kata-virtiofsd", f.read("/opt/kata-submount-guard/bin/kata-virtiofsd"))
+	assert.Equal(t, 2, f.restarts, "containerd restarted for the new binary")
+}
