@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -321,4 +323,60 @@ func TestApplyPutsBackAChangedBinary(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "ours: kata-virtiofsd", f.read("/opt/kata-submount-guard/bin/kata-virtiofsd"))
 	assert.Equal(t, 2, f.restarts, "containerd restarted for the new binary")
+}
+
+// kata-deploy's uninstall on containerd 2.x removes its import and its
+// drop-in: ours, naming handlers that no longer exist, must go too.
+func TestKataDeployUninstallTakesOurDropInAway(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	main := "version = 3\nimports = [\"/opt/kata/containerd/config.d/kata-deploy.toml\"]\n"
+	f.write("/etc/containerd/config.toml", main)
+	f.write("/opt/kata/containerd/config.d/kata-deploy.toml", kataDeployDropIn)
+	ctx := context.Background()
+	_, err := f.installer().Apply(ctx)
+	require.NoError(t, err)
+	require.True(t, f.exists("/opt/kata-submount-guard/containerd/kata-submount-guard.toml"))
+
+	// kata-deploy uninstalls: its import entry and its file go.
+	f.write("/etc/containerd/config.toml", strings.Replace(f.read("/etc/containerd/config.toml"), `"/opt/kata/containerd/config.d/kata-deploy.toml", `, "", 1))
+	require.NoError(t, os.Remove(f.abs("/opt/kata/containerd/config.d/kata-deploy.toml")))
+
+	reports, err := f.installer().Apply(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, reports)
+	assert.Equal(t, "version = 3\nimports = []\n", f.read("/etc/containerd/config.toml"))
+	assert.False(t, f.exists("/opt/kata-submount-guard/containerd/kata-submount-guard.toml"))
+	assert.Equal(t, 2, f.restarts)
+	for k := range f.api.get() {
+		assert.False(t, strings.HasPrefix(k, LabelPrefix), "label %s of a shim that is gone", k)
+	}
+}
+
+// A kata-deploy reinstall is undone at once, not an interval later.
+func TestRunReappliesOnChange(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	f.opt.Interval = time.Hour
+	f.opt.Nodes, f.opt.NodeName = nil, "" // no label to wait for
+	var mu sync.Mutex
+	restarts := 0
+	f.opt.Restart = func(context.Context) error { mu.Lock(); restarts++; mu.Unlock(); return nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.installer().Run(ctx) }()
+	guarded := func() bool {
+		b, err := os.ReadFile(f.abs("/etc/containerd/config.toml"))
+		return err == nil && !strings.Contains(string(b), `"/opt/kata/bin/containerd-shim-kata-v2"`) && f.exists(qemuDir+"/config.d/90-submount-guard.toml")
+	}
+	require.Eventually(t, guarded, 5*time.Second, 20*time.Millisecond)
+
+	f.write("/etc/containerd/config.toml", kataDeployMain)
+	require.NoError(t, os.RemoveAll(f.abs(qemuDir)))
+	f.write(qemuDir+"/configuration-qemu.toml", qemuConfig)
+	require.Eventually(t, guarded, 5*time.Second, 20*time.Millisecond, "re-applied well before the hour")
+	mu.Lock()
+	assert.Equal(t, 2, restarts)
+	mu.Unlock()
+
+	cancel()
+	require.NoError(t, <-done)
 }

@@ -133,7 +133,9 @@ func parseImports(doc []byte) ([]string, error) {
 }
 
 // Run is the DaemonSet: wait for kata-deploy's node label, then Apply every
-// Interval until ctx ends (SIGTERM), leaving the node guarded.
+// Interval, and soon after any change to containerd's or the shims'
+// configuration directories, until ctx ends (SIGTERM), leaving the node
+// guarded.
 func (in *Installer) Run(ctx context.Context) error {
 	if in.opt.Nodes != nil && in.opt.NodeName != "" {
 		logged := false
@@ -165,7 +167,7 @@ func (in *Installer) Run(ctx context.Context) error {
 				log.G(ctx).WithFields(log.Fields{"shim": r.Shim, "guarded": r.Guarded, "verdict": r.Verdict, "protected": r.Protected}).Debug("shim")
 			}
 		}
-		if !sleep(ctx, in.opt.Interval) {
+		if !in.waitForChange(ctx, in.opt.Interval) {
 			return nil
 		}
 	}
