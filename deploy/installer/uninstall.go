@@ -156,6 +156,7 @@ func (in *Installer) Run(ctx context.Context) error {
 		}
 	}
 	for {
+		w := in.watch()
 		reports, err := in.Apply(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -167,7 +168,7 @@ func (in *Installer) Run(ctx context.Context) error {
 				log.G(ctx).WithFields(log.Fields{"shim": r.Shim, "guarded": r.Guarded, "verdict": r.Verdict, "protected": r.Protected}).Debug("shim")
 			}
 		}
-		if !in.waitForChange(ctx, in.opt.Interval) {
+		if !w.wait(ctx, in.opt.Interval) {
 			return nil
 		}
 	}
