@@ -210,17 +210,27 @@ func (in *Installer) Apply(ctx context.Context) ([]ShimReport, error) {
 		return nil, err
 	}
 	shims := in.discover(cfg, st)
-	ctrdChanged, err := in.takeOver(ctx, cfg, st, shims)
+	// Kata's side first: a handler is pointed at our shim only once its
+	// shim's drop-in (naming the delegate) is in place, and a failure here
+	// leaves containerd's configuration as it was.
+	ready, err := in.writeKataDropIns(ctx, st, shims)
 	if err != nil {
 		return nil, err
 	}
-	if err := in.writeKataDropIns(ctx, st, shims); err != nil {
+	var takeOver []Shim
+	for _, s := range shims {
+		if ready[s.Handler] {
+			takeOver = append(takeOver, s)
+		}
+	}
+	ctrdChanged, err := in.takeOver(ctx, cfg, st, takeOver)
+	if err != nil {
 		return nil, err
 	}
 	if err := in.saveState(st); err != nil {
 		return nil, err
 	}
-	if ctrdChanged || (binsChanged && len(shims) > 0) {
+	if ctrdChanged || (binsChanged && len(takeOver) > 0) {
 		// containerd caches the shim binary it resolved: restart after a new
 		// binary too.
 		log.G(ctx).WithField("command", in.opt.RestartCommand).Info("restarting containerd")
@@ -274,9 +284,6 @@ func (in *Installer) takeOver(ctx context.Context, cfg *ctrdConfig, st *state, s
 	doc := main.Data
 	var dropIn []Shim
 	for _, s := range shims {
-		if !in.selected(s) {
-			continue
-		}
 		st.Handlers[s.Handler] = s.Delegate
 		if s.KataFile != main.Path {
 			dropIn = append(dropIn, s)
@@ -431,16 +438,19 @@ func (in *Installer) removeCtrdDropIn(mainPath string, doc *[]byte, imports []st
 	return nil
 }
 
-// writeKataDropIns writes config.d/90-submount-guard.toml for each shim
-// whose configuration kata-deploy has in place (its reinstall deletes
-// runtimes/<shim>/ and makes it anew; we follow).
-func (in *Installer) writeKataDropIns(ctx context.Context, st *state, shims []Shim) error {
+// writeKataDropIns writes config.d/90-submount-guard.toml for each selected
+// shim whose configuration kata-deploy has in place (its reinstall deletes
+// runtimes/<shim>/ and makes it anew; we follow), and says which handlers
+// have theirs.
+func (in *Installer) writeKataDropIns(ctx context.Context, st *state, shims []Shim) (map[string]bool, error) {
+	ready := map[string]bool{}
 	for _, s := range shims {
 		if !in.selected(s) {
 			continue
 		}
 		if s.ConfigFile == "" {
-			log.G(ctx).WithField("handler", s.Handler).Warn("handler has no options.ConfigPath; no drop-in written")
+			// Our shim would not know the delegate: leave the handler to Kata.
+			log.G(ctx).WithField("handler", s.Handler).Warn("handler has no options.ConfigPath; not taken over")
 			continue
 		}
 		main := in.host.abs(s.ConfigFile)
@@ -450,25 +460,25 @@ func (in *Installer) writeKataDropIns(ctx context.Context, st *state, shims []Sh
 		}
 		base, err := baseHypervisors(main)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		p := filepath.Join(filepath.Dir(s.ConfigFile), "config.d", KataDropIn)
 		content := in.kataDropIn(&s, base)
-		if cur, err := os.ReadFile(in.host.abs(p)); err == nil && bytes.Equal(cur, content) {
-			continue
-		}
-		if _, err := os.Stat(in.host.abs(filepath.Dir(p))); errors.Is(err, os.ErrNotExist) && !contains(st.CreatedDirs, filepath.Dir(p)) {
-			st.CreatedDirs = append(st.CreatedDirs, filepath.Dir(p))
-		}
-		if err := writeAtomic(in.host.abs(p), content, 0o644); err != nil {
-			return err
+		if cur, err := os.ReadFile(in.host.abs(p)); err != nil || !bytes.Equal(cur, content) {
+			if _, err := os.Stat(in.host.abs(filepath.Dir(p))); errors.Is(err, os.ErrNotExist) && !contains(st.CreatedDirs, filepath.Dir(p)) {
+				st.CreatedDirs = append(st.CreatedDirs, filepath.Dir(p))
+			}
+			if err := writeAtomic(in.host.abs(p), content, 0o644); err != nil {
+				return nil, err
+			}
+			log.G(ctx).WithFields(log.Fields{"shim": s.Name, "file": p}).Info("wrote Kata drop-in")
 		}
 		if !contains(st.KataDropIns, p) {
 			st.KataDropIns = append(st.KataDropIns, p)
 		}
-		log.G(ctx).WithFields(log.Fields{"shim": s.Name, "file": p}).Info("wrote Kata drop-in")
+		ready[s.Handler] = true
 	}
-	return nil
+	return ready, nil
 }
 
 // reports says, for each shim, whether it is guarded and protected.

@@ -373,10 +373,28 @@ func TestRunReappliesOnChange(t *testing.T) {
 	require.NoError(t, os.RemoveAll(f.abs(qemuDir)))
 	f.write(qemuDir+"/configuration-qemu.toml", qemuConfig)
 	require.Eventually(t, guarded, 5*time.Second, 20*time.Millisecond, "re-applied well before the hour")
-	mu.Lock()
-	assert.Equal(t, 2, restarts)
-	mu.Unlock()
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return restarts == 2 }, 5*time.Second, 20*time.Millisecond, "containerd restarted for the re-applied file")
 
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// A handler our shim could not hand off correctly stays Kata's: one without
+// ConfigPath (no drop-in can name its delegate), one whose configuration
+// is missing (kata-deploy half-way through a reinstall).
+func TestNoTakeOverWithoutTheShimsDropIn(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	f.write("/etc/containerd/config.toml", strings.Replace(kataDeployMain,
+		"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.kata-qemu.options]\nConfigPath = \"/opt/kata/share/defaults/kata-containers/runtimes/qemu/configuration-qemu.toml\"\n", "", 1))
+	require.NoError(t, os.RemoveAll(f.abs(rsDir)))
+
+	reports, err := f.installer().Apply(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 2, strings.Count(f.read("/etc/containerd/config.toml"), `runtime_path = "/opt/kata/`), "both handlers still run Kata's shim")
+	assert.Equal(t, 0, f.restarts)
+	require.Len(t, reports, 2)
+	for _, r := range reports {
+		assert.False(t, r.Guarded, r.Shim)
+		assert.False(t, r.Protected, r.Shim)
+	}
 }
