@@ -98,6 +98,9 @@ type state struct {
 	// directories we had to make for them.
 	KataDropIns []string `json:"kata_drop_ins,omitempty"`
 	CreatedDirs []string `json:"created_dirs,omitempty"`
+	// RestartPending: containerd has not yet been restarted since we
+	// changed what it reads.
+	RestartPending bool `json:"restart_pending,omitempty"`
 }
 
 type fileRecord struct {
@@ -227,14 +230,19 @@ func (in *Installer) Apply(ctx context.Context) ([]ShimReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	// containerd caches the shim binary it resolved: restart after a new
+	// binary too. A restart that failed is tried again on the next pass.
+	st.RestartPending = st.RestartPending || ctrdChanged || (binsChanged && len(takeOver) > 0)
 	if err := in.saveState(st); err != nil {
 		return nil, err
 	}
-	if ctrdChanged || (binsChanged && len(takeOver) > 0) {
-		// containerd caches the shim binary it resolved: restart after a new
-		// binary too.
+	if st.RestartPending {
 		log.G(ctx).WithField("command", in.opt.RestartCommand).Info("restarting containerd")
 		if err := in.opt.runRestart(ctx); err != nil {
+			return nil, err
+		}
+		st.RestartPending = false
+		if err := in.saveState(st); err != nil {
 			return nil, err
 		}
 	}

@@ -2,6 +2,7 @@ package installer
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"sync"
@@ -397,4 +398,47 @@ func TestNoTakeOverWithoutTheShimsDropIn(t *testing.T) {
 		assert.False(t, r.Guarded, r.Shim)
 		assert.False(t, r.Protected, r.Shim)
 	}
+}
+
+// A restart that failed (containerd's unit busy, say) is tried again on the
+// next pass, although the files are already as they should be.
+func TestFailedRestartIsRetried(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	fail := true
+	f.opt.Restart = func(context.Context) error {
+		f.restarts++
+		if fail {
+			return errors.New("Job for containerd.service canceled")
+		}
+		return nil
+	}
+	_, err := f.installer().Apply(context.Background())
+	require.ErrorContains(t, err, "canceled")
+	fail = false
+	_, err = f.installer().Apply(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 2, f.restarts)
+	_, err = f.installer().Apply(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 2, f.restarts, "and not again once it worked")
+}
+
+func TestUninstallRetriesAFailedRestart(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	before := f.snapshot()
+	_, err := f.installer().Apply(context.Background())
+	require.NoError(t, err)
+	fail := true
+	f.opt.Restart = func(context.Context) error {
+		f.restarts++
+		if fail {
+			return errors.New("Job for containerd.service canceled")
+		}
+		return nil
+	}
+	require.ErrorContains(t, f.installer().Uninstall(context.Background()), "canceled")
+	fail = false
+	require.NoError(t, f.installer().Uninstall(context.Background()))
+	assert.Equal(t, 3, f.restarts, "install, the failed one, the retry")
+	assert.Equal(t, before, f.snapshot())
 }

@@ -26,6 +26,14 @@ func (in *Installer) Uninstall(ctx context.Context) error {
 		if ctrdChanged, err = in.restoreContainerd(ctx, cfg, st); err != nil {
 			return err
 		}
+		if ctrdChanged {
+			// Recorded before restarting: an uninstall run again after a
+			// failed restart has no file left to change, but must restart.
+			st.RestartPending = true
+			if err := in.saveState(st); err != nil {
+				return err
+			}
+		}
 		for _, s := range in.discover(cfg, st) {
 			if s.ConfigFile != "" {
 				p := filepath.Join(filepath.Dir(s.ConfigFile), "config.d", KataDropIn)
@@ -59,7 +67,7 @@ func (in *Installer) Uninstall(ctx context.Context) error {
 			}
 		}
 	}
-	if ctrdChanged {
+	if st.RestartPending {
 		// Before the binaries go: containerd must not be left pointing at them.
 		if err := in.opt.runRestart(ctx); err != nil {
 			return err
