@@ -93,7 +93,7 @@ type Resolved struct {
 	// files hold exactly one. When a file holds several, Kata builds every
 	// one (any invalid table fails) and keeps whichever its map iteration
 	// yields last, which is random; Hypervisors then lists them all, sorted
-	// by name, and consumers must consider each (hooks takes the strictest
+	// by name, and consumers must consider each (policy.Decide takes the strictest
 	// outcome). HypervisorName is the first of them.
 	HypervisorName string             `json:"hypervisor_name"`
 	Hypervisor     Hypervisor         `json:"hypervisor"`

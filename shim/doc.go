@@ -3,7 +3,7 @@
 // -publish-binary BIN -id ID [-debug] start|delete`, cwd = the bundle, runtime
 // options on stdin, TTRPC_ADDRESS in the environment). For `start` of a pod
 // sandbox or a single container it resolves Kata's configuration, decides
-// through hooks whether the guest kernel may run, refuses with one actionable
+// through hooks/policy whether the guest kernel may run, refuses with one actionable
 // line, or warns (log + containerd event), writes the sandbox's plan, and then
 // replaces itself with the upstream Kata shim (execve) with the same argv,
 // environment, working directory and stdin bytes, so no process of ours stays

@@ -10,7 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -73,7 +74,7 @@ func TestDelete(t *testing.T) {
 			writeFakeKataShim(t, delegate, "3.2.0")
 			cfg := writeConfig(t, dir, delegate, delegate, stateDir)
 			for _, id := range []string{"sb", "other"} {
-				require.NoError(t, hooks.WritePlan(stateDir, &hooks.Plan{SandboxID: id, Action: hooks.Allow, Protection: hooks.ProtectNone}))
+				require.NoError(t, plan.Write(stateDir, &plan.Plan{SandboxID: id, Action: plan.Allow, Protection: plan.ProtectNone}))
 			}
 			bundle := filepath.Join(dir, "bundle")
 			require.NoError(t, os.MkdirAll(bundle, 0o755))
@@ -203,7 +204,7 @@ func TestStartWithoutInspector(t *testing.T) {
 			require.Equal(t, ErrorPrefix+"guest kernel "+kernel+" cannot be checked: it is not in the inspection cache "+
 				filepath.Join(stateDir, "kernel-cache")+" and the inspector "+inspector+" does not exist; install kata-submount-guard's kata-runtime, "+
 				"from the same build as containerd-shim-kata-v2, as "+inspector+": failed precondition", stderr.String())
-			_, err := os.Stat(hooks.PlanPath(stateDir, "sb"))
+			_, err := os.Stat(plan.Path(stateDir, "sb"))
 			require.ErrorIs(t, err, os.ErrNotExist, "no plan")
 			ents, err := os.ReadDir(bundle)
 			require.NoError(t, err)
@@ -223,7 +224,7 @@ func TestWarningOnlyForStartsThatHandOff(t *testing.T) {
 	writeFakeKataShim(t, delegate, "3.2.0")
 	notADir := filepath.Join(dir, "file")
 	require.NoError(t, os.WriteFile(notADir, nil, 0o644))
-	vulnerable := hooks.InspectorFunc(func(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error) {
+	vulnerable := policy.InspectorFunc(func(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error) {
 		return &verdict.Report{Path: path, Version: "6.1.69", Verdict: verdict.Vulnerable, Evidence: verdict.EvidenceVersion}, nil
 	})
 	for _, tc := range []struct {

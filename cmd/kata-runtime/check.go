@@ -13,7 +13,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/shim/delegate"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/hostcheck"
@@ -78,7 +79,7 @@ type checkOptions struct {
 	// Host overrides the host files (tests); zero means the real ones.
 	Host hostcheck.Options
 	// Inspector replaces guestkernel.Inspect (nil: the real one).
-	Inspector hooks.Inspector
+	Inspector policy.Inspector
 }
 
 // kataLogger logs like Kata's kata-runtime: logrus text on stderr with its
@@ -150,25 +151,25 @@ func runCheck(ctx context.Context, o checkOptions) int {
 		}
 	}
 
-	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, ContainerType: hooks.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
+	pl, err := policy.Decide(ctx, policy.Input{Resolved: r, ContainerType: policy.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
 	if err != nil {
 		fmt.Fprintf(o.Stderr, "ERROR: guest kernel check: %v\n", err)
 		return 1
 	}
-	writeKernelSection(o.Stdout, r, id, plan)
+	writeKernelSection(o.Stdout, r, id, pl)
 
 	switch {
-	case plan.Action == hooks.Refuse:
-		fmt.Fprintf(o.Stderr, "ERROR: sandbox creation will be refused: %s\n", plan.Reason)
+	case pl.Action == plan.Refuse:
+		fmt.Fprintf(o.Stderr, "ERROR: sandbox creation will be refused: %s\n", pl.Reason)
 		return 1
-	case plan.ProtectionUnavailable:
-		fmt.Fprintf(o.Stderr, "ERROR: guest kernel %s is %s and its sandboxes would run unprotected: %s\n", plan.Kernel.Path, plan.Kernel.Verdict, plan.UnprotectedReason)
+	case pl.ProtectionUnavailable:
+		fmt.Fprintf(o.Stderr, "ERROR: guest kernel %s is %s and its sandboxes would run unprotected: %s\n", pl.Kernel.Path, pl.Kernel.Verdict, pl.UnprotectedReason)
 		return 1
-	case o.Strict && (plan.Kernel.Verdict == guestkernel.Vulnerable || plan.Kernel.Verdict == guestkernel.Unknown) && plan.KernelInspected:
-		fmt.Fprintf(o.Stderr, "ERROR: --strict: guest kernel %s is %s: %s\n", plan.Kernel.Path, plan.Kernel.Verdict, plan.Reason)
+	case o.Strict && (pl.Kernel.Verdict == guestkernel.Vulnerable || pl.Kernel.Verdict == guestkernel.Unknown) && pl.KernelInspected:
+		fmt.Fprintf(o.Stderr, "ERROR: --strict: guest kernel %s is %s: %s\n", pl.Kernel.Path, pl.Kernel.Verdict, pl.Reason)
 		return 1
-	case plan.Action == hooks.Warn:
-		logger.WithField("kernel", plan.Kernel.Path).Warn(plan.Reason)
+	case pl.Action == plan.Warn:
+		logger.WithField("kernel", pl.Kernel.Path).Warn(pl.Reason)
 	}
 	return 0
 }
@@ -203,7 +204,7 @@ func logHostChecks(logger *logrus.Entry, host *hostcheck.Result) {
 }
 
 // writeKernelSection prints the guest-kernel part of the check.
-func writeKernelSection(w io.Writer, r *config.Resolved, id delegate.Identity, p *hooks.Plan) {
+func writeKernelSection(w io.Writer, r *config.Resolved, id delegate.Identity, p *plan.Plan) {
 	g := r.Guard
 	k := p.Kernel
 	fmt.Fprintln(w, "Guest kernel (FUSE submount fix, Linux c4d361f66ac9):")

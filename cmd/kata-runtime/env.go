@@ -18,7 +18,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/hostcheck"
 )
 
@@ -50,7 +51,7 @@ type envOptions struct {
 	Stderr     io.Writer
 	Host       hostcheck.Options
 	// Inspector replaces guestkernel.Inspect (nil: the real one).
-	Inspector hooks.Inspector
+	Inspector policy.Inspector
 }
 
 // EnvInfo is Kata's env output (same section and field names) with the
@@ -192,7 +193,7 @@ func runEnv(ctx context.Context, o envOptions) error {
 	if err != nil {
 		return err
 	}
-	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, ContainerType: hooks.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
+	plan, err := policy.Decide(ctx, policy.Input{Resolved: r, ContainerType: policy.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
 	if err != nil {
 		return fmt.Errorf("guest kernel check: %w", err)
 	}
@@ -208,7 +209,7 @@ func runEnv(ctx context.Context, o envOptions) error {
 	return toml.NewEncoder(o.Stdout).Encode(env)
 }
 
-func collectEnv(ctx context.Context, r *config.Resolved, plan *hooks.Plan, hostOpts hostcheck.Options) EnvInfo {
+func collectEnv(ctx context.Context, r *config.Resolved, plan *plan.Plan, hostOpts hostcheck.Options) EnvInfo {
 	h := r.Hypervisor
 	for _, c := range r.Hypervisors {
 		if c.Name == plan.Hypervisor {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 )
 
@@ -89,11 +89,11 @@ func inspectKernels(c *cli.Context) error {
 // kernelInspector is the guest kernel inspector of check and env: insp, or
 // else guestkernel.Inspect in this process, so that check predicts what the
 // shim's start decides.
-func kernelInspector(insp hooks.Inspector) hooks.Inspector {
+func kernelInspector(insp policy.Inspector) policy.Inspector {
 	if insp != nil {
 		return insp
 	}
-	return hooks.InspectorFunc(guestkernel.Inspect)
+	return policy.InspectorFunc(guestkernel.Inspect)
 }
 
 // printReports writes one block per report, for people.

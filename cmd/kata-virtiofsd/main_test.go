@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 		if v, ok := os.LookupEnv(defaultUpstreamEnv); ok {
 			defaultUpstream = v
 		}
-		l := launcher{readPlan: hooks.ReadPlan, defaultUpstream: defaultUpstream, serve: serve, stdout: os.Stdout, stderr: os.Stderr,
+		l := launcher{readPlan: plan.Read, defaultUpstream: defaultUpstream, serve: serve, stdout: os.Stdout, stderr: os.Stderr,
 			revision: "test", syslogAddr: os.Getenv("KSG_TEST_SYSLOG_ADDR")}
 		if err := l.run(context.Background(), os.Args[1:]); err != nil {
 			os.Exit(1)
@@ -71,10 +71,10 @@ func kataShare(t testing.TB, id string) (shared, stateDir string) {
 	return shared, filepath.Join(root, "state")
 }
 
-func writePlan(t testing.TB, stateDir, id string, p hooks.Protection, upstream string) {
+func writePlan(t testing.TB, stateDir, id string, p plan.Protection, upstream string) {
 	t.Helper()
-	require.NoError(t, hooks.WritePlan(stateDir, &hooks.Plan{
-		SandboxID: id, Action: hooks.Warn, Reason: "test", Protection: p, UpstreamVirtiofsd: upstream,
+	require.NoError(t, plan.Write(stateDir, &plan.Plan{
+		SandboxID: id, Action: plan.Warn, Reason: "test", Protection: p, UpstreamVirtiofsd: upstream,
 		Created: time.Now().UTC(),
 	}))
 }
@@ -203,13 +203,13 @@ func TestRealStart(t *testing.T) {
 	}
 	daemons := []daemon{{"rust", rustDaemon}, {"qemu-c", cDaemon}}
 	cases := []struct {
-		protection hooks.Protection
+		protection plan.Protection
 		viaFlag    bool
 		announce   bool
 	}{
-		{hooks.ProtectNone, false, true},
-		{hooks.ProtectNoSubmounts, false, false},
-		{hooks.ProtectNoSubmounts, true, false},
+		{plan.ProtectNone, false, true},
+		{plan.ProtectNoSubmounts, false, false},
+		{plan.ProtectNoSubmounts, true, false},
 	}
 	for _, dm := range daemons {
 		for _, tc := range cases {
@@ -223,7 +223,7 @@ func TestRealStart(t *testing.T) {
 				shared, stateDir := kataShare(t, id)
 				args := kataArgs(shared, "--guard-state-dir="+stateDir)
 				if tc.viaFlag {
-					writePlan(t, stateDir, id, hooks.ProtectNone, "/nonexistent/virtiofsd")
+					writePlan(t, stateDir, id, plan.ProtectNone, "/nonexistent/virtiofsd")
 					args = append(args, "--guard-protection="+string(tc.protection), "--guard-upstream="+upstream)
 				} else {
 					writePlan(t, stateDir, id, tc.protection, upstream)
@@ -359,7 +359,7 @@ func TestCDaemonWithKataSyslog(t *testing.T) {
 	c := cDaemon(t)
 	id := "sb-c-syslog"
 	shared, stateDir := kataShare(t, id)
-	writePlan(t, stateDir, id, hooks.ProtectNone, c)
+	writePlan(t, stateDir, id, plan.ProtectNone, c)
 	kata := append([]string{"--syslog"}, kataArgs(shared)...)
 
 	for _, hostSyslog := range []bool{false, true} {
@@ -449,7 +449,7 @@ func TestSyslog(t *testing.T) {
 	upstream := rustDaemon(t)
 	id := "sb-syslog"
 	shared, stateDir := kataShare(t, id)
-	writePlan(t, stateDir, id, hooks.ProtectNoSubmounts, upstream)
+	writePlan(t, stateDir, id, plan.ProtectNoSubmounts, upstream)
 
 	addr := filepath.Join(t.TempDir(), "log")
 	logConn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
@@ -498,7 +498,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "missing upstream",
 			setup: func(t *testing.T, stateDir, id string) {
-				writePlan(t, stateDir, id, hooks.ProtectNoSubmounts, "/opt/kata/libexec/no-such-virtiofsd")
+				writePlan(t, stateDir, id, plan.ProtectNoSubmounts, "/opt/kata/libexec/no-such-virtiofsd")
 			},
 			want: []string{"upstream virtiofsd /opt/kata/libexec/no-such-virtiofsd does not exist", "upstream from plan"},
 		},
@@ -520,8 +520,8 @@ func TestErrors(t *testing.T) {
 		{
 			name: "plan for another sandbox",
 			setup: func(t *testing.T, stateDir, id string) {
-				writePlan(t, stateDir, "other-sandbox", hooks.ProtectNone, c)
-				require.NoError(t, os.Rename(hooks.PlanPath(stateDir, "other-sandbox"), hooks.PlanPath(stateDir, id)))
+				writePlan(t, stateDir, "other-sandbox", plan.ProtectNone, c)
+				require.NoError(t, os.Rename(plan.Path(stateDir, "other-sandbox"), plan.Path(stateDir, id)))
 			},
 			want: []string{`it is the plan of sandbox \"other-sandbox\"`},
 		},
@@ -529,22 +529,22 @@ func TestErrors(t *testing.T) {
 			name: "unreadable plan",
 			setup: func(t *testing.T, stateDir, id string) {
 				require.NoError(t, os.MkdirAll(stateDir, 0o700))
-				require.NoError(t, os.WriteFile(hooks.PlanPath(stateDir, id), []byte(`{"sandbox_id": "x", `), 0o600))
+				require.NoError(t, os.WriteFile(plan.Path(stateDir, id), []byte(`{"sandbox_id": "x", `), 0o600))
 			},
 			want: []string{"reading the plan of sandbox", "fix or remove the file"},
 		},
 		{
 			name: "plan is a directory",
 			setup: func(t *testing.T, stateDir, id string) {
-				require.NoError(t, os.MkdirAll(hooks.PlanPath(stateDir, id), 0o700))
+				require.NoError(t, os.MkdirAll(plan.Path(stateDir, id), 0o700))
 			},
 			want: []string{"reading the plan of sandbox", "is a directory"},
 		},
 		{
 			name: "plan refuses the sandbox",
 			setup: func(t *testing.T, stateDir, id string) {
-				require.NoError(t, hooks.WritePlan(stateDir, &hooks.Plan{SandboxID: id, Action: hooks.Refuse,
-					Reason: "guest kernel 5.10.200 lacks the fix", Protection: hooks.ProtectNone, UpstreamVirtiofsd: c}))
+				require.NoError(t, plan.Write(stateDir, &plan.Plan{SandboxID: id, Action: plan.Refuse,
+					Reason: "guest kernel 5.10.200 lacks the fix", Protection: plan.ProtectNone, UpstreamVirtiofsd: c}))
 			},
 			want: []string{"refuses sandbox", "guest kernel 5.10.200 lacks the fix"},
 		},
@@ -562,14 +562,14 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name:  "plan without an upstream",
-			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, hooks.ProtectNone, "") },
+			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, plan.ProtectNone, "") },
 			env:   []string{defaultUpstreamEnv + "=" + c},
 			want: []string{"no upstream virtiofsd is configured (neither --guard-upstream nor the plan's upstream_virtiofsd), " +
 				"so kata-virtiofsd serves the share itself", "built with cgo"},
 		},
 		{
 			name:  "recover before our daemon exists",
-			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, hooks.ProtectRecover, c) },
+			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, plan.ProtectRecover, c) },
 			want:  []string{"protection recover (from plan) needs kata-virtiofsd's own daemon", "built with cgo"},
 		},
 		{
@@ -618,7 +618,7 @@ func TestDecide(t *testing.T) {
 	notInstalled := filepath.Join(t.TempDir(), "virtiofsd")
 	cases := []struct {
 		name     string
-		plan     *hooks.Plan
+		plan     *plan.Plan
 		args     []string
 		shared   string // default: a Kata share of id
 		dflt     string // [submount_guard]'s default upstream_virtiofsd; default: not installed
@@ -628,12 +628,12 @@ func TestDecide(t *testing.T) {
 	}{
 		{
 			name: "plan decides",
-			plan: &hooks.Plan{SandboxID: id, Action: hooks.Warn, Protection: hooks.ProtectNoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
+			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: plan.ProtectNoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
 			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "plan"},
 		},
 		{
 			name: "flags override the plan",
-			plan: &hooks.Plan{SandboxID: id, Action: hooks.Warn, Protection: hooks.ProtectNoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
+			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: plan.ProtectNoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
 			args: []string{"--guard-protection=none", "--guard-upstream=/usr/lib/qemu/virtiofsd"},
 			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-protection", upstream: "/usr/lib/qemu/virtiofsd", upstreamFrom: "--guard-upstream"},
 		},
@@ -659,7 +659,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "plan without an upstream: serve, not the default",
-			plan: &hooks.Plan{SandboxID: id, Action: hooks.Warn, Protection: hooks.ProtectNoSubmounts},
+			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: plan.ProtectNoSubmounts},
 			dflt: installed,
 			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "plan"},
 		},
@@ -689,7 +689,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:     "refusing plan",
-			plan:     &hooks.Plan{SandboxID: id, Action: hooks.Refuse, Reason: "vulnerable", Protection: hooks.ProtectNone},
+			plan:     &plan.Plan{SandboxID: id, Action: plan.Refuse, Reason: "vulnerable", Protection: plan.ProtectNone},
 			wantErr:  errdefs.ErrFailedPrecondition,
 			errMatch: "refuses sandbox sb-decide: vulnerable",
 		},
@@ -702,7 +702,7 @@ func TestDecide(t *testing.T) {
 				shared = filepath.Join(t.TempDir(), "sandboxes", id, "shared")
 			}
 			if tc.plan != nil {
-				require.NoError(t, hooks.WritePlan(stateDir, tc.plan))
+				require.NoError(t, plan.Write(stateDir, tc.plan))
 			}
 			o, err := virtiofsd.Parse(append([]string{"--shared-dir=" + shared, "--fd=3", "--guard-state-dir=" + stateDir}, tc.args...))
 			require.NoError(t, err)
@@ -710,7 +710,7 @@ func TestDecide(t *testing.T) {
 			if dflt == "" {
 				dflt = notInstalled
 			}
-			d, err := decide(o, hooks.ReadPlan, dflt)
+			d, err := decide(o, plan.Read, dflt)
 			if tc.wantErr != nil {
 				require.ErrorIs(t, err, tc.wantErr)
 				require.ErrorContains(t, err, tc.errMatch)
@@ -729,9 +729,9 @@ func TestDecide(t *testing.T) {
 
 // TestProtectionValues keeps our Protection words equal to the plan's.
 func TestProtectionValues(t *testing.T) {
-	require.Equal(t, string(hooks.ProtectRecover), string(virtiofsd.ProtectRecover))
-	require.Equal(t, string(hooks.ProtectNoSubmounts), string(virtiofsd.ProtectNoSubmounts))
-	require.Equal(t, string(hooks.ProtectNone), string(virtiofsd.ProtectNone))
+	require.Equal(t, string(plan.ProtectRecover), string(virtiofsd.ProtectRecover))
+	require.Equal(t, string(plan.ProtectNoSubmounts), string(virtiofsd.ProtectNoSubmounts))
+	require.Equal(t, string(plan.ProtectNone), string(virtiofsd.ProtectNone))
 }
 
 // TestServeModeOptions starts kata-virtiofsd's own daemon (protection
@@ -742,7 +742,7 @@ func TestServeModeOptions(t *testing.T) {
 
 	t.Run("refused: one error naming each, nothing left behind", func(t *testing.T) {
 		shared, stateDir := kataShare(t, id)
-		writePlan(t, stateDir, id, hooks.ProtectRecover, "")
+		writePlan(t, stateDir, id, plan.ProtectRecover, "")
 		sockDir := t.TempDir()
 		args := []string{"--cache=auto", "--shared-dir=" + shared, "--socket-path=" + filepath.Join(sockDir, "vhost.sock"),
 			"--thread-pool-size=1", "--announce-submounts", "--guard-state-dir=" + stateDir,
@@ -763,7 +763,7 @@ func TestServeModeOptions(t *testing.T) {
 
 	t.Run("honoured", func(t *testing.T) {
 		shared, stateDir := kataShare(t, id)
-		writePlan(t, stateDir, id, hooks.ProtectRecover, "")
+		writePlan(t, stateDir, id, plan.ProtectRecover, "")
 		sock, fd := listener(t)
 		// The test binary has cgo: no sandbox for our daemon. With Kata's
 		// --syslog the log goes to syslog: a daemon of the test's own, so
@@ -793,7 +793,7 @@ func TestServeModeOptions(t *testing.T) {
 
 	t.Run("log level warn hides the decision", func(t *testing.T) {
 		shared, stateDir := kataShare(t, id)
-		writePlan(t, stateDir, id, hooks.ProtectRecover, "")
+		writePlan(t, stateDir, id, plan.ProtectRecover, "")
 		sock, fd := listener(t)
 		_, out := start(t, kataArgs(shared, "--guard-state-dir="+stateDir, "--sandbox=none", "--log-level=warn"), fd)
 		fd.Close()
@@ -812,7 +812,7 @@ func TestServeSeam(t *testing.T) {
 	// The serve path gets the parsed options with the decision applied.
 	var got *virtiofsd.Options
 	l := launcher{
-		readPlan: hooks.ReadPlan,
+		readPlan: plan.Read,
 		serve: func(ctx context.Context, o *virtiofsd.Options) error {
 			got = o
 			return nil
@@ -821,7 +821,7 @@ func TestServeSeam(t *testing.T) {
 	}
 	shared := filepath.Join(t.TempDir(), "sandboxes", "sb-serve", "shared")
 	stateDir := t.TempDir()
-	writePlan(t, stateDir, "sb-serve", hooks.ProtectNoSubmounts, "")
+	writePlan(t, stateDir, "sb-serve", plan.ProtectNoSubmounts, "")
 	_, fd := listener(t)
 	// The listener's own fd number stands in for Kata's fd 3.
 	args := []string{"--cache=never", "--shared-dir=" + shared, fmt.Sprintf("--fd=%d", fd.Fd()),
@@ -853,7 +853,7 @@ func BenchmarkStartToFirstReply(b *testing.B) {
 		upstream := dm.path(b)
 		id := "sb-bench-" + dm.name
 		shared, stateDir := kataShare(b, id)
-		writePlan(b, stateDir, id, hooks.ProtectNoSubmounts, upstream)
+		writePlan(b, stateDir, id, plan.ProtectNoSubmounts, upstream)
 		for _, via := range []string{"direct", "kata-virtiofsd"} {
 			b.Run(dm.name+"/"+via, func(b *testing.B) {
 				for b.Loop() {

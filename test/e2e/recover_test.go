@@ -13,7 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
@@ -119,7 +120,7 @@ func checkRecoveries(t *testing.T, c cell, d runningDaemon, stateDir string, sha
 }
 
 // TestRecoverFromPlan boots each guest kernel with the daemon its sandbox's
-// plan chooses, as the shim decides it (hooks.Decide inspects the real
+// plan chooses, as the shim decides it (policy.Decide inspects the real
 // kernel under a Kata configuration with virtiofs_protection = "recover"),
 // and kata-virtiofsd started with Kata's argv plus --guard-state-dir only:
 // the vulnerable kernel gets our daemon, which recovers its volume; the
@@ -153,21 +154,21 @@ state_dir = `+q(state)+`
 			ctx := context.Background()
 			r, err := config.Resolve(ctx, config.Sources{ExplicitPath: cfgPath})
 			require.NoError(t, err)
-			plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, SandboxID: share.SandboxID, ContainerType: hooks.PodSandbox, Inspector: hooks.InspectorFunc(guestkernel.Inspect)})
+			pl, err := policy.Decide(ctx, policy.Input{Resolved: r, SandboxID: share.SandboxID, ContainerType: policy.PodSandbox, Inspector: policy.InspectorFunc(guestkernel.Inspect)})
 			require.NoError(t, err)
-			require.NoError(t, hooks.WritePlan(state, plan))
+			require.NoError(t, plan.Write(state, pl))
 			c := cell{Kernel: k, Protection: harness.ProtectRecover, Daemon: harness.DaemonOurs, Scenario: guest.BindDetach, Pressure: guest.Memory,
 				Expect: recoverColumn().Expect(k)}
 			if k == harness.KernelFixed {
-				require.Equal(t, hooks.ProtectNone, plan.Protection, plan.Reason)
+				require.Equal(t, plan.ProtectNone, pl.Protection, pl.Reason)
 				c.Protection, c.Daemon, c.Expect = harness.ProtectNone, harness.DaemonRust, expectation{Outcome: guest.OK, Submount: true}
 			} else {
-				require.Equal(t, hooks.ProtectRecover, plan.Protection, plan.Reason)
+				require.Equal(t, plan.ProtectRecover, pl.Protection, pl.Reason)
 			}
 
 			var observed string
 			bootCell(t, env, c, dir, share, harness.DaemonSpec{StateDir: state}.Args(share.Dir), &observed)
-			t.Logf("%s kernel, plan protection %s: %s", k, plan.Protection, observed)
+			t.Logf("%s kernel, plan protection %s: %s", k, pl.Protection, observed)
 
 			dlog, _ := os.ReadFile(filepath.Join(dir, "daemon.log"))
 			require.Contains(t, string(dlog), "protection_from=plan", "the plan chose the protection")

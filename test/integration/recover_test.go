@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
@@ -43,11 +43,11 @@ func TestRecoverThroughThePlan(t *testing.T) {
 	c := startContainerd(t, containerdOptions{env: []string{"KATA_CONF_FILE=" + cfgPath}})
 	c.useCRI(t)
 
-	podID, plan := c.runKataPod(t, pod{name: "recovered"}, stateDir)
-	require.Equal(t, guestkernel.Vulnerable, plan.Kernel.Verdict)
-	require.Equal(t, hooks.Warn, plan.Action)
-	require.Equal(t, hooks.ProtectRecover, plan.Protection)
-	require.Contains(t, plan.Reason, "protection recover")
+	podID, pl := c.runKataPod(t, pod{name: "recovered"}, stateDir)
+	require.Equal(t, guestkernel.Vulnerable, pl.Kernel.Verdict)
+	require.Equal(t, plan.Warn, pl.Action)
+	require.Equal(t, plan.ProtectRecover, pl.Protection)
+	require.Contains(t, pl.Reason, "protection recover")
 
 	// What Kata does next: the pod's shared directory, a volume mounted in
 	// it, virtio_fs_daemon started on a listening socket as fd 3.
@@ -120,7 +120,7 @@ func TestRecoverThroughThePlan(t *testing.T) {
 	require.Equal(t, 1, strings.Count(out, "reinstated it"), "one log line per recovery")
 
 	c.removePod(t, podID)
-	eventually(t, func() bool { _, err := hooks.ReadPlan(stateDir, podID); return err != nil }, "plan not removed after rmp")
+	eventually(t, func() bool { _, err := plan.Read(stateDir, podID); return err != nil }, "plan not removed after rmp")
 	require.NoFileExists(t, statusPath, "status file removed with the plan")
 }
 
@@ -131,9 +131,9 @@ func TestRecoverPlanOnFixedKernel(t *testing.T) {
 	cfgPath, stateDir := writeKataConfig(t, t.TempDir(), kataConfig{kernel: kernels.fixed, onVulnerable: "warn", protection: "recover"})
 	c := startContainerd(t, containerdOptions{env: []string{"KATA_CONF_FILE=" + cfgPath}})
 	c.useCRI(t)
-	podID, plan := c.runKataPod(t, pod{name: "fixed"}, stateDir)
-	require.Equal(t, guestkernel.Fixed, plan.Kernel.Verdict)
-	require.Equal(t, hooks.ProtectNone, plan.Protection, "a fixed kernel needs no protection")
+	podID, pl := c.runKataPod(t, pod{name: "fixed"}, stateDir)
+	require.Equal(t, guestkernel.Fixed, pl.Kernel.Verdict)
+	require.Equal(t, plan.ProtectNone, pl.Protection, "a fixed kernel needs no protection")
 	c.removePod(t, podID)
 }
 

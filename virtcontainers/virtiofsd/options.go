@@ -645,7 +645,7 @@ func SandboxIDFromSharedDir(dir string) (string, bool) {
 	return id, true
 }
 
-// validSandboxID accepts Kata's ids (the rule hooks' plan store checks): two
+// validSandboxID accepts Kata's ids (the rule hooks/plan's store checks): two
 // or more letters, digits and . _ -, starting with a letter or digit.
 func validSandboxID(id string) bool {
 	if len(id) < 2 || len(id) > 255 {

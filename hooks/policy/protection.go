@@ -1,4 +1,4 @@
-package hooks
+package policy
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -14,22 +15,18 @@ import (
 // its plan, so only there can a protection be applied.
 const OurVirtiofsd = "kata-virtiofsd"
 
-// protectionHook chooses how virtiofsd serves a sandbox that goes on with a
+// protectionStep chooses how virtiofsd serves a sandbox that goes on with a
 // vulnerable or unknown guest kernel.
-type protectionHook struct{}
-
-func (protectionHook) Name() string { return "virtiofsd-protection" }
-
-func (protectionHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error) {
-	p.Protection = ProtectNone
-	if p.Action == Refuse {
+func protectionStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error) {
+	p.Protection = plan.ProtectNone
+	if p.Action == plan.Refuse {
 		return false, nil
 	}
 	if p.Kernel.Verdict != verdict.Vulnerable && p.Kernel.Verdict != verdict.Unknown {
 		return false, nil
 	}
-	want := Protection(in.Resolved.Guard.VirtiofsProtection)
-	if want == ProtectNone {
+	want := plan.Protection(in.Resolved.Guard.VirtiofsProtection)
+	if want == plan.ProtectNone {
 		p.Unprotected = true
 		p.UnprotectedReason = "virtiofs_protection = none: virtiofsd runs as Kata configured it"
 		p.Reason += "; unprotected: " + p.UnprotectedReason
@@ -45,9 +42,9 @@ func (protectionHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error)
 	}
 	p.Protection = want
 	switch want {
-	case ProtectNoSubmounts:
+	case plan.ProtectNoSubmounts:
 		p.Reason += "; protection no-submounts: virtiofsd will not announce submounts"
-	case ProtectRecover:
+	case plan.ProtectRecover:
 		p.Reason += "; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets"
 	default:
 		p.Reason += fmt.Sprintf("; protection %s", want)

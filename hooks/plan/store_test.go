@@ -1,4 +1,4 @@
-package hooks
+package plan
 
 import (
 	"fmt"
@@ -28,16 +28,16 @@ func samplePlan(id string) *Plan {
 func TestPlanRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state", "guard")
 	p := samplePlan("sb-1")
-	require.NoError(t, WritePlan(dir, p))
+	require.NoError(t, Write(dir, p))
 
 	st, err := os.Stat(dir)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o700), st.Mode().Perm())
-	st, err = os.Stat(PlanPath(dir, "sb-1"))
+	st, err = os.Stat(Path(dir, "sb-1"))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 
-	got, err := ReadPlan(dir, "sb-1")
+	got, err := Read(dir, "sb-1")
 	require.NoError(t, err)
 	require.Equal(t, p, got)
 
@@ -50,17 +50,17 @@ func TestPlanRoundTrip(t *testing.T) {
 	status := filepath.Join(dir, "status", "sb-1.json")
 	require.NoError(t, os.MkdirAll(filepath.Dir(status), 0o700))
 	require.NoError(t, os.WriteFile(status, []byte("{}"), 0o600))
-	require.NoError(t, RemovePlan(dir, "sb-1"))
-	_, err = ReadPlan(dir, "sb-1")
+	require.NoError(t, Remove(dir, "sb-1"))
+	_, err = Read(dir, "sb-1")
 	require.True(t, errdefs.IsNotFound(err), err)
 	require.NoFileExists(t, status)
-	require.NoError(t, RemovePlan(dir, "sb-1"), "removing twice is fine")
+	require.NoError(t, Remove(dir, "sb-1"), "removing twice is fine")
 }
 
 func TestPlanStateDirTightened(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.Chmod(dir, 0o755))
-	require.NoError(t, WritePlan(dir, samplePlan("sb")))
+	require.NoError(t, Write(dir, samplePlan("sb")))
 	st, err := os.Stat(dir)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o700), st.Mode().Perm())
@@ -70,16 +70,16 @@ func TestPlanBadIDs(t *testing.T) {
 	dir := t.TempDir()
 	for _, id := range []string{"", "a", "../etc/passwd", "a/b", ".hidden", "-x", "x y"} {
 		t.Run(fmt.Sprintf("%q", id), func(t *testing.T) {
-			require.True(t, errdefs.IsInvalidArgument(WritePlan(dir, samplePlan(id))))
-			_, err := ReadPlan(dir, id)
+			require.True(t, errdefs.IsInvalidArgument(Write(dir, samplePlan(id))))
+			_, err := Read(dir, id)
 			require.True(t, errdefs.IsInvalidArgument(err))
-			require.True(t, errdefs.IsInvalidArgument(RemovePlan(dir, id)))
+			require.True(t, errdefs.IsInvalidArgument(Remove(dir, id)))
 		})
 	}
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	require.Empty(t, entries)
-	require.True(t, errdefs.IsInvalidArgument(WritePlan(dir, nil)))
+	require.True(t, errdefs.IsInvalidArgument(Write(dir, nil)))
 }
 
 func TestReadPlanRejects(t *testing.T) {
@@ -98,8 +98,8 @@ func TestReadPlanRejects(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			require.NoError(t, os.WriteFile(PlanPath(dir, "sb"), []byte(tc.body), 0o600))
-			_, err := ReadPlan(dir, "sb")
+			require.NoError(t, os.WriteFile(Path(dir, "sb"), []byte(tc.body), 0o600))
+			_, err := Read(dir, "sb")
 			require.ErrorContains(t, err, tc.msg)
 			require.True(t, errdefs.IsInvalidArgument(err))
 		})
@@ -111,7 +111,7 @@ func TestReadPlanRejects(t *testing.T) {
 // file is left behind.
 func TestPlanConcurrentWriters(t *testing.T) {
 	dir := t.TempDir()
-	require.NoError(t, WritePlan(dir, samplePlan("sb")))
+	require.NoError(t, Write(dir, samplePlan("sb")))
 	const writers, rounds = 8, 25
 	var wg sync.WaitGroup
 	errs := make(chan error, writers*rounds*2)
@@ -122,7 +122,7 @@ func TestPlanConcurrentWriters(t *testing.T) {
 			for i := 0; i < rounds; i++ {
 				p := samplePlan("sb")
 				p.Reason = fmt.Sprintf("writer %d round %d", w, i)
-				if err := WritePlan(dir, p); err != nil {
+				if err := Write(dir, p); err != nil {
 					errs <- err
 				}
 			}
@@ -131,7 +131,7 @@ func TestPlanConcurrentWriters(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < rounds; i++ {
-				p, err := ReadPlan(dir, "sb")
+				p, err := Read(dir, "sb")
 				if err != nil {
 					errs <- err
 					continue
@@ -152,11 +152,11 @@ func TestPlanConcurrentWriters(t *testing.T) {
 	require.Len(t, entries, 1, "temporary files left behind")
 }
 
-func FuzzDecodePlan(f *testing.F) {
+func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"sandbox_id":"sb","action":"allow","protection":"none"}`))
 	f.Add([]byte(`{"sandbox_id":"sb","kernel":{"verdict":"fixed"},"action":"warn","protection":"no-submounts","created":"2026-01-02T03:04:05Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := DecodePlan(data)
+		p, err := Decode(data)
 		if err != nil {
 			require.Nil(t, p)
 			require.True(t, errdefs.IsInvalidArgument(err))
@@ -164,41 +164,6 @@ func FuzzDecodePlan(f *testing.F) {
 		}
 		require.Contains(t, []Action{Allow, Warn, Refuse}, p.Action)
 	})
-}
-
-func TestClassify(t *testing.T) {
-	cases := []struct {
-		name    string
-		ann     map[string]string
-		typ     ContainerType
-		sandbox string
-		msg     string
-	}{
-		{"no annotations", nil, SingleContainer, "c1", ""},
-		{"cri sandbox", map[string]string{"io.kubernetes.cri.container-type": "sandbox"}, PodSandbox, "c1", ""},
-		{"cri container", map[string]string{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "sb9"}, PodContainer, "sb9", ""},
-		{"crio sandbox", map[string]string{"io.kubernetes.cri-o.ContainerType": "sandbox"}, PodSandbox, "c1", ""},
-		{"crio container", map[string]string{"io.kubernetes.cri-o.ContainerType": "container", "io.kubernetes.cri-o.SandboxID": "sb8"}, PodContainer, "sb8", ""},
-		{"docker podsandbox", map[string]string{"io.kubernetes.docker.type": "podsandbox"}, PodSandbox, "c1", ""},
-		{"docker container", map[string]string{"io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": "sb7"}, PodContainer, "sb7", ""},
-		{"values are shared across keys", map[string]string{"io.kubernetes.cri.container-type": "podsandbox"}, PodSandbox, "c1", ""},
-		{"cri key first", map[string]string{"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri-o.ContainerType": "container"}, PodSandbox, "c1", ""},
-		{"unknown type", map[string]string{"io.kubernetes.cri.container-type": "pod"}, "", "", `unknown container type "pod"`},
-		{"container without sandbox id", map[string]string{"io.kubernetes.cri.container-type": "container"}, "", "", "no sandbox id annotation"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			typ, sb, err := Classify(tc.ann, "c1")
-			if tc.msg != "" {
-				require.ErrorContains(t, err, tc.msg)
-				require.True(t, errdefs.IsInvalidArgument(err))
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, tc.typ, typ)
-			require.Equal(t, tc.sandbox, sb)
-		})
-	}
 }
 
 // validIDRE is the rule validID implements by hand.

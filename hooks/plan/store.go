@@ -1,4 +1,4 @@
-package hooks
+package plan
 
 import (
 	"bytes"
@@ -36,11 +36,11 @@ func isAlnum(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
-// maxPlanSize caps what ReadPlan reads; a plan is a few KiB.
+// maxPlanSize caps what Read reads; a plan is a few KiB.
 const maxPlanSize = 1 << 20
 
-// PlanPath is where the plan of sandboxID lives.
-func PlanPath(stateDir, sandboxID string) string {
+// Path is where the plan of sandboxID lives.
+func Path(stateDir, sandboxID string) string {
 	return filepath.Join(stateDir, sandboxID+".json")
 }
 
@@ -51,13 +51,13 @@ func checkID(sandboxID string) error {
 	return nil
 }
 
-// WritePlan stores p as <stateDir>/<p.SandboxID>.json: written to a temporary
+// Write stores p as <stateDir>/<p.SandboxID>.json: written to a temporary
 // file in the same directory, then renamed over the old one, so a reader sees
 // the old plan or the new one, never a part. The file is 0600 and stateDir is
 // created 0700. It is not fsynced: a plan only matters while its sandbox
 // runs, and no sandbox survives the host going down; on a disk-backed
 // state_dir the flush cost every sandbox start 0.3 ms (ext4, BENCHMARKS.md).
-func WritePlan(stateDir string, p *Plan) (err error) {
+func Write(stateDir string, p *Plan) (err error) {
 	if p == nil {
 		return fmt.Errorf("write plan: nil plan: %w", errdefs.ErrInvalidArgument)
 	}
@@ -75,20 +75,20 @@ func WritePlan(stateDir string, p *Plan) (err error) {
 	if err := os.Chmod(stateDir, 0o700); err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
-	final := PlanPath(stateDir, p.SandboxID)
+	final := Path(stateDir, p.SandboxID)
 	if err := atomicfile.Write(final, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write plan %s: %w", final, err)
 	}
 	return nil
 }
 
-// ReadPlan reads the plan of sandboxID. A missing plan is an error wrapping
+// Read reads the plan of sandboxID. A missing plan is an error wrapping
 // errdefs.ErrNotFound.
-func ReadPlan(stateDir, sandboxID string) (*Plan, error) {
+func Read(stateDir, sandboxID string) (*Plan, error) {
 	if err := checkID(sandboxID); err != nil {
 		return nil, fmt.Errorf("read plan: %w", err)
 	}
-	path := PlanPath(stateDir, sandboxID)
+	path := Path(stateDir, sandboxID)
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -101,7 +101,7 @@ func ReadPlan(stateDir, sandboxID string) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read plan %s: %w", path, err)
 	}
-	p, err := DecodePlan(data)
+	p, err := Decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("read plan %s: %w", path, err)
 	}
@@ -111,9 +111,9 @@ func ReadPlan(stateDir, sandboxID string) (*Plan, error) {
 	return p, nil
 }
 
-// DecodePlan parses a plan's JSON form strictly: unknown fields, trailing
+// Decode parses a plan's JSON form strictly: unknown fields, trailing
 // data, and unknown action or protection words are errors.
-func DecodePlan(data []byte) (*Plan, error) {
+func Decode(data []byte) (*Plan, error) {
 	if len(data) > maxPlanSize {
 		return nil, fmt.Errorf("plan larger than %d bytes: %w", maxPlanSize, errdefs.ErrInvalidArgument)
 	}
@@ -139,15 +139,15 @@ func DecodePlan(data []byte) (*Plan, error) {
 	return &p, nil
 }
 
-// RemovePlan deletes the plan of sandboxID, and the status file that
+// Remove deletes the plan of sandboxID, and the status file that
 // kata-virtiofsd keeps for it with protection recover
 // (<stateDir>/status/<id>.json, passthroughfs.StatusPath); one already gone
 // is not an error (delete may run more than once).
-func RemovePlan(stateDir, sandboxID string) error {
+func Remove(stateDir, sandboxID string) error {
 	if err := checkID(sandboxID); err != nil {
 		return fmt.Errorf("remove plan: %w", err)
 	}
-	if err := os.Remove(PlanPath(stateDir, sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(Path(stateDir, sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove plan: %w", err)
 	}
 	if err := os.Remove(filepath.Join(stateDir, "status", sandboxID+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
