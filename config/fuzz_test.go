@@ -30,7 +30,7 @@ func FuzzParse(f *testing.F) {
 		require.NotNil(t, file)
 		require.Contains(t, policyWords, string(file.Guard.OnVulnerable))
 		require.Contains(t, policyWords, string(file.Guard.OnUnknown))
-		require.Contains(t, protectionWords, string(file.Guard.VirtiofsProtection))
+		require.True(t, file.Guard.VirtiofsProtection.Valid(), file.Guard.VirtiofsProtection)
 		for name := range file.Hypervisors {
 			require.Contains(t, HypervisorNames(), name)
 		}

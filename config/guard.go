@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 )
 
 // GuardTable is the name of our own table in Kata's configuration file.
@@ -20,21 +22,11 @@ const (
 	PolicyOff    Policy = "off"
 )
 
-// Protection is how virtiofsd serves a sandbox that goes on with a vulnerable
-// or unknown guest kernel. Its values are those of hooks.Protection.
-type Protection string
-
-const (
-	ProtectionRecover     Protection = "recover"
-	ProtectionNoSubmounts Protection = "no-submounts"
-	ProtectionNone        Protection = "none"
-)
-
 // Defaults of [submount_guard]. README's "[submount_guard]" section says why.
 const (
 	DefaultOnVulnerable       = PolicyWarn
 	DefaultOnUnknown          = PolicyWarn
-	DefaultVirtiofsProtection = ProtectionRecover
+	DefaultVirtiofsProtection = protection.Recover
 	DefaultDelegateShim       = "/opt/kata/bin/containerd-shim-kata-v2.upstream"
 	DefaultUpstreamVirtiofsd  = "/opt/kata/libexec/virtiofsd"
 	DefaultStateDir           = "/run/kata-containers/submount-guard"
@@ -42,9 +34,9 @@ const (
 
 // Guard is the [submount_guard] policy with defaults applied.
 type Guard struct {
-	OnVulnerable       Policy     `json:"on_vulnerable" toml:"on_vulnerable"`
-	OnUnknown          Policy     `json:"on_unknown" toml:"on_unknown"`
-	VirtiofsProtection Protection `json:"virtiofs_protection" toml:"virtiofs_protection"`
+	OnVulnerable       Policy                `json:"on_vulnerable" toml:"on_vulnerable"`
+	OnUnknown          Policy                `json:"on_unknown" toml:"on_unknown"`
+	VirtiofsProtection protection.Protection `json:"virtiofs_protection" toml:"virtiofs_protection"`
 	// FixedReleases are exact kernel releases (uname -r) an operator vouches
 	// carry the fix.
 	FixedReleases []string `json:"fixed_releases" toml:"fixed_releases"`
@@ -76,9 +68,8 @@ func DefaultGuard() Guard {
 func (g Guard) KernelCacheDir() string { return filepath.Join(g.StateDir, "kernel-cache") }
 
 var (
-	policyWords     = []string{string(PolicyRefuse), string(PolicyWarn), string(PolicyOff)}
-	protectionWords = []string{string(ProtectionRecover), string(ProtectionNoSubmounts), string(ProtectionNone)}
-	guardKeys       = []string{"on_vulnerable", "on_unknown", "virtiofs_protection", "fixed_releases", "delegate_shim", "delegate_kind", "upstream_virtiofsd", "state_dir"}
+	policyWords = []string{string(PolicyRefuse), string(PolicyWarn), string(PolicyOff)}
+	guardKeys   = []string{"on_vulnerable", "on_unknown", "virtiofs_protection", "fixed_releases", "delegate_shim", "delegate_kind", "upstream_virtiofsd", "state_dir"}
 )
 
 // parseGuard applies defaults and validates the merged [submount_guard]
@@ -109,10 +100,10 @@ func parseGuard(table map[string]any, origin func(key string) string) (Guard, er
 			}
 		case "virtiofs_protection":
 			s, ok := v.(string)
-			if !ok || !contains(protectionWords, s) {
-				return Guard{}, bad("", protectionWords)
+			if !ok || !protection.Protection(s).Valid() {
+				return Guard{}, bad("", protectionWords())
 			}
-			g.VirtiofsProtection = Protection(s)
+			g.VirtiofsProtection = protection.Protection(s)
 		case "delegate_kind":
 			s, ok := v.(string)
 			if !ok || !contains(DelegateKinds(), s) {
@@ -152,6 +143,15 @@ func parseGuard(table map[string]any, origin func(key string) string) (Guard, er
 		}
 	}
 	return g, nil
+}
+
+// protectionWords lists the values virtiofs_protection accepts, for errors.
+func protectionWords() []string {
+	var words []string
+	for _, p := range protection.All() {
+		words = append(words, string(p))
+	}
+	return words
 }
 
 func contains(list []string, s string) bool {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 )
 
 func TestDropInMerge(t *testing.T) {
@@ -135,7 +137,7 @@ state_dir = "/var/run/ksg"
 `))
 		require.NoError(t, err)
 		require.Equal(t, Guard{
-			OnVulnerable: PolicyRefuse, OnUnknown: PolicyOff, VirtiofsProtection: ProtectionNone,
+			OnVulnerable: PolicyRefuse, OnUnknown: PolicyOff, VirtiofsProtection: protection.None,
 			FixedReleases: []string{"6.1.0-18-amd64", "5.15.0-91-generic"},
 			DelegateShim:  "/usr/local/bin/containerd-shim-kata-v2.real", DelegateKind: DelegateRuntimeRS,
 			UpstreamVirtiofsd: "/usr/libexec/virtiofsd", StateDir: "/var/run/ksg",

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 )
 
@@ -26,7 +27,7 @@ func TestForwardRequestWire(t *testing.T) {
 	pl := &plan.Plan{
 		SandboxID: "sb-1", ConfigPath: "/etc/kata-containers/configuration.toml", Action: plan.Warn,
 		Reason:     "guest kernel /k (6.1.69) lacks the FUSE submount fix; on_vulnerable = warn",
-		Protection: plan.ProtectNoSubmounts,
+		Protection: protection.NoSubmounts,
 		Kernel:     guestkernel.Report{Path: "/k", Version: "6.1.69", Release: "6.1.69", Verdict: guestkernel.Vulnerable, Evidence: guestkernel.EvidenceBTF},
 	}
 	at := time.Date(2026, 11, 30, 10, 0, 0, 123456789, time.UTC)

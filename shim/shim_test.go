@@ -12,6 +12,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -74,7 +75,7 @@ func TestDelete(t *testing.T) {
 			writeFakeKataShim(t, delegate, "3.2.0")
 			cfg := writeConfig(t, dir, delegate, delegate, stateDir)
 			for _, id := range []string{"sb", "other"} {
-				require.NoError(t, plan.Write(stateDir, &plan.Plan{SandboxID: id, Action: plan.Allow, Protection: plan.ProtectNone}))
+				require.NoError(t, plan.Write(stateDir, &plan.Plan{SandboxID: id, Action: plan.Allow, Protection: protection.None}))
 			}
 			bundle := filepath.Join(dir, "bundle")
 			require.NoError(t, os.MkdirAll(bundle, 0o755))

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
@@ -71,7 +72,7 @@ func kataShare(t testing.TB, id string) (shared, stateDir string) {
 	return shared, filepath.Join(root, "state")
 }
 
-func writePlan(t testing.TB, stateDir, id string, p plan.Protection, upstream string) {
+func writePlan(t testing.TB, stateDir, id string, p protection.Protection, upstream string) {
 	t.Helper()
 	require.NoError(t, plan.Write(stateDir, &plan.Plan{
 		SandboxID: id, Action: plan.Warn, Reason: "test", Protection: p, UpstreamVirtiofsd: upstream,
@@ -203,13 +204,13 @@ func TestRealStart(t *testing.T) {
 	}
 	daemons := []daemon{{"rust", rustDaemon}, {"qemu-c", cDaemon}}
 	cases := []struct {
-		protection plan.Protection
+		protection protection.Protection
 		viaFlag    bool
 		announce   bool
 	}{
-		{plan.ProtectNone, false, true},
-		{plan.ProtectNoSubmounts, false, false},
-		{plan.ProtectNoSubmounts, true, false},
+		{protection.None, false, true},
+		{protection.NoSubmounts, false, false},
+		{protection.NoSubmounts, true, false},
 	}
 	for _, dm := range daemons {
 		for _, tc := range cases {
@@ -223,7 +224,7 @@ func TestRealStart(t *testing.T) {
 				shared, stateDir := kataShare(t, id)
 				args := kataArgs(shared, "--guard-state-dir="+stateDir)
 				if tc.viaFlag {
-					writePlan(t, stateDir, id, plan.ProtectNone, "/nonexistent/virtiofsd")
+					writePlan(t, stateDir, id, protection.None, "/nonexistent/virtiofsd")
 					args = append(args, "--guard-protection="+string(tc.protection), "--guard-upstream="+upstream)
 				} else {
 					writePlan(t, stateDir, id, tc.protection, upstream)
@@ -359,7 +360,7 @@ func TestCDaemonWithKataSyslog(t *testing.T) {
 	c := cDaemon(t)
 	id := "sb-c-syslog"
 	shared, stateDir := kataShare(t, id)
-	writePlan(t, stateDir, id, plan.ProtectNone, c)
+	writePlan(t, stateDir, id, protection.None, c)
 	kata := append([]string{"--syslog"}, kataArgs(shared)...)
 
 	for _, hostSyslog := range []bool{false, true} {
@@ -449,7 +450,7 @@ func TestSyslog(t *testing.T) {
 	upstream := rustDaemon(t)
 	id := "sb-syslog"
 	shared, stateDir := kataShare(t, id)
-	writePlan(t, stateDir, id, plan.ProtectNoSubmounts, upstream)
+	writePlan(t, stateDir, id, protection.NoSubmounts, upstream)
 
 	addr := filepath.Join(t.TempDir(), "log")
 	logConn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
@@ -498,7 +499,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "missing upstream",
 			setup: func(t *testing.T, stateDir, id string) {
-				writePlan(t, stateDir, id, plan.ProtectNoSubmounts, "/opt/kata/libexec/no-such-virtiofsd")
+				writePlan(t, stateDir, id, protection.NoSubmounts, "/opt/kata/libexec/no-such-virtiofsd")
 			},
 			want: []string{"upstream virtiofsd /opt/kata/libexec/no-such-virtiofsd does not exist", "upstream from plan"},
 		},
@@ -520,7 +521,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "plan for another sandbox",
 			setup: func(t *testing.T, stateDir, id string) {
-				writePlan(t, stateDir, "other-sandbox", plan.ProtectNone, c)
+				writePlan(t, stateDir, "other-sandbox", protection.None, c)
 				require.NoError(t, os.Rename(plan.Path(stateDir, "other-sandbox"), plan.Path(stateDir, id)))
 			},
 			want: []string{`it is the plan of sandbox \"other-sandbox\"`},
@@ -544,7 +545,7 @@ func TestErrors(t *testing.T) {
 			name: "plan refuses the sandbox",
 			setup: func(t *testing.T, stateDir, id string) {
 				require.NoError(t, plan.Write(stateDir, &plan.Plan{SandboxID: id, Action: plan.Refuse,
-					Reason: "guest kernel 5.10.200 lacks the fix", Protection: plan.ProtectNone, UpstreamVirtiofsd: c}))
+					Reason: "guest kernel 5.10.200 lacks the fix", Protection: protection.None, UpstreamVirtiofsd: c}))
 			},
 			want: []string{"refuses sandbox", "guest kernel 5.10.200 lacks the fix"},
 		},
@@ -562,14 +563,14 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name:  "plan without an upstream",
-			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, plan.ProtectNone, "") },
+			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, protection.None, "") },
 			env:   []string{defaultUpstreamEnv + "=" + c},
 			want: []string{"no upstream virtiofsd is configured (neither --guard-upstream nor the plan's upstream_virtiofsd), " +
 				"so kata-virtiofsd serves the share itself", "built with cgo"},
 		},
 		{
 			name:  "recover before our daemon exists",
-			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, plan.ProtectRecover, c) },
+			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, protection.Recover, c) },
 			want:  []string{"protection recover (from plan) needs kata-virtiofsd's own daemon", "built with cgo"},
 		},
 		{
@@ -628,12 +629,12 @@ func TestDecide(t *testing.T) {
 	}{
 		{
 			name: "plan decides",
-			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: plan.ProtectNoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
+			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: protection.NoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
 			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "plan"},
 		},
 		{
 			name: "flags override the plan",
-			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: plan.ProtectNoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
+			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: protection.NoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
 			args: []string{"--guard-protection=none", "--guard-upstream=/usr/lib/qemu/virtiofsd"},
 			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-protection", upstream: "/usr/lib/qemu/virtiofsd", upstreamFrom: "--guard-upstream"},
 		},
@@ -659,7 +660,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "plan without an upstream: serve, not the default",
-			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: plan.ProtectNoSubmounts},
+			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: protection.NoSubmounts},
 			dflt: installed,
 			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "plan"},
 		},
@@ -689,7 +690,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:     "refusing plan",
-			plan:     &plan.Plan{SandboxID: id, Action: plan.Refuse, Reason: "vulnerable", Protection: plan.ProtectNone},
+			plan:     &plan.Plan{SandboxID: id, Action: plan.Refuse, Reason: "vulnerable", Protection: protection.None},
 			wantErr:  errdefs.ErrFailedPrecondition,
 			errMatch: "refuses sandbox sb-decide: vulnerable",
 		},
@@ -729,9 +730,9 @@ func TestDecide(t *testing.T) {
 
 // TestProtectionValues keeps our Protection words equal to the plan's.
 func TestProtectionValues(t *testing.T) {
-	require.Equal(t, string(plan.ProtectRecover), string(virtiofsd.ProtectRecover))
-	require.Equal(t, string(plan.ProtectNoSubmounts), string(virtiofsd.ProtectNoSubmounts))
-	require.Equal(t, string(plan.ProtectNone), string(virtiofsd.ProtectNone))
+	require.Equal(t, string(protection.Recover), string(virtiofsd.ProtectRecover))
+	require.Equal(t, string(protection.NoSubmounts), string(virtiofsd.ProtectNoSubmounts))
+	require.Equal(t, string(protection.None), string(virtiofsd.ProtectNone))
 }
 
 // TestServeModeOptions starts kata-virtiofsd's own daemon (protection
@@ -742,7 +743,7 @@ func TestServeModeOptions(t *testing.T) {
 
 	t.Run("refused: one error naming each, nothing left behind", func(t *testing.T) {
 		shared, stateDir := kataShare(t, id)
-		writePlan(t, stateDir, id, plan.ProtectRecover, "")
+		writePlan(t, stateDir, id, protection.Recover, "")
 		sockDir := t.TempDir()
 		args := []string{"--cache=auto", "--shared-dir=" + shared, "--socket-path=" + filepath.Join(sockDir, "vhost.sock"),
 			"--thread-pool-size=1", "--announce-submounts", "--guard-state-dir=" + stateDir,
@@ -763,7 +764,7 @@ func TestServeModeOptions(t *testing.T) {
 
 	t.Run("honoured", func(t *testing.T) {
 		shared, stateDir := kataShare(t, id)
-		writePlan(t, stateDir, id, plan.ProtectRecover, "")
+		writePlan(t, stateDir, id, protection.Recover, "")
 		sock, fd := listener(t)
 		// The test binary has cgo: no sandbox for our daemon. With Kata's
 		// --syslog the log goes to syslog: a daemon of the test's own, so
@@ -793,7 +794,7 @@ func TestServeModeOptions(t *testing.T) {
 
 	t.Run("log level warn hides the decision", func(t *testing.T) {
 		shared, stateDir := kataShare(t, id)
-		writePlan(t, stateDir, id, plan.ProtectRecover, "")
+		writePlan(t, stateDir, id, protection.Recover, "")
 		sock, fd := listener(t)
 		_, out := start(t, kataArgs(shared, "--guard-state-dir="+stateDir, "--sandbox=none", "--log-level=warn"), fd)
 		fd.Close()
@@ -821,7 +822,7 @@ func TestServeSeam(t *testing.T) {
 	}
 	shared := filepath.Join(t.TempDir(), "sandboxes", "sb-serve", "shared")
 	stateDir := t.TempDir()
-	writePlan(t, stateDir, "sb-serve", plan.ProtectNoSubmounts, "")
+	writePlan(t, stateDir, "sb-serve", protection.NoSubmounts, "")
 	_, fd := listener(t)
 	// The listener's own fd number stands in for Kata's fd 3.
 	args := []string{"--cache=never", "--shared-dir=" + shared, fmt.Sprintf("--fd=%d", fd.Fd()),
@@ -853,7 +854,7 @@ func BenchmarkStartToFirstReply(b *testing.B) {
 		upstream := dm.path(b)
 		id := "sb-bench-" + dm.name
 		shared, stateDir := kataShare(b, id)
-		writePlan(b, stateDir, id, plan.ProtectNoSubmounts, upstream)
+		writePlan(b, stateDir, id, protection.NoSubmounts, upstream)
 		for _, via := range []string{"direct", "kata-virtiofsd"} {
 			b.Run(dm.name+"/"+via, func(b *testing.B) {
 				for b.Loop() {

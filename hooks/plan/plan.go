@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -14,20 +15,6 @@ const (
 	Allow  Action = "allow"
 	Warn   Action = "warn"
 	Refuse Action = "refuse"
-)
-
-// Protection is how virtiofsd must serve the share of a sandbox that goes on
-// with a vulnerable or unknown guest kernel.
-type Protection string
-
-const (
-	// ProtectRecover serves the share with our own daemon, which keeps
-	// submounts and recovers submount roots the guest forgot.
-	ProtectRecover Protection = "recover"
-	// ProtectNoSubmounts stops virtiofsd from announcing submounts.
-	ProtectNoSubmounts Protection = "no-submounts"
-	// ProtectNone leaves virtiofsd exactly as Kata configured it.
-	ProtectNone Protection = "none"
 )
 
 // Plan is the decision for one sandbox. It is written to
@@ -57,8 +44,8 @@ type Plan struct {
 	// Reason is one line a person can act on.
 	Reason string `json:"reason"`
 
-	Protection        Protection `json:"protection"`
-	UpstreamVirtiofsd string     `json:"upstream_virtiofsd"`
+	Protection        protection.Protection `json:"protection"`
+	UpstreamVirtiofsd string                `json:"upstream_virtiofsd"`
 	// Unprotected is true when the sandbox goes on with a vulnerable or
 	// unknown kernel and no protection: deliberately (virtiofs_protection =
 	// none) or because the protection asked for cannot apply

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 )
 
 // validIDPattern is Kata's rule for container and sandbox ids; it also keeps
@@ -132,7 +133,7 @@ func Decode(data []byte) (*Plan, error) {
 		return nil, fmt.Errorf("decode plan: unknown action %q: %w", p.Action, errdefs.ErrInvalidArgument)
 	}
 	switch p.Protection {
-	case ProtectNone, ProtectNoSubmounts, ProtectRecover:
+	case protection.None, protection.NoSubmounts, protection.Recover:
 	default:
 		return nil, fmt.Errorf("decode plan: unknown protection %q: %w", p.Protection, errdefs.ErrInvalidArgument)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -20,7 +21,7 @@ func samplePlan(id string) *Plan {
 		SandboxID: id, ConfigPath: "/etc/kata-containers/configuration.toml", ConfigSource: "default", Hypervisor: "qemu",
 		Kernel: verdict.Report{Path: "/opt/kata/share/kata-containers/vmlinux.container", Release: "6.1.69", Version: "6.1.69",
 			Verdict: verdict.Vulnerable, Evidence: verdict.EvidenceBTF, Reason: "BTF lacks struct fuse_submount_lookup"},
-		Action: Warn, Reason: "guest kernel lacks the fix", Protection: ProtectNoSubmounts,
+		Action: Warn, Reason: "guest kernel lacks the fix", Protection: protection.NoSubmounts,
 		UpstreamVirtiofsd: "/opt/kata/libexec/virtiofsd", Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -62,7 +63,7 @@ func TestPolicyMatrix(t *testing.T) {
 	verdicts := []verdict.Verdict{verdict.Fixed, verdict.Unaffected, verdict.Vulnerable, verdict.Unknown}
 	for _, onVuln := range policies {
 		for _, onUnk := range policies {
-			for _, prot := range []config.Protection{config.ProtectionRecover, config.ProtectionNoSubmounts, config.ProtectionNone} {
+			for _, prot := range []protection.Protection{protection.Recover, protection.NoSubmounts, protection.None} {
 				guard := fmt.Sprintf("on_vulnerable = %q\non_unknown = %q\nvirtiofs_protection = %q", onVuln, onUnk, prot)
 				r := resolve(t, setup(t, kernel, guard, ""))
 				for _, v := range verdicts {
@@ -71,7 +72,7 @@ func TestPolicyMatrix(t *testing.T) {
 						calls := 0
 						p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", ContainerType: PodSandbox, Inspector: canned(v, &calls)})
 						require.NoError(t, err)
-						wantAction, wantProt := plan.Allow, plan.ProtectNone
+						wantAction, wantProt := plan.Allow, protection.None
 						switch v {
 						case verdict.Vulnerable:
 							wantAction = policyAction[onVuln]
@@ -79,14 +80,14 @@ func TestPolicyMatrix(t *testing.T) {
 							wantAction = policyAction[onUnk]
 						}
 						if (v == verdict.Vulnerable || v == verdict.Unknown) && wantAction != plan.Refuse {
-							wantProt = plan.Protection(prot)
+							wantProt = prot
 						}
-						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == config.ProtectionNone
+						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == protection.None
 						if guardOff {
 							require.Equal(t, 0, calls, "a guard that is off must not inspect")
 							require.False(t, p.KernelInspected)
 							require.Equal(t, plan.Allow, p.Action)
-							require.Equal(t, plan.ProtectNone, p.Protection)
+							require.Equal(t, protection.None, p.Protection)
 							require.Contains(t, p.Reason, "submount guard is off")
 							return
 						}
@@ -116,29 +117,29 @@ func TestDecideReasons(t *testing.T) {
 		daemon  string
 		verdict verdict.Verdict
 		action  plan.Action
-		prot    plan.Protection
+		prot    protection.Protection
 		reason  string
 		// unprotected: "" (protected, or no protection needed),
 		// "chosen" (virtiofs_protection = none) or "unavailable".
 		unprotected string
 	}{
-		{"fixed", "", "", verdict.Fixed, plan.Allow, plan.ProtectNone,
+		{"fixed", "", "", verdict.Fixed, plan.Allow, protection.None,
 			"guest kernel " + kernel + " (6.1.69) carries the FUSE submount fix (Linux c4d361f66ac9) (evidence: version)", ""},
-		{"vulnerable refused", `on_vulnerable = "refuse"`, "", verdict.Vulnerable, plan.Refuse, plan.ProtectNone,
+		{"vulnerable refused", `on_vulnerable = "refuse"`, "", verdict.Vulnerable, plan.Refuse, protection.None,
 			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = refuse: sandbox creation refused. Boot a fixed kernel, or set [submount_guard] on_vulnerable = \"warn\" in CONFIG", ""},
-		{"vulnerable warned and protected", "", "", verdict.Vulnerable, plan.Warn, plan.ProtectRecover,
+		{"vulnerable warned and protected", "", "", verdict.Vulnerable, plan.Warn, protection.Recover,
 			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = warn; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets", ""},
-		{"vulnerable protected by no-submounts", `virtiofs_protection = "no-submounts"`, "", verdict.Vulnerable, plan.Warn, plan.ProtectNoSubmounts,
+		{"vulnerable protected by no-submounts", `virtiofs_protection = "no-submounts"`, "", verdict.Vulnerable, plan.Warn, protection.NoSubmounts,
 			"; on_vulnerable = warn; protection no-submounts: virtiofsd will not announce submounts", ""},
-		{"protection impossible with upstream daemon", "", "/opt/kata/libexec/virtiofsd", verdict.Vulnerable, plan.Warn, plan.ProtectNone,
+		{"protection impossible with upstream daemon", "", "/opt/kata/libexec/virtiofsd", verdict.Vulnerable, plan.Warn, protection.None,
 			"; unprotected: virtiofs_protection = recover cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd; set virtio_fs_daemon (and valid_virtio_fs_daemon_paths) of [hypervisor.qemu] to kata-virtiofsd's path in CONFIG", "unavailable"},
-		{"unknown refused", `on_unknown = "refuse"`, "", verdict.Unknown, plan.Refuse, plan.ProtectNone,
+		{"unknown refused", `on_unknown = "refuse"`, "", verdict.Unknown, plan.Refuse, protection.None,
 			"fix status of guest kernel " + kernel + " (6.1.69) cannot be determined (canned); on_unknown = refuse: sandbox creation refused. If this kernel carries the fix, add \"6.1.69\" to [submount_guard] fixed_releases in CONFIG", ""},
-		{"vulnerable warned and recovered", `virtiofs_protection = "recover"`, "", verdict.Vulnerable, plan.Warn, plan.ProtectRecover,
+		{"vulnerable warned and recovered", `virtiofs_protection = "recover"`, "", verdict.Vulnerable, plan.Warn, protection.Recover,
 			"; on_vulnerable = warn; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets", ""},
-		{"recover impossible with upstream daemon", `virtiofs_protection = "recover"`, "/opt/kata/libexec/virtiofsd", verdict.Unknown, plan.Warn, plan.ProtectNone,
+		{"recover impossible with upstream daemon", `virtiofs_protection = "recover"`, "/opt/kata/libexec/virtiofsd", verdict.Unknown, plan.Warn, protection.None,
 			"; unprotected: virtiofs_protection = recover cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd; set virtio_fs_daemon (and valid_virtio_fs_daemon_paths) of [hypervisor.qemu] to kata-virtiofsd's path in CONFIG", "unavailable"},
-		{"protection none", `virtiofs_protection = "none"`, "", verdict.Unknown, plan.Warn, plan.ProtectNone,
+		{"protection none", `virtiofs_protection = "none"`, "", verdict.Unknown, plan.Warn, protection.None,
 			"; unprotected: virtiofs_protection = none: virtiofsd runs as Kata configured it", "chosen"},
 	}
 	for _, tc := range cases {
@@ -232,7 +233,7 @@ func TestDecideNoVirtioFS(t *testing.T) {
 	require.Equal(t, 0, calls)
 	require.False(t, p.KernelInspected)
 	require.Equal(t, plan.Allow, p.Action)
-	require.Equal(t, plan.ProtectNone, p.Protection)
+	require.Equal(t, protection.None, p.Protection)
 	require.Equal(t, "[hypervisor.qemu] shared_fs = virtio-9p: the guest mounts no virtio-fs share, so the FUSE submount bug cannot occur", p.Reason)
 }
 
@@ -278,7 +279,7 @@ func TestDecideGuardOffInspectAlways(t *testing.T) {
 	require.Equal(t, 1, calls)
 	require.Equal(t, verdict.Vulnerable, p.Kernel.Verdict)
 	require.Equal(t, plan.Allow, p.Action)
-	require.Equal(t, plan.ProtectNone, p.Protection)
+	require.Equal(t, protection.None, p.Protection)
 }
 
 func TestDecideRejects(t *testing.T) {
@@ -308,7 +309,7 @@ func TestDecideStepsInOrder(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, calls)
 	require.Equal(t, plan.Warn, p.Action)
-	require.Equal(t, plan.ProtectRecover, p.Protection)
+	require.Equal(t, protection.Recover, p.Protection)
 	require.True(t, strings.HasPrefix(p.Reason, "guest kernel "+kernel), p.Reason)
 	require.True(t, strings.HasSuffix(p.Reason, "; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets"), p.Reason)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -28,7 +29,7 @@ func sharedFSStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error) {
 		kinds = append(kinds, fmt.Sprintf("[hypervisor.%s] shared_fs = %s", h.Name, kind))
 	}
 	p.Action = plan.Allow
-	p.Protection = plan.ProtectNone
+	p.Protection = protection.None
 	p.Kernel = verdict.Report{Path: in.Resolved.Hypervisor.Kernel, Verdict: verdict.Unknown, Evidence: verdict.EvidenceNone,
 		Reason: "not inspected: no virtio-fs share"}
 	p.Reason = fmt.Sprintf("%s: the guest mounts no virtio-fs share, so the FUSE submount bug cannot occur", strings.Join(kinds, ", "))
@@ -39,7 +40,7 @@ func sharedFSStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error) {
 // may use and turns the strictest verdict into an action by the policy.
 func guestKernelStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error) {
 	g := in.Resolved.Guard
-	guardOff := g.OnVulnerable == config.PolicyOff && g.OnUnknown == config.PolicyOff && g.VirtiofsProtection == config.ProtectionNone
+	guardOff := g.OnVulnerable == config.PolicyOff && g.OnUnknown == config.PolicyOff && g.VirtiofsProtection == protection.None
 	if guardOff && !in.InspectAlways {
 		p.Action = plan.Allow
 		p.Kernel = verdict.Report{Path: in.Resolved.Hypervisor.Kernel, Verdict: verdict.Unknown, Evidence: verdict.EvidenceNone,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -63,7 +64,7 @@ func Decide(ctx context.Context, in Input) (*plan.Plan, error) {
 		DelegateKind:      r.Delegate,
 		Hypervisor:        r.HypervisorName,
 		Action:            plan.Allow,
-		Protection:        plan.ProtectNone,
+		Protection:        protection.None,
 		UpstreamVirtiofsd: r.Guard.UpstreamVirtiofsd,
 		Created:           time.Now().UTC(),
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -18,15 +19,15 @@ const OurVirtiofsd = "kata-virtiofsd"
 // protectionStep chooses how virtiofsd serves a sandbox that goes on with a
 // vulnerable or unknown guest kernel.
 func protectionStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error) {
-	p.Protection = plan.ProtectNone
+	p.Protection = protection.None
 	if p.Action == plan.Refuse {
 		return false, nil
 	}
 	if p.Kernel.Verdict != verdict.Vulnerable && p.Kernel.Verdict != verdict.Unknown {
 		return false, nil
 	}
-	want := plan.Protection(in.Resolved.Guard.VirtiofsProtection)
-	if want == plan.ProtectNone {
+	want := in.Resolved.Guard.VirtiofsProtection
+	if want == protection.None {
 		p.Unprotected = true
 		p.UnprotectedReason = "virtiofs_protection = none: virtiofsd runs as Kata configured it"
 		p.Reason += "; unprotected: " + p.UnprotectedReason
@@ -42,9 +43,9 @@ func protectionStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error) 
 	}
 	p.Protection = want
 	switch want {
-	case plan.ProtectNoSubmounts:
+	case protection.NoSubmounts:
 		p.Reason += "; protection no-submounts: virtiofsd will not announce submounts"
-	case plan.ProtectRecover:
+	case protection.Recover:
 		p.Reason += "; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets"
 	default:
 		p.Reason += fmt.Sprintf("; protection %s", want)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
@@ -29,24 +30,24 @@ func TestDecideRealKernels(t *testing.T) {
 		guard   string
 		verdict verdict.Verdict
 		action  plan.Action
-		prot    plan.Protection
+		prot    protection.Protection
 	}{
-		{"fixed bzImage", filepath.Join(dir, "fixed/bzImage"), `on_vulnerable = "refuse"`, verdict.Fixed, plan.Allow, plan.ProtectNone},
-		{"fixed vmlinux", filepath.Join(dir, "fixed/vmlinux"), `on_vulnerable = "refuse"`, verdict.Fixed, plan.Allow, plan.ProtectNone},
-		{"vulnerable bzImage refused", filepath.Join(dir, "vulnerable/bzImage"), `on_vulnerable = "refuse"`, verdict.Vulnerable, plan.Refuse, plan.ProtectNone},
-		{"vulnerable vmlinux warned", filepath.Join(dir, "vulnerable/vmlinux"), ``, verdict.Vulnerable, plan.Warn, plan.ProtectRecover},
-		{"vulnerable off still protected", filepath.Join(dir, "vulnerable/vmlinux"), `on_vulnerable = "off"`, verdict.Vulnerable, plan.Allow, plan.ProtectRecover},
+		{"fixed bzImage", filepath.Join(dir, "fixed/bzImage"), `on_vulnerable = "refuse"`, verdict.Fixed, plan.Allow, protection.None},
+		{"fixed vmlinux", filepath.Join(dir, "fixed/vmlinux"), `on_vulnerable = "refuse"`, verdict.Fixed, plan.Allow, protection.None},
+		{"vulnerable bzImage refused", filepath.Join(dir, "vulnerable/bzImage"), `on_vulnerable = "refuse"`, verdict.Vulnerable, plan.Refuse, protection.None},
+		{"vulnerable vmlinux warned", filepath.Join(dir, "vulnerable/vmlinux"), ``, verdict.Vulnerable, plan.Warn, protection.Recover},
+		{"vulnerable off still protected", filepath.Join(dir, "vulnerable/vmlinux"), `on_vulnerable = "off"`, verdict.Vulnerable, plan.Allow, protection.Recover},
 		// BTF outranks a version string that lies either way.
-		{"lying-fixed is vulnerable", filepath.Join(dir, "lying-fixed/vmlinux"), `on_vulnerable = "refuse"`, verdict.Vulnerable, plan.Refuse, plan.ProtectNone},
-		{"lying-vulnerable is fixed", filepath.Join(dir, "lying-vulnerable/vmlinux"), `on_vulnerable = "refuse"`, verdict.Fixed, plan.Allow, plan.ProtectNone},
+		{"lying-fixed is vulnerable", filepath.Join(dir, "lying-fixed/vmlinux"), `on_vulnerable = "refuse"`, verdict.Vulnerable, plan.Refuse, protection.None},
+		{"lying-vulnerable is fixed", filepath.Join(dir, "lying-vulnerable/vmlinux"), `on_vulnerable = "refuse"`, verdict.Fixed, plan.Allow, protection.None},
 		// BTF outranks fixed_releases; without BTF the operator's word does.
 		{"fixed_releases cannot beat BTF", filepath.Join(dir, "vulnerable/vmlinux"),
-			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable"]), verdict.Vulnerable, plan.Refuse, plan.ProtectNone},
+			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable"]), verdict.Vulnerable, plan.Refuse, protection.None},
 		{"fixed_releases beats the version", filepath.Join(dir, "vulnerable-nobtf/vmlinux"),
-			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable-nobtf"]), verdict.Fixed, plan.Allow, plan.ProtectNone},
-		{"version alone", filepath.Join(dir, "vulnerable-nobtf/vmlinux"), `on_vulnerable = "refuse"`, verdict.Vulnerable, plan.Refuse, plan.ProtectNone},
-		{"not a kernel is unknown", garbage, `on_unknown = "refuse"`, verdict.Unknown, plan.Refuse, plan.ProtectNone},
-		{"not a kernel warned", garbage, ``, verdict.Unknown, plan.Warn, plan.ProtectRecover},
+			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable-nobtf"]), verdict.Fixed, plan.Allow, protection.None},
+		{"version alone", filepath.Join(dir, "vulnerable-nobtf/vmlinux"), `on_vulnerable = "refuse"`, verdict.Vulnerable, plan.Refuse, protection.None},
+		{"not a kernel is unknown", garbage, `on_unknown = "refuse"`, verdict.Unknown, plan.Refuse, protection.None},
+		{"not a kernel warned", garbage, ``, verdict.Unknown, plan.Warn, protection.Recover},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,7 +86,7 @@ func TestPolicyMatrixRealKernels(t *testing.T) {
 	policies := []config.Policy{config.PolicyRefuse, config.PolicyWarn, config.PolicyOff}
 	for _, onVuln := range policies {
 		for _, onUnk := range policies {
-			for _, prot := range []config.Protection{config.ProtectionNoSubmounts, config.ProtectionNone} {
+			for _, prot := range []protection.Protection{protection.NoSubmounts, protection.None} {
 				for v, image := range images {
 					t.Run(fmt.Sprintf("vuln=%s/unk=%s/prot=%s/%s", onVuln, onUnk, prot, v), func(t *testing.T) {
 						guard := fmt.Sprintf("on_vulnerable = %q\non_unknown = %q\nvirtiofs_protection = %q", onVuln, onUnk, prot)
@@ -93,16 +94,16 @@ func TestPolicyMatrixRealKernels(t *testing.T) {
 						p, err := Decide(context.Background(), Input{Inspector: InspectorFunc(guestkernel.Inspect), Resolved: r, SandboxID: "sb", InspectAlways: true})
 						require.NoError(t, err)
 						require.Equal(t, v, p.Kernel.Verdict)
-						want, wantProt := plan.Allow, plan.ProtectNone
+						want, wantProt := plan.Allow, protection.None
 						switch v {
 						case verdict.Vulnerable:
 							want = policyAction[onVuln]
 						case verdict.Unknown:
 							want = policyAction[onUnk]
 						}
-						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == config.ProtectionNone
+						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == protection.None
 						if v != verdict.Fixed && want != plan.Refuse && !guardOff {
-							wantProt = plan.Protection(prot)
+							wantProt = prot
 						}
 						require.Equal(t, want, p.Action, p.Reason)
 						require.Equal(t, wantProt, p.Protection, p.Reason)

@@ -15,6 +15,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
@@ -30,7 +31,7 @@ import (
 // (whose submount root keeps the node ID's lookup alive).
 func recoverColumn() column {
 	return column{
-		Protection: harness.ProtectRecover,
+		Protection: protection.Recover,
 		Daemons:    []harness.Daemon{harness.DaemonOurs},
 		Expect: func(kernel string) expectation {
 			e := expectation{Outcome: guest.OK, Submount: true, Recoveries: "0"}
@@ -157,13 +158,13 @@ state_dir = `+q(state)+`
 			pl, err := policy.Decide(ctx, policy.Input{Resolved: r, SandboxID: share.SandboxID, ContainerType: policy.PodSandbox, Inspector: policy.InspectorFunc(guestkernel.Inspect)})
 			require.NoError(t, err)
 			require.NoError(t, plan.Write(state, pl))
-			c := cell{Kernel: k, Protection: harness.ProtectRecover, Daemon: harness.DaemonOurs, Scenario: guest.BindDetach, Pressure: guest.Memory,
+			c := cell{Kernel: k, Protection: protection.Recover, Daemon: harness.DaemonOurs, Scenario: guest.BindDetach, Pressure: guest.Memory,
 				Expect: recoverColumn().Expect(k)}
 			if k == harness.KernelFixed {
-				require.Equal(t, plan.ProtectNone, pl.Protection, pl.Reason)
-				c.Protection, c.Daemon, c.Expect = harness.ProtectNone, harness.DaemonRust, expectation{Outcome: guest.OK, Submount: true}
+				require.Equal(t, protection.None, pl.Protection, pl.Reason)
+				c.Protection, c.Daemon, c.Expect = protection.None, harness.DaemonRust, expectation{Outcome: guest.OK, Submount: true}
 			} else {
-				require.Equal(t, plan.ProtectRecover, pl.Protection, pl.Reason)
+				require.Equal(t, protection.Recover, pl.Protection, pl.Reason)
 			}
 
 			var observed string

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
@@ -46,7 +47,7 @@ func TestRecoverThroughThePlan(t *testing.T) {
 	podID, pl := c.runKataPod(t, pod{name: "recovered"}, stateDir)
 	require.Equal(t, guestkernel.Vulnerable, pl.Kernel.Verdict)
 	require.Equal(t, plan.Warn, pl.Action)
-	require.Equal(t, plan.ProtectRecover, pl.Protection)
+	require.Equal(t, protection.Recover, pl.Protection)
 	require.Contains(t, pl.Reason, "protection recover")
 
 	// What Kata does next: the pod's shared directory, a volume mounted in
@@ -133,7 +134,7 @@ func TestRecoverPlanOnFixedKernel(t *testing.T) {
 	c.useCRI(t)
 	podID, pl := c.runKataPod(t, pod{name: "fixed"}, stateDir)
 	require.Equal(t, guestkernel.Fixed, pl.Kernel.Verdict)
-	require.Equal(t, plan.ProtectNone, pl.Protection, "a fixed kernel needs no protection")
+	require.Equal(t, protection.None, pl.Protection, "a fixed kernel needs no protection")
 	c.removePod(t, podID)
 }
 
