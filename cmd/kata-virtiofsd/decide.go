@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
@@ -18,7 +19,7 @@ type planReader func(stateDir, sandboxID string) (*plan.Plan, error)
 
 // decision is how one share is served and why.
 type decision struct {
-	protection     virtiofsd.Protection
+	protection     protection.Protection
 	protectionFrom string // "--guard-protection", "plan" or "--guard-no-plan"
 	upstream       string // "" when none is configured
 	upstreamFrom   string // "--guard-upstream", "plan" or "default upstream_virtiofsd"
@@ -58,11 +59,11 @@ func decide(o *virtiofsd.Options, read planReader, defaultUpstream string) (deci
 		case pl.Action == plan.Refuse:
 			return d, fmt.Errorf("plan %s refuses sandbox %s: %s: %w", d.planPath, o.SandboxID, pl.Reason, errdefs.ErrFailedPrecondition)
 		default:
-			switch virtiofsd.Protection(pl.Protection) {
-			case virtiofsd.ProtectNone, virtiofsd.ProtectNoSubmounts, virtiofsd.ProtectRecover:
+			switch pl.Protection {
+			case protection.None, protection.NoSubmounts, protection.Recover:
 			default:
 				return d, fmt.Errorf("plan %s has protection %q, want %s, %s or %s: %w", d.planPath, pl.Protection,
-					virtiofsd.ProtectRecover, virtiofsd.ProtectNoSubmounts, virtiofsd.ProtectNone, errdefs.ErrInvalidArgument)
+					protection.Recover, protection.NoSubmounts, protection.None, errdefs.ErrInvalidArgument)
 			}
 			d.plan = pl
 		}
@@ -72,13 +73,13 @@ func decide(o *virtiofsd.Options, read planReader, defaultUpstream string) (deci
 	case o.Guard.Protection != "":
 		d.protection, d.protectionFrom = o.Guard.Protection, "--guard-protection"
 	case d.plan != nil:
-		d.protection, d.protectionFrom = virtiofsd.Protection(d.plan.Protection), "plan"
+		d.protection, d.protectionFrom = d.plan.Protection, "plan"
 	case o.Guard.NoPlan == virtiofsd.NoPlanFail:
 		return d, fmt.Errorf("%s and --guard-no-plan=%s: create the sandbox through kata-submount-guard's "+
 			"containerd-shim-kata-v2, set --guard-state-dir to its state_dir, or pass --guard-protection: %w",
 			d.noPlan, virtiofsd.NoPlanFail, errdefs.ErrFailedPrecondition)
 	default:
-		d.protection, d.protectionFrom = virtiofsd.Protection(o.Guard.NoPlan), "--guard-no-plan"
+		d.protection, d.protectionFrom = protection.Protection(o.Guard.NoPlan), "--guard-no-plan"
 	}
 
 	switch {

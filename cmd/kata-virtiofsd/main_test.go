@@ -407,7 +407,7 @@ func TestCDaemonWithKataSyslog(t *testing.T) {
 			require.NoError(t, err)
 			d, err := virtiofsd.Detect(context.Background(), c, "")
 			require.NoError(t, err)
-			args, _, err := virtiofsd.Translate(o, d, virtiofsd.ProtectNone, virtiofsd.Host{Syslog: true})
+			args, _, err := virtiofsd.Translate(o, d, protection.None, virtiofsd.Host{Syslog: true})
 			require.NoError(t, err)
 			require.Contains(t, args, "--syslog")
 			sock, fd := listener(t)
@@ -630,57 +630,57 @@ func TestDecide(t *testing.T) {
 		{
 			name: "plan decides",
 			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: protection.NoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
-			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "plan"},
+			want: decision{protection: protection.NoSubmounts, protectionFrom: "plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "plan"},
 		},
 		{
 			name: "flags override the plan",
 			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: protection.NoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
 			args: []string{"--guard-protection=none", "--guard-upstream=/usr/lib/qemu/virtiofsd"},
-			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-protection", upstream: "/usr/lib/qemu/virtiofsd", upstreamFrom: "--guard-upstream"},
+			want: decision{protection: protection.None, protectionFrom: "--guard-protection", upstream: "/usr/lib/qemu/virtiofsd", upstreamFrom: "--guard-upstream"},
 		},
 		{
 			name: "no plan: as Kata",
 			args: []string{"--guard-upstream=/usr/libexec/virtiofsd"},
-			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "--guard-upstream"},
+			want: decision{protection: protection.None, protectionFrom: "--guard-no-plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "--guard-upstream"},
 		},
 		{
 			name: "no plan: the default upstream, as Kata",
 			dflt: installed,
-			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
+			want: decision{protection: protection.None, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
 		},
 		{
 			name: "no plan, no upstream installed: serve",
-			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan"},
+			want: decision{protection: protection.None, protectionFrom: "--guard-no-plan"},
 		},
 		{
 			name: "no plan: --guard-upstream over the default",
 			args: []string{"--guard-upstream=/usr/libexec/virtiofsd"},
 			dflt: installed,
-			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "--guard-upstream"},
+			want: decision{protection: protection.None, protectionFrom: "--guard-no-plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "--guard-upstream"},
 		},
 		{
 			name: "plan without an upstream: serve, not the default",
 			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: protection.NoSubmounts},
 			dflt: installed,
-			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "plan"},
+			want: decision{protection: protection.NoSubmounts, protectionFrom: "plan"},
 		},
 		{
 			name: "no plan: operator's default",
 			args: []string{"--guard-no-plan=no-submounts"},
 			dflt: installed,
-			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
+			want: decision{protection: protection.NoSubmounts, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
 		},
 		{
 			name:   "not a Kata share: the default upstream",
 			shared: "/srv/share",
 			dflt:   installed,
-			want:   decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
+			want:   decision{protection: protection.None, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
 		},
 		{
 			name:   "not a Kata share",
 			shared: "/srv/share",
 			args:   []string{"--guard-protection=no-submounts"},
-			want:   decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "--guard-protection"},
+			want:   decision{protection: protection.NoSubmounts, protectionFrom: "--guard-protection"},
 		},
 		{
 			name:     "no plan: fail",
@@ -726,13 +726,6 @@ func TestDecide(t *testing.T) {
 			require.Equal(t, tc.want, decision{protection: d.protection, protectionFrom: d.protectionFrom, upstream: d.upstream, upstreamFrom: d.upstreamFrom})
 		})
 	}
-}
-
-// TestProtectionValues keeps our Protection words equal to the plan's.
-func TestProtectionValues(t *testing.T) {
-	require.Equal(t, string(protection.Recover), string(virtiofsd.ProtectRecover))
-	require.Equal(t, string(protection.NoSubmounts), string(virtiofsd.ProtectNoSubmounts))
-	require.Equal(t, string(protection.None), string(virtiofsd.ProtectNone))
 }
 
 // TestServeModeOptions starts kata-virtiofsd's own daemon (protection
@@ -830,7 +823,7 @@ func TestServeSeam(t *testing.T) {
 	require.NoError(t, l.run(context.Background(), args))
 	require.NotNil(t, got)
 	require.Equal(t, "sb-serve", got.SandboxID)
-	require.Equal(t, virtiofsd.ProtectNoSubmounts, got.Protection)
+	require.Equal(t, protection.NoSubmounts, got.Protection)
 	require.False(t, got.AnnounceSubmounts)
 	require.Equal(t, int(fd.Fd()), got.FD)
 	require.Equal(t, virtiofsd.CacheNever, got.Cache)
@@ -865,7 +858,7 @@ func BenchmarkStartToFirstReply(b *testing.B) {
 						require.NoError(b, err)
 						d, err := virtiofsd.Detect(context.Background(), upstream, filepath.Join(stateDir, "virtiofsd-cache"))
 						require.NoError(b, err)
-						args, _, err := virtiofsd.Translate(o, d, virtiofsd.ProtectNoSubmounts, virtiofsd.ProbeHost())
+						args, _, err := virtiofsd.Translate(o, d, protection.NoSubmounts, virtiofsd.ProbeHost())
 						require.NoError(b, err)
 						cmd = exec.Command(upstream, args...)
 						cmd.ExtraFiles = []*os.File{fd}

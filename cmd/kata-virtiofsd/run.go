@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
@@ -119,7 +120,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 		fields["no_plan"] = d.noPlan
 	} else if d.plan != nil {
 		fields["plan"] = d.planPath
-		if plan := virtiofsd.Protection(d.plan.Protection); d.protectionFrom != "plan" && plan != d.protection {
+		if plan := d.plan.Protection; d.protectionFrom != "plan" && plan != d.protection {
 			fields["plan_protection"] = plan
 		}
 	}
@@ -134,7 +135,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 		}
 	}
 
-	if d.protection == virtiofsd.ProtectRecover || d.upstream == "" {
+	if d.protection == protection.Recover || d.upstream == "" {
 		if o.PrintCapabilities {
 			// vhost-user.json: a file system backend, printed as QEMU's C
 			// daemon does; none of Rust virtiofsd's optional features
@@ -144,7 +145,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 		}
 		why := "protection recover (from " + d.protectionFrom + ") needs kata-virtiofsd's own daemon"
 		switch {
-		case d.protection == virtiofsd.ProtectRecover:
+		case d.protection == protection.Recover:
 		case d.plan != nil:
 			why = "no upstream virtiofsd is configured (neither --guard-upstream nor the plan's upstream_virtiofsd), so kata-virtiofsd serves the share itself"
 		default:
@@ -152,7 +153,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 				"so kata-virtiofsd serves the share itself", l.defaultUpstream)
 		}
 		o.Protection = d.protection
-		if d.protection == virtiofsd.ProtectNoSubmounts {
+		if d.protection == protection.NoSubmounts {
 			o.AnnounceSubmounts = false
 		}
 		notImplemented := func(err error) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
@@ -49,7 +50,7 @@ func TestServeRecover(t *testing.T) {
 				o, err := virtiofsd.Parse(args)
 				require.NoError(t, err)
 				require.Equal(t, sandbox, o.SandboxID)
-				o.Protection = virtiofsd.ProtectRecover
+				o.Protection = protection.Recover
 				go func() { done <- Serve(ctx, o) }()
 			} else {
 				cmd := exec.CommandContext(ctx, sandboxd(t), args...)

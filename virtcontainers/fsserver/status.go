@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/containerd/log"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
@@ -33,7 +34,7 @@ type statusFile struct {
 }
 
 func newStatusFile(ctx context.Context, o *virtiofsd.Options) *statusFile {
-	if o.Protection != virtiofsd.ProtectRecover || o.SandboxID == "" {
+	if o.Protection != protection.Recover || o.SandboxID == "" {
 		return nil
 	}
 	s := &statusFile{

@@ -6,6 +6,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 )
 
 const kataShared = "/run/kata-containers/shared/sandboxes/3f1c9a/shared"
@@ -145,7 +147,7 @@ func TestParse(t *testing.T) {
 			args: kataArgv("--guard-protection=no-submounts", "--guard-upstream", "/usr/libexec/../libexec/virtiofsd",
 				"--guard-state-dir=/var/run/ksg/", "--guard-no-plan=fail"),
 			check: func(t *testing.T, o *Options) {
-				require.Equal(t, Guard{Protection: ProtectNoSubmounts, Upstream: "/usr/libexec/virtiofsd",
+				require.Equal(t, Guard{Protection: protection.NoSubmounts, Upstream: "/usr/libexec/virtiofsd",
 					StateDir: "/var/run/ksg", NoPlan: NoPlanFail}, o.Guard)
 			},
 		},
