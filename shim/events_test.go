@@ -18,7 +18,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // TestForwardRequestWire decodes the hand-encoded request with containerd's
@@ -28,7 +28,7 @@ func TestForwardRequestWire(t *testing.T) {
 		SandboxID: "sb-1", ConfigPath: "/etc/kata-containers/configuration.toml", Action: plan.Warn,
 		Reason:     "guest kernel /k (6.1.69) lacks the FUSE submount fix; on_vulnerable = warn",
 		Protection: protection.NoSubmounts,
-		Kernel:     guestkernel.Report{Path: "/k", Version: "6.1.69", Release: "6.1.69", Verdict: guestkernel.Vulnerable, Evidence: guestkernel.EvidenceBTF},
+		Kernel:     verdict.Report{Path: "/k", Version: "6.1.69", Release: "6.1.69", Verdict: verdict.Vulnerable, Evidence: verdict.EvidenceBTF},
 	}
 	at := time.Date(2026, 11, 30, 10, 0, 0, 123456789, time.UTC)
 	raw := forwardRequest("k8s.io", WarnTopic, at, warnFields(pl))
@@ -82,7 +82,7 @@ func serveEvents(t *testing.T, fail error) (*forwarder, string) {
 // generated events service, as containerd's TTRPC_ADDRESS does.
 func TestPublishWarning(t *testing.T) {
 	pl := &plan.Plan{SandboxID: "sb-2", Action: plan.Warn, Reason: "r",
-		Kernel: guestkernel.Report{Path: "/k", Verdict: guestkernel.Unknown, Evidence: guestkernel.EvidenceNone}}
+		Kernel: verdict.Report{Path: "/k", Verdict: verdict.Unknown, Evidence: verdict.EvidenceNone}}
 	cases := []struct {
 		name    string
 		fail    error

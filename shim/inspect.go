@@ -59,7 +59,7 @@ type kernelInspector struct {
 }
 
 func (k kernelInspector) Inspect(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error) {
-	if rep, ok := verdict.Cached(ctx, path, opts); ok {
+	if rep, ok := verdict.JudgeCached(ctx, path, opts); ok {
 		return rep, nil
 	}
 	command, where, err := k.locate()

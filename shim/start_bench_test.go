@@ -12,6 +12,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // BenchmarkStartInProcess is the part of a sandbox start that runs inside
@@ -38,7 +39,7 @@ func BenchmarkStartInProcess(b *testing.B) {
 	require.NoError(b, os.WriteFile(filepath.Join(bundle, specFile),
 		[]byte(`{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"sb"}}`), 0o644))
 	stateDir := filepath.Join(dir, "ksg-bench-state")
-	_, err := guestkernel.Inspect(context.Background(), kernel, guestkernel.Options{CacheDir: filepath.Join(stateDir, "kernel-cache")})
+	_, err := guestkernel.Inspect(context.Background(), kernel, verdict.Options{CacheDir: filepath.Join(stateDir, "kernel-cache")})
 	require.NoError(b, err)
 	// A Kata 3.2.0 shim as far as --version goes; its identity is cached by
 	// the first start, as on a node after its first sandbox.

@@ -16,7 +16,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/shim/delegate"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/hostcheck"
 )
 
@@ -165,7 +165,7 @@ func runCheck(ctx context.Context, o checkOptions) int {
 	case pl.ProtectionUnavailable:
 		fmt.Fprintf(o.Stderr, "ERROR: guest kernel %s is %s and its sandboxes would run unprotected: %s\n", pl.Kernel.Path, pl.Kernel.Verdict, pl.UnprotectedReason)
 		return 1
-	case o.Strict && (pl.Kernel.Verdict == guestkernel.Vulnerable || pl.Kernel.Verdict == guestkernel.Unknown) && pl.KernelInspected:
+	case o.Strict && (pl.Kernel.Verdict == verdict.Vulnerable || pl.Kernel.Verdict == verdict.Unknown) && pl.KernelInspected:
 		fmt.Fprintf(o.Stderr, "ERROR: --strict: guest kernel %s is %s: %s\n", pl.Kernel.Path, pl.Kernel.Verdict, pl.Reason)
 		return 1
 	case pl.Action == plan.Warn:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // Exit codes of `guest-kernel inspect`.
@@ -56,12 +57,12 @@ func inspectKernels(c *cli.Context) error {
 				p, inspectUsage), exitUsage)
 		}
 	}
-	opts := guestkernel.Options{
+	opts := verdict.Options{
 		FixedReleases: c.StringSlice("fixed-release"),
 		CacheDir:      c.String("cache-dir"),
 		HeaderOnly:    c.Bool("header-only"),
 	}
-	reports := make([]*guestkernel.Report, 0, len(paths))
+	reports := make([]*verdict.Report, 0, len(paths))
 	failed := 0
 	for _, p := range paths {
 		rep, err := guestkernel.Inspect(c.Context, p, opts)
@@ -97,7 +98,7 @@ func kernelInspector(insp policy.Inspector) policy.Inspector {
 }
 
 // printReports writes one block per report, for people.
-func printReports(w io.Writer, reports []*guestkernel.Report) error {
+func printReports(w io.Writer, reports []*verdict.Report) error {
 	var b strings.Builder
 	for i, r := range reports {
 		if i > 0 {

@@ -22,7 +22,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 	vut "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser/vhostusertest"
 )
@@ -45,7 +45,7 @@ func TestRecoverThroughThePlan(t *testing.T) {
 	c.useCRI(t)
 
 	podID, pl := c.runKataPod(t, pod{name: "recovered"}, stateDir)
-	require.Equal(t, guestkernel.Vulnerable, pl.Kernel.Verdict)
+	require.Equal(t, verdict.Vulnerable, pl.Kernel.Verdict)
 	require.Equal(t, plan.Warn, pl.Action)
 	require.Equal(t, protection.Recover, pl.Protection)
 	require.Contains(t, pl.Reason, "protection recover")
@@ -133,7 +133,7 @@ func TestRecoverPlanOnFixedKernel(t *testing.T) {
 	c := startContainerd(t, containerdOptions{env: []string{"KATA_CONF_FILE=" + cfgPath}})
 	c.useCRI(t)
 	podID, pl := c.runKataPod(t, pod{name: "fixed"}, stateDir)
-	require.Equal(t, guestkernel.Fixed, pl.Kernel.Verdict)
+	require.Equal(t, verdict.Fixed, pl.Kernel.Verdict)
 	require.Equal(t, protection.None, pl.Protection, "a fixed kernel needs no protection")
 	c.removePod(t, podID)
 }

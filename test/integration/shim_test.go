@@ -14,7 +14,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/shim"
 	"github.com/kata-submount-guard/kata-submount-guard/test/standin-shim/standin"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // vulnerableRefusal is the line our shim prints when the policy refuses the
@@ -49,7 +49,7 @@ func TestCtrRefuseAndAllow(t *testing.T) {
 		p, err := plan.Read(stateDir, "allowed")
 		require.NoError(t, err)
 		require.Equal(t, plan.Allow, p.Action)
-		require.Equal(t, guestkernel.Fixed, p.Kernel.Verdict)
+		require.Equal(t, verdict.Fixed, p.Kernel.Verdict)
 		require.Equal(t, kernels.fixed, p.Kernel.Path)
 		require.Equal(t, cfgPath, p.ConfigPath)
 		require.Equal(t, "env", p.ConfigSource)
@@ -172,7 +172,7 @@ func TestWarn(t *testing.T) {
 	t.Run("cri", func(t *testing.T) {
 		podID, pl := c.runKataPod(t, pod{name: "warned"}, stateDir)
 		require.Equal(t, plan.Warn, pl.Action)
-		require.Equal(t, guestkernel.Vulnerable, pl.Kernel.Verdict)
+		require.Equal(t, verdict.Vulnerable, pl.Kernel.Verdict)
 		check(t, criNamespace, podID)
 		c.removePod(t, podID)
 	})

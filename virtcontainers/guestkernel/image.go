@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // Image formats, as the Report names them.
@@ -48,7 +50,7 @@ func isArm64Image(b []byte) bool {
 }
 
 // inspect identifies the image in r (size bytes) and reads its facts.
-func (in *inspector) inspect(r io.ReaderAt, size int64, rep *Report) error {
+func (in *inspector) inspect(r io.ReaderAt, size int64, rep *verdict.Report) error {
 	head := make([]byte, min(size, 4096))
 	if n, err := r.ReadAt(head, 0); int64(n) != int64(len(head)) {
 		return fmt.Errorf("read header: %w", err)
@@ -103,7 +105,7 @@ func elfArch(f *elf.File) string {
 
 // elf reads an ELF vmlinux: its machine, the banner (in .rodata on every
 // architecture, so that section is scanned first) and its .BTF section.
-func (in *inspector) elf(r io.ReaderAt, size int64, rep *Report) error {
+func (in *inspector) elf(r io.ReaderAt, size int64, rep *verdict.Report) error {
 	f, err := elf.NewFile(io.NewSectionReader(r, 0, size))
 	if err != nil {
 		return fmt.Errorf("ELF: %w", err)
@@ -154,7 +156,7 @@ func (in *inspector) elf(r io.ReaderAt, size int64, rep *Report) error {
 
 // btf records what a BTF blob says; an unparsable blob is a note, not an
 // error, so a newer BTF revision still leaves the version to decide.
-func (in *inspector) btf(blob []byte, rep *Report) {
+func (in *inspector) btf(blob []byte, rep *verdict.Report) {
 	facts, err := analyzeBTF(blob)
 	if err != nil {
 		rep.BTFPresent = true
@@ -166,7 +168,7 @@ func (in *inspector) btf(blob []byte, rep *Report) {
 
 // raw reads an image without section headers (arm64 Image, a payload that
 // is no ELF): the banner and BTF blob are found by scanning.
-func (in *inspector) raw(r io.ReaderAt, size int64, rep *Report) error {
+func (in *inspector) raw(r io.ReaderAt, size int64, rep *verdict.Report) error {
 	banner, err := scanBanner(in.ctx, r, 0, size)
 	if err != nil {
 		return err
@@ -182,7 +184,7 @@ func (in *inspector) raw(r io.ReaderAt, size int64, rep *Report) error {
 	return requireKernel(rep)
 }
 
-func setBanner(rep *Report, banner string) {
+func setBanner(rep *verdict.Report, banner string) {
 	if banner != "" {
 		rep.Banner = banner
 		rep.Release = releaseOf(banner)
@@ -191,7 +193,7 @@ func setBanner(rep *Report, banner string) {
 
 // requireKernel refuses images with neither banner nor BTF: whatever they
 // are, nothing in them says which kernel they hold.
-func requireKernel(rep *Report) error {
+func requireKernel(rep *verdict.Report) error {
 	if rep.Banner == "" && !rep.BTFPresent {
 		return fmt.Errorf("no \"Linux version\" banner and no BTF found: %w", errNotKernel)
 	}
@@ -200,7 +202,7 @@ func requireKernel(rep *Report) error {
 
 // payload reads a decompressed kernel: an ELF (x86 bzImage), an arm64 Image
 // (EFI zboot, Image.gz) or anything else by scanning.
-func (in *inspector) payload(data []byte, rep *Report) (format string, err error) {
+func (in *inspector) payload(data []byte, rep *verdict.Report) (format string, err error) {
 	r := bytes.NewReader(data)
 	size := int64(len(data))
 	switch {
@@ -224,7 +226,7 @@ func readAt(r io.ReaderAt, off, n int64) ([]byte, error) {
 
 // bzImage reads an x86 bzImage: the version string the setup header points
 // at, then (unless headerOnly) the compressed vmlinux at payload_offset.
-func (in *inspector) bzImage(r io.ReaderAt, size int64, head []byte, rep *Report) error {
+func (in *inspector) bzImage(r io.ReaderAt, size int64, head []byte, rep *verdict.Report) error {
 	rep.Format, rep.Arch = formatBzImage, "x86"
 	setupSects := int64(head[0x1f1])
 	if setupSects == 0 {
@@ -344,7 +346,7 @@ func peArch(m uint16) string {
 
 // zboot reads an EFI zboot image: header, PE machine, then the compressed
 // kernel Image it carries.
-func (in *inspector) zboot(r io.ReaderAt, size int64, head []byte, rep *Report) error {
+func (in *inspector) zboot(r io.ReaderAt, size int64, head []byte, rep *verdict.Report) error {
 	rep.Format = formatZboot
 	if pe := int64(binary.LittleEndian.Uint32(head[0x3c:])); pe > 0 && pe+6 <= min(size, int64(len(head))) &&
 		string(head[pe:pe+4]) == "PE\x00\x00" {
@@ -401,7 +403,7 @@ func (in *inspector) zboot(r io.ReaderAt, size int64, head []byte, rep *Report) 
 }
 
 // compressedFile reads a kernel compressed as a whole (Image.gz, vmlinux.xz).
-func (in *inspector) compressedFile(r io.ReaderAt, size int64, kind string, rep *Report) error {
+func (in *inspector) compressedFile(r io.ReaderAt, size int64, kind string, rep *verdict.Report) error {
 	rep.Compression = kind
 	if in.headerOnly {
 		rep.Format = formatRaw

@@ -34,11 +34,11 @@ func withClass(class, err error) error { return &classed{class: class, err: err}
 // ErrUnsupportedCompression) or errdefs.ErrInvalidArgument (anything else
 // that is not a readable kernel image; ErrDecompressionBudget when a payload
 // expands too far).
-func Inspect(ctx context.Context, path string, opts Options) (*Report, error) {
+func Inspect(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error) {
 	rep, cached, err := inspectPath(ctx, path, opts)
 	if err != nil {
 		rep.Path = path
-		rep.Verdict, rep.Evidence = Unknown, EvidenceNone
+		rep.Verdict, rep.Evidence = verdict.Unknown, verdict.EvidenceNone
 		rep.Error = err.Error()
 		rep.Reason = errorReason(err)
 		log.G(ctx).WithError(err).WithField("path", path).Debug("guest kernel inspection failed")
@@ -55,8 +55,8 @@ func Inspect(ctx context.Context, path string, opts Options) (*Report, error) {
 	return rep, nil
 }
 
-func inspectPath(ctx context.Context, path string, opts Options) (rep *Report, cached bool, err error) {
-	rep = &Report{}
+func inspectPath(ctx context.Context, path string, opts verdict.Options) (rep *verdict.Report, cached bool, err error) {
+	rep = &verdict.Report{}
 	st, err := os.Stat(path)
 	if err != nil {
 		return rep, false, openError(path, err)
@@ -92,7 +92,7 @@ func inspectPath(ctx context.Context, path string, opts Options) (rep *Report, c
 
 // parse runs the inspector over r, turning parser panics on hostile bytes
 // into errors and giving every error its errdefs class.
-func parse(ctx context.Context, r io.ReaderAt, size int64, opts Options, rep *Report) (err error) {
+func parse(ctx context.Context, r io.ReaderAt, size int64, opts verdict.Options, rep *verdict.Report) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = withClass(errdefs.ErrInvalidArgument, fmt.Errorf("malformed image (parser panic: %v)", p))
