@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 // GuardTable is the name of our own table in Kata's configuration file.
@@ -29,7 +30,6 @@ const (
 	DefaultVirtiofsProtection = protection.Recover
 	DefaultDelegateShim       = "/opt/kata/bin/containerd-shim-kata-v2.upstream"
 	DefaultUpstreamVirtiofsd  = "/opt/kata/libexec/virtiofsd"
-	DefaultStateDir           = "/run/kata-containers/submount-guard"
 )
 
 // Guard is the [submount_guard] policy with defaults applied.
@@ -58,14 +58,9 @@ func DefaultGuard() Guard {
 		DelegateShim:       DefaultDelegateShim,
 		DelegateKind:       DelegateAuto,
 		UpstreamVirtiofsd:  DefaultUpstreamVirtiofsd,
-		StateDir:           DefaultStateDir,
+		StateDir:           statedir.Default,
 	}
 }
-
-// KernelCacheDir is where guest-kernel inspection results are cached:
-// state_dir/kernel-cache. state_dir is on tmpfs by default, so the cache is
-// rebuilt after a reboot, when kernel images may have been replaced anyway.
-func (g Guard) KernelCacheDir() string { return filepath.Join(g.StateDir, "kernel-cache") }
 
 var (
 	policyWords = []string{string(PolicyRefuse), string(PolicyWarn), string(PolicyOff)}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 func TestDropInMerge(t *testing.T) {
@@ -122,7 +123,7 @@ func TestGuard(t *testing.T) {
 		f, err := Parse("c.toml", []byte(qemuConfig("/k")))
 		require.NoError(t, err)
 		require.Equal(t, DefaultGuard(), f.Guard)
-		require.Equal(t, "/run/kata-containers/submount-guard/kernel-cache", f.Guard.KernelCacheDir())
+		require.Equal(t, statedir.Default, f.Guard.StateDir)
 	})
 	t.Run("all keys", func(t *testing.T) {
 		f, err := Parse("c.toml", []byte(`[submount_guard]

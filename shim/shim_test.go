@@ -13,6 +13,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -203,9 +204,9 @@ func TestStartWithoutInspector(t *testing.T) {
 				Exec:      func(string, []string, []string) error { t.Fatal("handed off"); return nil }}
 			require.Equal(t, 1, s.Run(context.Background()))
 			require.Equal(t, ErrorPrefix+"guest kernel "+kernel+" cannot be checked: it is not in the inspection cache "+
-				filepath.Join(stateDir, "kernel-cache")+" and the inspector "+inspector+" does not exist; install kata-submount-guard's kata-runtime, "+
+				statedir.KernelCacheDir(stateDir)+" and the inspector "+inspector+" does not exist; install kata-submount-guard's kata-runtime, "+
 				"from the same build as containerd-shim-kata-v2, as "+inspector+": failed precondition", stderr.String())
-			_, err := os.Stat(plan.Path(stateDir, "sb"))
+			_, err := os.Stat(statedir.PlanPath(stateDir, "sb"))
 			require.ErrorIs(t, err, os.ErrNotExist, "no plan")
 			ents, err := os.ReadDir(bundle)
 			require.NoError(t, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
@@ -39,7 +40,7 @@ func BenchmarkStartInProcess(b *testing.B) {
 	require.NoError(b, os.WriteFile(filepath.Join(bundle, specFile),
 		[]byte(`{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"sb"}}`), 0o644))
 	stateDir := filepath.Join(dir, "ksg-bench-state")
-	_, err := guestkernel.Inspect(context.Background(), kernel, verdict.Options{CacheDir: filepath.Join(stateDir, "kernel-cache")})
+	_, err := guestkernel.Inspect(context.Background(), kernel, verdict.Options{CacheDir: statedir.KernelCacheDir(stateDir)})
 	require.NoError(b, err)
 	// A Kata 3.2.0 shim as far as --version goes; its identity is cached by
 	// the first start, as on a node after its first sandbox.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/hostcheck"
@@ -229,7 +230,7 @@ func TestEnv(t *testing.T) {
 		require.Equal(t, []string{"6.1.0-18-amd64"}, env.SubmountGuard.FixedReleases)
 		require.Equal(t, "refuse", env.SubmountGuard.Action)
 		require.Equal(t, []string{"qemu"}, env.SubmountGuard.Hypervisors)
-		require.Equal(t, filepath.Join(filepath.Dir(path), "state", "kernel-cache"), env.SubmountGuard.KernelCacheDir)
+		require.Equal(t, statedir.KernelCacheDir(filepath.Join(filepath.Dir(path), "state")), env.SubmountGuard.KernelCacheDir)
 		rel, err := os.ReadFile("/proc/sys/kernel/osrelease")
 		require.NoError(t, err)
 		require.Equal(t, strings.TrimSpace(string(rel)), env.Host.Kernel)

@@ -20,6 +20,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/hostcheck"
 )
 
@@ -241,7 +242,7 @@ func collectEnv(ctx context.Context, r *config.Resolved, plan *plan.Plan, hostOp
 		SubmountGuard: GuardInfo{
 			ConfigSource: string(r.Source), OnVulnerable: string(g.OnVulnerable), OnUnknown: string(g.OnUnknown),
 			VirtiofsProtection: string(g.VirtiofsProtection), FixedReleases: g.FixedReleases, DelegateShim: g.DelegateShim,
-			UpstreamVirtiofsd: g.UpstreamVirtiofsd, StateDir: g.StateDir, KernelCacheDir: g.KernelCacheDir(),
+			UpstreamVirtiofsd: g.UpstreamVirtiofsd, StateDir: g.StateDir, KernelCacheDir: statedir.KernelCacheDir(g.StateDir),
 			Action: string(plan.Action), Protection: string(plan.Protection), Reason: plan.Reason,
 		},
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
@@ -522,7 +523,7 @@ func TestErrors(t *testing.T) {
 			name: "plan for another sandbox",
 			setup: func(t *testing.T, stateDir, id string) {
 				writePlan(t, stateDir, "other-sandbox", protection.None, c)
-				require.NoError(t, os.Rename(plan.Path(stateDir, "other-sandbox"), plan.Path(stateDir, id)))
+				require.NoError(t, os.Rename(statedir.PlanPath(stateDir, "other-sandbox"), statedir.PlanPath(stateDir, id)))
 			},
 			want: []string{`it is the plan of sandbox \"other-sandbox\"`},
 		},
@@ -530,14 +531,14 @@ func TestErrors(t *testing.T) {
 			name: "unreadable plan",
 			setup: func(t *testing.T, stateDir, id string) {
 				require.NoError(t, os.MkdirAll(stateDir, 0o700))
-				require.NoError(t, os.WriteFile(plan.Path(stateDir, id), []byte(`{"sandbox_id": "x", `), 0o600))
+				require.NoError(t, os.WriteFile(statedir.PlanPath(stateDir, id), []byte(`{"sandbox_id": "x", `), 0o600))
 			},
 			want: []string{"reading the plan of sandbox", "fix or remove the file"},
 		},
 		{
 			name: "plan is a directory",
 			setup: func(t *testing.T, stateDir, id string) {
-				require.NoError(t, os.MkdirAll(plan.Path(stateDir, id), 0o700))
+				require.NoError(t, os.MkdirAll(statedir.PlanPath(stateDir, id), 0o700))
 			},
 			want: []string{"reading the plan of sandbox", "is a directory"},
 		},

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 // validIDPattern is Kata's rule for container and sandbox ids; it also keeps
@@ -39,11 +39,6 @@ func isAlnum(c byte) bool {
 
 // maxPlanSize caps what Read reads; a plan is a few KiB.
 const maxPlanSize = 1 << 20
-
-// Path is where the plan of sandboxID lives.
-func Path(stateDir, sandboxID string) string {
-	return filepath.Join(stateDir, sandboxID+".json")
-}
 
 func checkID(sandboxID string) error {
 	if !validID(sandboxID) {
@@ -76,7 +71,7 @@ func Write(stateDir string, p *Plan) (err error) {
 	if err := os.Chmod(stateDir, 0o700); err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
-	final := Path(stateDir, p.SandboxID)
+	final := statedir.PlanPath(stateDir, p.SandboxID)
 	if err := atomicfile.Write(final, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write plan %s: %w", final, err)
 	}
@@ -89,7 +84,7 @@ func Read(stateDir, sandboxID string) (*Plan, error) {
 	if err := checkID(sandboxID); err != nil {
 		return nil, fmt.Errorf("read plan: %w", err)
 	}
-	path := Path(stateDir, sandboxID)
+	path := statedir.PlanPath(stateDir, sandboxID)
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -142,16 +137,16 @@ func Decode(data []byte) (*Plan, error) {
 
 // Remove deletes the plan of sandboxID, and the status file that
 // kata-virtiofsd keeps for it with protection recover
-// (<stateDir>/status/<id>.json, passthroughfs.StatusPath); one already gone
+// (statedir.StatusPath); one already gone
 // is not an error (delete may run more than once).
 func Remove(stateDir, sandboxID string) error {
 	if err := checkID(sandboxID); err != nil {
 		return fmt.Errorf("remove plan: %w", err)
 	}
-	if err := os.Remove(Path(stateDir, sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(statedir.PlanPath(stateDir, sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove plan: %w", err)
 	}
-	if err := os.Remove(filepath.Join(stateDir, "status", sandboxID+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(statedir.StatusPath(stateDir, sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove recovery status: %w", err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -34,7 +35,7 @@ func TestPlanRoundTrip(t *testing.T) {
 	st, err := os.Stat(dir)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o700), st.Mode().Perm())
-	st, err = os.Stat(Path(dir, "sb-1"))
+	st, err = os.Stat(statedir.PlanPath(dir, "sb-1"))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 
@@ -48,7 +49,7 @@ func TestPlanRoundTrip(t *testing.T) {
 	require.Len(t, entries, 1)
 
 	// kata-virtiofsd's status file with protection recover goes too.
-	status := filepath.Join(dir, "status", "sb-1.json")
+	status := statedir.StatusPath(dir, "sb-1")
 	require.NoError(t, os.MkdirAll(filepath.Dir(status), 0o700))
 	require.NoError(t, os.WriteFile(status, []byte("{}"), 0o600))
 	require.NoError(t, Remove(dir, "sb-1"))
@@ -99,7 +100,7 @@ func TestReadPlanRejects(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			require.NoError(t, os.WriteFile(Path(dir, "sb"), []byte(tc.body), 0o600))
+			require.NoError(t, os.WriteFile(statedir.PlanPath(dir, "sb"), []byte(tc.body), 0o600))
 			_, err := Read(dir, "sb")
 			require.ErrorContains(t, err, tc.msg)
 			require.True(t, errdefs.IsInvalidArgument(err))

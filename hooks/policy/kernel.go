@@ -11,6 +11,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -49,7 +50,7 @@ func guestKernelStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error)
 		return true, nil
 	}
 
-	opts := verdict.Options{FixedReleases: g.FixedReleases, CacheDir: g.KernelCacheDir()}
+	opts := verdict.Options{FixedReleases: g.FixedReleases, CacheDir: statedir.KernelCacheDir(g.StateDir)}
 	reports := map[string]verdict.Report{}
 	first := true
 	for _, h := range in.Resolved.Hypervisors {

@@ -12,6 +12,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
@@ -139,7 +140,7 @@ func TestDecideDebianKernels(t *testing.T) {
 			require.Equal(t, tc.action, p.Action)
 			require.True(t, p.KernelInspected)
 			// A second decision is served from state_dir/kernel-cache.
-			entries, err := os.ReadDir(r.Guard.KernelCacheDir())
+			entries, err := os.ReadDir(statedir.KernelCacheDir(r.Guard.StateDir))
 			require.NoError(t, err)
 			require.NotEmpty(t, entries)
 			again, err := Decide(context.Background(), Input{Inspector: InspectorFunc(guestkernel.Inspect), Resolved: r, SandboxID: "sb"})

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 func TestParseVersion(t *testing.T) {
@@ -95,7 +96,7 @@ func goShimLine(version string) string {
 func TestIdentifyCache(t *testing.T) {
 	dir := t.TempDir()
 	shim := filepath.Join(dir, "containerd-shim-kata-v2")
-	cache := filepath.Join(dir, "state", CacheDirName)
+	cache := statedir.DelegateCacheDir(filepath.Join(dir, "state"))
 	fakeShim(t, shim, goShimLine("3.2.0"))
 	ctx := context.Background()
 
@@ -139,7 +140,7 @@ func TestIdentifyErrors(t *testing.T) {
 		{"ourselves", self, "is this guard shim itself"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cache := filepath.Join(t.TempDir(), CacheDirName)
+			cache := statedir.DelegateCacheDir(t.TempDir())
 			_, err := Identify(context.Background(), tc.path, cache)
 			require.ErrorContains(t, err, tc.err)
 			entries, _ := os.ReadDir(cache)
@@ -158,7 +159,7 @@ func BenchmarkIdentifyCached(b *testing.B) {
 	if err := os.WriteFile(shim, []byte(script), 0o755); err != nil {
 		b.Fatal(err)
 	}
-	cache := filepath.Join(dir, CacheDirName)
+	cache := statedir.DelegateCacheDir(dir)
 	ctx := context.Background()
 	if _, err := Identify(ctx, shim, cache); err != nil {
 		b.Fatal(err)

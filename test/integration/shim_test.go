@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/shim"
 	"github.com/kata-submount-guard/kata-submount-guard/test/standin-shim/standin"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
@@ -589,7 +590,7 @@ func TestKernelInspectorMissing(t *testing.T) {
 		return fmt.Sprintf("guest kernel %s cannot be checked: it is not in the inspection cache %s and the inspector %s "+
 			"(looked for beside the shim's executable %s) %s; install kata-submount-guard's kata-runtime, from the same build as "+
 			"containerd-shim-kata-v2, as %s: failed precondition",
-			kernels.fixed, filepath.Join(stateDir, "kernel-cache"), inspector, alone.ours, problem, inspector)
+			kernels.fixed, statedir.KernelCacheDir(stateDir), inspector, alone.ours, problem, inspector)
 	}
 
 	_, stderr, err := c.ctr(ctrNamespace, "run", "--rm", "--runtime", kataRuntime, testImage, "uninspected", "echo", "must not run")
@@ -610,7 +611,7 @@ func TestKernelInspectorMissing(t *testing.T) {
 		require.Equal(t, "runs\n", out)
 	}
 	run("inspected")
-	entries, err := os.ReadDir(filepath.Join(stateDir, "kernel-cache"))
+	entries, err := os.ReadDir(statedir.KernelCacheDir(stateDir))
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "kata-runtime cached the kernel's facts")
 	// A cached kernel needs no inspector.
