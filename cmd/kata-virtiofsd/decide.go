@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
@@ -44,7 +44,7 @@ func decide(o *virtiofsd.Options, read planReader, defaultUpstream string) (deci
 	case o.SandboxID == "":
 		d.noPlan = fmt.Sprintf("shared directory %s is not a Kata sandbox share (.../sandboxes/<id>/shared or, from runtime-rs, .../sandboxes/<id>/ro)", o.SharedDir)
 	default:
-		d.planPath = filepath.Join(o.Guard.StateDir, o.SandboxID+".json")
+		d.planPath = statedir.PlanPath(o.Guard.StateDir, o.SandboxID)
 		pl, err := read(o.Guard.StateDir, o.SandboxID)
 		switch {
 		case errors.Is(err, fs.ErrNotExist) || errdefs.IsNotFound(err):

@@ -857,7 +857,7 @@ func BenchmarkStartToFirstReply(b *testing.B) {
 					if via == "direct" {
 						o, err := virtiofsd.Parse(kataArgs(shared))
 						require.NoError(b, err)
-						d, err := virtiofsd.Detect(context.Background(), upstream, filepath.Join(stateDir, "virtiofsd-cache"))
+						d, err := virtiofsd.Detect(context.Background(), upstream, statedir.VirtiofsdCacheDir(stateDir))
 						require.NoError(b, err)
 						args, _, err := virtiofsd.Translate(o, d, protection.NoSubmounts, virtiofsd.ProbeHost())
 						require.NoError(b, err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
@@ -38,7 +38,7 @@ kata-submount-guard options (they override the plan; never passed on):
         without a plan ` + config.DefaultUpstreamVirtiofsd + ` if it exists;
         none at all: kata-virtiofsd serves the share itself
   --guard-state-dir=DIR
-        where the plans are (default ` + virtiofsd.DefaultStateDir + `);
+        where the plans are (default ` + statedir.Default + `);
         set it when [submount_guard] state_dir is not the default
   --guard-no-plan=none|no-submounts|recover|fail
         protection for a sandbox without a plan (default none: as Kata)
@@ -185,7 +185,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 	if err := notSelf(d.upstream); err != nil {
 		return err
 	}
-	daemon, err := virtiofsd.Detect(ctx, d.upstream, filepath.Join(o.Guard.StateDir, "virtiofsd-cache"))
+	daemon, err := virtiofsd.Detect(ctx, d.upstream, statedir.VirtiofsdCacheDir(o.Guard.StateDir))
 	if err != nil {
 		return fmt.Errorf("%w (upstream from %s)", err, d.upstreamFrom)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
@@ -63,7 +64,7 @@ func checkRecoveries(t *testing.T, c cell, d runningDaemon, stateDir string, sha
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	path := passthroughfs.StatusPath(stateDir, share.SandboxID)
+	path := statedir.StatusPath(stateDir, share.SandboxID)
 	st, err := passthroughfs.ReadStatus(path)
 	if err != nil {
 		t.Errorf("recovery status: %v", err)
@@ -175,7 +176,7 @@ state_dir = `+q(state)+`
 			require.Contains(t, string(dlog), "protection_from=plan", "the plan chose the protection")
 			if k == harness.KernelFixed {
 				require.Contains(t, string(dlog), "starting upstream virtiofsd")
-				require.NoFileExists(t, passthroughfs.StatusPath(state, share.SandboxID))
+				require.NoFileExists(t, statedir.StatusPath(state, share.SandboxID))
 			} else {
 				require.Contains(t, string(dlog), "serving the share with kata-virtiofsd's own daemon")
 			}

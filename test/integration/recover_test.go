@@ -21,6 +21,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
@@ -83,7 +84,7 @@ func TestRecoverThroughThePlan(t *testing.T) {
 		<-done
 	})
 
-	statusPath := passthroughfs.StatusPath(stateDir, podID)
+	statusPath := statedir.StatusPath(stateDir, podID)
 	g := newGuestDriver(t, sock)
 	g.init(t)
 	st, err := passthroughfs.ReadStatus(statusPath)

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/containerd/log"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
@@ -39,7 +40,7 @@ func newStatusFile(ctx context.Context, o *virtiofsd.Options) *statusFile {
 	}
 	s := &statusFile{
 		ctx:  ctx,
-		path: passthroughfs.StatusPath(o.Guard.StateDir, o.SandboxID),
+		path: statedir.StatusPath(o.Guard.StateDir, o.SandboxID),
 		status: passthroughfs.Status{
 			SandboxID: o.SandboxID, Protection: string(o.Protection), PID: os.Getpid(), Running: true,
 			RecoveryStats: passthroughfs.RecoveryStats{MaxHeld: passthroughfs.DefaultMaxHeld},

@@ -9,15 +9,12 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 // NoPlanFail is the --guard-no-plan value that refuses to start a share
 // whose sandbox has no plan.
 const NoPlanFail = "fail"
-
-// DefaultStateDir is where containerd-shim-kata-v2 writes the sandbox plans
-// when Kata's configuration does not say otherwise.
-const DefaultStateDir = "/run/kata-containers/submount-guard"
 
 // CacheMode is --cache.
 type CacheMode string
@@ -58,7 +55,7 @@ type Guard struct {
 	// Upstream is --guard-upstream: the virtiofsd to exec; it overrides the
 	// plan's upstream_virtiofsd.
 	Upstream string
-	// StateDir is --guard-state-dir: where the plans are (DefaultStateDir).
+	// StateDir is --guard-state-dir: where the plans are (statedir.Default).
 	StateDir string
 	// NoPlan is --guard-no-plan: what to do for a sandbox without a plan, a
 	// Protection or NoPlanFail (default protection.None: exactly as Kata).
@@ -183,7 +180,7 @@ func Parse(args []string) (*Options, error) {
 		MigrationMode:     "find-paths",
 		MigrationOnError:  "abort",
 		LogLevel:          "info",
-		Guard:             Guard{StateDir: DefaultStateDir, NoPlan: string(protection.None)},
+		Guard:             Guard{StateDir: statedir.Default, NoPlan: string(protection.None)},
 		given:             map[string]string{},
 	}
 	if err := o.split(args); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 const kataShared = "/run/kata-containers/shared/sandboxes/3f1c9a/shared"
@@ -41,7 +42,7 @@ func TestParse(t *testing.T) {
 				require.Equal(t, "kill", o.Seccomp)
 				require.Equal(t, "never", o.InodeFileHandles)
 				require.Equal(t, "info", o.LogLevel)
-				require.Equal(t, Guard{StateDir: DefaultStateDir, NoPlan: "none"}, o.Guard)
+				require.Equal(t, Guard{StateDir: statedir.Default, NoPlan: "none"}, o.Guard)
 				require.Empty(t, o.Protection)
 				require.Len(t, o.Args, 6)
 				require.Equal(t, Arg{Name: "--cache", Value: "auto", Tokens: []string{"--cache=auto"}}, o.Args[1])
