@@ -17,11 +17,20 @@ const (
 	Refuse Action = "refuse"
 )
 
+// FormatVersion is the version of the plan's JSON form this build writes
+// and the newest it reads. Bump it when a change would make an older
+// kata-virtiofsd misread a plan; it only grows.
+const FormatVersion = 1
+
 // Plan is the decision for one sandbox. It is written to
 // <state_dir>/<sandbox-id>.json at sandbox creation and read back by
 // kata-virtiofsd; its JSON form is a contract between our binaries.
 type Plan struct {
-	SandboxID string `json:"sandbox_id"`
+	// FormatVersion is the version of this JSON form that wrote the plan
+	// (Write sets FormatVersion); a plan written before the field existed
+	// reads as version 1.
+	FormatVersion int    `json:"format_version"`
+	SandboxID     string `json:"sandbox_id"`
 	// ConfigPath is the Kata configuration file that was used, and
 	// ConfigSource what chose it (annotation, runtime-options, env, default).
 	ConfigPath   string `json:"config_path"`

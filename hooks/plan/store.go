@@ -47,9 +47,10 @@ func checkID(sandboxID string) error {
 	return nil
 }
 
-// Write stores p as <stateDir>/<p.SandboxID>.json: written to a temporary
-// file in the same directory, then renamed over the old one, so a reader sees
-// the old plan or the new one, never a part. The file is 0600 and stateDir is
+// Write stores p, stamped with FormatVersion, as
+// <stateDir>/<p.SandboxID>.json: written to a temporary file in the same
+// directory, then renamed over the old one, so a reader sees the old plan or
+// the new one, never a part. The file is 0600 and stateDir is
 // created 0700. It is not fsynced: a plan only matters while its sandbox
 // runs, and no sandbox survives the host going down; on a disk-backed
 // state_dir the flush cost every sandbox start 0.3 ms (ext4, BENCHMARKS.md).
@@ -60,7 +61,9 @@ func Write(stateDir string, p *Plan) (err error) {
 	if err := checkID(p.SandboxID); err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
-	data, err := json.MarshalIndent(p, "", "  ")
+	stamped := *p
+	stamped.FormatVersion = FormatVersion
+	data, err := json.MarshalIndent(&stamped, "", "  ")
 	if err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
@@ -108,7 +111,8 @@ func Read(stateDir, sandboxID string) (*Plan, error) {
 }
 
 // Decode parses a plan's JSON form strictly: unknown fields, trailing
-// data, and unknown action or protection words are errors.
+// data, a format_version newer than FormatVersion, and unknown action or
+// protection words are errors. A plan without format_version is version 1.
 func Decode(data []byte) (*Plan, error) {
 	if len(data) > maxPlanSize {
 		return nil, fmt.Errorf("plan larger than %d bytes: %w", maxPlanSize, errdefs.ErrInvalidArgument)
@@ -121,6 +125,16 @@ func Decode(data []byte) (*Plan, error) {
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("decode plan: trailing data: %w", errdefs.ErrInvalidArgument)
+	}
+	switch {
+	case p.FormatVersion == 0:
+		// Written before plans carried a version: that form is version 1.
+		p.FormatVersion = 1
+	case p.FormatVersion < 0:
+		return nil, fmt.Errorf("decode plan: format_version %d is not a version: %w", p.FormatVersion, errdefs.ErrInvalidArgument)
+	case p.FormatVersion > FormatVersion:
+		return nil, fmt.Errorf("decode plan: format_version %d is newer than this build reads (up to %d): a newer containerd-shim-kata-v2 wrote it; install the same kata-submount-guard build of containerd-shim-kata-v2, kata-virtiofsd and kata-runtime: %w",
+			p.FormatVersion, FormatVersion, errdefs.ErrInvalidArgument)
 	}
 	switch p.Action {
 	case Allow, Warn, Refuse:

@@ -41,7 +41,10 @@ func TestPlanRoundTrip(t *testing.T) {
 
 	got, err := Read(dir, "sb-1")
 	require.NoError(t, err)
-	require.Equal(t, p, got)
+	want := *p
+	want.FormatVersion = FormatVersion
+	require.Equal(t, &want, got)
+	require.Zero(t, p.FormatVersion, "Write stamps its own copy")
 
 	// Nothing but the plan is left behind.
 	entries, err := os.ReadDir(dir)
@@ -96,6 +99,9 @@ func TestReadPlanRejects(t *testing.T) {
 		{"bad action", `{"sandbox_id":"sb","action":"maybe","protection":"none"}`, `decode plan: unknown action "maybe": invalid argument`},
 		{"bad protection", `{"sandbox_id":"sb","action":"warn","protection":"all"}`, `decode plan: unknown protection "all": invalid argument`},
 		{"trailing", `{"sandbox_id":"sb","action":"allow","protection":"none"} {}`, "decode plan: trailing data: invalid argument"},
+		{"newer format", `{"format_version":2,"sandbox_id":"sb","action":"allow","protection":"none"}`,
+			"decode plan: format_version 2 is newer than this build reads (up to 1): a newer containerd-shim-kata-v2 wrote it; install the same kata-submount-guard build"},
+		{"negative format", `{"format_version":-1,"sandbox_id":"sb","action":"allow","protection":"none"}`, "decode plan: format_version -1 is not a version: invalid argument"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,6 +112,27 @@ func TestReadPlanRejects(t *testing.T) {
 			require.True(t, errdefs.IsInvalidArgument(err))
 		})
 	}
+}
+
+// TestPlanFormatVersion: a plan carries the version of its form; one written
+// before the field existed (no format_version) still reads, as version 1.
+func TestPlanFormatVersion(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, Write(dir, samplePlan("sb")))
+	data, err := os.ReadFile(statedir.PlanPath(dir, "sb"))
+	require.NoError(t, err)
+	require.Contains(t, string(data), `"format_version": 1,`)
+
+	old := `{"sandbox_id":"sb","config_path":"/etc/kata-containers/configuration.toml","config_source":"default",` +
+		`"delegate_kind":"go-3","hypervisor":"qemu","kernel":{"path":"/k","verdict":"vulnerable","evidence":"btf"},` +
+		`"kernel_inspected":true,"action":"warn","reason":"r","protection":"recover","upstream_virtiofsd":"/u",` +
+		`"unprotected":false,"created":"2026-01-02T03:04:05Z"}`
+	require.NoError(t, os.WriteFile(statedir.PlanPath(dir, "sb"), []byte(old), 0o600))
+	p, err := Read(dir, "sb")
+	require.NoError(t, err)
+	require.Equal(t, 1, p.FormatVersion)
+	require.Equal(t, Warn, p.Action)
+	require.Equal(t, protection.Recover, p.Protection)
 }
 
 // TestPlanConcurrentWriters has many writers replace one sandbox's plan
