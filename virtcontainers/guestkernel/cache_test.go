@@ -194,3 +194,35 @@ func TestCacheConcurrentProcesses(t *testing.T) {
 	names := cacheEntries(t, cacheDir)
 	require.Len(t, names, 1, "one entry, no temporary files: %v", names)
 }
+
+// TestCacheKeyHasBuildRevision: the facts an older build's parsers found are
+// not served to another build, so a parser fix needs no FactsSchema bump.
+func TestCacheKeyHasBuildRevision(t *testing.T) {
+	ctx := context.Background()
+	img := writeTemp(t, "vmlinux", kernelELF(elfArches[0], bannerVuln61, nil))
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	older := verdict.Options{CacheDir: cacheDir, Revision: "1c3fce3"}
+	_, err := Inspect(ctx, img, older)
+	require.NoError(t, err)
+	names := cacheEntries(t, cacheDir)
+	require.Len(t, names, 1)
+	// Mark the stored facts, so that a hit shows.
+	entry := filepath.Join(cacheDir, names[0])
+	b, err := os.ReadFile(entry)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(entry, []byte(strings.ReplaceAll(string(b), "6.1.69", "6.1.77")), 0o644))
+
+	rep, err := Inspect(ctx, img, older)
+	require.NoError(t, err)
+	require.Equal(t, "6.1.77", rep.Release, "the same build is served from the cache")
+	_, ok := verdict.JudgeCached(ctx, img, older)
+	require.True(t, ok)
+
+	newer := verdict.Options{CacheDir: cacheDir, Revision: "e6dd9ee"}
+	_, ok = verdict.JudgeCached(ctx, img, newer)
+	require.False(t, ok, "another build misses")
+	rep, err = Inspect(ctx, img, newer)
+	require.NoError(t, err)
+	require.Equal(t, "6.1.69", rep.Release, "another build reads the image again")
+	require.Len(t, cacheEntries(t, cacheDir), 2)
+}
