@@ -165,14 +165,14 @@ func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
 	if ctype == policy.PodContainer {
 		// The decision was made when the sandbox was created; Kata reads
 		// no hypervisor annotation for a joining container either.
-		res, err := s.resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), RuntimeOptions: options})
+		res, err := s.resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), RuntimeOptions: DecodeRuntimeOptions(options)})
 		if err != nil {
 			return err
 		}
 		return s.handOff(ctx, inv.namespace, bundle, inv.id, sandboxID, res, options, nil)
 	}
 
-	res, err := s.resolve(ctx, config.Sources{Annotations: annotations, RuntimeOptions: options})
+	res, err := s.resolve(ctx, config.Sources{Annotations: annotations, RuntimeOptions: DecodeRuntimeOptions(options)})
 	if err != nil {
 		return err
 	}
