@@ -85,8 +85,8 @@ func inspectNoForeignPanic(t *testing.T, b []byte, opts verdict.Options) (rep *v
 		}
 	}()
 	rep = &verdict.Report{}
-	in := &inspector{ctx: context.Background(), limit: opts.Limit(), headerOnly: opts.HeaderOnly}
-	return rep, in.inspect(bytes.NewReader(b), int64(len(b)), rep)
+	in := &inspector{limit: opts.Limit(), headerOnly: opts.HeaderOnly}
+	return rep, in.inspect(context.Background(), bytes.NewReader(b), int64(len(b)), rep)
 }
 
 func FuzzInspect(f *testing.F) {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	"github.com/sirupsen/logrus"
 
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
@@ -47,7 +46,7 @@ func Inspect(ctx context.Context, path string, opts verdict.Options) (*verdict.R
 	rep.Path = path
 	verdict.Judge(rep, opts.FixedReleases)
 	// Checked first: building the fields costs more than a cache hit.
-	if l := log.G(ctx); l.Logger.IsLevelEnabled(logrus.DebugLevel) {
+	if l := log.G(ctx); l.Logger.IsLevelEnabled(log.DebugLevel) {
 		l.WithFields(log.Fields{
 			"path": path, "verdict": rep.Verdict, "evidence": rep.Evidence, "cached": cached,
 		}).Debug("inspected guest kernel")
@@ -98,8 +97,8 @@ func parse(ctx context.Context, r io.ReaderAt, size int64, opts verdict.Options,
 			err = withClass(errdefs.ErrInvalidArgument, fmt.Errorf("malformed image (parser panic: %v)", p))
 		}
 	}()
-	in := &inspector{ctx: ctx, limit: opts.Limit(), headerOnly: opts.HeaderOnly}
-	if err := in.inspect(r, size, rep); err != nil {
+	in := &inspector{limit: opts.Limit(), headerOnly: opts.HeaderOnly}
+	if err := in.inspect(ctx, r, size, rep); err != nil {
 		switch {
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			return err
