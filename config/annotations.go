@@ -97,7 +97,7 @@ func applyAnnotations(f *File, kind DelegateKind, name string, h Hypervisor, ann
 			return Hypervisor{}, bad(AnnotationKernel, "not an absolute path")
 		}
 		if _, err := os.Stat(v); err != nil {
-			return Hypervisor{}, fmt.Errorf("annotation %s=%q: %v: %w", AnnotationKernel, v, err, errdefs.ErrNotFound)
+			return Hypervisor{}, fmt.Errorf("annotation %s=%q: %w: %w", AnnotationKernel, v, err, errdefs.ErrNotFound)
 		}
 		if want := ann[AnnotationKernelHash]; want != "" {
 			if err := checkSHA512(v, want, ann[AnnotationAssetHashType]); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/capped"
+	"github.com/kata-submount-guard/kata-submount-guard/shim/internal/oserr"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -64,7 +65,7 @@ func (k kernelInspector) Inspect(ctx context.Context, path string, opts verdict.
 	}
 	command, where, err := k.locate()
 	if err != nil {
-		return nil, &policy.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: %s and this shim cannot find its own executable, beside which %s is installed: %v: %w",
+		return nil, &policy.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: %s and this shim cannot find its own executable, beside which %s is installed: %w: %w",
 			path, notCached(opts.CacheDir), inspectorName, err, errdefs.ErrFailedPrecondition)}
 	}
 	log.G(ctx).WithFields(log.Fields{"kernel": path, "inspector": command}).Debug("guest kernel not in the inspection cache; inspecting it")
@@ -138,9 +139,9 @@ func inspectWith(ctx context.Context, command, path string, opts verdict.Options
 	case errors.Is(runErr, fs.ErrNotExist):
 		return nil, inspectorProblem("does not exist")
 	case errors.Is(runErr, fs.ErrPermission):
-		return nil, inspectorProblem(fmt.Sprintf("is not executable (%v)", unwrapPathError(runErr)))
+		return nil, inspectorProblem(fmt.Sprintf("is not executable (%v)", oserr.Cause(runErr)))
 	case !errors.As(runErr, &exit):
-		return nil, inspectorProblem(fmt.Sprintf("cannot be run (%v)", unwrapPathError(runErr)))
+		return nil, inspectorProblem(fmt.Sprintf("cannot be run (%v)", oserr.Cause(runErr)))
 	case !exit.Exited():
 		return nil, inspectorProblem(fmt.Sprintf("crashed (%v)", exit))
 	case exit.ExitCode() != exitUnreadable:

@@ -57,7 +57,7 @@ func runtimeOptionsConfigPath(data []byte) (string, error) {
 	}
 	fields, err := lengthDelimited(data, anyTypeURLField)
 	if err != nil {
-		return "", fmt.Errorf("runtime options on stdin are not a protobuf Any: %v: %w", err, errdefs.ErrInvalidArgument)
+		return "", fmt.Errorf("runtime options on stdin are not a protobuf Any: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	typeURL := string(fields[anyTypeURLField])
 	name := typeURL
@@ -68,7 +68,7 @@ func runtimeOptionsConfigPath(data []byte) (string, error) {
 	case name == runtimeOptionsName || name == oldRuntimeOptionsName:
 		opts, err := lengthDelimited(fields[anyValueField], optionsTypeURLField, optionsConfigField)
 		if err != nil {
-			return "", fmt.Errorf("runtime options %s: %v: %w", name, err, errdefs.ErrInvalidArgument)
+			return "", fmt.Errorf("runtime options %s: %w: %w", name, err, errdefs.ErrInvalidArgument)
 		}
 		return string(opts[optionsConfigField]), nil
 	case slices.Contains(ignoredOptionNames, name):

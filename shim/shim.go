@@ -53,7 +53,15 @@ type Shim struct {
 	// DefaultDelegate config.DefaultDelegateShim when not "" (tests).
 	DefaultConfigPaths []string
 	DefaultDelegate    string
+	// NewLogger builds the logger of one invocation: debug is -debug,
+	// fifoPath the bundle's log FIFO ("" when there is none to write to).
+	// close releases its sinks. nil means the logger in Run's context.
+	NewLogger func(debug bool, fifoPath string) (logger *log.Entry, close func())
 }
+
+// bundleLogFIFO is the FIFO containerd creates in the bundle and copies into
+// its own log.
+const bundleLogFIFO = "log"
 
 // resolve finds Kata's configuration as the delegate that will load it
 // does (package delegate).
@@ -84,14 +92,17 @@ func (s *Shim) Run(ctx context.Context) int {
 	if inv.checks() {
 		fifo = filepath.Join(cwd, bundleLogFIFO)
 	}
-	logger, sinks := newLogger(inv.debug, fifo)
-	defer sinks.Close()
+	logger, closeLog := log.G(ctx), func() {}
+	if s.NewLogger != nil {
+		logger, closeLog = s.NewLogger(inv.debug, fifo)
+	}
+	defer closeLog()
 	ctx = log.WithLogger(ctx, logger.WithField("sandbox", inv.id))
 
 	var err error
 	switch {
 	case inv.uncheckableStart(s.Args):
-		err = fmt.Errorf("cannot parse the shim arguments %q (%v), so the guest kernel cannot be checked and the sandbox is not started; upgrade containerd-shim-kata-v2 to match containerd: %w",
+		err = fmt.Errorf("cannot parse the shim arguments %q (%w), so the guest kernel cannot be checked and the sandbox is not started; upgrade containerd-shim-kata-v2 to match containerd: %w",
 			s.Args[1:], inv.parseErr, errdefs.ErrInvalidArgument)
 	case inv.checks():
 		err = s.start(ctx, inv, cwd)

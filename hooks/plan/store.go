@@ -121,7 +121,7 @@ func Decode(data []byte) (*Plan, error) {
 	dec.DisallowUnknownFields()
 	var p Plan
 	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf("decode plan: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("decode plan: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("decode plan: trailing data: %w", errdefs.ErrInvalidArgument)

@@ -20,6 +20,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/capped"
+	"github.com/kata-submount-guard/kata-submount-guard/shim/internal/oserr"
 )
 
 // Identity is what a delegate shim says it is.
@@ -105,8 +106,8 @@ func majorOf(version string) (int, error) {
 func Identify(ctx context.Context, path, cacheDir string) (Identity, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return Identity{}, fmt.Errorf("delegate shim %s cannot be identified: %v; install Kata's containerd-shim-kata-v2 there or point [submount_guard] delegate_shim at it: %w",
-			path, unwrapPathError(err), errdefs.ErrNotFound)
+		return Identity{}, fmt.Errorf("delegate shim %s cannot be identified: %w; install Kata's containerd-shim-kata-v2 there or point [submount_guard] delegate_shim at it: %w",
+			path, oserr.Cause(err), errdefs.ErrNotFound)
 	}
 	key := keyOf(fi)
 	cacheFile := ""
@@ -148,9 +149,9 @@ func askVersion(ctx context.Context, path string) (Identity, error) {
 	id, perr := ParseVersion(out.Bytes())
 	if perr != nil {
 		if err != nil {
-			perr = fmt.Errorf("%w (%v)", perr, err)
+			perr = fmt.Errorf("%w (%w)", perr, err)
 		}
-		return Identity{}, fmt.Errorf("delegate shim %s is not a Kata shim this guard knows: its --version gave %q: %v; %s: %w",
+		return Identity{}, fmt.Errorf("delegate shim %s is not a Kata shim this guard knows: its --version gave %q: %w; %s: %w",
 			path, firstLine(out.String()), perr, fix, errdefs.ErrFailedPrecondition)
 	}
 	return id, nil
@@ -218,12 +219,4 @@ func writeCached(file string, c cached) error {
 		return err
 	}
 	return atomicfile.Write(file, data, 0o600)
-}
-
-func unwrapPathError(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }

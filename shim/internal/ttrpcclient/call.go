@@ -118,7 +118,7 @@ func parseResponse(data []byte) ([]byte, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reply: %v: %w", err, ErrProtocol)
+		return nil, fmt.Errorf("reply: %w: %w", err, ErrProtocol)
 	}
 	var st StatusError
 	err = pbwire.Range(status, func(f pbwire.Field) error {
@@ -134,7 +134,7 @@ func parseResponse(data []byte) ([]byte, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reply status: %v: %w", err, ErrProtocol)
+		return nil, fmt.Errorf("reply status: %w: %w", err, ErrProtocol)
 	}
 	if st.Code != 0 {
 		return nil, &st
