@@ -33,10 +33,10 @@ func AnnotationEnabled(enable []string, key string) bool {
 	return false
 }
 
-// PathInGlobs is Kata's check of an annotated path against a list of globs:
+// pathInGlobs is Kata's check of an annotated path against a list of globs:
 // each glob is expanded against the file system and the path must equal one
 // of the files found, byte for byte. A malformed glob matches nothing.
-func PathInGlobs(globs []string, path string) bool {
+func pathInGlobs(globs []string, path string) bool {
 	for _, g := range globs {
 		matches, _ := filepath.Glob(g)
 		for _, m := range matches {
@@ -126,7 +126,7 @@ func applyAnnotations(f *File, kind DelegateKind, name string, h Hypervisor, ann
 		h.SharedFS = v
 	}
 	if v, ok := ann[AnnotationVirtioFSDaemon]; ok {
-		valid := PathInGlobs
+		valid := pathInGlobs
 		if kind == DelegateRuntimeRS {
 			valid = pathMatchesPatterns
 		}

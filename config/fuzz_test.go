@@ -16,7 +16,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[hypervisor.clh]\nkernel = 1\n"))
 	f.Add([]byte("submount_guard = 3"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		file, err := Parse("fuzz.toml", data)
+		file, err := parse("fuzz.toml", data)
 		if err != nil {
 			require.Nil(t, file)
 			require.True(t, errdefs.IsInvalidArgument(err), "unclassified error: %v", err)
@@ -27,7 +27,7 @@ func FuzzParse(f *testing.F) {
 		require.Contains(t, policyWords, string(file.Guard.OnUnknown))
 		require.True(t, file.Guard.VirtiofsProtection.Valid(), file.Guard.VirtiofsProtection)
 		for name := range file.Hypervisors {
-			require.Contains(t, HypervisorNames(), name)
+			require.Contains(t, hypervisorNames(), name)
 		}
 	})
 }

@@ -10,8 +10,8 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
-// GuardTable is the name of our own table in Kata's configuration file.
-const GuardTable = "submount_guard"
+// guardTable is the name of our own table in Kata's configuration file.
+const guardTable = "submount_guard"
 
 // Policy is what sandbox creation does when a guest kernel is vulnerable or
 // its fix status is unknown.
@@ -25,9 +25,9 @@ const (
 
 // Defaults of [submount_guard]. README's "[submount_guard]" section says why.
 const (
-	DefaultOnVulnerable       = PolicyWarn
-	DefaultOnUnknown          = PolicyWarn
-	DefaultVirtiofsProtection = protection.Recover
+	defaultOnVulnerable       = PolicyWarn
+	defaultOnUnknown          = PolicyWarn
+	defaultVirtiofsProtection = protection.Recover
 	DefaultDelegateShim       = "/opt/kata/bin/containerd-shim-kata-v2.upstream"
 	DefaultUpstreamVirtiofsd  = "/opt/kata/libexec/virtiofsd"
 )
@@ -48,12 +48,12 @@ type Guard struct {
 	StateDir          string       `json:"state_dir" toml:"state_dir"`
 }
 
-// DefaultGuard returns the policy used when [submount_guard] is absent.
-func DefaultGuard() Guard {
+// defaultGuard returns the policy used when [submount_guard] is absent.
+func defaultGuard() Guard {
 	return Guard{
-		OnVulnerable:       DefaultOnVulnerable,
-		OnUnknown:          DefaultOnUnknown,
-		VirtiofsProtection: DefaultVirtiofsProtection,
+		OnVulnerable:       defaultOnVulnerable,
+		OnUnknown:          defaultOnUnknown,
+		VirtiofsProtection: defaultVirtiofsProtection,
 		FixedReleases:      []string{},
 		DelegateShim:       DefaultDelegateShim,
 		DelegateKind:       DelegateAuto,
@@ -70,7 +70,7 @@ var (
 // parseGuard applies defaults and validates the merged [submount_guard]
 // table; origin names the file that set a key, for errors.
 func parseGuard(table map[string]any, origin func(key string) string) (Guard, error) {
-	g := DefaultGuard()
+	g := defaultGuard()
 	keys := make([]string, 0, len(table))
 	for k := range table {
 		keys = append(keys, k)
@@ -78,9 +78,9 @@ func parseGuard(table map[string]any, origin func(key string) string) (Guard, er
 	sort.Strings(keys)
 	for _, k := range keys {
 		v := table[k]
-		file := origin(GuardTable + "." + k)
+		file := origin(guardTable + "." + k)
 		bad := func(reason string, allowed []string) error {
-			return &ValueError{File: file, Table: GuardTable, Key: k, Value: v, Reason: reason, Allowed: allowed}
+			return &ValueError{File: file, Table: guardTable, Key: k, Value: v, Reason: reason, Allowed: allowed}
 		}
 		switch k {
 		case "on_vulnerable", "on_unknown":
@@ -134,7 +134,7 @@ func parseGuard(table map[string]any, origin func(key string) string) (Guard, er
 				g.StateDir = s
 			}
 		default:
-			return Guard{}, &ValueError{File: file, Table: GuardTable, Key: k, Value: v, Reason: "unknown key", Allowed: guardKeys}
+			return Guard{}, &ValueError{File: file, Table: guardTable, Key: k, Value: v, Reason: "unknown key", Allowed: guardKeys}
 		}
 	}
 	return g, nil

@@ -110,7 +110,7 @@ func TestTOMLErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("cfg.toml", []byte(tc.body))
+			_, err := parse("cfg.toml", []byte(tc.body))
 			require.Error(t, err)
 			require.True(t, errdefs.IsInvalidArgument(err), err)
 			require.Equal(t, tc.msg, err.Error())
@@ -120,13 +120,13 @@ func TestTOMLErrors(t *testing.T) {
 
 func TestGuard(t *testing.T) {
 	t.Run("defaults", func(t *testing.T) {
-		f, err := Parse("c.toml", []byte(qemuConfig("/k")))
+		f, err := parse("c.toml", []byte(qemuConfig("/k")))
 		require.NoError(t, err)
-		require.Equal(t, DefaultGuard(), f.Guard)
+		require.Equal(t, defaultGuard(), f.Guard)
 		require.Equal(t, statedir.Default, f.Guard.StateDir)
 	})
 	t.Run("all keys", func(t *testing.T) {
-		f, err := Parse("c.toml", []byte(`[submount_guard]
+		f, err := parse("c.toml", []byte(`[submount_guard]
 on_vulnerable = "refuse"
 on_unknown = "off"
 virtiofs_protection = "none"
@@ -163,20 +163,20 @@ state_dir = "/var/run/ksg"
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("c.toml", []byte("[submount_guard]\n"+tc.body+"\n"))
+			_, err := parse("c.toml", []byte("[submount_guard]\n"+tc.body+"\n"))
 			require.Error(t, err)
 			require.True(t, errdefs.IsInvalidArgument(err), err)
 			require.Equal(t, tc.msg, err.Error())
 		})
 	}
 	t.Run("not a table", func(t *testing.T) {
-		_, err := Parse("c.toml", []byte("submount_guard = 3\n"))
+		_, err := parse("c.toml", []byte("submount_guard = 3\n"))
 		require.EqualError(t, err, `c.toml: [submount_guard] (table) = "Integer": [submount_guard] must be a table`)
 	})
 }
 
 func TestUnknownTablesAndKeysIgnored(t *testing.T) {
-	f, err := Parse("c.toml", []byte(qemuConfig("/k")+`
+	f, err := parse("c.toml", []byte(qemuConfig("/k")+`
 [factory]
 enable_template = false
 [image]

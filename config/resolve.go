@@ -146,7 +146,7 @@ func Resolve(ctx context.Context, src Sources) (*Resolved, error) {
 	}
 	if len(names) == 0 {
 		return nil, fmt.Errorf("%s has no [hypervisor.<name>] table (one of %s): Kata would boot its built-in defaults; add the table of the hypervisor you use: %w",
-			path, strings.Join(HypervisorNames(), ", "), errdefs.ErrInvalidArgument)
+			path, strings.Join(hypervisorNames(), ", "), errdefs.ErrInvalidArgument)
 	}
 	for _, n := range names {
 		h, err := effective(f, kind, defaultVirtioFSCache(kind, src.DelegateVersion), n, f.Hypervisors[n])

@@ -17,10 +17,10 @@ const (
 	Refuse Action = "refuse"
 )
 
-// FormatVersion is the version of the plan's JSON form this build writes
+// formatVersion is the version of the plan's JSON form this build writes
 // and the newest it reads. Bump it when a change would make an older
 // kata-virtiofsd misread a plan; it only grows.
-const FormatVersion = 1
+const formatVersion = 1
 
 // Plan is the decision for one sandbox. It is written to
 // <state_dir>/<sandbox-id>.json at sandbox creation and read back by

@@ -47,7 +47,7 @@ func checkID(sandboxID string) error {
 	return nil
 }
 
-// Write stores p, stamped with FormatVersion, as
+// Write stores p, stamped with formatVersion, as
 // <stateDir>/<p.SandboxID>.json: written to a temporary file in the same
 // directory, then renamed over the old one, so a reader sees the old plan or
 // the new one, never a part. The file is 0600 and stateDir is
@@ -62,7 +62,7 @@ func Write(stateDir string, p *Plan) (err error) {
 		return fmt.Errorf("write plan: %w", err)
 	}
 	stamped := *p
-	stamped.FormatVersion = FormatVersion
+	stamped.FormatVersion = formatVersion
 	data, err := json.MarshalIndent(&stamped, "", "  ")
 	if err != nil {
 		return fmt.Errorf("write plan: %w", err)
@@ -100,7 +100,7 @@ func Read(stateDir, sandboxID string) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read plan %s: %w", path, err)
 	}
-	p, err := Decode(data)
+	p, err := decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("read plan %s: %w", path, err)
 	}
@@ -110,10 +110,10 @@ func Read(stateDir, sandboxID string) (*Plan, error) {
 	return p, nil
 }
 
-// Decode parses a plan's JSON form strictly: unknown fields, trailing
-// data, a format_version newer than FormatVersion, and unknown action or
+// decode parses a plan's JSON form strictly: unknown fields, trailing
+// data, a format_version newer than formatVersion, and unknown action or
 // protection words are errors. A plan without format_version is version 1.
-func Decode(data []byte) (*Plan, error) {
+func decode(data []byte) (*Plan, error) {
 	if len(data) > maxPlanSize {
 		return nil, fmt.Errorf("plan larger than %d bytes: %w", maxPlanSize, errdefs.ErrInvalidArgument)
 	}
@@ -132,9 +132,9 @@ func Decode(data []byte) (*Plan, error) {
 		p.FormatVersion = 1
 	case p.FormatVersion < 0:
 		return nil, fmt.Errorf("decode plan: format_version %d is not a version: %w", p.FormatVersion, errdefs.ErrInvalidArgument)
-	case p.FormatVersion > FormatVersion:
+	case p.FormatVersion > formatVersion:
 		return nil, fmt.Errorf("decode plan: format_version %d is newer than this build reads (up to %d): a newer containerd-shim-kata-v2 wrote it; install the same kata-submount-guard build of containerd-shim-kata-v2, kata-virtiofsd and kata-runtime: %w",
-			p.FormatVersion, FormatVersion, errdefs.ErrInvalidArgument)
+			p.FormatVersion, formatVersion, errdefs.ErrInvalidArgument)
 	}
 	switch p.Action {
 	case Allow, Warn, Refuse:

@@ -42,7 +42,7 @@ func TestPlanRoundTrip(t *testing.T) {
 	got, err := Read(dir, "sb-1")
 	require.NoError(t, err)
 	want := *p
-	want.FormatVersion = FormatVersion
+	want.FormatVersion = formatVersion
 	require.Equal(t, &want, got)
 	require.Zero(t, p.FormatVersion, "Write stamps its own copy")
 
@@ -185,7 +185,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"sandbox_id":"sb","action":"allow","protection":"none"}`))
 	f.Add([]byte(`{"sandbox_id":"sb","kernel":{"verdict":"fixed"},"action":"warn","protection":"no-submounts","created":"2026-01-02T03:04:05Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := Decode(data)
+		p, err := decode(data)
 		if err != nil {
 			require.Nil(t, p)
 			require.True(t, errdefs.IsInvalidArgument(err))

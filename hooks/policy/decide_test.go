@@ -23,7 +23,7 @@ func setup(t *testing.T, kernel, guard, daemon string) string {
 	t.Helper()
 	dir := t.TempDir()
 	if daemon == "" {
-		daemon = filepath.Join(dir, "bin", OurVirtiofsd)
+		daemon = filepath.Join(dir, "bin", ourVirtiofsd)
 		require.NoError(t, os.MkdirAll(filepath.Dir(daemon), 0o755))
 		require.NoError(t, os.WriteFile(daemon, nil, 0o755))
 	}

@@ -11,10 +11,10 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
-// OurVirtiofsd is the base name of our daemon. Only a sandbox whose
+// ourVirtiofsd is the base name of our daemon. Only a sandbox whose
 // virtio_fs_daemon is kata-virtiofsd (directly or through a symlink) reads
 // its plan, so only there can a protection be applied.
-const OurVirtiofsd = "kata-virtiofsd"
+const ourVirtiofsd = "kata-virtiofsd"
 
 // protectionStep chooses how virtiofsd serves a sandbox that goes on with a
 // vulnerable or unknown guest kernel.
@@ -37,7 +37,7 @@ func protectionStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error) 
 	if !isOurDaemon(daemon) {
 		p.Unprotected, p.ProtectionUnavailable = true, true
 		p.UnprotectedReason = fmt.Sprintf("virtiofs_protection = %s cannot be applied: virtio_fs_daemon %s is not %s; set virtio_fs_daemon (and valid_virtio_fs_daemon_paths) of [hypervisor.%s] to kata-virtiofsd's path in %s",
-			want, daemon, OurVirtiofsd, p.Hypervisor, in.Resolved.Path)
+			want, daemon, ourVirtiofsd, p.Hypervisor, in.Resolved.Path)
 		p.Reason += "; unprotected: " + p.UnprotectedReason
 		return false, nil
 	}
@@ -66,9 +66,9 @@ func isOurDaemon(path string) bool {
 	if path == "" {
 		return false
 	}
-	if filepath.Base(path) == OurVirtiofsd {
+	if filepath.Base(path) == ourVirtiofsd {
 		return true
 	}
 	resolved, err := filepath.EvalSymlinks(path)
-	return err == nil && filepath.Base(resolved) == OurVirtiofsd
+	return err == nil && filepath.Base(resolved) == ourVirtiofsd
 }

@@ -155,7 +155,7 @@ func TestDecideDebianKernels(t *testing.T) {
 func BenchmarkDecideCached(b *testing.B) {
 	kernel := testutil.RequiresCacheFile(b, "debian-kernels/bookworm-cloud-amd64/vmlinuz")
 	dir := b.TempDir()
-	daemon := filepath.Join(dir, OurVirtiofsd)
+	daemon := filepath.Join(dir, ourVirtiofsd)
 	require.NoError(b, os.WriteFile(daemon, nil, 0o755))
 	path := filepath.Join(dir, "c.toml")
 	require.NoError(b, os.WriteFile(path, []byte(fmt.Sprintf("[hypervisor.qemu]\nkernel = %q\nvirtio_fs_daemon = %q\n[submount_guard]\nstate_dir = %q\n",

@@ -12,12 +12,12 @@ func PlanPath(stateDir, sandboxID string) string {
 	return filepath.Join(stateDir, sandboxID+".json")
 }
 
-// StatusDir holds the recovery status files.
-func StatusDir(stateDir string) string { return filepath.Join(stateDir, "status") }
+// statusDir holds the recovery status files.
+func statusDir(stateDir string) string { return filepath.Join(stateDir, "status") }
 
 // StatusPath is where the recovery status of sandboxID's share lives.
 func StatusPath(stateDir, sandboxID string) string {
-	return filepath.Join(StatusDir(stateDir), sandboxID+".json")
+	return filepath.Join(statusDir(stateDir), sandboxID+".json")
 }
 
 // KernelCacheDir holds the facts of inspected guest kernel images.

@@ -16,7 +16,7 @@ func TestLayout(t *testing.T) {
 	}{
 		{"default", Default, "/run/kata-containers/submount-guard"},
 		{"plan", PlanPath(Default, "sb-1"), "/run/kata-containers/submount-guard/sb-1.json"},
-		{"status dir", StatusDir("/s"), "/s/status"},
+		{"status dir", statusDir("/s"), "/s/status"},
 		{"status", StatusPath("/s", "sb-1"), "/s/status/sb-1.json"},
 		{"kernel cache", KernelCacheDir("/s"), "/s/kernel-cache"},
 		{"virtiofsd cache", VirtiofsdCacheDir("/s"), "/s/virtiofsd-cache"},

@@ -14,12 +14,12 @@ import (
 type Identifier func(ctx context.Context, guard config.Guard) (Identity, error)
 
 // IdentifyGuard is the Identifier of production: the pinned delegate_kind,
-// else Identify with the cache under state_dir.
+// else identifyBinary with the cache under state_dir.
 func IdentifyGuard(ctx context.Context, guard config.Guard) (Identity, error) {
 	if guard.DelegateKind != "" && guard.DelegateKind != config.DelegateAuto {
 		return Identity{Kind: guard.DelegateKind, Line: "pinned by [submount_guard] delegate_kind"}, nil
 	}
-	return Identify(ctx, guard.DelegateShim, statedir.DelegateCacheDir(guard.StateDir))
+	return identifyBinary(ctx, guard.DelegateShim, statedir.DelegateCacheDir(guard.StateDir))
 }
 
 // Resolve resolves Kata's configuration as the delegate that will load it

@@ -38,11 +38,11 @@ import (
 // The build revision (Options.Revision) is in the key too: package
 // guestkernel's parsers define the facts, and a build that fixes one must
 // not be served what an older build found. Nobody has to remember to bump
-// FactsSchema for a parser fix.
+// factsSchema for a parser fix.
 
-// FactsSchema names the form of a cache entry and of its Key: change it when
+// factsSchema names the form of a cache entry and of its Key: change it when
 // either changes. 2: ctime joined the key; 3: the build revision did.
-const FactsSchema = 3
+const factsSchema = 3
 
 // Key identifies an image file as it was when inspected, and how it was
 // inspected; a cache entry serves only the same key.
@@ -77,7 +77,7 @@ func (k Key) name() string {
 	// and Load compares the whole Key.
 	rev := fnv.New32a()
 	rev.Write([]byte(k.Revision))
-	return fmt.Sprintf("v%d-%08x-%x-%x-%x-%x-%x-%s-%x.json", FactsSchema, rev.Sum32(), k.Dev, k.Ino, k.Size, k.MtimeNs, k.CtimeNs, mode, k.Limit)
+	return fmt.Sprintf("v%d-%08x-%x-%x-%x-%x-%x-%s-%x.json", factsSchema, rev.Sum32(), k.Dev, k.Ino, k.Size, k.MtimeNs, k.CtimeNs, mode, k.Limit)
 }
 
 type cacheEntry struct {
@@ -100,7 +100,7 @@ func (c Cache) Load(ctx context.Context, key Key) (*Report, bool) {
 		return nil, false
 	}
 	var e cacheEntry
-	if err := json.Unmarshal(b, &e); err != nil || e.Schema != FactsSchema || e.Key != key || e.Facts == nil {
+	if err := json.Unmarshal(b, &e); err != nil || e.Schema != factsSchema || e.Key != key || e.Facts == nil {
 		log.G(ctx).WithField("entry", key.name()).Debug("ignoring unusable guest kernel cache entry")
 		return nil, false
 	}
@@ -114,7 +114,7 @@ func (c Cache) Store(ctx context.Context, key Key, rep *Report) {
 		return
 	}
 	facts := rep.Facts()
-	b, err := json.Marshal(cacheEntry{Schema: FactsSchema, Key: key, Facts: &facts})
+	b, err := json.Marshal(cacheEntry{Schema: factsSchema, Key: key, Facts: &facts})
 	if err == nil {
 		err = writeAtomic(c.Dir, key.name(), b)
 	}
