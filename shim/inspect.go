@@ -83,7 +83,7 @@ func (k kernelInspector) Inspect(ctx context.Context, path string, opts verdict.
 	if err == nil || rep != nil {
 		return rep, err
 	}
-	return nil, &policy.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: %s and the inspector %s%s %v; install kata-submount-guard's kata-runtime, from the same build as containerd-shim-kata-v2, as %s: %w",
+	return nil, &policy.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: %s and the inspector %s%s %w; install kata-submount-guard's kata-runtime, from the same build as containerd-shim-kata-v2, as %s: %w",
 		path, notCached(opts.CacheDir), command, where, err, command, errdefs.ErrFailedPrecondition)}
 }
 

@@ -145,7 +145,7 @@ func parseResponse(data []byte) ([]byte, error) {
 // ctxErr prefers the context's reason to the deadline error it caused.
 func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
 	}
 	return err
 }
