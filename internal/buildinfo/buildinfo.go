@@ -16,6 +16,9 @@ var revision string
 func Revision() string { return fromBuild() }
 
 var fromBuild = sync.OnceValue(func() string {
+	if rev := pick(revision, nil); rev != "" {
+		return rev // stamped: no need to parse the build info
+	}
 	bi, _ := debug.ReadBuildInfo()
 	return pick(revision, bi)
 })
