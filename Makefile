@@ -8,7 +8,7 @@ export KSG_CACHE
 
 BINARIES := containerd-shim-kata-v2 kata-runtime kata-virtiofsd
 REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-LDFLAGS  := -X main.revision=$(REVISION)
+LDFLAGS  := -X main.revision=$(REVISION) -X github.com/kata-submount-guard/kata-submount-guard/internal/buildinfo.revision=$(REVISION)
 
 .PHONY: all build image inspect setup test test-with-syslog test-without-syslog unit-test integration e2e bench fuzz lint clean help
 

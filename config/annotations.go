@@ -33,10 +33,10 @@ func AnnotationEnabled(enable []string, key string) bool {
 	return false
 }
 
-// PathInGlobs is Kata's check of an annotated path against a list of globs:
+// pathInGlobs is Kata's check of an annotated path against a list of globs:
 // each glob is expanded against the file system and the path must equal one
 // of the files found, byte for byte. A malformed glob matches nothing.
-func PathInGlobs(globs []string, path string) bool {
+func pathInGlobs(globs []string, path string) bool {
 	for _, g := range globs {
 		matches, _ := filepath.Glob(g)
 		for _, m := range matches {
@@ -97,7 +97,7 @@ func applyAnnotations(f *File, kind DelegateKind, name string, h Hypervisor, ann
 			return Hypervisor{}, bad(AnnotationKernel, "not an absolute path")
 		}
 		if _, err := os.Stat(v); err != nil {
-			return Hypervisor{}, fmt.Errorf("annotation %s=%q: %v: %w", AnnotationKernel, v, err, errdefs.ErrNotFound)
+			return Hypervisor{}, fmt.Errorf("annotation %s=%q: %w: %w", AnnotationKernel, v, err, errdefs.ErrNotFound)
 		}
 		if want := ann[AnnotationKernelHash]; want != "" {
 			if err := checkSHA512(v, want, ann[AnnotationAssetHashType]); err != nil {
@@ -126,7 +126,7 @@ func applyAnnotations(f *File, kind DelegateKind, name string, h Hypervisor, ann
 		h.SharedFS = v
 	}
 	if v, ok := ann[AnnotationVirtioFSDaemon]; ok {
-		valid := PathInGlobs
+		valid := pathInGlobs
 		if kind == DelegateRuntimeRS {
 			valid = pathMatchesPatterns
 		}

@@ -58,7 +58,7 @@ func TestPathInGlobs(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.want, PathInGlobs(tc.globs, tc.path))
+			require.Equal(t, tc.want, pathInGlobs(tc.globs, tc.path))
 		})
 	}
 }

@@ -30,7 +30,7 @@ func TestRealisticConfig(t *testing.T) {
 	require.Equal(t, "qemu", r.HypervisorName)
 	require.Equal(t, "/opt/kata/libexec/kata-virtiofsd", r.Hypervisor.VirtioFSDaemon)
 	require.Equal(t, []string{"--thread-pool-size=1", "--announce-submounts", "--cache=never"}, r.Hypervisor.VirtioFSExtraArgs)
-	require.Equal(t, DefaultGuard(), r.Guard)
+	require.Equal(t, defaultGuard(), r.Guard)
 }
 
 // BenchmarkResolve measures what the shim pays per sandbox to find and read

@@ -87,7 +87,7 @@ func TestWithoutCommentLines(t *testing.T) {
 	})
 	t.Run("errors are the file's own", func(t *testing.T) {
 		for _, s := range []string{"# a comment\n# another\nkernel = = 1\n", "# c\n  # d\n[hypervisor.qemu]\nkernel = 1\n", "# c\n\"x\n"} {
-			_, err := Parse("c.toml", []byte(s))
+			_, err := parse("c.toml", []byte(s))
 			require.Error(t, err)
 			_, direct := toml.Decode(s, &doc{})
 			require.Equal(t, tomlError("c.toml", []byte(s), direct).Error(), err.Error())

@@ -117,7 +117,7 @@ func choosePathFor(ctx context.Context, src Sources, kind DelegateKind) (string,
 			path, source = p, SourceAnnotation
 		}
 		if path == "" {
-			p, err := RuntimeOptionsConfigPath(src.RuntimeOptions)
+			p, err := src.RuntimeOptions.ConfigPath, src.RuntimeOptions.Err
 			if err != nil {
 				return "", "", err
 			}
@@ -129,7 +129,7 @@ func choosePathFor(ctx context.Context, src Sources, kind DelegateKind) (string,
 			path, source = env, SourceEnv
 		}
 	case DelegateGo4:
-		p, err := RuntimeOptionsConfigPath(src.RuntimeOptions)
+		p, err := src.RuntimeOptions.ConfigPath, src.RuntimeOptions.Err
 		if err != nil {
 			return "", "", err
 		}
@@ -150,7 +150,7 @@ func choosePathFor(ctx context.Context, src Sources, kind DelegateKind) (string,
 		} else {
 			// runtime-rs parses the options and, when they do not
 			// parse, warns and falls back to the default paths.
-			p, err := RuntimeOptionsConfigPath(src.RuntimeOptions)
+			p, err := src.RuntimeOptions.ConfigPath, src.RuntimeOptions.Err
 			if err != nil {
 				log.G(ctx).WithError(err).Warn("runtime options do not parse; runtime-rs falls back to its default configuration paths, and so do we")
 			}
@@ -191,7 +191,7 @@ func choosePathFor(ctx context.Context, src Sources, kind DelegateKind) (string,
 // rules) decide its own sandbox. The file found names the delegate; the
 // delegate's own rules then choose the file that is judged.
 func OperatorPath(src Sources) (string, error) {
-	option, err := RuntimeOptionsConfigPath(src.RuntimeOptions)
+	option, err := src.RuntimeOptions.ConfigPath, src.RuntimeOptions.Err
 	if err != nil {
 		return "", err
 	}

@@ -6,5 +6,5 @@
 // annotations override it under enable_annotations and
 // valid_virtio_fs_daemon_paths. It also reads our own [submount_guard] table,
 // which Kata ignores, and applies its defaults. Nothing here prints or decides;
-// package hooks turns a Resolved configuration into a plan.
+// package hooks/policy turns a Resolved configuration into a plan.
 package config

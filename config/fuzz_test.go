@@ -1,16 +1,11 @@
 package config
 
 import (
-	"errors"
 	"regexp"
-	"strings"
 	"testing"
 
-	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // FuzzParse feeds arbitrary bytes to the loader: it must not panic, an error
@@ -21,7 +16,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[hypervisor.clh]\nkernel = 1\n"))
 	f.Add([]byte("submount_guard = 3"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		file, err := Parse("fuzz.toml", data)
+		file, err := parse("fuzz.toml", data)
 		if err != nil {
 			require.Nil(t, file)
 			require.True(t, errdefs.IsInvalidArgument(err), "unclassified error: %v", err)
@@ -30,59 +25,11 @@ func FuzzParse(f *testing.F) {
 		require.NotNil(t, file)
 		require.Contains(t, policyWords, string(file.Guard.OnVulnerable))
 		require.Contains(t, policyWords, string(file.Guard.OnUnknown))
-		require.Contains(t, protectionWords, string(file.Guard.VirtiofsProtection))
+		require.True(t, file.Guard.VirtiofsProtection.Valid(), file.Guard.VirtiofsProtection)
 		for name := range file.Hypervisors {
-			require.Contains(t, HypervisorNames(), name)
+			require.Contains(t, hypervisorNames(), name)
 		}
 	})
-}
-
-// FuzzRuntimeOptions feeds arbitrary stdin bytes to the runtime-options
-// decoder and compares it with decoding by the generated types: the same
-// config path, or an error from both.
-func FuzzRuntimeOptions(f *testing.F) {
-	f.Add([]byte{})
-	f.Add([]byte("\n\x19runtimeoptions.v1.Options\x12\x0c\x12\n/a/b.toml"))
-	f.Add([]byte("\n\x1acontainerd.runc.v1.Options\x12\x02\x08\x01"))
-	f.Add([]byte("\n\x1dcri.runtimeoptions.v1.Options\x12\x0f\n\x01x\x12\x02/c\x1a\x03\xff\xfe\x00"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		got, err := RuntimeOptionsConfigPath(data)
-		want, refErr := referenceConfigPath(data)
-		if err != nil {
-			require.True(t, errdefs.IsInvalidArgument(err), "unclassified error: %v", err)
-			require.Error(t, refErr, "only the hand decoder fails: %v", err)
-			return
-		}
-		require.NoError(t, refErr, "only the generated types fail")
-		require.Equal(t, want, got)
-	})
-}
-
-// referenceConfigPath decodes runtime options with containerd's generated
-// types, as Kata's shim does.
-func referenceConfigPath(data []byte) (string, error) {
-	if len(data) == 0 {
-		return "", nil
-	}
-	var a anypb.Any
-	if err := proto.Unmarshal(data, &a); err != nil {
-		return "", err
-	}
-	name := a.GetTypeUrl()
-	if i := strings.LastIndexByte(name, '/'); i >= 0 {
-		name = name[i+1:]
-	}
-	switch {
-	case name == runtimeOptionsName || name == oldRuntimeOptionsName:
-		var o runtimeoptions.Options
-		if err := proto.Unmarshal(a.GetValue(), &o); err != nil {
-			return "", err
-		}
-		return o.GetConfigPath(), nil
-	case contains(ignoredOptionNames, name):
-		return "", nil
-	}
-	return "", errors.New("unsupported type")
 }
 
 // lineRE is the regular expression tomlLinePrefix implements by hand.

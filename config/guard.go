@@ -5,10 +5,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
-// GuardTable is the name of our own table in Kata's configuration file.
-const GuardTable = "submount_guard"
+// guardTable is the name of our own table in Kata's configuration file.
+const guardTable = "submount_guard"
 
 // Policy is what sandbox creation does when a guest kernel is vulnerable or
 // its fix status is unknown.
@@ -20,24 +23,13 @@ const (
 	PolicyOff    Policy = "off"
 )
 
-// Protection is how virtiofsd serves a sandbox that goes on with a vulnerable
-// or unknown guest kernel. Its values are those of hooks.Protection.
-type Protection string
-
-const (
-	ProtectionRecover     Protection = "recover"
-	ProtectionNoSubmounts Protection = "no-submounts"
-	ProtectionNone        Protection = "none"
-)
-
 // Defaults of [submount_guard]. README's "[submount_guard]" section says why.
 const (
-	DefaultOnVulnerable       = PolicyWarn
-	DefaultOnUnknown          = PolicyWarn
-	DefaultVirtiofsProtection = ProtectionRecover
+	defaultOnVulnerable       = PolicyWarn
+	defaultOnUnknown          = PolicyWarn
+	defaultVirtiofsProtection = protection.Recover
 	DefaultDelegateShim       = "/opt/kata/bin/containerd-shim-kata-v2.upstream"
 	DefaultUpstreamVirtiofsd  = "/opt/kata/libexec/virtiofsd"
-	DefaultStateDir           = "/run/kata-containers/submount-guard"
 )
 
 const (
@@ -50,9 +42,9 @@ const (
 
 // Guard is the [submount_guard] policy with defaults applied.
 type Guard struct {
-	OnVulnerable       Policy     `json:"on_vulnerable" toml:"on_vulnerable"`
-	OnUnknown          Policy     `json:"on_unknown" toml:"on_unknown"`
-	VirtiofsProtection Protection `json:"virtiofs_protection" toml:"virtiofs_protection"`
+	OnVulnerable       Policy                `json:"on_vulnerable" toml:"on_vulnerable"`
+	OnUnknown          Policy                `json:"on_unknown" toml:"on_unknown"`
+	VirtiofsProtection protection.Protection `json:"virtiofs_protection" toml:"virtiofs_protection"`
 	// FixedReleases are exact kernel releases (uname -r) an operator vouches
 	// carry the fix.
 	FixedReleases []string `json:"fixed_releases" toml:"fixed_releases"`
@@ -68,24 +60,19 @@ type Guard struct {
 	StateDir          string `json:"state_dir" toml:"state_dir"`
 }
 
-// DefaultGuard returns the policy used when [submount_guard] is absent.
-func DefaultGuard() Guard {
+// defaultGuard returns the policy used when [submount_guard] is absent.
+func defaultGuard() Guard {
 	return Guard{
-		OnVulnerable:       DefaultOnVulnerable,
-		OnUnknown:          DefaultOnUnknown,
-		VirtiofsProtection: DefaultVirtiofsProtection,
+		OnVulnerable:       defaultOnVulnerable,
+		OnUnknown:          defaultOnUnknown,
+		VirtiofsProtection: defaultVirtiofsProtection,
 		FixedReleases:      []string{},
 		DelegateShim:       DefaultDelegateShim,
 		DelegateKind:       DelegateAuto,
 		UpstreamVirtiofsd:  DefaultUpstreamVirtiofsd,
-		StateDir:           DefaultStateDir,
+		StateDir:           statedir.Default,
 	}
 }
-
-// KernelCacheDir is where guest-kernel inspection results are cached:
-// state_dir/kernel-cache. state_dir is on tmpfs by default, so the cache is
-// rebuilt after a reboot, when kernel images may have been replaced anyway.
-func (g Guard) KernelCacheDir() string { return filepath.Join(g.StateDir, "kernel-cache") }
 
 // DelegateRuntimeCandidates are where Kata's kata-runtime is looked for, in
 // order: delegate_runtime if set, else beside delegate_shim, where Kata
@@ -106,15 +93,14 @@ func (g Guard) DelegateRuntimeCandidates() []string {
 }
 
 var (
-	policyWords     = []string{string(PolicyRefuse), string(PolicyWarn), string(PolicyOff)}
-	protectionWords = []string{string(ProtectionRecover), string(ProtectionNoSubmounts), string(ProtectionNone)}
-	guardKeys       = []string{"on_vulnerable", "on_unknown", "virtiofs_protection", "fixed_releases", "delegate_shim", "delegate_kind", "delegate_runtime", "upstream_virtiofsd", "state_dir"}
+	policyWords = []string{string(PolicyRefuse), string(PolicyWarn), string(PolicyOff)}
+	guardKeys   = []string{"on_vulnerable", "on_unknown", "virtiofs_protection", "fixed_releases", "delegate_shim", "delegate_kind", "delegate_runtime", "upstream_virtiofsd", "state_dir"}
 )
 
 // parseGuard applies defaults and validates the merged [submount_guard]
 // table; origin names the file that set a key, for errors.
 func parseGuard(table map[string]any, origin func(key string) string) (Guard, error) {
-	g := DefaultGuard()
+	g := defaultGuard()
 	keys := make([]string, 0, len(table))
 	for k := range table {
 		keys = append(keys, k)
@@ -122,9 +108,9 @@ func parseGuard(table map[string]any, origin func(key string) string) (Guard, er
 	sort.Strings(keys)
 	for _, k := range keys {
 		v := table[k]
-		file := origin(GuardTable + "." + k)
+		file := origin(guardTable + "." + k)
 		bad := func(reason string, allowed []string) error {
-			return &ValueError{File: file, Table: GuardTable, Key: k, Value: v, Reason: reason, Allowed: allowed}
+			return &ValueError{File: file, Table: guardTable, Key: k, Value: v, Reason: reason, Allowed: allowed}
 		}
 		switch k {
 		case "on_vulnerable", "on_unknown":
@@ -139,10 +125,10 @@ func parseGuard(table map[string]any, origin func(key string) string) (Guard, er
 			}
 		case "virtiofs_protection":
 			s, ok := v.(string)
-			if !ok || !contains(protectionWords, s) {
-				return Guard{}, bad("", protectionWords)
+			if !ok || !protection.Protection(s).Valid() {
+				return Guard{}, bad("", protectionWords())
 			}
-			g.VirtiofsProtection = Protection(s)
+			g.VirtiofsProtection = protection.Protection(s)
 		case "delegate_kind":
 			s, ok := v.(string)
 			if !ok || !contains(DelegateKinds(), s) {
@@ -180,10 +166,19 @@ func parseGuard(table map[string]any, origin func(key string) string) (Guard, er
 				g.StateDir = s
 			}
 		default:
-			return Guard{}, &ValueError{File: file, Table: GuardTable, Key: k, Value: v, Reason: "unknown key", Allowed: guardKeys}
+			return Guard{}, &ValueError{File: file, Table: guardTable, Key: k, Value: v, Reason: "unknown key", Allowed: guardKeys}
 		}
 	}
 	return g, nil
+}
+
+// protectionWords lists the values virtiofs_protection accepts, for errors.
+func protectionWords() []string {
+	var words []string
+	for _, p := range protection.All() {
+		words = append(words, string(p))
+	}
+	return words
 }
 
 func contains(list []string, s string) bool {

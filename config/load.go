@@ -85,9 +85,9 @@ func Load(path string) (*File, error) {
 	return build(path, data, dropIns)
 }
 
-// Parse reads one configuration document held in data, named name in
+// parse reads one configuration document held in data, named name in
 // errors, without drop-ins.
-func Parse(name string, data []byte) (*File, error) {
+func parse(name string, data []byte) (*File, error) {
 	return build(name, data, nil)
 }
 
@@ -152,13 +152,13 @@ func build(mainName string, main []byte, dropIns []namedBytes) (*File, error) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if !contains(HypervisorNames(), n) {
+		if !contains(hypervisorNames(), n) {
 			reason := "unknown hypervisor table (Kata refuses it too)"
 			if n == "fc" {
 				reason += "; Firecracker's table is [hypervisor.firecracker]"
 			}
 			return nil, fmt.Errorf("%s: [hypervisor.%s]: %s; allowed: %s: %w",
-				f.origin("hypervisor."+n), n, reason, strings.Join(HypervisorNames(), ", "), errdefs.ErrInvalidArgument)
+				f.origin("hypervisor."+n), n, reason, strings.Join(hypervisorNames(), ", "), errdefs.ErrInvalidArgument)
 		}
 	}
 	f.Hypervisors = merged.Hypervisor
@@ -257,8 +257,8 @@ func tomlError(name string, data []byte, err error) error {
 // checkGuardIsTable rejects `submount_guard = <scalar>`, which the TOML
 // library would otherwise drop silently.
 func checkGuardIsTable(name string, md toml.MetaData) error {
-	if t := md.Type(GuardTable); t != "" && t != "Hash" {
-		return &ValueError{File: name, Table: GuardTable, Key: "(table)", Value: t, Reason: "[submount_guard] must be a table"}
+	if t := md.Type(guardTable); t != "" && t != "Hash" {
+		return &ValueError{File: name, Table: guardTable, Key: "(table)", Value: t, Reason: "[submount_guard] must be a table"}
 	}
 	return nil
 }
@@ -293,7 +293,7 @@ func mergeDropIn(dst, src *doc, md toml.MetaData, name string, origins map[strin
 			if !copyTagged(&dst.Runtime, src.Runtime, key[1]) {
 				continue
 			}
-		case len(key) == 2 && key[0] == GuardTable:
+		case len(key) == 2 && key[0] == guardTable:
 			if dst.SubmountGuard == nil {
 				dst.SubmountGuard = map[string]any{}
 			}

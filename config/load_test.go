@@ -8,6 +8,9 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 func TestDropInMerge(t *testing.T) {
@@ -107,7 +110,7 @@ func TestTOMLErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("cfg.toml", []byte(tc.body))
+			_, err := parse("cfg.toml", []byte(tc.body))
 			require.Error(t, err)
 			require.True(t, errdefs.IsInvalidArgument(err), err)
 			require.Equal(t, tc.msg, err.Error())
@@ -117,13 +120,13 @@ func TestTOMLErrors(t *testing.T) {
 
 func TestGuard(t *testing.T) {
 	t.Run("defaults", func(t *testing.T) {
-		f, err := Parse("c.toml", []byte(qemuConfig("/k")))
+		f, err := parse("c.toml", []byte(qemuConfig("/k")))
 		require.NoError(t, err)
-		require.Equal(t, DefaultGuard(), f.Guard)
-		require.Equal(t, "/run/kata-containers/submount-guard/kernel-cache", f.Guard.KernelCacheDir())
+		require.Equal(t, defaultGuard(), f.Guard)
+		require.Equal(t, statedir.Default, f.Guard.StateDir)
 	})
 	t.Run("all keys", func(t *testing.T) {
-		f, err := Parse("c.toml", []byte(`[submount_guard]
+		f, err := parse("c.toml", []byte(`[submount_guard]
 on_vulnerable = "refuse"
 on_unknown = "off"
 virtiofs_protection = "none"
@@ -136,7 +139,7 @@ state_dir = "/var/run/ksg"
 `))
 		require.NoError(t, err)
 		require.Equal(t, Guard{
-			OnVulnerable: PolicyRefuse, OnUnknown: PolicyOff, VirtiofsProtection: ProtectionNone,
+			OnVulnerable: PolicyRefuse, OnUnknown: PolicyOff, VirtiofsProtection: protection.None,
 			FixedReleases: []string{"6.1.0-18-amd64", "5.15.0-91-generic"},
 			DelegateShim:  "/usr/local/bin/containerd-shim-kata-v2.real", DelegateKind: DelegateRuntimeRS,
 			DelegateRuntime: "/usr/local/bin/kata-runtime.real", UpstreamVirtiofsd: "/usr/libexec/virtiofsd", StateDir: "/var/run/ksg",
@@ -162,14 +165,14 @@ state_dir = "/var/run/ksg"
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("c.toml", []byte("[submount_guard]\n"+tc.body+"\n"))
+			_, err := parse("c.toml", []byte("[submount_guard]\n"+tc.body+"\n"))
 			require.Error(t, err)
 			require.True(t, errdefs.IsInvalidArgument(err), err)
 			require.Equal(t, tc.msg, err.Error())
 		})
 	}
 	t.Run("not a table", func(t *testing.T) {
-		_, err := Parse("c.toml", []byte("submount_guard = 3\n"))
+		_, err := parse("c.toml", []byte("submount_guard = 3\n"))
 		require.EqualError(t, err, `c.toml: [submount_guard] (table) = "Integer": [submount_guard] must be a table`)
 	})
 }
@@ -190,7 +193,7 @@ func TestDelegateRuntimeCandidates(t *testing.T) {
 		{"set: only that", DefaultDelegateShim, "/usr/local/bin/kata-runtime.real", []string{"/usr/local/bin/kata-runtime.real"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := DefaultGuard()
+			g := defaultGuard()
 			g.DelegateShim, g.DelegateRuntime = tc.shim, tc.runtime
 			require.Equal(t, tc.want, g.DelegateRuntimeCandidates())
 		})
@@ -198,7 +201,7 @@ func TestDelegateRuntimeCandidates(t *testing.T) {
 }
 
 func TestUnknownTablesAndKeysIgnored(t *testing.T) {
-	f, err := Parse("c.toml", []byte(qemuConfig("/k")+`
+	f, err := parse("c.toml", []byte(qemuConfig("/k")+`
 [factory]
 enable_template = false
 [image]

@@ -43,13 +43,25 @@ func DefaultConfigPaths() []string {
 	}
 }
 
+// RuntimeOptions is what the runtime options containerd hands a shim say
+// about the configuration file. Decoding them is the shim's job
+// (shim.DecodeRuntimeOptions); the rules that use them are here.
+type RuntimeOptions struct {
+	// ConfigPath is runtimeoptions.v1.Options' ConfigPath; "" when the
+	// options name no file (none given, or runc options).
+	ConfigPath string
+	// Err is why the options could not be decoded. Kata's Go shims fail on
+	// such options, runtime-rs warns and ignores them.
+	Err error
+}
+
 // Sources are the inputs that choose Kata's configuration file.
 type Sources struct {
 	// Annotations of the bundle's config.json (nil for kata-runtime).
 	Annotations map[string]string
-	// RuntimeOptions are the bytes containerd wrote to the shim's stdin at
-	// start (possibly empty).
-	RuntimeOptions []byte
+	// RuntimeOptions are the runtime options containerd wrote to the
+	// shim's stdin at start, as the shim decoded them (zero: none).
+	RuntimeOptions RuntimeOptions
 	// Getenv reads the environment (nil: no environment, as for
 	// kata-runtime, which does not read KATA_CONF_FILE).
 	Getenv func(string) string
@@ -93,7 +105,7 @@ type Resolved struct {
 	// files hold exactly one. When a file holds several, Kata builds every
 	// one (any invalid table fails) and keeps whichever its map iteration
 	// yields last, which is random; Hypervisors then lists them all, sorted
-	// by name, and consumers must consider each (hooks takes the strictest
+	// by name, and consumers must consider each (policy.Decide takes the strictest
 	// outcome). HypervisorName is the first of them.
 	HypervisorName string             `json:"hypervisor_name"`
 	Hypervisor     Hypervisor         `json:"hypervisor"`
@@ -134,7 +146,7 @@ func Resolve(ctx context.Context, src Sources) (*Resolved, error) {
 	}
 	if len(names) == 0 {
 		return nil, fmt.Errorf("%s has no [hypervisor.<name>] table (one of %s): Kata would boot its built-in defaults; add the table of the hypervisor you use: %w",
-			path, strings.Join(HypervisorNames(), ", "), errdefs.ErrInvalidArgument)
+			path, strings.Join(hypervisorNames(), ", "), errdefs.ErrInvalidArgument)
 	}
 	for _, n := range names {
 		h, err := effective(f, kind, defaultVirtioFSCache(kind, src.DelegateVersion), n, f.Hypervisors[n])

@@ -6,24 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
-	runcoptions "github.com/containerd/containerd/runtime/v2/runc/options"
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 )
-
-// optionsBytes marshals runtime options the way containerd writes them to a
-// shim's stdin: a google.protobuf.Any holding the message.
-func optionsBytes(t *testing.T, typeURL string, m proto.Message) []byte {
-	t.Helper()
-	value, err := proto.Marshal(m)
-	require.NoError(t, err)
-	b, err := proto.Marshal(&anypb.Any{TypeUrl: typeURL, Value: value})
-	require.NoError(t, err)
-	return b
-}
 
 func TestResolveOrder(t *testing.T) {
 	dir := t.TempDir()
@@ -40,7 +25,7 @@ func TestResolveOrder(t *testing.T) {
 			return ""
 		}
 	}
-	opts := optionsBytes(t, "runtimeoptions.v1.Options", &runtimeoptions.Options{ConfigPath: files[SourceRuntimeOptions]})
+	opts := RuntimeOptions{ConfigPath: files[SourceRuntimeOptions]}
 	all := Sources{
 		Annotations:    map[string]string{AnnotationConfigPath: files[SourceAnnotation]},
 		RuntimeOptions: opts,
@@ -56,20 +41,12 @@ func TestResolveOrder(t *testing.T) {
 		{"annotation wins over everything", func(s *Sources) {}, SourceAnnotation},
 		{"runtime options win over env", func(s *Sources) { s.Annotations = map[string]string{"other": "x"} }, SourceRuntimeOptions},
 		{"empty annotation is no annotation", func(s *Sources) { s.Annotations = map[string]string{AnnotationConfigPath: ""} }, SourceRuntimeOptions},
-		{"env wins over flag", func(s *Sources) { s.Annotations = nil; s.RuntimeOptions = nil }, SourceEnv},
-		{"options without config path fall through", func(s *Sources) {
-			s.Annotations = nil
-			s.RuntimeOptions = optionsBytes(t, "runtimeoptions.v1.Options", &runtimeoptions.Options{TypeUrl: "x"})
-		}, SourceEnv},
-		{"runc options are ignored", func(s *Sources) {
-			s.Annotations = nil
-			s.RuntimeOptions = optionsBytes(t, "containerd.runc.v1.Options", &runcoptions.Options{BinaryName: "runc"})
-		}, SourceEnv},
-		{"flag wins over defaults", func(s *Sources) { s.Annotations = nil; s.RuntimeOptions = nil; s.Getenv = env("") }, SourceFlag},
-		{"nil env", func(s *Sources) { s.Annotations = nil; s.RuntimeOptions = nil; s.Getenv = nil }, SourceFlag},
+		{"env wins over flag", func(s *Sources) { s.Annotations = nil; s.RuntimeOptions = RuntimeOptions{} }, SourceEnv},
+		{"flag wins over defaults", func(s *Sources) { s.Annotations = nil; s.RuntimeOptions = RuntimeOptions{}; s.Getenv = env("") }, SourceFlag},
+		{"nil env", func(s *Sources) { s.Annotations = nil; s.RuntimeOptions = RuntimeOptions{}; s.Getenv = nil }, SourceFlag},
 		{"first existing default", func(s *Sources) {
 			s.Annotations = nil
-			s.RuntimeOptions = nil
+			s.RuntimeOptions = RuntimeOptions{}
 			s.Getenv = nil
 			s.ExplicitPath = ""
 		}, SourceDefault},
@@ -98,7 +75,7 @@ func TestResolveMissing(t *testing.T) {
 	}{
 		{"annotation", Sources{Annotations: map[string]string{AnnotationConfigPath: missing}},
 			"configuration file from annotation io.katacontainers.config_path: file " + missing + " does not exist: not found"},
-		{"runtime options", Sources{RuntimeOptions: optionsBytes(t, "runtimeoptions.v1.Options", &runtimeoptions.Options{ConfigPath: missing})},
+		{"runtime options", Sources{RuntimeOptions: RuntimeOptions{ConfigPath: missing}},
 			"configuration file from containerd runtime option ConfigPath: file " + missing + " does not exist: not found"},
 		{"env", Sources{Getenv: func(string) string { return missing }},
 			"configuration file from environment variable KATA_CONF_FILE: file " + missing + " does not exist: not found"},
@@ -116,36 +93,6 @@ func TestResolveMissing(t *testing.T) {
 			require.Error(t, err)
 			require.True(t, errdefs.IsNotFound(err), err)
 			require.Equal(t, tc.msg, err.Error())
-		})
-	}
-}
-
-func TestRuntimeOptionsConfigPath(t *testing.T) {
-	cases := []struct {
-		name string
-		data []byte
-		want string
-		msg  string
-	}{
-		{"empty stdin", nil, "", ""},
-		{"containerd type url", optionsBytes(t, "runtimeoptions.v1.Options", &runtimeoptions.Options{ConfigPath: "/a.toml"}), "/a.toml", ""},
-		{"googleapis type url", optionsBytes(t, "type.googleapis.com/runtimeoptions.v1.Options", &runtimeoptions.Options{ConfigPath: "/b.toml"}), "/b.toml", ""},
-		{"old cri type", optionsBytes(t, "cri.runtimeoptions.v1.Options", &runtimeoptions.Options{ConfigPath: "/c.toml"}), "/c.toml", ""},
-		{"runc options", optionsBytes(t, "containerd.runc.v1.Options", &runcoptions.Options{SystemdCgroup: true}), "", ""},
-		{"unknown type", optionsBytes(t, "example.Other", &runtimeoptions.Options{ConfigPath: "/d.toml"}), "",
-			`runtime options of type "example.Other" are not supported (Kata's shim rejects them too); configure runtimeoptions.v1.Options: invalid argument`},
-		{"garbage", []byte{0xff, 0xff, 0xff}, "", "runtime options on stdin are not a protobuf Any"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := RuntimeOptionsConfigPath(tc.data)
-			if tc.msg != "" {
-				require.ErrorContains(t, err, tc.msg)
-				require.True(t, errdefs.IsInvalidArgument(err))
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, tc.want, got)
 		})
 	}
 }

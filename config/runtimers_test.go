@@ -2,12 +2,12 @@ package config
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
-	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
 	"github.com/stretchr/testify/require"
 )
 
@@ -136,7 +136,7 @@ func TestResolveRuntimeRS(t *testing.T) {
 		dir := setup(t)
 		shipped := writeFile(t, dir, "etc/runtime-rs/configuration.toml", rsConfig(dir, "qemu", ""))
 		opt := writeFile(t, dir, "opt.toml", rsConfig(dir, "qemu", ""))
-		opts := optionsBytes(t, "runtimeoptions.v1.Options", &runtimeoptions.Options{ConfigPath: opt})
+		opts := RuntimeOptions{ConfigPath: opt}
 		env := func(v string) func(string) string {
 			return func(k string) string {
 				if k == EnvConfigFile {
@@ -161,13 +161,14 @@ func TestResolveRuntimeRS(t *testing.T) {
 	t.Run("runtime options that do not parse fall back to the defaults (manager.rs:847-865)", func(t *testing.T) {
 		dir := setup(t)
 		def := writeFile(t, dir, "etc/runtime-rs/configuration.toml", rsConfig(dir, "qemu", ""))
-		r, err := Resolve(context.Background(), rs(dir, Sources{RuntimeOptions: []byte{0xff, 0xff, 0xff}}))
+		undecodable := RuntimeOptions{Err: errors.New("runtime options on stdin are not a protobuf Any")}
+		r, err := Resolve(context.Background(), rs(dir, Sources{RuntimeOptions: undecodable}))
 		require.NoError(t, err)
 		require.Equal(t, def, r.Path)
 		require.Equal(t, SourceDefault, r.Source)
 
 		// Kata's Go runtime fails create on the same bytes.
-		_, err = Resolve(context.Background(), Sources{Delegate: DelegateGo4, RuntimeOptions: []byte{0xff, 0xff, 0xff}, DefaultPaths: []string{def}})
+		_, err = Resolve(context.Background(), Sources{Delegate: DelegateGo4, RuntimeOptions: undecodable, DefaultPaths: []string{def}})
 		require.Error(t, err)
 	})
 
@@ -204,7 +205,7 @@ func TestResolveKataDeployPerShim(t *testing.T) {
 			p := writeFile(t, dir, sub+"/configuration-"+filepath.Base(sub)+".toml", rsConfig(dir, "qemu", ""))
 			writeFile(t, dir, sub+"/config.d/10-kata-deploy.toml", "[hypervisor.qemu]\nkernel_params = \"agent.log=debug\"\n")
 			writeFile(t, dir, sub+"/config.d/90-submount-guard.toml", "[submount_guard]\non_vulnerable = \"refuse\"\ndelegate_kind = \""+string(kind)+"\"\n")
-			opts := optionsBytes(t, "runtimeoptions.v1.Options", &runtimeoptions.Options{ConfigPath: p})
+			opts := RuntimeOptions{ConfigPath: p}
 			r, err := Resolve(context.Background(), Sources{Delegate: kind, RuntimeOptions: opts, DefaultPaths: []string{}, RuntimeRSDefaultPaths: []string{}})
 			require.NoError(t, err)
 			require.Equal(t, p, r.Path)

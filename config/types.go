@@ -28,8 +28,8 @@ const (
 	HypervisorRemote      = "remote"
 )
 
-// HypervisorNames lists the accepted hypervisor table names.
-func HypervisorNames() []string {
+// hypervisorNames lists the accepted hypervisor table names.
+func hypervisorNames() []string {
 	return []string{HypervisorQemu, HypervisorClh, HypervisorFirecracker, HypervisorDragonball, HypervisorStratovirt, HypervisorRemote}
 }
 

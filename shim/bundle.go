@@ -55,7 +55,7 @@ func parseAnnotations(data []byte) (map[string]string, error) {
 		Annotations map[string]string `json:"annotations"`
 	}
 	if err := json.Unmarshal(data, &spec); err != nil {
-		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	return spec.Annotations, nil
 }
@@ -92,7 +92,7 @@ func readNote(bundle string) (*handoffNote, error) {
 	}
 	var n handoffNote
 	if err := json.Unmarshal(data, &n); err != nil {
-		return nil, fmt.Errorf("%s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s: %w: %w", path, err, errdefs.ErrInvalidArgument)
 	}
 	if n.DelegateShim == "" || n.StateDir == "" {
 		return nil, fmt.Errorf("%s: incomplete: %w", path, errdefs.ErrInvalidArgument)

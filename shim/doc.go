@@ -2,9 +2,9 @@
 // runs the binary as a runtime v2 shim (`-namespace NS -address ADDR
 // -publish-binary BIN -id ID [-debug] start|delete`, cwd = the bundle, runtime
 // options on stdin, TTRPC_ADDRESS in the environment). For `start` of a pod
-// sandbox or a single container it resolves Kata's configuration, decides
-// through hooks whether the guest kernel may run, refuses with one actionable
-// line, or warns (log + containerd event), writes the sandbox's plan, and then
+// sandbox or a single container it decodes the runtime options, resolves
+// Kata's configuration, decides through hooks/policy whether the guest
+// kernel may run, refuses with one actionable line, or warns (log + containerd event), writes the sandbox's plan, and then
 // replaces itself with the upstream Kata shim (execve) with the same argv,
 // environment, working directory and stdin bytes, so no process of ours stays
 // in the data path. Every other invocation is handed off at once. The guest

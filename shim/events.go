@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/pbwire"
 	"github.com/kata-submount-guard/kata-submount-guard/shim/internal/ttrpcclient"
 )
@@ -32,7 +32,7 @@ const (
 )
 
 // warnFields is the event body: sandbox, kernel and verdict, all strings.
-func warnFields(p *hooks.Plan) map[string]string {
+func warnFields(p *plan.Plan) map[string]string {
 	return map[string]string{
 		"sandbox_id":  p.SandboxID,
 		"kernel":      p.Kernel.Path,
@@ -87,7 +87,7 @@ func forwardRequest(ns, topic string, at time.Time, fields map[string]string) []
 
 // publishWarning forwards the warning event to containerd's ttrpc events
 // service at address (TTRPC_ADDRESS), in namespace ns.
-func publishWarning(ctx context.Context, address, ns string, p *hooks.Plan) error {
+func publishWarning(ctx context.Context, address, ns string, p *plan.Plan) error {
 	if address == "" {
 		return fmt.Errorf("publish %s: TTRPC_ADDRESS is not set", WarnTopic)
 	}

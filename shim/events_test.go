@@ -16,21 +16,22 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // TestForwardRequestWire decodes the hand-encoded request with containerd's
 // generated types, as containerd does, and the payload with structpb.
 func TestForwardRequestWire(t *testing.T) {
-	plan := &hooks.Plan{
-		SandboxID: "sb-1", ConfigPath: "/etc/kata-containers/configuration.toml", Action: hooks.Warn,
+	pl := &plan.Plan{
+		SandboxID: "sb-1", ConfigPath: "/etc/kata-containers/configuration.toml", Action: plan.Warn,
 		Reason:     "guest kernel /k (6.1.69) lacks the FUSE submount fix; on_vulnerable = warn",
-		Protection: hooks.ProtectNoSubmounts,
-		Kernel:     guestkernel.Report{Path: "/k", Version: "6.1.69", Release: "6.1.69", Verdict: guestkernel.Vulnerable, Evidence: guestkernel.EvidenceBTF},
+		Protection: protection.NoSubmounts,
+		Kernel:     verdict.Report{Path: "/k", Version: "6.1.69", Release: "6.1.69", Verdict: verdict.Vulnerable, Evidence: verdict.EvidenceBTF},
 	}
 	at := time.Date(2026, 11, 30, 10, 0, 0, 123456789, time.UTC)
-	raw := forwardRequest("k8s.io", WarnTopic, at, warnFields(plan))
+	raw := forwardRequest("k8s.io", WarnTopic, at, warnFields(pl))
 
 	var req eventsapi.ForwardRequest
 	require.NoError(t, proto.Unmarshal(raw, &req))
@@ -43,7 +44,7 @@ func TestForwardRequestWire(t *testing.T) {
 	require.NoError(t, proto.Unmarshal(env.GetEvent().GetValue(), &payload))
 	require.Equal(t, map[string]any{
 		"sandbox_id": "sb-1", "kernel": "/k", "version": "6.1.69", "release": "6.1.69",
-		"verdict": "vulnerable", "evidence": "btf", "action": "warn", "reason": plan.Reason,
+		"verdict": "vulnerable", "evidence": "btf", "action": "warn", "reason": pl.Reason,
 		"config_path": "/etc/kata-containers/configuration.toml", "protection": "no-submounts", "unprotected": "false",
 	}, payload.AsMap())
 }
@@ -80,8 +81,8 @@ func serveEvents(t *testing.T, fail error) (*forwarder, string) {
 // TestPublishWarning publishes to a ttrpc server serving containerd's
 // generated events service, as containerd's TTRPC_ADDRESS does.
 func TestPublishWarning(t *testing.T) {
-	plan := &hooks.Plan{SandboxID: "sb-2", Action: hooks.Warn, Reason: "r",
-		Kernel: guestkernel.Report{Path: "/k", Verdict: guestkernel.Unknown, Evidence: guestkernel.EvidenceNone}}
+	pl := &plan.Plan{SandboxID: "sb-2", Action: plan.Warn, Reason: "r",
+		Kernel: verdict.Report{Path: "/k", Verdict: verdict.Unknown, Evidence: verdict.EvidenceNone}}
 	cases := []struct {
 		name    string
 		fail    error
@@ -93,7 +94,7 @@ func TestPublishWarning(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f, address := serveEvents(t, tc.fail)
-			err := publishWarning(context.Background(), address, "k8s.io", plan)
+			err := publishWarning(context.Background(), address, "k8s.io", pl)
 			if tc.wantErr != "" {
 				require.EqualError(t, err, tc.wantErr)
 			} else {
@@ -108,6 +109,6 @@ func TestPublishWarning(t *testing.T) {
 		})
 	}
 	t.Run("no address", func(t *testing.T) {
-		require.EqualError(t, publishWarning(context.Background(), "", "k8s.io", plan), "publish /kata/submount-guard/warn: TTRPC_ADDRESS is not set")
+		require.EqualError(t, publishWarning(context.Background(), "", "k8s.io", pl), "publish /kata/submount-guard/warn: TTRPC_ADDRESS is not set")
 	})
 }

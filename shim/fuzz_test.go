@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 )
 
 // FuzzParseArgs: any argv parses without panic, and a start is either
@@ -51,6 +51,6 @@ func FuzzParseAnnotations(f *testing.F) {
 			}
 			return
 		}
-		_, _, _ = hooks.Classify(ann, "id")
+		_, _, _ = policy.Classify(ann, "id")
 	})
 }

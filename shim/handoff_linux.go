@@ -8,6 +8,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/kata-submount-guard/kata-submount-guard/shim/internal/oserr"
 )
 
 // checkDelegate makes sure path is an executable file other than this
@@ -24,8 +26,8 @@ func checkDelegate(path, configPath string) error {
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return fmt.Errorf("delegate shim %s (%s) cannot be used: %v; install Kata's upstream containerd-shim-kata-v2 there or point delegate_shim at it: %w",
-			path, where, unwrapPathError(err), errdefs.ErrNotFound)
+		return fmt.Errorf("delegate shim %s (%s) cannot be used: %w; install Kata's upstream containerd-shim-kata-v2 there or point delegate_shim at it: %w",
+			path, where, oserr.Cause(err), errdefs.ErrNotFound)
 	}
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("delegate shim %s (%s) is not a regular file; point delegate_shim at Kata's upstream containerd-shim-kata-v2: %w", path, where, errdefs.ErrFailedPrecondition)
@@ -38,13 +40,6 @@ func checkDelegate(path, configPath string) error {
 		return fmt.Errorf("delegate shim %s (%s) is this guard shim itself; point delegate_shim at Kata's upstream containerd-shim-kata-v2: %w", path, where, errdefs.ErrInvalidArgument)
 	}
 	return nil
-}
-
-func unwrapPathError(err error) error {
-	if pe, ok := err.(*os.PathError); ok {
-		return pe.Err
-	}
-	return err
 }
 
 // feedStdin makes data the whole of fd 0 again, from its start, for the

@@ -15,8 +15,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/capped"
+	"github.com/kata-submount-guard/kata-submount-guard/shim/internal/oserr"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -45,9 +46,9 @@ const inspectTimeout = 30 * time.Second
 // on a miss, runs `kata-runtime guest-kernel inspect --json` on it, which
 // also fills the cache. The verdict is always judged here, from the facts.
 // Of the options it passes on the fixed releases and the cache directory,
-// all that hooks sets. A kata-runtime that cannot inspect (missing, not
+// all that policy.Decide sets. A kata-runtime that cannot inspect (missing, not
 // executable, not ours, crashing, printing no report) is an installation
-// error, a hooks.InspectorError, never an unknown verdict: under the default
+// error, a policy.InspectorError, never an unknown verdict: under the default
 // on_unknown = warn that would let a vulnerable kernel start that
 // on_vulnerable = refuse must stop.
 type kernelInspector struct {
@@ -59,12 +60,12 @@ type kernelInspector struct {
 }
 
 func (k kernelInspector) Inspect(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error) {
-	if rep, ok := verdict.Cached(ctx, path, opts); ok {
+	if rep, ok := verdict.JudgeCached(ctx, path, opts); ok {
 		return rep, nil
 	}
 	command, where, err := k.locate()
 	if err != nil {
-		return nil, &hooks.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: %s and this shim cannot find its own executable, beside which %s is installed: %v: %w",
+		return nil, &policy.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: %s and this shim cannot find its own executable, beside which %s is installed: %w: %w",
 			path, notCached(opts.CacheDir), inspectorName, err, errdefs.ErrFailedPrecondition)}
 	}
 	log.G(ctx).WithFields(log.Fields{"kernel": path, "inspector": command}).Debug("guest kernel not in the inspection cache; inspecting it")
@@ -76,13 +77,13 @@ func (k kernelInspector) Inspect(ctx context.Context, path string, opts verdict.
 	defer cancel()
 	rep, err := inspectWith(ictx, command, path, opts)
 	if errors.Is(ictx.Err(), context.DeadlineExceeded) {
-		return nil, &hooks.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: the inspector %s did not finish within %s, and nothing was started; make sure the image can be read (a hung storage mount?) and retry: %w",
+		return nil, &policy.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: the inspector %s did not finish within %s, and nothing was started; make sure the image can be read (a hung storage mount?) and retry: %w",
 			path, command, timeout, errdefs.ErrUnavailable)}
 	}
 	if err == nil || rep != nil {
 		return rep, err
 	}
-	return nil, &hooks.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: %s and the inspector %s%s %v; install kata-submount-guard's kata-runtime, from the same build as containerd-shim-kata-v2, as %s: %w",
+	return nil, &policy.InspectorError{Err: fmt.Errorf("guest kernel %s cannot be checked: %s and the inspector %s%s %w; install kata-submount-guard's kata-runtime, from the same build as containerd-shim-kata-v2, as %s: %w",
 		path, notCached(opts.CacheDir), command, where, err, command, errdefs.ErrFailedPrecondition)}
 }
 
@@ -138,9 +139,9 @@ func inspectWith(ctx context.Context, command, path string, opts verdict.Options
 	case errors.Is(runErr, fs.ErrNotExist):
 		return nil, inspectorProblem("does not exist")
 	case errors.Is(runErr, fs.ErrPermission):
-		return nil, inspectorProblem(fmt.Sprintf("is not executable (%v)", unwrapPathError(runErr)))
+		return nil, inspectorProblem(fmt.Sprintf("is not executable (%v)", oserr.Cause(runErr)))
 	case !errors.As(runErr, &exit):
-		return nil, inspectorProblem(fmt.Sprintf("cannot be run (%v)", unwrapPathError(runErr)))
+		return nil, inspectorProblem(fmt.Sprintf("cannot be run (%v)", oserr.Cause(runErr)))
 	case !exit.Exited():
 		return nil, inspectorProblem(fmt.Sprintf("crashed (%v)", exit))
 	case exit.ExitCode() != exitUnreadable:

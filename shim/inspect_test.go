@@ -12,7 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
@@ -113,7 +113,7 @@ func TestKernelInspector(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				rep, err := tc.insp.Inspect(ctx, image, verdict.Options{CacheDir: cacheDir})
 				require.Nil(t, rep)
-				var ie *hooks.InspectorError
+				var ie *policy.InspectorError
 				require.ErrorAs(t, err, &ie)
 				require.True(t, errdefs.IsFailedPrecondition(err))
 				msg := err.Error()
@@ -142,7 +142,7 @@ func TestKernelInspector(t *testing.T) {
 				start := time.Now()
 				rep, err := insp.Inspect(ctx, image, verdict.Options{})
 				require.Nil(t, rep)
-				var ie *hooks.InspectorError
+				var ie *policy.InspectorError
 				require.ErrorAs(t, err, &ie)
 				require.EqualError(t, err, "guest kernel "+image+" cannot be checked: the inspector "+p+" did not finish within 200ms, and nothing was started; "+
 					"make sure the image can be read (a hung storage mount?) and retry: unavailable")

@@ -14,7 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/shim/delegate"
 )
 
@@ -43,7 +44,7 @@ type Shim struct {
 	Exec func(path string, argv, env []string) error
 	// Inspector inspects guest kernels; nil means the inspection cache and,
 	// on a miss, kata-runtime beside this executable.
-	Inspector hooks.Inspector
+	Inspector policy.Inspector
 	// Identify tells which Kata shim a [submount_guard] table's
 	// delegate_shim is; nil means delegate.IdentifyGuard.
 	Identify delegate.Identifier
@@ -52,7 +53,15 @@ type Shim struct {
 	// DefaultDelegate config.DefaultDelegateShim when not "" (tests).
 	DefaultConfigPaths []string
 	DefaultDelegate    string
+	// NewLogger builds the logger of one invocation: debug is -debug,
+	// fifoPath the bundle's log FIFO ("" when there is none to write to).
+	// close releases its sinks. nil means the logger in Run's context.
+	NewLogger func(debug bool, fifoPath string) (logger *log.Entry, close func())
 }
+
+// bundleLogFIFO is the FIFO containerd creates in the bundle and copies into
+// its own log.
+const bundleLogFIFO = "log"
 
 // resolve finds Kata's configuration as the delegate that will load it
 // does (package delegate).
@@ -83,14 +92,17 @@ func (s *Shim) Run(ctx context.Context) int {
 	if inv.checks() {
 		fifo = filepath.Join(cwd, bundleLogFIFO)
 	}
-	logger, sinks := newLogger(inv.debug, fifo)
-	defer sinks.Close()
+	logger, closeLog := log.G(ctx), func() {}
+	if s.NewLogger != nil {
+		logger, closeLog = s.NewLogger(inv.debug, fifo)
+	}
+	defer closeLog()
 	ctx = log.WithLogger(ctx, logger.WithField("sandbox", inv.id))
 
 	var err error
 	switch {
 	case inv.uncheckableStart(s.Args):
-		err = fmt.Errorf("cannot parse the shim arguments %q (%v), so the guest kernel cannot be checked and the sandbox is not started; upgrade containerd-shim-kata-v2 to match containerd: %w",
+		err = fmt.Errorf("cannot parse the shim arguments %q (%w), so the guest kernel cannot be checked and the sandbox is not started; upgrade containerd-shim-kata-v2 to match containerd: %w",
 			s.Args[1:], inv.parseErr, errdefs.ErrInvalidArgument)
 	case inv.checks():
 		err = s.start(ctx, inv, cwd)
@@ -155,23 +167,23 @@ func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
 	if len(options) > maxRuntimeOptions {
 		return fmt.Errorf("runtime options on stdin are larger than %d bytes: %w", maxRuntimeOptions, errdefs.ErrInvalidArgument)
 	}
-	ctype, sandboxID, err := hooks.Classify(annotations, inv.id)
+	ctype, sandboxID, err := policy.Classify(annotations, inv.id)
 	if err != nil {
 		return err
 	}
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", sandboxID))
 
-	if ctype == hooks.PodContainer {
+	if ctype == policy.PodContainer {
 		// The decision was made when the sandbox was created; Kata reads
 		// no hypervisor annotation for a joining container either.
-		res, err := s.resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), RuntimeOptions: options})
+		res, err := s.resolve(ctx, config.Sources{Annotations: configPathOnly(annotations), RuntimeOptions: DecodeRuntimeOptions(options)})
 		if err != nil {
 			return err
 		}
 		return s.handOff(ctx, inv.namespace, bundle, inv.id, sandboxID, res, options, nil)
 	}
 
-	res, err := s.resolve(ctx, config.Sources{Annotations: annotations, RuntimeOptions: options})
+	res, err := s.resolve(ctx, config.Sources{Annotations: annotations, RuntimeOptions: DecodeRuntimeOptions(options)})
 	if err != nil {
 		return err
 	}
@@ -179,23 +191,23 @@ func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
 	if insp == nil {
 		insp = kernelInspector{}
 	}
-	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: res, Annotations: annotations, SandboxID: sandboxID, ContainerType: ctype, Inspector: insp})
+	pl, err := policy.Decide(ctx, policy.Input{Resolved: res, Annotations: annotations, SandboxID: sandboxID, ContainerType: ctype, Inspector: insp})
 	if err != nil {
 		return err
 	}
-	entry := log.G(ctx).WithFields(planFields(plan))
-	switch plan.Action {
-	case hooks.Refuse:
+	entry := log.G(ctx).WithFields(planFields(pl))
+	switch pl.Action {
+	case plan.Refuse:
 		entry.Error("sandbox creation refused: guest kernel and [submount_guard] policy")
-		return &refusal{reason: plan.Reason}
-	case hooks.Warn:
+		return &refusal{reason: pl.Reason}
+	case plan.Warn:
 		// The containerd event goes out only once the start is sure to
 		// hand off (handOff): a "sandbox starts" event must not announce a
 		// start that then fails.
-		if plan.Unprotected {
-			entry.Warn("guest kernel may lose virtio-fs submounts (Linux c4d361f66ac9 missing or unproven); sandbox starts UNPROTECTED: " + plan.UnprotectedReason)
+		if pl.Unprotected {
+			entry.Warn("guest kernel may lose virtio-fs submounts (Linux c4d361f66ac9 missing or unproven); sandbox starts UNPROTECTED: " + pl.UnprotectedReason)
 		} else {
-			entry.Warn("guest kernel may lose virtio-fs submounts (Linux c4d361f66ac9 missing or unproven); sandbox starts with protection " + string(plan.Protection))
+			entry.Warn("guest kernel may lose virtio-fs submounts (Linux c4d361f66ac9 missing or unproven); sandbox starts with protection " + string(pl.Protection))
 		}
 	default:
 		entry.Debug("guest kernel check passed")
@@ -204,23 +216,23 @@ func (s *Shim) start(ctx context.Context, inv invocation, bundle string) error {
 	if err := checkDelegate(res.Guard.DelegateShim, res.Path); err != nil {
 		return err
 	}
-	if err := hooks.WritePlan(res.Guard.StateDir, plan); err != nil {
+	if err := plan.Write(res.Guard.StateDir, pl); err != nil {
 		return fmt.Errorf("cannot store the plan of sandbox %s in [submount_guard] state_dir = %q (%s): %w; make that directory writable by root or set state_dir to one that is",
 			sandboxID, res.Guard.StateDir, res.Path, err)
 	}
-	return s.handOff(ctx, inv.namespace, bundle, inv.id, sandboxID, res, options, plan)
+	return s.handOff(ctx, inv.namespace, bundle, inv.id, sandboxID, res, options, pl)
 }
 
 // handOff leaves the note for delete and execs the delegate with stdin fed
-// back. plan is the sandbox's plan start wrote (nil for a joining
+// back. pl is the sandbox's plan start wrote (nil for a joining
 // container); a warning plan is published to containerd right before the
 // exec, when nothing else can fail the start. If the exec fails, what start
 // wrote is removed again.
-func (s *Shim) handOff(ctx context.Context, namespace, bundle, id, sandboxID string, res *config.Resolved, options []byte, plan *hooks.Plan) error {
+func (s *Shim) handOff(ctx context.Context, namespace, bundle, id, sandboxID string, res *config.Resolved, options []byte, pl *plan.Plan) error {
 	g := res.Guard
 	undo := func() {
-		if plan != nil {
-			_ = hooks.RemovePlan(g.StateDir, sandboxID)
+		if pl != nil {
+			_ = plan.Remove(g.StateDir, sandboxID)
 		}
 		removeNote(bundle)
 	}
@@ -237,8 +249,8 @@ func (s *Shim) handOff(ctx context.Context, namespace, bundle, id, sandboxID str
 		undo()
 		return err
 	}
-	if plan != nil && plan.Action == hooks.Warn {
-		if err := publishWarning(ctx, s.getenv(ttrpcAddressEnv), namespace, plan); err != nil {
+	if pl != nil && pl.Action == plan.Warn {
+		if err := publishWarning(ctx, s.getenv(ttrpcAddressEnv), namespace, pl); err != nil {
 			log.G(ctx).WithError(err).Error("containerd event not published")
 		}
 	}
@@ -277,7 +289,7 @@ func (s *Shim) delete(ctx context.Context, inv invocation, cwd string) error {
 	// removes this sandbox's plan; a container that joined has none. The
 	// sandbox goes away whatever the delegate says, so its plan goes first.
 	if inv.id != "" {
-		if err := hooks.RemovePlan(stateDir, inv.id); err != nil && !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if err := plan.Remove(stateDir, inv.id); err != nil && !errors.Is(err, errdefs.ErrInvalidArgument) {
 			log.G(ctx).WithError(err).Error("plan not removed")
 			// containerd logs a delete's stderr as cleanup warnings.
 			fmt.Fprintf(s.Stderr, "%splan of %s not removed: %v\n", ErrorPrefix, inv.id, err)
@@ -342,7 +354,7 @@ func configPathOnly(annotations map[string]string) map[string]string {
 	return nil
 }
 
-func planFields(p *hooks.Plan) log.Fields {
+func planFields(p *plan.Plan) log.Fields {
 	return log.Fields{
 		"kernel":      p.Kernel.Path,
 		"version":     p.Kernel.Version,

@@ -3,14 +3,20 @@ package shim
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -24,6 +30,14 @@ func writeFakeKataShim(tb testing.TB, path, version string) {
 	tb.Helper()
 	script := fmt.Sprintf("#!/bin/sh\necho 'Kata Containers containerd shim (Golang): id: \"io.containerd.kata.v2\", version: %s, commit: test'\n", version)
 	require.NoError(tb, os.WriteFile(path, []byte(script), 0o755))
+}
+
+// quiet is a context whose logger discards: the shim's logger writes to the
+// bundle's FIFO and syslog only, never to the test's output.
+func quiet() context.Context {
+	l := logrus.New()
+	l.Out = io.Discard
+	return log.WithLogger(context.Background(), logrus.NewEntry(l))
 }
 
 // sandboxBundle makes a pod sandbox's bundle the working directory, as
@@ -73,7 +87,7 @@ func TestDelete(t *testing.T) {
 			writeFakeKataShim(t, delegate, "3.2.0")
 			cfg := writeConfig(t, dir, delegate, delegate, stateDir)
 			for _, id := range []string{"sb", "other"} {
-				require.NoError(t, hooks.WritePlan(stateDir, &hooks.Plan{SandboxID: id, Action: hooks.Allow, Protection: hooks.ProtectNone}))
+				require.NoError(t, plan.Write(stateDir, &plan.Plan{SandboxID: id, Action: plan.Allow, Protection: protection.None}))
 			}
 			bundle := filepath.Join(dir, "bundle")
 			require.NoError(t, os.MkdirAll(bundle, 0o755))
@@ -94,7 +108,7 @@ func TestDelete(t *testing.T) {
 					gotPath, gotArgs, gotEnv = path, argv, envv
 					return os.ErrProcessDone // stands for "exec returned"
 				}}
-			require.Equal(t, 1, s.Run(context.Background()))
+			require.Equal(t, 1, s.Run(quiet()))
 			require.Equal(t, delegate, gotPath, stderr.String())
 			require.Equal(t, args, gotArgs)
 			require.Equal(t, env, gotEnv)
@@ -152,7 +166,7 @@ func TestVersionWithoutConfiguration(t *testing.T) {
 					gotPath, gotArgs, gotEnv = path, argv, envv
 					return os.ErrProcessDone // stands for "exec returned"
 				}}
-			require.Equal(t, 1, s.Run(context.Background()))
+			require.Equal(t, 1, s.Run(quiet()))
 			if !tc.handOff {
 				require.Empty(t, gotPath, "handed off")
 				require.Contains(t, stderr.String(), ErrorPrefix+tc.err)
@@ -170,7 +184,7 @@ func TestVersionWithoutConfiguration(t *testing.T) {
 		s := &Shim{Args: []string{"containerd-shim-kata-v2", "-v"}, Env: []string{"PATH=/usr/bin"}, Stdin: os.Stdin, Stderr: &stderr,
 			DefaultConfigPaths: noDefaults, DefaultDelegate: missing,
 			Exec: func(string, []string, []string) error { t.Fatal("handed off"); return nil }}
-		require.Equal(t, 1, s.Run(context.Background()))
+		require.Equal(t, 1, s.Run(quiet()))
 		require.Equal(t, ErrorPrefix+"delegate shim "+missing+" (the default delegate_shim, as no Kata configuration file was found) cannot be used: "+
 			"no such file or directory; install Kata's upstream containerd-shim-kata-v2 there or point delegate_shim at it: not found", stderr.String())
 	})
@@ -199,11 +213,11 @@ func TestStartWithoutInspector(t *testing.T) {
 				Env: []string{"KATA_CONF_FILE=" + cfg}, Stdin: stdin, Stderr: &stderr,
 				Inspector: kernelInspector{command: inspector},
 				Exec:      func(string, []string, []string) error { t.Fatal("handed off"); return nil }}
-			require.Equal(t, 1, s.Run(context.Background()))
+			require.Equal(t, 1, s.Run(quiet()))
 			require.Equal(t, ErrorPrefix+"guest kernel "+kernel+" cannot be checked: it is not in the inspection cache "+
-				filepath.Join(stateDir, "kernel-cache")+" and the inspector "+inspector+" does not exist; install kata-submount-guard's kata-runtime, "+
+				statedir.KernelCacheDir(stateDir)+" and the inspector "+inspector+" does not exist; install kata-submount-guard's kata-runtime, "+
 				"from the same build as containerd-shim-kata-v2, as "+inspector+": failed precondition", stderr.String())
-			_, err := os.Stat(hooks.PlanPath(stateDir, "sb"))
+			_, err := os.Stat(statedir.PlanPath(stateDir, "sb"))
 			require.ErrorIs(t, err, os.ErrNotExist, "no plan")
 			ents, err := os.ReadDir(bundle)
 			require.NoError(t, err)
@@ -223,7 +237,7 @@ func TestWarningOnlyForStartsThatHandOff(t *testing.T) {
 	writeFakeKataShim(t, delegate, "3.2.0")
 	notADir := filepath.Join(dir, "file")
 	require.NoError(t, os.WriteFile(notADir, nil, 0o644))
-	vulnerable := hooks.InspectorFunc(func(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error) {
+	vulnerable := policy.InspectorFunc(func(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error) {
 		return &verdict.Report{Path: path, Version: "6.1.69", Verdict: verdict.Vulnerable, Evidence: verdict.EvidenceVersion}, nil
 	})
 	for _, tc := range []struct {
@@ -249,7 +263,7 @@ func TestWarningOnlyForStartsThatHandOff(t *testing.T) {
 					handedOff = true
 					return os.ErrProcessDone // stands for "exec returned"
 				}}
-			require.Equal(t, 1, s.Run(context.Background()))
+			require.Equal(t, 1, s.Run(quiet()))
 			require.Equal(t, tc.wantEvent, handedOff, stderr.String())
 			select {
 			case req := <-f.got:

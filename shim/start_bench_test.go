@@ -7,11 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containerd/log"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // BenchmarkStartInProcess is the part of a sandbox start that runs inside
@@ -38,7 +39,7 @@ func BenchmarkStartInProcess(b *testing.B) {
 	require.NoError(b, os.WriteFile(filepath.Join(bundle, specFile),
 		[]byte(`{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"sb"}}`), 0o644))
 	stateDir := filepath.Join(dir, "ksg-bench-state")
-	_, err := guestkernel.Inspect(context.Background(), kernel, guestkernel.Options{CacheDir: filepath.Join(stateDir, "kernel-cache")})
+	_, err := guestkernel.Inspect(context.Background(), kernel, verdict.Options{CacheDir: statedir.KernelCacheDir(stateDir)})
 	require.NoError(b, err)
 	// A Kata 3.2.0 shim as far as --version goes; its identity is cached by
 	// the first start, as on a node after its first sandbox.
@@ -63,9 +64,9 @@ func BenchmarkStartInProcess(b *testing.B) {
 	execs := 0
 	s.Exec = func(string, []string, []string) error { execs++; return nil }
 	inv := parseArgs(s.Args)
-	logger, sinks := newLogger(false, filepath.Join(bundle, bundleLogFIFO))
-	defer sinks.Close()
-	ctx := log.WithLogger(context.Background(), logger)
+	// The shim's own logger (FIFO and syslog sinks, package main) is not
+	// linked into this package; its lines are formatted here all the same.
+	ctx := quiet()
 	require.NoError(b, s.start(ctx, inv, bundle), stderr.String())
 	b.ResetTimer()
 	for range b.N {

@@ -13,9 +13,10 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/shim/delegate"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // Kata's environment variable that acts as --no-network-checks; Kata's
@@ -72,7 +73,7 @@ type checkOptions struct {
 	KataOnly       bool
 	Stdout, Stderr io.Writer
 	// Inspector replaces guestkernel.Inspect (nil: the real one).
-	Inspector hooks.Inspector
+	Inspector policy.Inspector
 }
 
 // kataLogger logs like Kata's kata-runtime: logrus text on stderr with its
@@ -132,17 +133,17 @@ func runCheck(ctx context.Context, o checkOptions) int {
 	kataRes := kata.run(ctx, o.KataArgs, o.Stdout, o.Stderr)
 
 	var guardFailure string
-	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, ContainerType: hooks.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
+	pl, err := policy.Decide(ctx, policy.Input{Resolved: r, ContainerType: policy.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
 	if err != nil {
 		guardFailure = fmt.Sprintf("guest kernel check: %v", err)
 		fmt.Fprintf(o.Stderr, "ERROR: %s\n", guardFailure)
 	} else {
-		writeKernelSection(o.Stdout, r, id, plan, kataRes.describe(kata, "check"))
-		guardFailure = judgePlan(o, plan)
+		writeKernelSection(o.Stdout, r, id, pl, kataRes.describe(kata, "check"))
+		guardFailure = judgePlan(o, pl)
 		if guardFailure != "" {
 			fmt.Fprintf(o.Stderr, "ERROR: %s\n", guardFailure)
-		} else if plan.Action == hooks.Warn {
-			logger.WithField("kernel", plan.Kernel.Path).Warn(plan.Reason)
+		} else if pl.Action == plan.Warn {
+			logger.WithField("kernel", pl.Kernel.Path).Warn(pl.Reason)
 		}
 	}
 
@@ -174,21 +175,21 @@ func checkSummary(kataFailed, kataRan, guardFailed bool) string {
 }
 
 // judgePlan is the guard's part of check: why it fails, or "".
-func judgePlan(o checkOptions, plan *hooks.Plan) string {
+func judgePlan(o checkOptions, pl *plan.Plan) string {
 	switch {
-	case plan.Action == hooks.Refuse:
-		return "sandbox creation will be refused: " + plan.Reason
-	case plan.ProtectionUnavailable:
-		return fmt.Sprintf("guest kernel %s is %s and its sandboxes would run unprotected: %s", plan.Kernel.Path, plan.Kernel.Verdict, plan.UnprotectedReason)
-	case o.Strict && (plan.Kernel.Verdict == guestkernel.Vulnerable || plan.Kernel.Verdict == guestkernel.Unknown) && plan.KernelInspected:
-		return fmt.Sprintf("--strict: guest kernel %s is %s: %s", plan.Kernel.Path, plan.Kernel.Verdict, plan.Reason)
+	case pl.Action == plan.Refuse:
+		return "sandbox creation will be refused: " + pl.Reason
+	case pl.ProtectionUnavailable:
+		return fmt.Sprintf("guest kernel %s is %s and its sandboxes would run unprotected: %s", pl.Kernel.Path, pl.Kernel.Verdict, pl.UnprotectedReason)
+	case o.Strict && (pl.Kernel.Verdict == verdict.Vulnerable || pl.Kernel.Verdict == verdict.Unknown) && pl.KernelInspected:
+		return fmt.Sprintf("--strict: guest kernel %s is %s: %s", pl.Kernel.Path, pl.Kernel.Verdict, pl.Reason)
 	}
 	return ""
 }
 
 // writeKernelSection prints the guest-kernel part of the check.
 // kata says what became of Kata's own check.
-func writeKernelSection(w io.Writer, r *config.Resolved, id delegate.Identity, p *hooks.Plan, kata string) {
+func writeKernelSection(w io.Writer, r *config.Resolved, id delegate.Identity, p *plan.Plan, kata string) {
 	g := r.Guard
 	k := p.Kernel
 	fmt.Fprintln(w, "Guest kernel (FUSE submount fix, Linux c4d361f66ac9):")

@@ -14,7 +14,8 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 )
@@ -119,11 +120,11 @@ func TestCheckRealKernels(t *testing.T) {
 			// check predicts start: the same Decide the shim runs.
 			r, _, err := resolveConfig(context.Background(), path)
 			require.NoError(t, err)
-			plan, err := hooks.Decide(context.Background(), hooks.Input{Resolved: r, SandboxID: "sb", ContainerType: hooks.PodSandbox, Inspector: hooks.InspectorFunc(guestkernel.Inspect)})
+			pl, err := policy.Decide(context.Background(), policy.Input{Resolved: r, SandboxID: "sb", ContainerType: policy.PodSandbox, Inspector: policy.InspectorFunc(guestkernel.Inspect)})
 			require.NoError(t, err)
-			require.Contains(t, stdout, fmt.Sprintf("  sandbox creation:  %s (protection %s)\n", plan.Action, plan.Protection))
+			require.Contains(t, stdout, fmt.Sprintf("  sandbox creation:  %s (protection %s)\n", pl.Action, pl.Protection))
 			if !tc.strict {
-				require.Equal(t, plan.Action == hooks.Refuse, code == 1)
+				require.Equal(t, pl.Action == plan.Refuse, code == 1)
 			}
 		})
 	}
@@ -301,9 +302,9 @@ func TestBinaryCheckPredictsStart(t *testing.T) {
 
 			r, _, err := resolveConfig(context.Background(), path)
 			require.NoError(t, err)
-			plan, err := hooks.Decide(context.Background(), hooks.Input{Resolved: r, SandboxID: "sb", ContainerType: hooks.PodSandbox, Inspector: hooks.InspectorFunc(guestkernel.Inspect)})
+			pl, err := policy.Decide(context.Background(), policy.Input{Resolved: r, SandboxID: "sb", ContainerType: policy.PodSandbox, Inspector: policy.InspectorFunc(guestkernel.Inspect)})
 			require.NoError(t, err)
-			require.Equal(t, plan.Action == hooks.Refuse, code == 1, plan.Reason)
+			require.Equal(t, pl.Action == plan.Refuse, code == 1, pl.Reason)
 		})
 	}
 }

@@ -15,7 +15,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/shim/delegate"
 )
 
@@ -52,7 +54,7 @@ type envOptions struct {
 	Stdout   io.Writer
 	Stderr   io.Writer
 	// Inspector replaces guestkernel.Inspect (nil: the real one).
-	Inspector hooks.Inspector
+	Inspector policy.Inspector
 }
 
 // EnvInfo is our part of env, in Kata's section names. Merged, KernelFix
@@ -141,11 +143,11 @@ func runEnv(ctx context.Context, o envOptions) error {
 	var kataOut bytes.Buffer
 	res := kata.run(ctx, o.KataArgs, &kataOut, o.Stderr)
 
-	plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, ContainerType: hooks.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
+	pl, err := policy.Decide(ctx, policy.Input{Resolved: r, ContainerType: policy.PodSandbox, Inspector: kernelInspector(o.Inspector), InspectAlways: true})
 	if err != nil {
 		return fmt.Errorf("guest kernel check: %w", err)
 	}
-	ours := guardEnv(r, id, plan)
+	ours := guardEnv(r, id, pl)
 	ours.SubmountGuard.DelegateRuntime = kata.Path
 	if res.Ran && res.Err == nil {
 		merged, err := mergeEnv(kataOut.Bytes(), ours, o.JSON)
@@ -173,29 +175,29 @@ func runEnv(ctx context.Context, o envOptions) error {
 }
 
 // guardEnv is our part of env for r and its plan.
-func guardEnv(r *config.Resolved, id delegate.Identity, plan *hooks.Plan) EnvInfo {
+func guardEnv(r *config.Resolved, id delegate.Identity, pl *plan.Plan) EnvInfo {
 	h := r.Hypervisor
 	for _, c := range r.Hypervisors {
-		if c.Name == plan.Hypervisor {
+		if c.Name == pl.Hypervisor {
 			h = c.Config
 		}
 	}
 	g := r.Guard
 	env := EnvInfo{
 		Kernel: KernelInfo{Path: h.Kernel, Parameters: h.KernelParams,
-			KernelFix: KernelFix{Version: plan.Kernel.Version, SubmountFix: "not inspected", Reason: plan.Kernel.Reason}},
+			KernelFix: KernelFix{Version: pl.Kernel.Version, SubmountFix: "not inspected", Reason: pl.Kernel.Reason}},
 		Meta: MetaInfo{Version: strings.TrimPrefix(envFormatSuffix, "-")},
 		SubmountGuard: GuardInfo{
-			ConfigSource: string(r.Source), Hypervisor: plan.Hypervisor, KernelPath: plan.Kernel.Path,
+			ConfigSource: string(r.Source), Hypervisor: pl.Hypervisor, KernelPath: pl.Kernel.Path,
 			OnVulnerable: string(g.OnVulnerable), OnUnknown: string(g.OnUnknown),
 			VirtiofsProtection: string(g.VirtiofsProtection), FixedReleases: g.FixedReleases, DelegateShim: g.DelegateShim,
 			DelegateKind: string(id.Kind), DelegateVersion: id.Version,
-			UpstreamVirtiofsd: g.UpstreamVirtiofsd, StateDir: g.StateDir, KernelCacheDir: g.KernelCacheDir(),
-			Action: string(plan.Action), Protection: string(plan.Protection), Reason: plan.Reason,
+			UpstreamVirtiofsd: g.UpstreamVirtiofsd, StateDir: g.StateDir, KernelCacheDir: statedir.KernelCacheDir(g.StateDir),
+			Action: string(pl.Action), Protection: string(pl.Protection), Reason: pl.Reason,
 		},
 	}
-	if plan.KernelInspected {
-		env.Kernel.SubmountFix, env.Kernel.Evidence = string(plan.Kernel.Verdict), string(plan.Kernel.Evidence)
+	if pl.KernelInspected {
+		env.Kernel.SubmountFix, env.Kernel.Evidence = string(pl.Kernel.Verdict), string(pl.Kernel.Evidence)
 	}
 	for _, c := range r.Hypervisors {
 		env.SubmountGuard.Hypervisors = append(env.SubmountGuard.Hypervisors, c.Name)

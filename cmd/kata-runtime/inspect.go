@@ -8,8 +8,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // Exit codes of `guest-kernel inspect`.
@@ -56,12 +57,12 @@ func inspectKernels(c *cli.Context) error {
 				p, inspectUsage), exitUsage)
 		}
 	}
-	opts := guestkernel.Options{
+	opts := verdict.Options{
 		FixedReleases: c.StringSlice("fixed-release"),
 		CacheDir:      c.String("cache-dir"),
 		HeaderOnly:    c.Bool("header-only"),
 	}
-	reports := make([]*guestkernel.Report, 0, len(paths))
+	reports := make([]*verdict.Report, 0, len(paths))
 	failed := 0
 	for _, p := range paths {
 		rep, err := guestkernel.Inspect(c.Context, p, opts)
@@ -89,15 +90,15 @@ func inspectKernels(c *cli.Context) error {
 // kernelInspector is the guest kernel inspector of check and env: insp, or
 // else guestkernel.Inspect in this process, so that check predicts what the
 // shim's start decides.
-func kernelInspector(insp hooks.Inspector) hooks.Inspector {
+func kernelInspector(insp policy.Inspector) policy.Inspector {
 	if insp != nil {
 		return insp
 	}
-	return hooks.InspectorFunc(guestkernel.Inspect)
+	return policy.InspectorFunc(guestkernel.Inspect)
 }
 
 // printReports writes one block per report, for people.
-func printReports(w io.Writer, reports []*guestkernel.Report) error {
+func printReports(w io.Writer, reports []*verdict.Report) error {
 	var b strings.Builder
 	for i, r := range reports {
 		if i > 0 {

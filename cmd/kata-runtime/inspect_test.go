@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // arm64Image is the smallest image the inspector classifies: the arm64 Image
@@ -56,17 +56,17 @@ func TestInspectJSON(t *testing.T) {
 		name     string
 		args     []string
 		code     int
-		verdicts []guestkernel.Verdict
+		verdicts []verdict.Verdict
 		errs     []bool
 	}{
 		{"all classified", []string{fixed, vuln, old}, 0,
-			[]guestkernel.Verdict{guestkernel.Fixed, guestkernel.Vulnerable, guestkernel.Unaffected}, []bool{false, false, false}},
+			[]verdict.Verdict{verdict.Fixed, verdict.Vulnerable, verdict.Unaffected}, []bool{false, false, false}},
 		{"one missing", []string{fixed, missing}, 2,
-			[]guestkernel.Verdict{guestkernel.Fixed, guestkernel.Unknown}, []bool{false, true}},
+			[]verdict.Verdict{verdict.Fixed, verdict.Unknown}, []bool{false, true}},
 		{"one unparsable", []string{junk, vuln}, 2,
-			[]guestkernel.Verdict{guestkernel.Unknown, guestkernel.Vulnerable}, []bool{true, false}},
+			[]verdict.Verdict{verdict.Unknown, verdict.Vulnerable}, []bool{true, false}},
 		{"fixed release override", []string{"--fixed-release", "6.1.69", "--fixed-release", "other", vuln}, 0,
-			[]guestkernel.Verdict{guestkernel.Fixed}, []bool{false}},
+			[]verdict.Verdict{verdict.Fixed}, []bool{false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"guest-kernel", "inspect", "--json"}, tc.args...)
@@ -192,27 +192,27 @@ func TestBinaryExitCodes(t *testing.T) {
 // TestBinaryRealImages is the acceptance check: the built binary
 // gives the right verdict on every real image test/setup provides.
 func TestBinaryRealImages(t *testing.T) {
-	want := map[string]guestkernel.Verdict{}
-	for rel, v := range map[string]guestkernel.Verdict{
-		"debian-kernels/bookworm-cloud-amd64/vmlinuz": guestkernel.Fixed,
-		"debian-kernels/bullseye-cloud-amd64/vmlinuz": guestkernel.Vulnerable,
-		"debian-kernels/trixie-cloud-amd64/vmlinuz":   guestkernel.Fixed,
-		"debian-kernels/trixie-arm64/vmlinuz":         guestkernel.Fixed,
-		"debian-kernels/trixie-arm64/Image.gz":        guestkernel.Fixed,
-		"debian-kernels/bookworm-ppc64el/vmlinux":     guestkernel.Fixed,
+	want := map[string]verdict.Verdict{}
+	for rel, v := range map[string]verdict.Verdict{
+		"debian-kernels/bookworm-cloud-amd64/vmlinuz": verdict.Fixed,
+		"debian-kernels/bullseye-cloud-amd64/vmlinuz": verdict.Vulnerable,
+		"debian-kernels/trixie-cloud-amd64/vmlinuz":   verdict.Fixed,
+		"debian-kernels/trixie-arm64/vmlinuz":         verdict.Fixed,
+		"debian-kernels/trixie-arm64/Image.gz":        verdict.Fixed,
+		"debian-kernels/bookworm-ppc64el/vmlinux":     verdict.Fixed,
 	} {
 		want[testutil.RequiresCacheFile(t, rel)] = v
 	}
 	dir := testutil.GuestKernelsDir(t)
-	for variant, v := range map[string]guestkernel.Verdict{
-		"fixed": guestkernel.Fixed, "vulnerable": guestkernel.Vulnerable,
-		"lying-fixed": guestkernel.Vulnerable, "lying-vulnerable": guestkernel.Fixed,
+	for variant, v := range map[string]verdict.Verdict{
+		"fixed": verdict.Fixed, "vulnerable": verdict.Vulnerable,
+		"lying-fixed": verdict.Vulnerable, "lying-vulnerable": verdict.Fixed,
 	} {
 		want[filepath.Join(dir, variant, "bzImage")] = v
 		want[filepath.Join(dir, variant, "vmlinux")] = v
 	}
-	want[filepath.Join(dir, "fixed-nobtf", "vmlinux")] = guestkernel.Fixed
-	want[filepath.Join(dir, "vulnerable-nobtf", "vmlinux")] = guestkernel.Vulnerable
+	want[filepath.Join(dir, "fixed-nobtf", "vmlinux")] = verdict.Fixed
+	want[filepath.Join(dir, "vulnerable-nobtf", "vmlinux")] = verdict.Vulnerable
 
 	args := []string{"guest-kernel", "inspect", "--json"}
 	for p := range want {
@@ -220,7 +220,7 @@ func TestBinaryRealImages(t *testing.T) {
 	}
 	stdout, err := exec.Command(buildBinary(t), args...).Output()
 	require.NoError(t, err, "exit status 0 expected")
-	var reports []guestkernel.Report
+	var reports []verdict.Report
 	require.NoError(t, json.Unmarshal(stdout, &reports))
 	require.Len(t, reports, len(want))
 	for _, r := range reports {

@@ -100,7 +100,7 @@ func TestFindKataCLI(t *testing.T) {
 					require.NoError(t, os.WriteFile(p, nil, 0o644))
 				}
 			}
-			g := config.DefaultGuard()
+			var g config.Guard
 			g.DelegateShim = filepath.Join(dir, tc.shim)
 			if tc.runtime != "" {
 				g.DelegateRuntime = filepath.Join(dir, tc.runtime)

@@ -5,25 +5,26 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/containerd/errdefs"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
-// planReader reads the plan of one sandbox from a state dir; hooks.ReadPlan.
-type planReader func(stateDir, sandboxID string) (*hooks.Plan, error)
+// planReader reads the plan of one sandbox from a state dir; plan.Read.
+type planReader func(stateDir, sandboxID string) (*plan.Plan, error)
 
 // decision is how one share is served and why.
 type decision struct {
-	protection     virtiofsd.Protection
+	protection     protection.Protection
 	protectionFrom string // "--guard-protection", "plan" or "--guard-no-plan"
 	upstream       string // "" when none is configured
 	upstreamFrom   string // "--guard-upstream", "plan" or "default upstream_virtiofsd"
 	planPath       string
-	plan           *hooks.Plan
+	plan           *plan.Plan
 	// noPlan says why there is no plan; empty when there is one.
 	noPlan string
 }
@@ -43,28 +44,28 @@ func decide(o *virtiofsd.Options, read planReader, defaultUpstream string) (deci
 	case o.SandboxID == "":
 		d.noPlan = fmt.Sprintf("shared directory %s is not a Kata sandbox share (.../sandboxes/<id>/shared or, from runtime-rs, .../sandboxes/<id>/ro)", o.SharedDir)
 	default:
-		d.planPath = filepath.Join(o.Guard.StateDir, o.SandboxID+".json")
-		plan, err := read(o.Guard.StateDir, o.SandboxID)
+		d.planPath = statedir.PlanPath(o.Guard.StateDir, o.SandboxID)
+		pl, err := read(o.Guard.StateDir, o.SandboxID)
 		switch {
 		case errors.Is(err, fs.ErrNotExist) || errdefs.IsNotFound(err):
 			d.noPlan = fmt.Sprintf("no plan for sandbox %s at %s", o.SandboxID, d.planPath)
 		case err != nil:
 			return d, fmt.Errorf("reading the plan of sandbox %s (%s): %w; fix or remove the file", o.SandboxID, d.planPath, err)
-		case plan == nil:
+		case pl == nil:
 			d.noPlan = fmt.Sprintf("no plan for sandbox %s at %s", o.SandboxID, d.planPath)
-		case plan.SandboxID != o.SandboxID:
+		case pl.SandboxID != o.SandboxID:
 			return d, fmt.Errorf("plan %s is for sandbox %q, not %q: remove the file, or check --guard-state-dir: %w",
-				d.planPath, plan.SandboxID, o.SandboxID, errdefs.ErrFailedPrecondition)
-		case plan.Action == hooks.Refuse:
-			return d, fmt.Errorf("plan %s refuses sandbox %s: %s: %w", d.planPath, o.SandboxID, plan.Reason, errdefs.ErrFailedPrecondition)
+				d.planPath, pl.SandboxID, o.SandboxID, errdefs.ErrFailedPrecondition)
+		case pl.Action == plan.Refuse:
+			return d, fmt.Errorf("plan %s refuses sandbox %s: %s: %w", d.planPath, o.SandboxID, pl.Reason, errdefs.ErrFailedPrecondition)
 		default:
-			switch virtiofsd.Protection(plan.Protection) {
-			case virtiofsd.ProtectNone, virtiofsd.ProtectNoSubmounts, virtiofsd.ProtectRecover:
+			switch pl.Protection {
+			case protection.None, protection.NoSubmounts, protection.Recover:
 			default:
-				return d, fmt.Errorf("plan %s has protection %q, want %s, %s or %s: %w", d.planPath, plan.Protection,
-					virtiofsd.ProtectRecover, virtiofsd.ProtectNoSubmounts, virtiofsd.ProtectNone, errdefs.ErrInvalidArgument)
+				return d, fmt.Errorf("plan %s has protection %q, want %s, %s or %s: %w", d.planPath, pl.Protection,
+					protection.Recover, protection.NoSubmounts, protection.None, errdefs.ErrInvalidArgument)
 			}
-			d.plan = plan
+			d.plan = pl
 		}
 	}
 
@@ -72,13 +73,13 @@ func decide(o *virtiofsd.Options, read planReader, defaultUpstream string) (deci
 	case o.Guard.Protection != "":
 		d.protection, d.protectionFrom = o.Guard.Protection, "--guard-protection"
 	case d.plan != nil:
-		d.protection, d.protectionFrom = virtiofsd.Protection(d.plan.Protection), "plan"
+		d.protection, d.protectionFrom = d.plan.Protection, "plan"
 	case o.Guard.NoPlan == virtiofsd.NoPlanFail:
 		return d, fmt.Errorf("%s and --guard-no-plan=%s: create the sandbox through kata-submount-guard's "+
 			"containerd-shim-kata-v2, set --guard-state-dir to its state_dir, or pass --guard-protection: %w",
 			d.noPlan, virtiofsd.NoPlanFail, errdefs.ErrFailedPrecondition)
 	default:
-		d.protection, d.protectionFrom = virtiofsd.Protection(o.Guard.NoPlan), "--guard-no-plan"
+		d.protection, d.protectionFrom = protection.Protection(o.Guard.NoPlan), "--guard-no-plan"
 	}
 
 	switch {

@@ -9,7 +9,7 @@ import (
 	"os"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver"
 )
 
@@ -20,7 +20,7 @@ func main() {
 	if fsserver.IsSandboxChild() {
 		os.Exit(fsserver.RunSandboxChild())
 	}
-	l := launcher{readPlan: hooks.ReadPlan, defaultUpstream: config.DefaultUpstreamVirtiofsd, serve: serve,
+	l := launcher{readPlan: plan.Read, defaultUpstream: config.DefaultUpstreamVirtiofsd, serve: serve,
 		stdout: os.Stdout, stderr: os.Stderr, revision: revision}
 	if err := l.run(context.Background(), os.Args[1:]); err != nil {
 		os.Exit(1)

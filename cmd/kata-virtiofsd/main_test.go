@@ -18,7 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
@@ -37,7 +39,7 @@ func TestMain(m *testing.M) {
 		if v, ok := os.LookupEnv(defaultUpstreamEnv); ok {
 			defaultUpstream = v
 		}
-		l := launcher{readPlan: hooks.ReadPlan, defaultUpstream: defaultUpstream, serve: serve, stdout: os.Stdout, stderr: os.Stderr,
+		l := launcher{readPlan: plan.Read, defaultUpstream: defaultUpstream, serve: serve, stdout: os.Stdout, stderr: os.Stderr,
 			revision: "test", syslogAddr: os.Getenv("KSG_TEST_SYSLOG_ADDR")}
 		if err := l.run(context.Background(), os.Args[1:]); err != nil {
 			os.Exit(1)
@@ -71,10 +73,10 @@ func kataShare(t testing.TB, id string) (shared, stateDir string) {
 	return shared, filepath.Join(root, "state")
 }
 
-func writePlan(t testing.TB, stateDir, id string, p hooks.Protection, upstream string) {
+func writePlan(t testing.TB, stateDir, id string, p protection.Protection, upstream string) {
 	t.Helper()
-	require.NoError(t, hooks.WritePlan(stateDir, &hooks.Plan{
-		SandboxID: id, Action: hooks.Warn, Reason: "test", Protection: p, UpstreamVirtiofsd: upstream,
+	require.NoError(t, plan.Write(stateDir, &plan.Plan{
+		SandboxID: id, Action: plan.Warn, Reason: "test", Protection: p, UpstreamVirtiofsd: upstream,
 		Created: time.Now().UTC(),
 	}))
 }
@@ -203,13 +205,13 @@ func TestRealStart(t *testing.T) {
 	}
 	daemons := []daemon{{"rust", rustDaemon}, {"qemu-c", cDaemon}}
 	cases := []struct {
-		protection hooks.Protection
+		protection protection.Protection
 		viaFlag    bool
 		announce   bool
 	}{
-		{hooks.ProtectNone, false, true},
-		{hooks.ProtectNoSubmounts, false, false},
-		{hooks.ProtectNoSubmounts, true, false},
+		{protection.None, false, true},
+		{protection.NoSubmounts, false, false},
+		{protection.NoSubmounts, true, false},
 	}
 	for _, dm := range daemons {
 		for _, tc := range cases {
@@ -223,7 +225,7 @@ func TestRealStart(t *testing.T) {
 				shared, stateDir := kataShare(t, id)
 				args := kataArgs(shared, "--guard-state-dir="+stateDir)
 				if tc.viaFlag {
-					writePlan(t, stateDir, id, hooks.ProtectNone, "/nonexistent/virtiofsd")
+					writePlan(t, stateDir, id, protection.None, "/nonexistent/virtiofsd")
 					args = append(args, "--guard-protection="+string(tc.protection), "--guard-upstream="+upstream)
 				} else {
 					writePlan(t, stateDir, id, tc.protection, upstream)
@@ -359,7 +361,7 @@ func TestCDaemonWithKataSyslog(t *testing.T) {
 	c := cDaemon(t)
 	id := "sb-c-syslog"
 	shared, stateDir := kataShare(t, id)
-	writePlan(t, stateDir, id, hooks.ProtectNone, c)
+	writePlan(t, stateDir, id, protection.None, c)
 	kata := append([]string{"--syslog"}, kataArgs(shared)...)
 
 	for _, hostSyslog := range []bool{false, true} {
@@ -406,7 +408,7 @@ func TestCDaemonWithKataSyslog(t *testing.T) {
 			require.NoError(t, err)
 			d, err := virtiofsd.Detect(context.Background(), c, "")
 			require.NoError(t, err)
-			args, _, err := virtiofsd.Translate(o, d, virtiofsd.ProtectNone, virtiofsd.Host{Syslog: true})
+			args, _, err := virtiofsd.Translate(o, d, protection.None, virtiofsd.Host{Syslog: true})
 			require.NoError(t, err)
 			require.Contains(t, args, "--syslog")
 			sock, fd := listener(t)
@@ -449,7 +451,7 @@ func TestSyslog(t *testing.T) {
 	upstream := rustDaemon(t)
 	id := "sb-syslog"
 	shared, stateDir := kataShare(t, id)
-	writePlan(t, stateDir, id, hooks.ProtectNoSubmounts, upstream)
+	writePlan(t, stateDir, id, protection.NoSubmounts, upstream)
 
 	addr := filepath.Join(t.TempDir(), "log")
 	logConn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
@@ -498,7 +500,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "missing upstream",
 			setup: func(t *testing.T, stateDir, id string) {
-				writePlan(t, stateDir, id, hooks.ProtectNoSubmounts, "/opt/kata/libexec/no-such-virtiofsd")
+				writePlan(t, stateDir, id, protection.NoSubmounts, "/opt/kata/libexec/no-such-virtiofsd")
 			},
 			want: []string{"upstream virtiofsd /opt/kata/libexec/no-such-virtiofsd does not exist", "upstream from plan"},
 		},
@@ -520,8 +522,8 @@ func TestErrors(t *testing.T) {
 		{
 			name: "plan for another sandbox",
 			setup: func(t *testing.T, stateDir, id string) {
-				writePlan(t, stateDir, "other-sandbox", hooks.ProtectNone, c)
-				require.NoError(t, os.Rename(hooks.PlanPath(stateDir, "other-sandbox"), hooks.PlanPath(stateDir, id)))
+				writePlan(t, stateDir, "other-sandbox", protection.None, c)
+				require.NoError(t, os.Rename(statedir.PlanPath(stateDir, "other-sandbox"), statedir.PlanPath(stateDir, id)))
 			},
 			want: []string{`it is the plan of sandbox \"other-sandbox\"`},
 		},
@@ -529,22 +531,22 @@ func TestErrors(t *testing.T) {
 			name: "unreadable plan",
 			setup: func(t *testing.T, stateDir, id string) {
 				require.NoError(t, os.MkdirAll(stateDir, 0o700))
-				require.NoError(t, os.WriteFile(hooks.PlanPath(stateDir, id), []byte(`{"sandbox_id": "x", `), 0o600))
+				require.NoError(t, os.WriteFile(statedir.PlanPath(stateDir, id), []byte(`{"sandbox_id": "x", `), 0o600))
 			},
 			want: []string{"reading the plan of sandbox", "fix or remove the file"},
 		},
 		{
 			name: "plan is a directory",
 			setup: func(t *testing.T, stateDir, id string) {
-				require.NoError(t, os.MkdirAll(hooks.PlanPath(stateDir, id), 0o700))
+				require.NoError(t, os.MkdirAll(statedir.PlanPath(stateDir, id), 0o700))
 			},
 			want: []string{"reading the plan of sandbox", "is a directory"},
 		},
 		{
 			name: "plan refuses the sandbox",
 			setup: func(t *testing.T, stateDir, id string) {
-				require.NoError(t, hooks.WritePlan(stateDir, &hooks.Plan{SandboxID: id, Action: hooks.Refuse,
-					Reason: "guest kernel 5.10.200 lacks the fix", Protection: hooks.ProtectNone, UpstreamVirtiofsd: c}))
+				require.NoError(t, plan.Write(stateDir, &plan.Plan{SandboxID: id, Action: plan.Refuse,
+					Reason: "guest kernel 5.10.200 lacks the fix", Protection: protection.None, UpstreamVirtiofsd: c}))
 			},
 			want: []string{"refuses sandbox", "guest kernel 5.10.200 lacks the fix"},
 		},
@@ -562,14 +564,14 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name:  "plan without an upstream",
-			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, hooks.ProtectNone, "") },
+			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, protection.None, "") },
 			env:   []string{defaultUpstreamEnv + "=" + c},
 			want: []string{"no upstream virtiofsd is configured (neither --guard-upstream nor the plan's upstream_virtiofsd), " +
 				"so kata-virtiofsd serves the share itself", "built with cgo"},
 		},
 		{
 			name:  "recover before our daemon exists",
-			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, hooks.ProtectRecover, c) },
+			setup: func(t *testing.T, stateDir, id string) { writePlan(t, stateDir, id, protection.Recover, c) },
 			want:  []string{"protection recover (from plan) needs kata-virtiofsd's own daemon", "built with cgo"},
 		},
 		{
@@ -618,7 +620,7 @@ func TestDecide(t *testing.T) {
 	notInstalled := filepath.Join(t.TempDir(), "virtiofsd")
 	cases := []struct {
 		name     string
-		plan     *hooks.Plan
+		plan     *plan.Plan
 		args     []string
 		shared   string // default: a Kata share of id
 		dflt     string // [submount_guard]'s default upstream_virtiofsd; default: not installed
@@ -628,58 +630,58 @@ func TestDecide(t *testing.T) {
 	}{
 		{
 			name: "plan decides",
-			plan: &hooks.Plan{SandboxID: id, Action: hooks.Warn, Protection: hooks.ProtectNoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
-			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "plan"},
+			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: protection.NoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
+			want: decision{protection: protection.NoSubmounts, protectionFrom: "plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "plan"},
 		},
 		{
 			name: "flags override the plan",
-			plan: &hooks.Plan{SandboxID: id, Action: hooks.Warn, Protection: hooks.ProtectNoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
+			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: protection.NoSubmounts, UpstreamVirtiofsd: "/usr/libexec/virtiofsd"},
 			args: []string{"--guard-protection=none", "--guard-upstream=/usr/lib/qemu/virtiofsd"},
-			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-protection", upstream: "/usr/lib/qemu/virtiofsd", upstreamFrom: "--guard-upstream"},
+			want: decision{protection: protection.None, protectionFrom: "--guard-protection", upstream: "/usr/lib/qemu/virtiofsd", upstreamFrom: "--guard-upstream"},
 		},
 		{
 			name: "no plan: as Kata",
 			args: []string{"--guard-upstream=/usr/libexec/virtiofsd"},
-			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "--guard-upstream"},
+			want: decision{protection: protection.None, protectionFrom: "--guard-no-plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "--guard-upstream"},
 		},
 		{
 			name: "no plan: the default upstream, as Kata",
 			dflt: installed,
-			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
+			want: decision{protection: protection.None, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
 		},
 		{
 			name: "no plan, no upstream installed: serve",
-			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan"},
+			want: decision{protection: protection.None, protectionFrom: "--guard-no-plan"},
 		},
 		{
 			name: "no plan: --guard-upstream over the default",
 			args: []string{"--guard-upstream=/usr/libexec/virtiofsd"},
 			dflt: installed,
-			want: decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "--guard-upstream"},
+			want: decision{protection: protection.None, protectionFrom: "--guard-no-plan", upstream: "/usr/libexec/virtiofsd", upstreamFrom: "--guard-upstream"},
 		},
 		{
 			name: "plan without an upstream: serve, not the default",
-			plan: &hooks.Plan{SandboxID: id, Action: hooks.Warn, Protection: hooks.ProtectNoSubmounts},
+			plan: &plan.Plan{SandboxID: id, Action: plan.Warn, Protection: protection.NoSubmounts},
 			dflt: installed,
-			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "plan"},
+			want: decision{protection: protection.NoSubmounts, protectionFrom: "plan"},
 		},
 		{
 			name: "no plan: operator's default",
 			args: []string{"--guard-no-plan=no-submounts"},
 			dflt: installed,
-			want: decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
+			want: decision{protection: protection.NoSubmounts, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
 		},
 		{
 			name:   "not a Kata share: the default upstream",
 			shared: "/srv/share",
 			dflt:   installed,
-			want:   decision{protection: virtiofsd.ProtectNone, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
+			want:   decision{protection: protection.None, protectionFrom: "--guard-no-plan", upstream: installed, upstreamFrom: "default upstream_virtiofsd"},
 		},
 		{
 			name:   "not a Kata share",
 			shared: "/srv/share",
 			args:   []string{"--guard-protection=no-submounts"},
-			want:   decision{protection: virtiofsd.ProtectNoSubmounts, protectionFrom: "--guard-protection"},
+			want:   decision{protection: protection.NoSubmounts, protectionFrom: "--guard-protection"},
 		},
 		{
 			name:     "no plan: fail",
@@ -689,7 +691,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:     "refusing plan",
-			plan:     &hooks.Plan{SandboxID: id, Action: hooks.Refuse, Reason: "vulnerable", Protection: hooks.ProtectNone},
+			plan:     &plan.Plan{SandboxID: id, Action: plan.Refuse, Reason: "vulnerable", Protection: protection.None},
 			wantErr:  errdefs.ErrFailedPrecondition,
 			errMatch: "refuses sandbox sb-decide: vulnerable",
 		},
@@ -702,7 +704,7 @@ func TestDecide(t *testing.T) {
 				shared = filepath.Join(t.TempDir(), "sandboxes", id, "shared")
 			}
 			if tc.plan != nil {
-				require.NoError(t, hooks.WritePlan(stateDir, tc.plan))
+				require.NoError(t, plan.Write(stateDir, tc.plan))
 			}
 			o, err := virtiofsd.Parse(append([]string{"--shared-dir=" + shared, "--fd=3", "--guard-state-dir=" + stateDir}, tc.args...))
 			require.NoError(t, err)
@@ -710,7 +712,7 @@ func TestDecide(t *testing.T) {
 			if dflt == "" {
 				dflt = notInstalled
 			}
-			d, err := decide(o, hooks.ReadPlan, dflt)
+			d, err := decide(o, plan.Read, dflt)
 			if tc.wantErr != nil {
 				require.ErrorIs(t, err, tc.wantErr)
 				require.ErrorContains(t, err, tc.errMatch)
@@ -727,13 +729,6 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-// TestProtectionValues keeps our Protection words equal to the plan's.
-func TestProtectionValues(t *testing.T) {
-	require.Equal(t, string(hooks.ProtectRecover), string(virtiofsd.ProtectRecover))
-	require.Equal(t, string(hooks.ProtectNoSubmounts), string(virtiofsd.ProtectNoSubmounts))
-	require.Equal(t, string(hooks.ProtectNone), string(virtiofsd.ProtectNone))
-}
-
 // TestServeModeOptions starts kata-virtiofsd's own daemon (protection
 // recover from the plan) with options beyond Kata's: refused ones stop it
 // before anything exists, honoured ones take effect.
@@ -742,7 +737,7 @@ func TestServeModeOptions(t *testing.T) {
 
 	t.Run("refused: one error naming each, nothing left behind", func(t *testing.T) {
 		shared, stateDir := kataShare(t, id)
-		writePlan(t, stateDir, id, hooks.ProtectRecover, "")
+		writePlan(t, stateDir, id, protection.Recover, "")
 		sockDir := t.TempDir()
 		args := []string{"--cache=auto", "--shared-dir=" + shared, "--socket-path=" + filepath.Join(sockDir, "vhost.sock"),
 			"--thread-pool-size=1", "--announce-submounts", "--guard-state-dir=" + stateDir,
@@ -763,7 +758,7 @@ func TestServeModeOptions(t *testing.T) {
 
 	t.Run("honoured", func(t *testing.T) {
 		shared, stateDir := kataShare(t, id)
-		writePlan(t, stateDir, id, hooks.ProtectRecover, "")
+		writePlan(t, stateDir, id, protection.Recover, "")
 		sock, fd := listener(t)
 		// The test binary has cgo: no sandbox for our daemon. With Kata's
 		// --syslog the log goes to syslog: a daemon of the test's own, so
@@ -793,7 +788,7 @@ func TestServeModeOptions(t *testing.T) {
 
 	t.Run("log level warn hides the decision", func(t *testing.T) {
 		shared, stateDir := kataShare(t, id)
-		writePlan(t, stateDir, id, hooks.ProtectRecover, "")
+		writePlan(t, stateDir, id, protection.Recover, "")
 		sock, fd := listener(t)
 		_, out := start(t, kataArgs(shared, "--guard-state-dir="+stateDir, "--sandbox=none", "--log-level=warn"), fd)
 		fd.Close()
@@ -812,7 +807,7 @@ func TestServeSeam(t *testing.T) {
 	// The serve path gets the parsed options with the decision applied.
 	var got *virtiofsd.Options
 	l := launcher{
-		readPlan: hooks.ReadPlan,
+		readPlan: plan.Read,
 		serve: func(ctx context.Context, o *virtiofsd.Options) error {
 			got = o
 			return nil
@@ -821,7 +816,7 @@ func TestServeSeam(t *testing.T) {
 	}
 	shared := filepath.Join(t.TempDir(), "sandboxes", "sb-serve", "shared")
 	stateDir := t.TempDir()
-	writePlan(t, stateDir, "sb-serve", hooks.ProtectNoSubmounts, "")
+	writePlan(t, stateDir, "sb-serve", protection.NoSubmounts, "")
 	_, fd := listener(t)
 	// The listener's own fd number stands in for Kata's fd 3.
 	args := []string{"--cache=never", "--shared-dir=" + shared, fmt.Sprintf("--fd=%d", fd.Fd()),
@@ -829,7 +824,7 @@ func TestServeSeam(t *testing.T) {
 	require.NoError(t, l.run(context.Background(), args))
 	require.NotNil(t, got)
 	require.Equal(t, "sb-serve", got.SandboxID)
-	require.Equal(t, virtiofsd.ProtectNoSubmounts, got.Protection)
+	require.Equal(t, protection.NoSubmounts, got.Protection)
 	require.False(t, got.AnnounceSubmounts)
 	require.Equal(t, int(fd.Fd()), got.FD)
 	require.Equal(t, virtiofsd.CacheNever, got.Cache)
@@ -853,7 +848,7 @@ func BenchmarkStartToFirstReply(b *testing.B) {
 		upstream := dm.path(b)
 		id := "sb-bench-" + dm.name
 		shared, stateDir := kataShare(b, id)
-		writePlan(b, stateDir, id, hooks.ProtectNoSubmounts, upstream)
+		writePlan(b, stateDir, id, protection.NoSubmounts, upstream)
 		for _, via := range []string{"direct", "kata-virtiofsd"} {
 			b.Run(dm.name+"/"+via, func(b *testing.B) {
 				for b.Loop() {
@@ -862,9 +857,9 @@ func BenchmarkStartToFirstReply(b *testing.B) {
 					if via == "direct" {
 						o, err := virtiofsd.Parse(kataArgs(shared))
 						require.NoError(b, err)
-						d, err := virtiofsd.Detect(context.Background(), upstream, filepath.Join(stateDir, "virtiofsd-cache"))
+						d, err := virtiofsd.Detect(context.Background(), upstream, statedir.VirtiofsdCacheDir(stateDir))
 						require.NoError(b, err)
-						args, _, err := virtiofsd.Translate(o, d, virtiofsd.ProtectNoSubmounts, virtiofsd.ProbeHost())
+						args, _, err := virtiofsd.Translate(o, d, protection.NoSubmounts, virtiofsd.ProbeHost())
 						require.NoError(b, err)
 						cmd = exec.Command(upstream, args...)
 						cmd.ExtraFiles = []*os.File{fd}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -14,6 +13,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
@@ -37,7 +38,7 @@ kata-submount-guard options (they override the plan; never passed on):
         without a plan ` + config.DefaultUpstreamVirtiofsd + ` if it exists;
         none at all: kata-virtiofsd serves the share itself
   --guard-state-dir=DIR
-        where the plans are (default ` + virtiofsd.DefaultStateDir + `);
+        where the plans are (default ` + statedir.Default + `);
         set it when [submount_guard] state_dir is not the default
   --guard-no-plan=none|no-submounts|recover|fail
         protection for a sandbox without a plan (default none: as Kata)
@@ -119,7 +120,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 		fields["no_plan"] = d.noPlan
 	} else if d.plan != nil {
 		fields["plan"] = d.planPath
-		if plan := virtiofsd.Protection(d.plan.Protection); d.protectionFrom != "plan" && plan != d.protection {
+		if plan := d.plan.Protection; d.protectionFrom != "plan" && plan != d.protection {
 			fields["plan_protection"] = plan
 		}
 	}
@@ -134,7 +135,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 		}
 	}
 
-	if d.protection == virtiofsd.ProtectRecover || d.upstream == "" {
+	if d.protection == protection.Recover || d.upstream == "" {
 		if o.PrintCapabilities {
 			// vhost-user.json: a file system backend, printed as QEMU's C
 			// daemon does; none of Rust virtiofsd's optional features
@@ -144,7 +145,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 		}
 		why := "protection recover (from " + d.protectionFrom + ") needs kata-virtiofsd's own daemon"
 		switch {
-		case d.protection == virtiofsd.ProtectRecover:
+		case d.protection == protection.Recover:
 		case d.plan != nil:
 			why = "no upstream virtiofsd is configured (neither --guard-upstream nor the plan's upstream_virtiofsd), so kata-virtiofsd serves the share itself"
 		default:
@@ -152,7 +153,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 				"so kata-virtiofsd serves the share itself", l.defaultUpstream)
 		}
 		o.Protection = d.protection
-		if d.protection == virtiofsd.ProtectNoSubmounts {
+		if d.protection == protection.NoSubmounts {
 			o.AnnounceSubmounts = false
 		}
 		notImplemented := func(err error) error {
@@ -184,7 +185,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 	if err := notSelf(d.upstream); err != nil {
 		return err
 	}
-	daemon, err := virtiofsd.Detect(ctx, d.upstream, filepath.Join(o.Guard.StateDir, "virtiofsd-cache"))
+	daemon, err := virtiofsd.Detect(ctx, d.upstream, statedir.VirtiofsdCacheDir(o.Guard.StateDir))
 	if err != nil {
 		return fmt.Errorf("%w (upstream from %s)", err, d.upstreamFrom)
 	}

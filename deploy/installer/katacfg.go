@@ -13,7 +13,9 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // baseHypervisor is what a shim's configuration says of one hypervisor
@@ -134,8 +136,8 @@ func contains(ss []string, s string) bool {
 
 // Verdicts, worst first, as the label shows them.
 var verdictRank = map[string]int{
-	string(guestkernel.Vulnerable): 0, string(guestkernel.Unknown): 1,
-	string(guestkernel.Unaffected): 2, string(guestkernel.Fixed): 3,
+	string(verdict.Vulnerable): 0, string(verdict.Unknown): 1,
+	string(verdict.Unaffected): 2, string(verdict.Fixed): 3,
 }
 
 func worse(a, b string) string {
@@ -148,7 +150,7 @@ func worse(a, b string) string {
 // evaluate fills r.Verdict, r.Protected and r.Reason from the shim's
 // configuration as Kata merges it (ours included) and its guest kernels.
 func (in *Installer) evaluate(ctx context.Context, s *Shim, r *ShimReport) {
-	r.Verdict = string(guestkernel.Unknown)
+	r.Verdict = string(verdict.Unknown)
 	f, err := config.Load(in.host.abs(s.ConfigFile))
 	if err != nil {
 		r.Reason = fmt.Sprintf("configuration: %v", err)
@@ -187,7 +189,7 @@ func (in *Installer) kernelVerdict(ctx context.Context, f *config.File, h config
 	}
 	resolved, err := in.host.resolve(kernel)
 	if err != nil {
-		return string(guestkernel.Unknown), fmt.Sprintf("%s cannot be read (%v)", kernel, err)
+		return string(verdict.Unknown), fmt.Sprintf("%s cannot be read (%v)", kernel, err)
 	}
 	key := fmt.Sprint(resolved, f.Guard.FixedReleases)
 	if st, err := os.Stat(in.host.abs(resolved)); err == nil {
@@ -196,9 +198,9 @@ func (in *Installer) kernelVerdict(ctx context.Context, f *config.File, h config
 	if v, ok := in.verdicts[key]; ok {
 		return v, kernel + " " + v
 	}
-	rep, err := guestkernel.Inspect(ctx, in.host.abs(resolved), guestkernel.Options{FixedReleases: f.Guard.FixedReleases})
+	rep, err := guestkernel.Inspect(ctx, in.host.abs(resolved), verdict.Options{FixedReleases: f.Guard.FixedReleases})
 	if err != nil {
-		return string(guestkernel.Unknown), fmt.Sprintf("%s cannot be read (%v)", kernel, err)
+		return string(verdict.Unknown), fmt.Sprintf("%s cannot be read (%v)", kernel, err)
 	}
 	in.verdicts[key] = string(rep.Verdict)
 	return string(rep.Verdict), kernel + " " + string(rep.Verdict)
@@ -206,8 +208,8 @@ func (in *Installer) kernelVerdict(ctx context.Context, f *config.File, h config
 
 // tableProtected says whether sandboxes booted from one hypervisor table are
 // safe from the bug, and if not, why.
-func (in *Installer) tableProtected(guarded bool, name string, g config.Guard, h config.Hypervisor, verdict string) (bool, string) {
-	if verdict == string(guestkernel.Fixed) || verdict == string(guestkernel.Unaffected) {
+func (in *Installer) tableProtected(guarded bool, name string, g config.Guard, h config.Hypervisor, v string) (bool, string) {
+	if v == string(verdict.Fixed) || v == string(verdict.Unaffected) {
 		return true, ""
 	}
 	switch {
@@ -219,13 +221,13 @@ func (in *Installer) tableProtected(guarded bool, name string, g config.Guard, h
 		return false, "kata-submount-guard does not guard this handler"
 	}
 	policy := g.OnVulnerable
-	if verdict == string(guestkernel.Unknown) {
+	if v == string(verdict.Unknown) {
 		policy = g.OnUnknown
 	}
 	if policy == config.PolicyRefuse {
 		return true, "" // such sandboxes are refused
 	}
-	if g.VirtiofsProtection == config.ProtectionNone {
+	if g.VirtiofsProtection == protection.None {
 		return false, "virtiofs_protection = none"
 	}
 	if h.SharedFS == config.SharedFSVirtioFSNydus || h.VirtioFSDaemon != filepath.Join(in.opt.GuardPrefix, "bin", "kata-virtiofsd") {

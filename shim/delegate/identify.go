@@ -20,6 +20,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/capped"
+	"github.com/kata-submount-guard/kata-submount-guard/shim/internal/oserr"
 )
 
 // Identity is what a delegate shim says it is.
@@ -40,7 +41,7 @@ const (
 	versionPrefix    = "Kata Containers containerd shim"
 )
 
-// ParseVersion reads a Kata shim's --version output:
+// parseVersion reads a Kata shim's --version output:
 //
 //	Kata Containers containerd shim (Golang): id: "io.containerd.kata.v2", version: 4.1.0, commit: ...
 //	Kata Containers containerd shim: id: "io.containerd.kata.v2", version: 3.0.2, commit: ...   (3.0.x)
@@ -48,7 +49,7 @@ const (
 //
 // A Go shim of major version 4 or later is DelegateGo4, an earlier one
 // DelegateGo3. Anything else is an error: a delegate is never guessed.
-func ParseVersion(out []byte) (Identity, error) {
+func parseVersion(out []byte) (Identity, error) {
 	for _, line := range strings.Split(string(out), "\n") {
 		line = strings.TrimSpace(line)
 		rest, ok := strings.CutPrefix(line, versionPrefix)
@@ -98,15 +99,15 @@ func majorOf(version string) (int, error) {
 	return n, nil
 }
 
-// Identify tells which Kata shim path is: from the cache under cacheDir
+// identifyBinary tells which Kata shim path is: from the cache under cacheDir
 // when the binary is the one seen before (device, inode, size, mtime,
 // ctime), else by running `path --version` and caching the answer. A
 // binary that cannot be identified is an installation error.
-func Identify(ctx context.Context, path, cacheDir string) (Identity, error) {
+func identifyBinary(ctx context.Context, path, cacheDir string) (Identity, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return Identity{}, fmt.Errorf("delegate shim %s cannot be identified: %v; install Kata's containerd-shim-kata-v2 there or point [submount_guard] delegate_shim at it: %w",
-			path, unwrapPathError(err), errdefs.ErrNotFound)
+		return Identity{}, fmt.Errorf("delegate shim %s cannot be identified: %w; install Kata's containerd-shim-kata-v2 there or point [submount_guard] delegate_shim at it: %w",
+			path, oserr.Cause(err), errdefs.ErrNotFound)
 	}
 	key := keyOf(fi)
 	cacheFile := ""
@@ -145,12 +146,12 @@ func askVersion(ctx context.Context, path string) (Identity, error) {
 	if ctx.Err() != nil {
 		return Identity{}, fmt.Errorf("delegate shim %s did not answer --version within %s; %s: %w", path, versionTimeout, fix, errdefs.ErrFailedPrecondition)
 	}
-	id, perr := ParseVersion(out.Bytes())
+	id, perr := parseVersion(out.Bytes())
 	if perr != nil {
 		if err != nil {
-			perr = fmt.Errorf("%w (%v)", perr, err)
+			perr = fmt.Errorf("%w (%w)", perr, err)
 		}
-		return Identity{}, fmt.Errorf("delegate shim %s is not a Kata shim this guard knows: its --version gave %q: %v; %s: %w",
+		return Identity{}, fmt.Errorf("delegate shim %s is not a Kata shim this guard knows: its --version gave %q: %w; %s: %w",
 			path, firstLine(out.String()), perr, fix, errdefs.ErrFailedPrecondition)
 	}
 	return id, nil
@@ -218,12 +219,4 @@ func writeCached(file string, c cached) error {
 		return err
 	}
 	return atomicfile.Write(file, data, 0o600)
-}
-
-func unwrapPathError(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 func TestParseVersion(t *testing.T) {
@@ -43,7 +44,7 @@ func TestParseVersion(t *testing.T) {
 		{name: "unterminated flavour", out: `Kata Containers containerd shim (Golang: version: 4.1.0`, err: "unterminated flavour"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			id, err := ParseVersion([]byte(tc.out))
+			id, err := parseVersion([]byte(tc.out))
 			if tc.err != "" {
 				require.ErrorContains(t, err, tc.err)
 				require.Equal(t, Identity{}, id)
@@ -60,7 +61,7 @@ func FuzzParseVersion(f *testing.F) {
 	f.Add([]byte(`Kata Containers containerd shim (Golang): id: "io.containerd.kata.v2", version: 4.1.0, commit: x`))
 	f.Add([]byte(`Kata Containers containerd shim: id: "io.containerd.kata.v2", version: 3.0.2, commit: `))
 	f.Fuzz(func(t *testing.T, out []byte) {
-		id, err := ParseVersion(out)
+		id, err := parseVersion(out)
 		if err != nil {
 			require.Equal(t, Identity{}, id)
 			return
@@ -95,12 +96,12 @@ func goShimLine(version string) string {
 func TestIdentifyCache(t *testing.T) {
 	dir := t.TempDir()
 	shim := filepath.Join(dir, "containerd-shim-kata-v2")
-	cache := filepath.Join(dir, "state", CacheDirName)
+	cache := statedir.DelegateCacheDir(filepath.Join(dir, "state"))
 	fakeShim(t, shim, goShimLine("3.2.0"))
 	ctx := context.Background()
 
 	for i := 0; i < 3; i++ {
-		id, err := Identify(ctx, shim, cache)
+		id, err := identifyBinary(ctx, shim, cache)
 		require.NoError(t, err)
 		require.Equal(t, config.DelegateGo3, id.Kind)
 	}
@@ -110,13 +111,13 @@ func TestIdentifyCache(t *testing.T) {
 	fakeShim(t, shim, goShimLine("4.1.0"))
 	later := time.Now().Add(time.Minute)
 	require.NoError(t, os.Chtimes(shim, later, later))
-	id, err := Identify(ctx, shim, cache)
+	id, err := identifyBinary(ctx, shim, cache)
 	require.NoError(t, err)
 	require.Equal(t, config.DelegateGo4, id.Kind)
 	require.Equal(t, 2, calls(t, shim))
 
 	// No cache directory: asked every time.
-	_, err = Identify(ctx, shim, "")
+	_, err = identifyBinary(ctx, shim, "")
 	require.NoError(t, err)
 	require.Equal(t, 3, calls(t, shim))
 }
@@ -139,8 +140,8 @@ func TestIdentifyErrors(t *testing.T) {
 		{"ourselves", self, "is this guard shim itself"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cache := filepath.Join(t.TempDir(), CacheDirName)
-			_, err := Identify(context.Background(), tc.path, cache)
+			cache := statedir.DelegateCacheDir(t.TempDir())
+			_, err := identifyBinary(context.Background(), tc.path, cache)
 			require.ErrorContains(t, err, tc.err)
 			entries, _ := os.ReadDir(cache)
 			require.Empty(t, entries, "a failed identification is not cached")
@@ -158,14 +159,14 @@ func BenchmarkIdentifyCached(b *testing.B) {
 	if err := os.WriteFile(shim, []byte(script), 0o755); err != nil {
 		b.Fatal(err)
 	}
-	cache := filepath.Join(dir, CacheDirName)
+	cache := statedir.DelegateCacheDir(dir)
 	ctx := context.Background()
-	if _, err := Identify(ctx, shim, cache); err != nil {
+	if _, err := identifyBinary(ctx, shim, cache); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	for range b.N {
-		if _, err := Identify(ctx, shim, cache); err != nil {
+		if _, err := identifyBinary(ctx, shim, cache); err != nil {
 			b.Fatal(err)
 		}
 	}

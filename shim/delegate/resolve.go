@@ -3,27 +3,23 @@ package delegate
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
-
-// CacheDirName is the directory under [submount_guard] state_dir holding
-// delegate identities.
-const CacheDirName = "delegate-cache"
 
 // Identifier tells the kind of the delegate a [submount_guard] table names.
 type Identifier func(ctx context.Context, guard config.Guard) (Identity, error)
 
 // IdentifyGuard is the Identifier of production: the pinned delegate_kind,
-// else Identify with the cache under state_dir.
+// else identifyBinary with the cache under state_dir.
 func IdentifyGuard(ctx context.Context, guard config.Guard) (Identity, error) {
 	if guard.DelegateKind != "" && guard.DelegateKind != config.DelegateAuto {
 		return Identity{Kind: guard.DelegateKind, Line: "pinned by [submount_guard] delegate_kind"}, nil
 	}
-	return Identify(ctx, guard.DelegateShim, filepath.Join(guard.StateDir, CacheDirName))
+	return identifyBinary(ctx, guard.DelegateShim, statedir.DelegateCacheDir(guard.StateDir))
 }
 
 // Resolve resolves Kata's configuration as the delegate that will load it

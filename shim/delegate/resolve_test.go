@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/internal/pbwire"
 )
 
 // install is a machine for Resolve: Kata shims of each kind, kernels, and
@@ -54,14 +53,6 @@ func (in *install) write(t *testing.T, rel, kernel, delegate string, extra ...st
 	}
 	require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
 	return p
-}
-
-// runtimeOptions is what containerd writes on the shim's stdin for
-// options.ConfigPath = path.
-func runtimeOptions(path string) []byte {
-	inner := pbwire.AppendStringField(nil, 2, path)
-	any := pbwire.AppendStringField(nil, 1, "type.googleapis.com/runtimeoptions.v1.Options")
-	return pbwire.AppendBytesField(any, 2, inner)
 }
 
 // TestResolveByDelegate: the file judged is the file the delegate loads.
@@ -208,7 +199,7 @@ func TestResolveByDelegate(t *testing.T) {
 				src.Annotations = map[string]string{config.AnnotationConfigPath: s.annotation}
 			}
 			if s.option != "" {
-				src.RuntimeOptions = runtimeOptions(s.option)
+				src.RuntimeOptions = config.RuntimeOptions{ConfigPath: s.option}
 			}
 			res, id, err := Resolve(context.Background(), src, IdentifyGuard)
 			if tc.err != "" {

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
@@ -43,7 +44,7 @@ func (e expectation) String() string {
 // column is one protection and what it promises on each kernel. The recover
 // column (our own daemon, issue 9) joins by adding an entry here.
 type column struct {
-	Protection harness.Protection
+	Protection protection.Protection
 	Expect     func(kernel string) expectation
 	// Daemons the column runs with; nil: the C and the Rust virtiofsd.
 	Daemons []harness.Daemon
@@ -55,9 +56,9 @@ func matrixColumns() []column {
 		// without recovery must fail as the upstream daemons do, so that
 		// recovery, and no other difference of our daemon, is what keeps
 		// the volume readable.
-		{Protection: harness.ProtectNone, Expect: noneExpect,
+		{Protection: protection.None, Expect: noneExpect,
 			Daemons: []harness.Daemon{harness.DaemonC, harness.DaemonRust, harness.DaemonOurs}},
-		{Protection: harness.ProtectNoSubmounts, Expect: func(string) expectation { return expectation{Outcome: guest.OK} }},
+		{Protection: protection.NoSubmounts, Expect: func(string) expectation { return expectation{Outcome: guest.OK} }},
 		recoverColumn(),
 	}
 }
@@ -95,7 +96,7 @@ var kataGoTag = map[string]string{launcherKataGo302: "3.0.2", launcherKataGo410:
 type cell struct {
 	Kernel     string
 	Daemon     harness.Daemon
-	Protection harness.Protection
+	Protection protection.Protection
 	Scenario   guest.Scenario
 	Pressure   guest.Pressure
 	Expect     expectation
@@ -126,13 +127,13 @@ func launcherCells(launcher string) []cell {
 	for _, k := range []string{harness.KernelVulnerable, harness.KernelFixed} {
 		for _, dp := range []struct {
 			d harness.Daemon
-			p harness.Protection
+			p protection.Protection
 			e func(string) expectation
 		}{
-			{harness.DaemonOurs, harness.ProtectRecover, recoverColumn().Expect},
-			{harness.DaemonRust, harness.ProtectNoSubmounts, func(string) expectation { return expectation{Outcome: guest.OK} }},
-			{harness.DaemonC, harness.ProtectNoSubmounts, func(string) expectation { return expectation{Outcome: guest.OK} }},
-			{harness.DaemonRust, harness.ProtectNone, noneExpect},
+			{harness.DaemonOurs, protection.Recover, recoverColumn().Expect},
+			{harness.DaemonRust, protection.NoSubmounts, func(string) expectation { return expectation{Outcome: guest.OK} }},
+			{harness.DaemonC, protection.NoSubmounts, func(string) expectation { return expectation{Outcome: guest.OK} }},
+			{harness.DaemonRust, protection.None, noneExpect},
 		} {
 			cells = append(cells, cell{Kernel: k, Daemon: dp.d, Protection: dp.p, Scenario: guest.BindDetach, Pressure: guest.DropCaches,
 				Expect: dp.e(k), Launcher: launcher})
@@ -310,7 +311,7 @@ func bootCell(t *testing.T, env *harness.Env, c cell, dir string, share *hostSha
 	}
 	*observed = describe(res)
 	t.Logf("guest %s: %s", res.Kernel, res.Line())
-	if c.Protection == harness.ProtectRecover {
+	if c.Protection == protection.Recover {
 		*observed += checkRecoveries(t, c, d, filepath.Join(dir, "state"), share, daemonLog)
 	}
 	if c.Daemon == harness.DaemonOurs {

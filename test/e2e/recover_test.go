@@ -13,7 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
@@ -29,7 +32,7 @@ import (
 // (whose submount root keeps the node ID's lookup alive).
 func recoverColumn() column {
 	return column{
-		Protection: harness.ProtectRecover,
+		Protection: protection.Recover,
 		Daemons:    []harness.Daemon{harness.DaemonOurs},
 		Expect: func(kernel string) expectation {
 			e := expectation{Outcome: guest.OK, Submount: true, Recoveries: "0"}
@@ -61,7 +64,7 @@ func checkRecoveries(t *testing.T, c cell, d runningDaemon, stateDir string, sha
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	path := passthroughfs.StatusPath(stateDir, share.SandboxID)
+	path := statedir.StatusPath(stateDir, share.SandboxID)
 	st, err := passthroughfs.ReadStatus(path)
 	if err != nil {
 		t.Errorf("recovery status: %v", err)
@@ -119,7 +122,7 @@ func checkRecoveries(t *testing.T, c cell, d runningDaemon, stateDir string, sha
 }
 
 // TestRecoverFromPlan boots each guest kernel with the daemon its sandbox's
-// plan chooses, as the shim decides it (hooks.Decide inspects the real
+// plan chooses, as the shim decides it (policy.Decide inspects the real
 // kernel under a Kata configuration with virtiofs_protection = "recover"),
 // and kata-virtiofsd started with Kata's argv plus --guard-state-dir only:
 // the vulnerable kernel gets our daemon, which recovers its volume; the
@@ -153,27 +156,27 @@ state_dir = `+q(state)+`
 			ctx := context.Background()
 			r, err := config.Resolve(ctx, config.Sources{ExplicitPath: cfgPath})
 			require.NoError(t, err)
-			plan, err := hooks.Decide(ctx, hooks.Input{Resolved: r, SandboxID: share.SandboxID, ContainerType: hooks.PodSandbox, Inspector: hooks.InspectorFunc(guestkernel.Inspect)})
+			pl, err := policy.Decide(ctx, policy.Input{Resolved: r, SandboxID: share.SandboxID, ContainerType: policy.PodSandbox, Inspector: policy.InspectorFunc(guestkernel.Inspect)})
 			require.NoError(t, err)
-			require.NoError(t, hooks.WritePlan(state, plan))
-			c := cell{Kernel: k, Protection: harness.ProtectRecover, Daemon: harness.DaemonOurs, Scenario: guest.BindDetach, Pressure: guest.Memory,
+			require.NoError(t, plan.Write(state, pl))
+			c := cell{Kernel: k, Protection: protection.Recover, Daemon: harness.DaemonOurs, Scenario: guest.BindDetach, Pressure: guest.Memory,
 				Expect: recoverColumn().Expect(k)}
 			if k == harness.KernelFixed {
-				require.Equal(t, hooks.ProtectNone, plan.Protection, plan.Reason)
-				c.Protection, c.Daemon, c.Expect = harness.ProtectNone, harness.DaemonRust, expectation{Outcome: guest.OK, Submount: true}
+				require.Equal(t, protection.None, pl.Protection, pl.Reason)
+				c.Protection, c.Daemon, c.Expect = protection.None, harness.DaemonRust, expectation{Outcome: guest.OK, Submount: true}
 			} else {
-				require.Equal(t, hooks.ProtectRecover, plan.Protection, plan.Reason)
+				require.Equal(t, protection.Recover, pl.Protection, pl.Reason)
 			}
 
 			var observed string
 			bootCell(t, env, c, dir, share, harness.DaemonSpec{StateDir: state}.Args(share.Dir), &observed)
-			t.Logf("%s kernel, plan protection %s: %s", k, plan.Protection, observed)
+			t.Logf("%s kernel, plan protection %s: %s", k, pl.Protection, observed)
 
 			dlog, _ := os.ReadFile(filepath.Join(dir, "daemon.log"))
 			require.Contains(t, string(dlog), "protection_from=plan", "the plan chose the protection")
 			if k == harness.KernelFixed {
 				require.Contains(t, string(dlog), "starting upstream virtiofsd")
-				require.NoFileExists(t, passthroughfs.StatusPath(state, share.SandboxID))
+				require.NoFileExists(t, statedir.StatusPath(state, share.SandboxID))
 			} else {
 				require.Contains(t, string(dlog), "serving the share with kata-virtiofsd's own daemon")
 			}

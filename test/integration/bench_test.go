@@ -19,7 +19,7 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 )
 
 // BenchmarkShimStart measures what containerd waits for at sandbox creation:
@@ -85,7 +85,7 @@ func BenchmarkShimStart(b *testing.B) {
 		address := strings.TrimSpace(out.String())
 		require.True(b, strings.HasPrefix(address, "unix://"), "start printed %q", address)
 		shutdownShim(b, address, id)
-		_ = hooks.RemovePlan(stateDir, id)
+		_ = plan.Remove(stateDir, id)
 		require.NoError(b, os.RemoveAll(bundle))
 		return elapsed
 	}

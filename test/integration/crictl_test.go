@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
@@ -88,13 +88,13 @@ func (c *containerd) runPod(t testing.TB, handler string, p pod) (id, stderr str
 
 // runKataPod runs p with the kata handler, which must start it, and returns
 // its sandbox id and the plan our shim wrote for it in stateDir.
-func (c *containerd) runKataPod(t testing.TB, p pod, stateDir string) (string, *hooks.Plan) {
+func (c *containerd) runKataPod(t testing.TB, p pod, stateDir string) (string, *plan.Plan) {
 	t.Helper()
 	podID, stderr, err := c.runPod(t, "kata", p)
 	require.NoError(t, err, stderr)
-	plan, err := hooks.ReadPlan(stateDir, podID)
+	pl, err := plan.Read(stateDir, podID)
 	require.NoError(t, err)
-	return podID, plan
+	return podID, pl
 }
 
 // startContainer creates and starts a container in a running pod.

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
@@ -72,7 +73,7 @@ state_dir = %q
 				eventually(t, func() bool { return len(plans(t, stateDir)) == 0 }, "plan of %s left after delete", id)
 				_, stderr, err = c.ctr(ctrNamespace, "containers", "delete", id)
 				require.NoError(t, err, stderr)
-				cache, err := os.ReadDir(filepath.Join(stateDir, "delegate-cache"))
+				cache, err := os.ReadDir(statedir.DelegateCacheDir(stateDir))
 				require.NoError(t, err)
 				require.Len(t, cache, 1, "Kata %s identified once, from its --version", tag)
 			})

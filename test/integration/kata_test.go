@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
@@ -132,9 +132,9 @@ valid_virtio_fs_daemon_paths = ["/opt/kata/libexec/kata-virtiofsd"]
 }
 
 // plans lists the sandbox plans in stateDir by sandbox id.
-func plans(t testing.TB, stateDir string) map[string]*hooks.Plan {
+func plans(t testing.TB, stateDir string) map[string]*plan.Plan {
 	t.Helper()
-	out := map[string]*hooks.Plan{}
+	out := map[string]*plan.Plan{}
 	entries, err := os.ReadDir(stateDir)
 	if os.IsNotExist(err) || errors.Is(err, syscall.ENOTDIR) {
 		return out
@@ -145,7 +145,7 @@ func plans(t testing.TB, stateDir string) map[string]*hooks.Plan {
 			continue
 		}
 		id := strings.TrimSuffix(e.Name(), ".json")
-		p, err := hooks.ReadPlan(stateDir, id)
+		p, err := plan.Read(stateDir, id)
 		require.NoError(t, err)
 		out[id] = p
 	}

@@ -19,9 +19,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 	vut "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser/vhostusertest"
 )
@@ -43,11 +45,11 @@ func TestRecoverThroughThePlan(t *testing.T) {
 	c := startContainerd(t, containerdOptions{env: []string{"KATA_CONF_FILE=" + cfgPath}})
 	c.useCRI(t)
 
-	podID, plan := c.runKataPod(t, pod{name: "recovered"}, stateDir)
-	require.Equal(t, guestkernel.Vulnerable, plan.Kernel.Verdict)
-	require.Equal(t, hooks.Warn, plan.Action)
-	require.Equal(t, hooks.ProtectRecover, plan.Protection)
-	require.Contains(t, plan.Reason, "protection recover")
+	podID, pl := c.runKataPod(t, pod{name: "recovered"}, stateDir)
+	require.Equal(t, verdict.Vulnerable, pl.Kernel.Verdict)
+	require.Equal(t, plan.Warn, pl.Action)
+	require.Equal(t, protection.Recover, pl.Protection)
+	require.Contains(t, pl.Reason, "protection recover")
 
 	// What Kata does next: the pod's shared directory, a volume mounted in
 	// it, virtio_fs_daemon started on a listening socket as fd 3.
@@ -82,7 +84,7 @@ func TestRecoverThroughThePlan(t *testing.T) {
 		<-done
 	})
 
-	statusPath := passthroughfs.StatusPath(stateDir, podID)
+	statusPath := statedir.StatusPath(stateDir, podID)
 	g := newGuestDriver(t, sock)
 	g.init(t)
 	st, err := passthroughfs.ReadStatus(statusPath)
@@ -120,7 +122,7 @@ func TestRecoverThroughThePlan(t *testing.T) {
 	require.Equal(t, 1, strings.Count(out, "reinstated it"), "one log line per recovery")
 
 	c.removePod(t, podID)
-	eventually(t, func() bool { _, err := hooks.ReadPlan(stateDir, podID); return err != nil }, "plan not removed after rmp")
+	eventually(t, func() bool { _, err := plan.Read(stateDir, podID); return err != nil }, "plan not removed after rmp")
 	require.NoFileExists(t, statusPath, "status file removed with the plan")
 }
 
@@ -131,9 +133,9 @@ func TestRecoverPlanOnFixedKernel(t *testing.T) {
 	cfgPath, stateDir := writeKataConfig(t, t.TempDir(), kataConfig{kernel: kernels.fixed, onVulnerable: "warn", protection: "recover"})
 	c := startContainerd(t, containerdOptions{env: []string{"KATA_CONF_FILE=" + cfgPath}})
 	c.useCRI(t)
-	podID, plan := c.runKataPod(t, pod{name: "fixed"}, stateDir)
-	require.Equal(t, guestkernel.Fixed, plan.Kernel.Verdict)
-	require.Equal(t, hooks.ProtectNone, plan.Protection, "a fixed kernel needs no protection")
+	podID, pl := c.runKataPod(t, pod{name: "fixed"}, stateDir)
+	require.Equal(t, verdict.Fixed, pl.Kernel.Verdict)
+	require.Equal(t, protection.None, pl.Protection, "a fixed kernel needs no protection")
 	c.removePod(t, podID)
 }
 

@@ -11,10 +11,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/hooks"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/shim"
 	"github.com/kata-submount-guard/kata-submount-guard/test/standin-shim/standin"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // vulnerableRefusal is the line our shim prints when the policy refuses the
@@ -46,10 +47,10 @@ func TestCtrRefuseAndAllow(t *testing.T) {
 		_, stateDir := writeKataConfig(t, cfgDir, kataConfig{kernel: kernels.fixed, onVulnerable: "refuse", onUnknown: "refuse"})
 		_, stderr, err := c.ctr(ctrNamespace, "run", "--detach", "--runtime", kataRuntime, testImage, "allowed", "sh", "-c", "echo started; sleep 1000")
 		require.NoError(t, err, stderr)
-		p, err := hooks.ReadPlan(stateDir, "allowed")
+		p, err := plan.Read(stateDir, "allowed")
 		require.NoError(t, err)
-		require.Equal(t, hooks.Allow, p.Action)
-		require.Equal(t, guestkernel.Fixed, p.Kernel.Verdict)
+		require.Equal(t, plan.Allow, p.Action)
+		require.Equal(t, verdict.Fixed, p.Kernel.Verdict)
 		require.Equal(t, kernels.fixed, p.Kernel.Path)
 		require.Equal(t, cfgPath, p.ConfigPath)
 		require.Equal(t, "env", p.ConfigSource)
@@ -68,7 +69,7 @@ func TestCtrRefuseAndAllow(t *testing.T) {
 		require.NoError(t, err, stderr)
 		_, stderr, err = c.ctr(ctrNamespace, "containers", "delete", "allowed")
 		require.NoError(t, err, stderr)
-		eventually(t, func() bool { _, err := hooks.ReadPlan(stateDir, "allowed"); return err != nil }, "plan not removed after delete")
+		eventually(t, func() bool { _, err := plan.Read(stateDir, "allowed"); return err != nil }, "plan not removed after delete")
 	})
 
 	t.Run("fixed prints", func(t *testing.T) {
@@ -105,8 +106,8 @@ func TestCRIRefuseAndAllow(t *testing.T) {
 	t.Run("fixed runs", func(t *testing.T) {
 		_, stateDir := writeKataConfig(t, cfgDir, kataConfig{kernel: kernels.fixed, onVulnerable: "refuse", onUnknown: "refuse"})
 		p := pod{name: "allowed"}
-		podID, plan := c.runKataPod(t, p, stateDir)
-		require.Equal(t, hooks.Allow, plan.Action)
+		podID, pl := c.runKataPod(t, p, stateDir)
+		require.Equal(t, plan.Allow, pl.Action)
 		cid := c.startContainer(t, podID, p, "app", "sh", "-c", "echo hello from busybox; sleep 1000")
 		out, stderr, err := c.crictl("exec", cid, "echo", "exec works")
 		require.NoError(t, err, stderr)
@@ -116,7 +117,7 @@ func TestCRIRefuseAndAllow(t *testing.T) {
 			return logs == "hello from busybox"
 		}, "container did not print")
 		c.removePod(t, podID)
-		eventually(t, func() bool { _, err := hooks.ReadPlan(stateDir, podID); return err != nil }, "plan not removed after rmp")
+		eventually(t, func() bool { _, err := plan.Read(stateDir, podID); return err != nil }, "plan not removed after rmp")
 	})
 }
 
@@ -170,9 +171,9 @@ func TestWarn(t *testing.T) {
 	})
 
 	t.Run("cri", func(t *testing.T) {
-		podID, plan := c.runKataPod(t, pod{name: "warned"}, stateDir)
-		require.Equal(t, hooks.Warn, plan.Action)
-		require.Equal(t, guestkernel.Vulnerable, plan.Kernel.Verdict)
+		podID, pl := c.runKataPod(t, pod{name: "warned"}, stateDir)
+		require.Equal(t, plan.Warn, pl.Action)
+		require.Equal(t, verdict.Vulnerable, pl.Kernel.Verdict)
 		check(t, criNamespace, podID)
 		c.removePod(t, podID)
 	})
@@ -239,10 +240,10 @@ func TestConfigSources(t *testing.T) {
 				require.NoError(t, err, stderr)
 				id = "src"
 			}
-			plan, err := hooks.ReadPlan(winnerState, id)
+			pl, err := plan.Read(winnerState, id)
 			require.NoError(t, err)
-			require.Equal(t, paths[tc.winner], plan.ConfigPath)
-			require.Equal(t, wantSource, plan.ConfigSource)
+			require.Equal(t, paths[tc.winner], pl.ConfigPath)
+			require.Equal(t, wantSource, pl.ConfigSource)
 			if usingStandin() {
 				// The file Kata itself would have loaded at Create.
 				rec, err := standin.ReadCreateRecord(c.recordDir, id)
@@ -282,10 +283,10 @@ func TestKernelAnnotation(t *testing.T) {
 			podID, stderr, err := c.runPod(t, "kata", pod{name: "annotated", annotations: map[string]string{kernelAnnotation: tc.annotated}})
 			if tc.wantLine == nil {
 				require.NoError(t, err, stderr)
-				plan, err := hooks.ReadPlan(stateDir, podID)
+				pl, err := plan.Read(stateDir, podID)
 				require.NoError(t, err)
-				require.Equal(t, tc.annotated, plan.Kernel.Path)
-				require.Equal(t, hooks.Allow, plan.Action)
+				require.Equal(t, tc.annotated, pl.Kernel.Path)
+				require.Equal(t, plan.Allow, pl.Action)
 				return
 			}
 			require.Error(t, err)
@@ -379,7 +380,7 @@ func TestParallelSandboxes(t *testing.T) {
 	for id, p := range got {
 		require.True(t, started[id], "plan for a pod that did not start: %s", id)
 		require.Equal(t, kernels.fixed, p.Kernel.Path)
-		require.Equal(t, hooks.Allow, p.Action)
+		require.Equal(t, plan.Allow, p.Action)
 	}
 	refused := c.refusedSandboxIDs()
 	require.Len(t, refused, n/2)
@@ -589,7 +590,7 @@ func TestKernelInspectorMissing(t *testing.T) {
 		return fmt.Sprintf("guest kernel %s cannot be checked: it is not in the inspection cache %s and the inspector %s "+
 			"(looked for beside the shim's executable %s) %s; install kata-submount-guard's kata-runtime, from the same build as "+
 			"containerd-shim-kata-v2, as %s: failed precondition",
-			kernels.fixed, filepath.Join(stateDir, "kernel-cache"), inspector, alone.ours, problem, inspector)
+			kernels.fixed, statedir.KernelCacheDir(stateDir), inspector, alone.ours, problem, inspector)
 	}
 
 	_, stderr, err := c.ctr(ctrNamespace, "run", "--rm", "--runtime", kataRuntime, testImage, "uninspected", "echo", "must not run")
@@ -610,7 +611,7 @@ func TestKernelInspectorMissing(t *testing.T) {
 		require.Equal(t, "runs\n", out)
 	}
 	run("inspected")
-	entries, err := os.ReadDir(filepath.Join(stateDir, "kernel-cache"))
+	entries, err := os.ReadDir(statedir.KernelCacheDir(stateDir))
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "kata-runtime cached the kernel's facts")
 	// A cached kernel needs no inspector.

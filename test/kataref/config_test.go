@@ -12,6 +12,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/pbwire"
+	"github.com/kata-submount-guard/kata-submount-guard/shim"
 	"github.com/kata-submount-guard/kata-submount-guard/shim/delegate"
 )
 
@@ -210,7 +211,7 @@ func TestConfigAgreesWithKata(t *testing.T) {
 
 					src := config.Sources{
 						Annotations:    c.Annotations,
-						RuntimeOptions: runtimeOptions(c.ConfigPath),
+						RuntimeOptions: shim.DecodeRuntimeOptions(runtimeOptions(c.ConfigPath)),
 						Getenv: func(key string) string {
 							if key == config.EnvConfigFile {
 								return c.Env

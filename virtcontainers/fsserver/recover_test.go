@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
@@ -36,7 +38,7 @@ func TestServeRecover(t *testing.T) {
 			t.Cleanup(func() { _ = unix.Unmount(vol, unix.MNT_DETACH) })
 			require.NoError(t, os.WriteFile(filepath.Join(vol, "marker"), []byte("volume data"), 0o644))
 			state := filepath.Join(base, "state")
-			statusPath := passthroughfs.StatusPath(state, sandbox)
+			statusPath := statedir.StatusPath(state, sandbox)
 			sock := filepath.Join(t.TempDir(), "vhost.sock")
 			args := []string{"--shared-dir=" + shared, "--socket-path=" + sock, "--sandbox=" + string(mode),
 				"--cache=auto", "--announce-submounts", "--guard-protection=recover", "--guard-state-dir=" + state}
@@ -49,7 +51,7 @@ func TestServeRecover(t *testing.T) {
 				o, err := virtiofsd.Parse(args)
 				require.NoError(t, err)
 				require.Equal(t, sandbox, o.SandboxID)
-				o.Protection = virtiofsd.ProtectRecover
+				o.Protection = protection.Recover
 				go func() { done <- Serve(ctx, o) }()
 			} else {
 				cmd := exec.CommandContext(ctx, sandboxd(t), args...)

@@ -22,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser"
@@ -254,7 +255,7 @@ func lookupGroup(name string) (int, error) {
 func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os.File, o *virtiofsd.Options,
 	report func(passthroughfs.RecoveryStats), seccomp fssandbox.SeccompAction) error {
 	var rec *passthroughfs.RecoverOptions
-	if o.Protection == virtiofsd.ProtectRecover {
+	if o.Protection == protection.Recover {
 		rec = &passthroughfs.RecoverOptions{Report: report}
 	}
 	fs, err := passthroughfs.New(ctx, root, passthroughfs.Options{

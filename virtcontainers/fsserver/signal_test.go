@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
@@ -36,7 +37,7 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 				shared := filepath.Join(base, "sandboxes", sandbox, "shared")
 				require.NoError(t, os.MkdirAll(shared, 0o755))
 				state := filepath.Join(base, "state")
-				statusPath := passthroughfs.StatusPath(state, sandbox)
+				statusPath := statedir.StatusPath(state, sandbox)
 				sock := filepath.Join(t.TempDir(), "vhost.sock")
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()

@@ -12,6 +12,8 @@ import (
 
 	"github.com/containerd/containerd/log"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
@@ -33,12 +35,12 @@ type statusFile struct {
 }
 
 func newStatusFile(ctx context.Context, o *virtiofsd.Options) *statusFile {
-	if o.Protection != virtiofsd.ProtectRecover || o.SandboxID == "" {
+	if o.Protection != protection.Recover || o.SandboxID == "" {
 		return nil
 	}
 	s := &statusFile{
 		ctx:  ctx,
-		path: passthroughfs.StatusPath(o.Guard.StateDir, o.SandboxID),
+		path: statedir.StatusPath(o.Guard.StateDir, o.SandboxID),
 		status: passthroughfs.Status{
 			SandboxID: o.SandboxID, Protection: string(o.Protection), PID: os.Getpid(), Running: true,
 			RecoveryStats: passthroughfs.RecoveryStats{MaxHeld: passthroughfs.DefaultMaxHeld},

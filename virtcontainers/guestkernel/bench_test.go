@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // Benchmarks recorded in BENCHMARKS.md ("Guest kernel inspection").
@@ -71,11 +72,11 @@ func BenchmarkInspect(b *testing.B) {
 	for _, img := range benchImages(b) {
 		for _, mode := range []struct {
 			name string
-			opts func(cacheDir string) Options
+			opts func(cacheDir string) verdict.Options
 		}{
-			{"cold-header", func(string) Options { return Options{HeaderOnly: true} }},
-			{"cold-full", func(string) Options { return Options{} }},
-			{"cached", func(dir string) Options { return Options{CacheDir: dir} }},
+			{"cold-header", func(string) verdict.Options { return verdict.Options{HeaderOnly: true} }},
+			{"cold-full", func(string) verdict.Options { return verdict.Options{} }},
+			{"cached", func(dir string) verdict.Options { return verdict.Options{CacheDir: dir} }},
 		} {
 			b.Run(img.name+"/"+mode.name, func(b *testing.B) {
 				opts := mode.opts(b.TempDir())
@@ -106,7 +107,7 @@ func btfOf(b *testing.B, path string) []byte {
 		payload := data[start : start+int(binary.LittleEndian.Uint32(data[0x24c:]))]
 		kind := sniffCompression(payload)
 		stream, claimed := sizeAppended(kind, payload)
-		if data, err = decompress(context.Background(), kind, stream, DefaultMaxDecompressed, claimed); err != nil {
+		if data, err = decompress(context.Background(), kind, stream, verdict.DefaultMaxDecompressed, claimed); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"io"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 const (
@@ -200,7 +202,7 @@ func btfAt(r io.ReaderAt, off, avail int64, head []byte) []byte {
 	return blob
 }
 
-func (f btfFacts) apply(r *Report) {
+func (f btfFacts) apply(r *verdict.Report) {
 	r.BTFPresent = f.Present
 	r.BTFHasFUSE = f.FUSE
 	r.BTFHasFix = f.Fix

@@ -32,7 +32,7 @@ func TestCache(t *testing.T) {
 	ctx := context.Background()
 	img := writeTemp(t, "vmlinux", kernelELF(elfArches[0], bannerVuln61, nil))
 	cacheDir := filepath.Join(t.TempDir(), "cache")
-	opts := Options{CacheDir: cacheDir}
+	opts := verdict.Options{CacheDir: cacheDir}
 
 	first, err := Inspect(ctx, img, opts)
 	require.NoError(t, err)
@@ -47,10 +47,10 @@ func TestCache(t *testing.T) {
 	})
 
 	t.Run("the shim's cached lookup agrees", func(t *testing.T) {
-		for _, o := range []Options{opts, {CacheDir: cacheDir, FixedReleases: []string{"6.1.69"}}} {
+		for _, o := range []verdict.Options{opts, {CacheDir: cacheDir, FixedReleases: []string{"6.1.69"}}} {
 			want, err := Inspect(ctx, img, o)
 			require.NoError(t, err)
-			got, ok := verdict.Cached(ctx, img, o)
+			got, ok := verdict.JudgeCached(ctx, img, o)
 			require.True(t, ok)
 			require.Equal(t, want, got)
 		}
@@ -68,13 +68,13 @@ func TestCache(t *testing.T) {
 	})
 
 	t.Run("verdict follows the caller's fixed releases", func(t *testing.T) {
-		rep, err := Inspect(ctx, img, Options{CacheDir: cacheDir, FixedReleases: []string{"6.1.69"}})
+		rep, err := Inspect(ctx, img, verdict.Options{CacheDir: cacheDir, FixedReleases: []string{"6.1.69"}})
 		require.NoError(t, err)
-		require.Equal(t, Fixed, rep.Verdict)
-		require.Equal(t, EvidenceOverride, rep.Evidence)
+		require.Equal(t, verdict.Fixed, rep.Verdict)
+		require.Equal(t, verdict.EvidenceOverride, rep.Evidence)
 		rep, err = Inspect(ctx, img, opts)
 		require.NoError(t, err)
-		require.Equal(t, Vulnerable, rep.Verdict)
+		require.Equal(t, verdict.Vulnerable, rep.Verdict)
 	})
 
 	t.Run("corrupt entry is ignored and rewritten", func(t *testing.T) {
@@ -119,12 +119,12 @@ func TestCache(t *testing.T) {
 	t.Run("header-only and full results are kept apart", func(t *testing.T) {
 		bz := makeBzImage("6.1.76 (x) #1 SMP", withSize(kbuildCompress(t, compGzip, kernelELF(elfArches[0], bannerFixed61, makeBTF(t, binary.LittleEndian, shapeVuln))), 0))
 		p := writeTemp(t, "bzImage", bz)
-		head, err := Inspect(ctx, p, Options{CacheDir: cacheDir, HeaderOnly: true})
+		head, err := Inspect(ctx, p, verdict.Options{CacheDir: cacheDir, HeaderOnly: true})
 		require.NoError(t, err)
-		full, err := Inspect(ctx, p, Options{CacheDir: cacheDir})
+		full, err := Inspect(ctx, p, verdict.Options{CacheDir: cacheDir})
 		require.NoError(t, err)
-		require.Equal(t, EvidenceVersion, head.Evidence)
-		require.Equal(t, EvidenceBTF, full.Evidence)
+		require.Equal(t, verdict.EvidenceVersion, head.Evidence)
+		require.Equal(t, verdict.EvidenceBTF, full.Evidence)
 	})
 
 	t.Run("errors are not cached", func(t *testing.T) {
@@ -136,7 +136,7 @@ func TestCache(t *testing.T) {
 
 	t.Run("unusable cache dir does not fail inspection", func(t *testing.T) {
 		notDir := writeTemp(t, "file", []byte("x"))
-		rep, err := Inspect(ctx, img, Options{CacheDir: filepath.Join(notDir, "cache")})
+		rep, err := Inspect(ctx, img, verdict.Options{CacheDir: filepath.Join(notDir, "cache")})
 		require.NoError(t, err)
 		require.Equal(t, "6.1.76", rep.Release)
 	})
@@ -152,7 +152,7 @@ func TestCache(t *testing.T) {
 func TestCacheConcurrentProcesses(t *testing.T) {
 	if img := os.Getenv("KSG_GK_CACHE_IMG"); img != "" {
 		for range 20 {
-			rep, err := Inspect(context.Background(), img, Options{CacheDir: os.Getenv("KSG_GK_CACHE_DIR")})
+			rep, err := Inspect(context.Background(), img, verdict.Options{CacheDir: os.Getenv("KSG_GK_CACHE_DIR")})
 			if err != nil {
 				fmt.Println("ERROR", err)
 				os.Exit(1)
@@ -165,7 +165,7 @@ func TestCacheConcurrentProcesses(t *testing.T) {
 	bz := makeBzImage("6.1.69 (x) #1 SMP", kbuildCompress(t, compGzip, kernelELF(elfArches[0], bannerVuln61, makeBTF(t, binary.LittleEndian, shapeFixed))))
 	img := writeTemp(t, "bzImage", bz)
 	cacheDir := filepath.Join(t.TempDir(), "cache")
-	want, err := Inspect(context.Background(), img, Options{})
+	want, err := Inspect(context.Background(), img, verdict.Options{})
 	require.NoError(t, err)
 	wantJSON, err := json.Marshal(want)
 	require.NoError(t, err)
@@ -193,4 +193,36 @@ func TestCacheConcurrentProcesses(t *testing.T) {
 	}
 	names := cacheEntries(t, cacheDir)
 	require.Len(t, names, 1, "one entry, no temporary files: %v", names)
+}
+
+// TestCacheKeyHasBuildRevision: the facts an older build's parsers found are
+// not served to another build, so a parser fix needs no FactsSchema bump.
+func TestCacheKeyHasBuildRevision(t *testing.T) {
+	ctx := context.Background()
+	img := writeTemp(t, "vmlinux", kernelELF(elfArches[0], bannerVuln61, nil))
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	older := verdict.Options{CacheDir: cacheDir, Revision: "1c3fce3"}
+	_, err := Inspect(ctx, img, older)
+	require.NoError(t, err)
+	names := cacheEntries(t, cacheDir)
+	require.Len(t, names, 1)
+	// Mark the stored facts, so that a hit shows.
+	entry := filepath.Join(cacheDir, names[0])
+	b, err := os.ReadFile(entry)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(entry, []byte(strings.ReplaceAll(string(b), "6.1.69", "6.1.77")), 0o644))
+
+	rep, err := Inspect(ctx, img, older)
+	require.NoError(t, err)
+	require.Equal(t, "6.1.77", rep.Release, "the same build is served from the cache")
+	_, ok := verdict.JudgeCached(ctx, img, older)
+	require.True(t, ok)
+
+	newer := verdict.Options{CacheDir: cacheDir, Revision: "e6dd9ee"}
+	_, ok = verdict.JudgeCached(ctx, img, newer)
+	require.False(t, ok, "another build misses")
+	rep, err = Inspect(ctx, img, newer)
+	require.NoError(t, err)
+	require.Equal(t, "6.1.69", rep.Release, "another build reads the image again")
+	require.Len(t, cacheEntries(t, cacheDir), 2)
 }

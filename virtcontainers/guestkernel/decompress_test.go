@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // codeLike returns bytes that exercise BCJ filters: x86 call/jmp opcodes with
@@ -55,7 +57,7 @@ func TestXZAgainstXZUtils(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			compressed := runFilter(t, data, tc.argv...)
-			out, err := decompress(context.Background(), compXZ, compressed, DefaultMaxDecompressed, 0)
+			out, err := decompress(context.Background(), compXZ, compressed, verdict.DefaultMaxDecompressed, 0)
 			require.NoError(t, err)
 			require.Equal(t, len(data), len(out))
 			require.True(t, string(data) == string(out), "decompressed bytes differ")
@@ -65,7 +67,7 @@ func TestXZAgainstXZUtils(t *testing.T) {
 
 func TestXZUnsupportedFilter(t *testing.T) {
 	compressed := runFilter(t, codeLike(64<<10, 2), "xz", "--powerpc", "--lzma2=preset=0")
-	_, err := decompress(context.Background(), compXZ, compressed, DefaultMaxDecompressed, 0)
+	_, err := decompress(context.Background(), compXZ, compressed, verdict.DefaultMaxDecompressed, 0)
 	require.ErrorIs(t, err, ErrUnsupportedCompression)
 	require.ErrorContains(t, err, "powerpc BCJ")
 }
@@ -84,7 +86,7 @@ func TestXZCorrupt(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := tc.mutate(append([]byte(nil), compressed...))
-			_, err := decompress(context.Background(), compXZ, b, DefaultMaxDecompressed, 0)
+			_, err := decompress(context.Background(), compXZ, b, verdict.DefaultMaxDecompressed, 0)
 			require.Error(t, err)
 		})
 	}
@@ -103,7 +105,7 @@ func TestDecompressKbuild(t *testing.T) {
 			require.Equal(t, kind, sniffCompression(payload))
 			stream, claimed := sizeAppended(kind, payload)
 			require.EqualValues(t, len(data), claimed)
-			out, err := decompress(context.Background(), kind, stream, DefaultMaxDecompressed, claimed)
+			out, err := decompress(context.Background(), kind, stream, verdict.DefaultMaxDecompressed, claimed)
 			require.NoError(t, err)
 			require.True(t, string(data) == string(out), "decompressed bytes differ")
 		})
@@ -111,7 +113,7 @@ func TestDecompressKbuild(t *testing.T) {
 	t.Run(compLZO, func(t *testing.T) {
 		payload := kbuildCompress(t, compLZO, data)
 		require.Equal(t, compLZO, sniffCompression(payload))
-		_, err := decompress(context.Background(), compLZO, payload, DefaultMaxDecompressed, 0)
+		_, err := decompress(context.Background(), compLZO, payload, verdict.DefaultMaxDecompressed, 0)
 		require.ErrorIs(t, err, ErrUnsupportedCompression)
 	})
 }
@@ -141,7 +143,7 @@ func TestDecompressCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	payload := kbuildCompress(t, compGzip, make([]byte, 4<<20))
-	_, err := decompress(ctx, compGzip, payload, DefaultMaxDecompressed, 0)
+	_, err := decompress(ctx, compGzip, payload, verdict.DefaultMaxDecompressed, 0)
 	require.ErrorIs(t, err, context.Canceled)
 }
 

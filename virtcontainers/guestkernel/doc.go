@@ -2,8 +2,9 @@
 // carries the FUSE submount fix (Linux c4d361f66ac9): it reads the image's
 // format (ELF vmlinux, x86 bzImage, arm64 Image, EFI zboot, compressed
 // images), its "Linux version" banner, release and upstream version, and the
-// kernel's own BTF, then decides a Verdict with the Evidence that decided it.
-// The verdict and the cache of facts are package verdict's, which links none
+// kernel's own BTF, then decides a verdict with the evidence that decided it.
+// The report, the verdict and the cache of facts are package verdict's
+// (callers name them there; nothing is re-exported here), which links none
 // of the parsers and decompressors here, so that the shim can judge an image
 // inspected before without linking them (their initialisation alone costs a
 // start about half a millisecond).

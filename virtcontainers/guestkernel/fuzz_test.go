@@ -74,7 +74,7 @@ func seedImages(t testing.TB) [][]byte {
 
 // inspectNoForeignPanic runs the inspector; a panic inside debug/elf is
 // recovered in production (parse) and tolerated here, any other panic is a bug.
-func inspectNoForeignPanic(t *testing.T, b []byte, opts Options) (rep *Report, err error) {
+func inspectNoForeignPanic(t *testing.T, b []byte, opts verdict.Options) (rep *verdict.Report, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			stack := string(debug.Stack())
@@ -84,9 +84,9 @@ func inspectNoForeignPanic(t *testing.T, b []byte, opts Options) (rep *Report, e
 			err = fmt.Errorf("debug/elf panic: %v", p)
 		}
 	}()
-	rep = &Report{}
-	in := &inspector{ctx: context.Background(), limit: opts.Limit(), headerOnly: opts.HeaderOnly}
-	return rep, in.inspect(bytes.NewReader(b), int64(len(b)), rep)
+	rep = &verdict.Report{}
+	in := &inspector{limit: opts.Limit(), headerOnly: opts.HeaderOnly}
+	return rep, in.inspect(context.Background(), bytes.NewReader(b), int64(len(b)), rep)
 }
 
 func FuzzInspect(f *testing.F) {
@@ -94,7 +94,7 @@ func FuzzInspect(f *testing.F) {
 		f.Add(seed, false)
 	}
 	f.Fuzz(func(t *testing.T, b []byte, headerOnly bool) {
-		rep, err := inspectNoForeignPanic(t, b, Options{MaxDecompressed: fuzzLimit, HeaderOnly: headerOnly})
+		rep, err := inspectNoForeignPanic(t, b, verdict.Options{MaxDecompressed: fuzzLimit, HeaderOnly: headerOnly})
 		if err != nil {
 			return
 		}
@@ -102,7 +102,7 @@ func FuzzInspect(f *testing.F) {
 			t.Fatalf("accepted without a format: %+v", rep)
 		}
 		verdict.Judge(rep, nil)
-		if rep.Verdict == Fixed && rep.Evidence == EvidenceBTF && !rep.BTFHasFix {
+		if rep.Verdict == verdict.Fixed && rep.Evidence == verdict.EvidenceBTF && !rep.BTFHasFix {
 			t.Fatalf("fixed by BTF without the fix: %+v", rep)
 		}
 	})
@@ -172,7 +172,7 @@ func FuzzBanner(f *testing.F) {
 // the inspector reads.
 func TestFuzzSeedsAreValid(t *testing.T) {
 	for i, seed := range seedImages(t) {
-		rep, err := inspectNoForeignPanic(t, seed, Options{})
+		rep, err := inspectNoForeignPanic(t, seed, verdict.Options{})
 		if err != nil {
 			t.Fatalf("seed %d: %v", i, err)
 		}

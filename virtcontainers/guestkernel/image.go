@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // Image formats, as the Report names them.
@@ -25,7 +27,6 @@ var errNotKernel = errors.New("not a Linux kernel image")
 // inspector reads one image. Its methods fill a Report's facts (everything
 // but the verdict); errors mean the image could not be read or parsed.
 type inspector struct {
-	ctx        context.Context
 	limit      int64
 	headerOnly bool
 }
@@ -48,7 +49,7 @@ func isArm64Image(b []byte) bool {
 }
 
 // inspect identifies the image in r (size bytes) and reads its facts.
-func (in *inspector) inspect(r io.ReaderAt, size int64, rep *Report) error {
+func (in *inspector) inspect(ctx context.Context, r io.ReaderAt, size int64, rep *verdict.Report) error {
 	head := make([]byte, min(size, 4096))
 	if n, err := r.ReadAt(head, 0); int64(n) != int64(len(head)) {
 		return fmt.Errorf("read header: %w", err)
@@ -59,17 +60,17 @@ func (in *inspector) inspect(r io.ReaderAt, size int64, rep *Report) error {
 	switch {
 	case isELF(head):
 		rep.Format, rep.Compression = formatELF, compNone
-		return in.elf(r, size, rep)
+		return in.elf(ctx, r, size, rep)
 	case isBzImage(head):
-		return in.bzImage(r, size, head, rep)
+		return in.bzImage(ctx, r, size, head, rep)
 	case isZboot(head):
-		return in.zboot(r, size, head, rep)
+		return in.zboot(ctx, r, size, head, rep)
 	case isArm64Image(head):
 		rep.Format, rep.Compression, rep.Arch = formatArm64, compNone, "arm64"
-		return in.raw(r, size, rep)
+		return in.raw(ctx, r, size, rep)
 	}
 	if kind := sniffCompression(head); kind != "" {
-		return in.compressedFile(r, size, kind, rep)
+		return in.compressedFile(ctx, r, size, kind, rep)
 	}
 	return fmt.Errorf("unrecognised format (expected an ELF vmlinux, x86 bzImage, arm64 Image, EFI zboot image or a compressed kernel): %w", errNotKernel)
 }
@@ -103,7 +104,7 @@ func elfArch(f *elf.File) string {
 
 // elf reads an ELF vmlinux: its machine, the banner (in .rodata on every
 // architecture, so that section is scanned first) and its .BTF section.
-func (in *inspector) elf(r io.ReaderAt, size int64, rep *Report) error {
+func (in *inspector) elf(ctx context.Context, r io.ReaderAt, size int64, rep *verdict.Report) error {
 	f, err := elf.NewFile(io.NewSectionReader(r, 0, size))
 	if err != nil {
 		return fmt.Errorf("ELF: %w", err)
@@ -126,12 +127,12 @@ func (in *inspector) elf(r io.ReaderAt, size int64, rep *Report) error {
 		if !inFile(s) {
 			continue
 		}
-		if banner, err = scanBanner(in.ctx, r, int64(s.Offset), int64(s.Size)); err != nil || banner != "" {
+		if banner, err = scanBanner(ctx, r, int64(s.Offset), int64(s.Size)); err != nil || banner != "" {
 			break
 		}
 	}
 	if err == nil && banner == "" {
-		banner, err = scanBanner(in.ctx, r, 0, size)
+		banner, err = scanBanner(ctx, r, 0, size)
 	}
 	if err != nil {
 		return fmt.Errorf("ELF: %w", err)
@@ -154,7 +155,7 @@ func (in *inspector) elf(r io.ReaderAt, size int64, rep *Report) error {
 
 // btf records what a BTF blob says; an unparsable blob is a note, not an
 // error, so a newer BTF revision still leaves the version to decide.
-func (in *inspector) btf(blob []byte, rep *Report) {
+func (in *inspector) btf(blob []byte, rep *verdict.Report) {
 	facts, err := analyzeBTF(blob)
 	if err != nil {
 		rep.BTFPresent = true
@@ -166,13 +167,13 @@ func (in *inspector) btf(blob []byte, rep *Report) {
 
 // raw reads an image without section headers (arm64 Image, a payload that
 // is no ELF): the banner and BTF blob are found by scanning.
-func (in *inspector) raw(r io.ReaderAt, size int64, rep *Report) error {
-	banner, err := scanBanner(in.ctx, r, 0, size)
+func (in *inspector) raw(ctx context.Context, r io.ReaderAt, size int64, rep *verdict.Report) error {
+	banner, err := scanBanner(ctx, r, 0, size)
 	if err != nil {
 		return err
 	}
 	setBanner(rep, banner)
-	blob, err := scanBTF(in.ctx, r, 0, size)
+	blob, err := scanBTF(ctx, r, 0, size)
 	if err != nil {
 		return err
 	}
@@ -182,7 +183,7 @@ func (in *inspector) raw(r io.ReaderAt, size int64, rep *Report) error {
 	return requireKernel(rep)
 }
 
-func setBanner(rep *Report, banner string) {
+func setBanner(rep *verdict.Report, banner string) {
 	if banner != "" {
 		rep.Banner = banner
 		rep.Release = releaseOf(banner)
@@ -191,7 +192,7 @@ func setBanner(rep *Report, banner string) {
 
 // requireKernel refuses images with neither banner nor BTF: whatever they
 // are, nothing in them says which kernel they hold.
-func requireKernel(rep *Report) error {
+func requireKernel(rep *verdict.Report) error {
 	if rep.Banner == "" && !rep.BTFPresent {
 		return fmt.Errorf("no \"Linux version\" banner and no BTF found: %w", errNotKernel)
 	}
@@ -200,17 +201,17 @@ func requireKernel(rep *Report) error {
 
 // payload reads a decompressed kernel: an ELF (x86 bzImage), an arm64 Image
 // (EFI zboot, Image.gz) or anything else by scanning.
-func (in *inspector) payload(data []byte, rep *Report) (format string, err error) {
+func (in *inspector) payload(ctx context.Context, data []byte, rep *verdict.Report) (format string, err error) {
 	r := bytes.NewReader(data)
 	size := int64(len(data))
 	switch {
 	case isELF(data):
-		return formatELF, in.elf(r, size, rep)
+		return formatELF, in.elf(ctx, r, size, rep)
 	case isArm64Image(data):
 		rep.Arch = "arm64"
-		return formatArm64, in.raw(r, size, rep)
+		return formatArm64, in.raw(ctx, r, size, rep)
 	default:
-		return formatRaw, in.raw(r, size, rep)
+		return formatRaw, in.raw(ctx, r, size, rep)
 	}
 }
 
@@ -224,7 +225,7 @@ func readAt(r io.ReaderAt, off, n int64) ([]byte, error) {
 
 // bzImage reads an x86 bzImage: the version string the setup header points
 // at, then (unless headerOnly) the compressed vmlinux at payload_offset.
-func (in *inspector) bzImage(r io.ReaderAt, size int64, head []byte, rep *Report) error {
+func (in *inspector) bzImage(ctx context.Context, r io.ReaderAt, size int64, head []byte, rep *verdict.Report) error {
 	rep.Format, rep.Arch = formatBzImage, "x86"
 	setupSects := int64(head[0x1f1])
 	if setupSects == 0 {
@@ -278,7 +279,7 @@ func (in *inspector) bzImage(r io.ReaderAt, size int64, head []byte, rep *Report
 		return fmt.Errorf("bzImage: %w", err)
 	}
 	stream, claimed := sizeAppended(kind, data)
-	out, err := decompress(in.ctx, kind, stream, in.limit, claimed)
+	out, err := decompress(ctx, kind, stream, in.limit, claimed)
 	if errors.Is(err, ErrUnsupportedCompression) {
 		rep.Note = "payload not decompressed: " + err.Error()
 		return requireKernel(rep)
@@ -287,7 +288,7 @@ func (in *inspector) bzImage(r io.ReaderAt, size int64, head []byte, rep *Report
 		return fmt.Errorf("bzImage payload: %w", err)
 	}
 	header := rep.Release
-	if _, err := in.payload(out, rep); err != nil {
+	if _, err := in.payload(ctx, out, rep); err != nil {
 		return fmt.Errorf("bzImage payload: %w", err)
 	}
 	if header != "" && rep.Release != header {
@@ -344,7 +345,7 @@ func peArch(m uint16) string {
 
 // zboot reads an EFI zboot image: header, PE machine, then the compressed
 // kernel Image it carries.
-func (in *inspector) zboot(r io.ReaderAt, size int64, head []byte, rep *Report) error {
+func (in *inspector) zboot(ctx context.Context, r io.ReaderAt, size int64, head []byte, rep *verdict.Report) error {
 	rep.Format = formatZboot
 	if pe := int64(binary.LittleEndian.Uint32(head[0x3c:])); pe > 0 && pe+6 <= min(size, int64(len(head))) &&
 		string(head[pe:pe+4]) == "PE\x00\x00" {
@@ -390,18 +391,18 @@ func (in *inspector) zboot(r io.ReaderAt, size int64, head []byte, rep *Report) 
 	if sniffCompression(data) != kind {
 		return fmt.Errorf("zboot: header says %s but the payload starts with % x: %w", kind, data[:4], errNotKernel)
 	}
-	out, err := decompress(in.ctx, kind, data, in.limit, min(hint, in.limit))
+	out, err := decompress(ctx, kind, data, in.limit, min(hint, in.limit))
 	if err != nil {
 		return fmt.Errorf("zboot payload: %w", err)
 	}
-	if _, err := in.payload(out, rep); err != nil {
+	if _, err := in.payload(ctx, out, rep); err != nil {
 		return fmt.Errorf("zboot payload: %w", err)
 	}
 	return nil
 }
 
 // compressedFile reads a kernel compressed as a whole (Image.gz, vmlinux.xz).
-func (in *inspector) compressedFile(r io.ReaderAt, size int64, kind string, rep *Report) error {
+func (in *inspector) compressedFile(ctx context.Context, r io.ReaderAt, size int64, kind string, rep *verdict.Report) error {
 	rep.Compression = kind
 	if in.headerOnly {
 		rep.Format = formatRaw
@@ -419,11 +420,11 @@ func (in *inspector) compressedFile(r io.ReaderAt, size int64, kind string, rep 
 	if kind == compGzip {
 		_, hint = sizeAppended(kind, data)
 	}
-	out, err := decompress(in.ctx, kind, data, in.limit, min(hint, in.limit))
+	out, err := decompress(ctx, kind, data, in.limit, min(hint, in.limit))
 	if err != nil {
 		return err
 	}
-	format, err := in.payload(out, rep)
+	format, err := in.payload(ctx, out, rep)
 	rep.Format = format
 	return err
 }

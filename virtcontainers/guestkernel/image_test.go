@@ -7,6 +7,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 var (
@@ -15,7 +17,7 @@ var (
 	shapeNoFS  = btfShape{}
 )
 
-func inspectBytes(t *testing.T, name string, b []byte, opts Options) (*Report, error) {
+func inspectBytes(t *testing.T, name string, b []byte, opts verdict.Options) (*verdict.Report, error) {
 	t.Helper()
 	return Inspect(context.Background(), writeTemp(t, name, b), opts)
 }
@@ -26,20 +28,20 @@ func TestInspectELF(t *testing.T) {
 			name     string
 			banner   string
 			shape    *btfShape
-			verdict  Verdict
-			evidence Evidence
+			verdict  verdict.Verdict
+			evidence verdict.Evidence
 		}{
-			{"btf fixed", bannerVuln61, &shapeFixed, Fixed, EvidenceBTF},
-			{"btf vulnerable", bannerFixed61, &shapeVuln, Vulnerable, EvidenceBTF},
-			{"btf without fuse", bannerFixed61, &shapeNoFS, Fixed, EvidenceVersion},
-			{"no btf", bannerVuln61, nil, Vulnerable, EvidenceVersion},
+			{"btf fixed", bannerVuln61, &shapeFixed, verdict.Fixed, verdict.EvidenceBTF},
+			{"btf vulnerable", bannerFixed61, &shapeVuln, verdict.Vulnerable, verdict.EvidenceBTF},
+			{"btf without fuse", bannerFixed61, &shapeNoFS, verdict.Fixed, verdict.EvidenceVersion},
+			{"no btf", bannerVuln61, nil, verdict.Vulnerable, verdict.EvidenceVersion},
 		} {
 			t.Run(arch.name+"/"+tc.name, func(t *testing.T) {
 				var blob []byte
 				if tc.shape != nil {
 					blob = makeBTF(t, arch.order, *tc.shape)
 				}
-				rep, err := inspectBytes(t, "vmlinux", kernelELF(arch, tc.banner, blob), Options{})
+				rep, err := inspectBytes(t, "vmlinux", kernelELF(arch, tc.banner, blob), verdict.Options{})
 				require.NoError(t, err)
 				require.Equal(t, formatELF, rep.Format)
 				require.Equal(t, arch.name, rep.Arch)
@@ -67,54 +69,54 @@ func TestInspectBzImage(t *testing.T) {
 				payload = withSize(payload, len(vmlinux))
 			}
 			img := makeBzImage(header, payload)
-			rep, err := inspectBytes(t, "bzImage", img, Options{})
+			rep, err := inspectBytes(t, "bzImage", img, verdict.Options{})
 			require.NoError(t, err)
 			require.Equal(t, formatBzImage, rep.Format)
 			require.Equal(t, "x86_64", rep.Arch)
 			require.Equal(t, kind, rep.Compression)
 			require.Equal(t, bannerFixed61, rep.Banner, "banner comes from the decompressed kernel")
 			require.True(t, rep.BTFPresent)
-			require.Equal(t, Vulnerable, rep.Verdict, "BTF in the payload outranks the fixed version")
-			require.Equal(t, EvidenceBTF, rep.Evidence)
+			require.Equal(t, verdict.Vulnerable, rep.Verdict, "BTF in the payload outranks the fixed version")
+			require.Equal(t, verdict.EvidenceBTF, rep.Evidence)
 
-			head, err := inspectBytes(t, "bzImage", img, Options{HeaderOnly: true})
+			head, err := inspectBytes(t, "bzImage", img, verdict.Options{HeaderOnly: true})
 			require.NoError(t, err)
 			require.Equal(t, header, head.Banner, "header only: the setup header's string")
 			require.Equal(t, "6.1.76", head.Release)
 			require.False(t, head.BTFPresent)
-			require.Equal(t, Fixed, head.Verdict, "header only cannot see the BTF")
-			require.Equal(t, EvidenceVersion, head.Evidence)
+			require.Equal(t, verdict.Fixed, head.Verdict, "header only cannot see the BTF")
+			require.Equal(t, verdict.EvidenceVersion, head.Evidence)
 			require.Contains(t, head.Reason, "BTF not examined")
 		})
 	}
 	t.Run("lzo is reported, not guessed", func(t *testing.T) {
 		payload := withSize(kbuildCompress(t, compLZO, vmlinux), len(vmlinux))
-		rep, err := inspectBytes(t, "bzImage", makeBzImage(header, payload), Options{})
+		rep, err := inspectBytes(t, "bzImage", makeBzImage(header, payload), verdict.Options{})
 		require.NoError(t, err, "the version in the setup header still classifies it")
 		require.Equal(t, compLZO, rep.Compression)
 		require.Contains(t, rep.Note, "lzo is not supported")
 		require.False(t, rep.BTFPresent)
-		require.Equal(t, Fixed, rep.Verdict)
-		require.Equal(t, EvidenceVersion, rep.Evidence)
+		require.Equal(t, verdict.Fixed, rep.Verdict)
+		require.Equal(t, verdict.EvidenceVersion, rep.Evidence)
 		require.Contains(t, rep.Reason, "lzo")
 	})
 	t.Run("budget", func(t *testing.T) {
 		payload := kbuildCompress(t, compGzip, vmlinux)
-		rep, err := inspectBytes(t, "bzImage", makeBzImage(header, payload), Options{MaxDecompressed: int64(len(vmlinux) / 2)})
+		rep, err := inspectBytes(t, "bzImage", makeBzImage(header, payload), verdict.Options{MaxDecompressed: int64(len(vmlinux) / 2)})
 		require.ErrorIs(t, err, ErrDecompressionBudget)
 		require.True(t, errdefs.IsInvalidArgument(err))
-		require.Equal(t, Unknown, rep.Verdict)
+		require.Equal(t, verdict.Unknown, rep.Verdict)
 		require.Contains(t, rep.Error, "bzImage payload")
 		require.Contains(t, rep.Reason, "decompression budget")
 	})
 	t.Run("old boot protocol", func(t *testing.T) {
 		img := makeBzImage(header, kbuildCompress(t, compGzip, vmlinux))
 		binary.LittleEndian.PutUint16(img[0x206:], 0x0206)
-		rep, err := inspectBytes(t, "bzImage", img, Options{})
+		rep, err := inspectBytes(t, "bzImage", img, verdict.Options{})
 		require.NoError(t, err)
 		require.Contains(t, rep.Note, "boot protocol 2.06")
 		require.Equal(t, "x86", rep.Arch)
-		require.Equal(t, Fixed, rep.Verdict)
+		require.Equal(t, verdict.Fixed, rep.Verdict)
 	})
 }
 
@@ -126,75 +128,75 @@ func TestInspectArm64(t *testing.T) {
 	image := makeArm64Image(body)
 
 	t.Run("Image", func(t *testing.T) {
-		rep, err := inspectBytes(t, "Image", image, Options{})
+		rep, err := inspectBytes(t, "Image", image, verdict.Options{})
 		require.NoError(t, err)
 		require.Equal(t, formatArm64, rep.Format)
 		require.Equal(t, "arm64", rep.Arch)
 		require.Equal(t, compNone, rep.Compression)
 		require.Equal(t, "6.1.69", rep.Release)
 		require.True(t, rep.BTFHasFix)
-		require.Equal(t, Fixed, rep.Verdict)
-		require.Equal(t, EvidenceBTF, rep.Evidence)
+		require.Equal(t, verdict.Fixed, rep.Verdict)
+		require.Equal(t, verdict.EvidenceBTF, rep.Evidence)
 	})
 	t.Run("Image.gz", func(t *testing.T) {
-		rep, err := inspectBytes(t, "Image.gz", kbuildCompress(t, compGzip, image), Options{})
+		rep, err := inspectBytes(t, "Image.gz", kbuildCompress(t, compGzip, image), verdict.Options{})
 		require.NoError(t, err)
 		require.Equal(t, formatArm64, rep.Format)
 		require.Equal(t, compGzip, rep.Compression)
-		require.Equal(t, Fixed, rep.Verdict)
-		require.Equal(t, EvidenceBTF, rep.Evidence)
+		require.Equal(t, verdict.Fixed, rep.Verdict)
+		require.Equal(t, verdict.EvidenceBTF, rep.Evidence)
 	})
 	t.Run("big-endian BTF", func(t *testing.T) {
 		be := append([]byte("\x00"), bannerFixed61+"\n\x00"...)
 		be = append(be, makeBTF(t, binary.BigEndian, shapeVuln)...)
 		img := makeArm64Image(be)
 		binary.LittleEndian.PutUint64(img[24:], 3) // big-endian kernel
-		rep, err := inspectBytes(t, "Image", img, Options{})
+		rep, err := inspectBytes(t, "Image", img, verdict.Options{})
 		require.NoError(t, err)
-		require.Equal(t, Vulnerable, rep.Verdict)
-		require.Equal(t, EvidenceBTF, rep.Evidence)
+		require.Equal(t, verdict.Vulnerable, rep.Verdict)
+		require.Equal(t, verdict.EvidenceBTF, rep.Evidence)
 	})
 	for _, tc := range []struct{ compType, kind string }{
 		{"gzip", compGzip}, {"zstd22", compZstd}, {"xzkern", compXZ}, {"lz4", compLZ4}, {"lzma", compLZMA},
 	} {
 		t.Run("zboot "+tc.compType, func(t *testing.T) {
 			payload := kbuildCompress(t, tc.kind, image)
-			rep, err := inspectBytes(t, "vmlinuz.efi", makeZboot(tc.compType, 0xaa64, payload), Options{})
+			rep, err := inspectBytes(t, "vmlinuz.efi", makeZboot(tc.compType, 0xaa64, payload), verdict.Options{})
 			require.NoError(t, err)
 			require.Equal(t, formatZboot, rep.Format)
 			require.Equal(t, tc.kind, rep.Compression)
 			require.Equal(t, "arm64", rep.Arch)
 			require.Equal(t, "6.1.69", rep.Release)
-			require.Equal(t, Fixed, rep.Verdict)
-			require.Equal(t, EvidenceBTF, rep.Evidence)
+			require.Equal(t, verdict.Fixed, rep.Verdict)
+			require.Equal(t, verdict.EvidenceBTF, rep.Evidence)
 		})
 	}
 	t.Run("zboot lzo", func(t *testing.T) {
-		rep, err := inspectBytes(t, "vmlinuz.efi", makeZboot("lzo", 0xaa64, kbuildCompress(t, compLZO, image)), Options{})
+		rep, err := inspectBytes(t, "vmlinuz.efi", makeZboot("lzo", 0xaa64, kbuildCompress(t, compLZO, image)), verdict.Options{})
 		require.ErrorIs(t, err, ErrUnsupportedCompression)
 		require.True(t, errdefs.IsNotImplemented(err))
 		require.Equal(t, compLZO, rep.Compression)
 		require.Equal(t, "arm64", rep.Arch)
-		require.Equal(t, Unknown, rep.Verdict)
+		require.Equal(t, verdict.Unknown, rep.Verdict)
 		require.Contains(t, rep.Reason, "cannot decompress")
 	})
 	t.Run("zboot type mismatch", func(t *testing.T) {
-		_, err := inspectBytes(t, "vmlinuz.efi", makeZboot("zstd22", 0xaa64, kbuildCompress(t, compGzip, image)), Options{})
+		_, err := inspectBytes(t, "vmlinuz.efi", makeZboot("zstd22", 0xaa64, kbuildCompress(t, compGzip, image)), verdict.Options{})
 		require.True(t, errdefs.IsInvalidArgument(err), "%v", err)
 		require.ErrorContains(t, err, "header says zstd")
 	})
 	t.Run("zboot unknown type", func(t *testing.T) {
-		_, err := inspectBytes(t, "vmlinuz.efi", makeZboot("brotli", 0xaa64, []byte("whatever payload")), Options{})
+		_, err := inspectBytes(t, "vmlinuz.efi", makeZboot("brotli", 0xaa64, []byte("whatever payload")), verdict.Options{})
 		require.ErrorIs(t, err, ErrUnsupportedCompression)
 	})
 }
 
 func TestInspectCompressedELF(t *testing.T) {
 	vmlinux := kernelELF(elfArches[2], bannerVuln61, nil)
-	rep, err := inspectBytes(t, "vmlinux.xz", runFilter(t, vmlinux, "xz", "-1"), Options{})
+	rep, err := inspectBytes(t, "vmlinux.xz", runFilter(t, vmlinux, "xz", "-1"), verdict.Options{})
 	require.NoError(t, err)
 	require.Equal(t, formatELF, rep.Format)
 	require.Equal(t, compXZ, rep.Compression)
 	require.Equal(t, "s390x", rep.Arch)
-	require.Equal(t, Vulnerable, rep.Verdict)
+	require.Equal(t, verdict.Vulnerable, rep.Verdict)
 }

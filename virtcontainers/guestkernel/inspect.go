@@ -10,7 +10,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	"github.com/sirupsen/logrus"
 
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
@@ -34,11 +33,11 @@ func withClass(class, err error) error { return &classed{class: class, err: err}
 // ErrUnsupportedCompression) or errdefs.ErrInvalidArgument (anything else
 // that is not a readable kernel image; ErrDecompressionBudget when a payload
 // expands too far).
-func Inspect(ctx context.Context, path string, opts Options) (*Report, error) {
+func Inspect(ctx context.Context, path string, opts verdict.Options) (*verdict.Report, error) {
 	rep, cached, err := inspectPath(ctx, path, opts)
 	if err != nil {
 		rep.Path = path
-		rep.Verdict, rep.Evidence = Unknown, EvidenceNone
+		rep.Verdict, rep.Evidence = verdict.Unknown, verdict.EvidenceNone
 		rep.Error = err.Error()
 		rep.Reason = errorReason(err)
 		log.G(ctx).WithError(err).WithField("path", path).Debug("guest kernel inspection failed")
@@ -47,7 +46,7 @@ func Inspect(ctx context.Context, path string, opts Options) (*Report, error) {
 	rep.Path = path
 	verdict.Judge(rep, opts.FixedReleases)
 	// Checked first: building the fields costs more than a cache hit.
-	if l := log.G(ctx); l.Logger.IsLevelEnabled(logrus.DebugLevel) {
+	if l := log.G(ctx); l.Logger.IsLevelEnabled(log.DebugLevel) {
 		l.WithFields(log.Fields{
 			"path": path, "verdict": rep.Verdict, "evidence": rep.Evidence, "cached": cached,
 		}).Debug("inspected guest kernel")
@@ -55,8 +54,8 @@ func Inspect(ctx context.Context, path string, opts Options) (*Report, error) {
 	return rep, nil
 }
 
-func inspectPath(ctx context.Context, path string, opts Options) (rep *Report, cached bool, err error) {
-	rep = &Report{}
+func inspectPath(ctx context.Context, path string, opts verdict.Options) (rep *verdict.Report, cached bool, err error) {
+	rep = &verdict.Report{}
 	st, err := os.Stat(path)
 	if err != nil {
 		return rep, false, openError(path, err)
@@ -92,14 +91,14 @@ func inspectPath(ctx context.Context, path string, opts Options) (rep *Report, c
 
 // parse runs the inspector over r, turning parser panics on hostile bytes
 // into errors and giving every error its errdefs class.
-func parse(ctx context.Context, r io.ReaderAt, size int64, opts Options, rep *Report) (err error) {
+func parse(ctx context.Context, r io.ReaderAt, size int64, opts verdict.Options, rep *verdict.Report) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = withClass(errdefs.ErrInvalidArgument, fmt.Errorf("malformed image (parser panic: %v)", p))
 		}
 	}()
-	in := &inspector{ctx: ctx, limit: opts.Limit(), headerOnly: opts.HeaderOnly}
-	if err := in.inspect(r, size, rep); err != nil {
+	in := &inspector{limit: opts.Limit(), headerOnly: opts.HeaderOnly}
+	if err := in.inspect(ctx, r, size, rep); err != nil {
 		switch {
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			return err

@@ -67,15 +67,15 @@ func TestInspectBadInput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := tc.path(t)
-			rep, err := Inspect(context.Background(), p, Options{})
+			rep, err := Inspect(context.Background(), p, verdict.Options{})
 			require.Error(t, err)
 			require.True(t, tc.class(err), "class of %v", err)
 			require.ErrorContains(t, err, tc.want)
 			require.Contains(t, err.Error(), p, "the error names the file")
 			require.NotNil(t, rep)
 			require.Equal(t, p, rep.Path)
-			require.Equal(t, Unknown, rep.Verdict)
-			require.Equal(t, EvidenceNone, rep.Evidence)
+			require.Equal(t, verdict.Unknown, rep.Verdict)
+			require.Equal(t, verdict.EvidenceNone, rep.Evidence)
 			require.Equal(t, err.Error(), rep.Error)
 			require.NotEmpty(t, rep.Reason)
 		})
@@ -92,7 +92,7 @@ func TestOpenErrorClasses(t *testing.T) {
 // root may read (root itself bypasses file modes).
 func TestInspectUnreadable(t *testing.T) {
 	if os.Getenv("KSG_GK_UNREADABLE") != "" {
-		_, err := Inspect(context.Background(), os.Getenv("KSG_GK_UNREADABLE"), Options{})
+		_, err := Inspect(context.Background(), os.Getenv("KSG_GK_UNREADABLE"), verdict.Options{})
 		fmt.Printf("permission-denied=%v error=%v\n", errdefs.IsPermissionDenied(err), err)
 		return
 	}
@@ -104,7 +104,7 @@ func TestInspectUnreadable(t *testing.T) {
 	img := filepath.Join(dir, "vmlinux")
 	require.NoError(t, os.WriteFile(img, kernelELF(elfArches[0], bannerFixed61, nil), 0o600))
 	if os.Geteuid() != 0 {
-		_, err := Inspect(context.Background(), "/proc/1/mem", Options{})
+		_, err := Inspect(context.Background(), "/proc/1/mem", verdict.Options{})
 		require.Error(t, err)
 		require.True(t, errdefs.IsPermissionDenied(err) || errdefs.IsInvalidArgument(err), "%v", err)
 		return
@@ -127,18 +127,18 @@ func TestInspectCancelled(t *testing.T) {
 	p := writeTemp(t, "vmlinux", kernelELF(elfArches[0], bannerFixed61, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	rep, err := Inspect(ctx, p, Options{})
+	rep, err := Inspect(ctx, p, verdict.Options{})
 	require.ErrorIs(t, err, context.Canceled)
-	require.Equal(t, Unknown, rep.Verdict)
+	require.Equal(t, verdict.Unknown, rep.Verdict)
 }
 
 // TestReasonsAreActionable: every reason for a non-fixed verdict tells what
 // to do or why nothing is needed.
 func TestReasonsAreActionable(t *testing.T) {
 	for _, release := range []string{"6.1.69", "6.1.0-18-amd64", "5.4.1", "6.7.0-rc5", "junk", ""} {
-		r := &Report{Release: release}
+		r := &verdict.Report{Release: release}
 		verdict.Judge(r, nil)
-		if r.Verdict == Fixed {
+		if r.Verdict == verdict.Fixed {
 			continue
 		}
 		ok := strings.Contains(r.Reason, "fixed_releases") || strings.Contains(r.Reason, "upgrade") ||

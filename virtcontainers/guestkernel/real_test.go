@@ -26,12 +26,12 @@ type realCase struct {
 	release     string // prefix
 	btf         bool
 	btfFUSE     bool
-	verdict     Verdict
-	evidence    Evidence
-	opts        Options
+	verdict     verdict.Verdict
+	evidence    verdict.Evidence
+	opts        verdict.Options
 }
 
-func checkReal(t *testing.T, path string, tc realCase) *Report {
+func checkReal(t *testing.T, path string, tc realCase) *verdict.Report {
 	t.Helper()
 	rep, err := Inspect(context.Background(), path, tc.opts)
 	require.NoError(t, err)
@@ -50,20 +50,20 @@ func checkReal(t *testing.T, path string, tc realCase) *Report {
 func TestRealDebianKernels(t *testing.T) {
 	for _, tc := range []realCase{
 		{name: "bookworm cloud bzImage (lz4, FUSE module)", rel: "bookworm-cloud-amd64/vmlinuz", format: formatBzImage, arch: "x86_64",
-			compression: compLZ4, release: "6.1.0-", btf: true, verdict: Fixed, evidence: EvidenceVersion},
+			compression: compLZ4, release: "6.1.0-", btf: true, verdict: verdict.Fixed, evidence: verdict.EvidenceVersion},
 		{name: "bookworm cloud bzImage header only", rel: "bookworm-cloud-amd64/vmlinuz", format: formatBzImage, arch: "x86_64",
-			compression: compLZ4, release: "6.1.0-", verdict: Fixed, evidence: EvidenceVersion, opts: Options{HeaderOnly: true}},
+			compression: compLZ4, release: "6.1.0-", verdict: verdict.Fixed, evidence: verdict.EvidenceVersion, opts: verdict.Options{HeaderOnly: true}},
 		{name: "bullseye cloud bzImage (5.10, never fixed)", rel: "bullseye-cloud-amd64/vmlinuz", format: formatBzImage, arch: "x86_64",
-			compression: compLZ4, release: "5.10.0-", btf: true, verdict: Vulnerable, evidence: EvidenceVersion},
+			compression: compLZ4, release: "5.10.0-", btf: true, verdict: verdict.Vulnerable, evidence: verdict.EvidenceVersion},
 		{name: "trixie cloud bzImage (zstd, FUSE built in)", rel: "trixie-cloud-amd64/vmlinuz", format: formatBzImage, arch: "x86_64",
-			compression: compZstd, release: "6.12.", btf: true, btfFUSE: true, verdict: Fixed, evidence: EvidenceBTF},
+			compression: compZstd, release: "6.12.", btf: true, btfFUSE: true, verdict: verdict.Fixed, evidence: verdict.EvidenceBTF},
 		{name: "trixie arm64 Image", rel: "trixie-arm64/vmlinuz", format: formatArm64, arch: "arm64",
-			compression: compNone, release: "6.12.", btf: true, btfFUSE: true, verdict: Fixed, evidence: EvidenceBTF},
+			compression: compNone, release: "6.12.", btf: true, btfFUSE: true, verdict: verdict.Fixed, evidence: verdict.EvidenceBTF},
 		{name: "trixie arm64 Image.gz", rel: "trixie-arm64/Image.gz", format: formatArm64, arch: "arm64",
-			compression: compGzip, release: "6.12.", btf: true, btfFUSE: true, verdict: Fixed, evidence: EvidenceBTF},
+			compression: compGzip, release: "6.12.", btf: true, btfFUSE: true, verdict: verdict.Fixed, evidence: verdict.EvidenceBTF},
 		// Debian's ppc64el kernel has no BTF (CONFIG_DEBUG_INFO_BTF off).
 		{name: "bookworm ppc64el ELF vmlinux", rel: "bookworm-ppc64el/vmlinux", format: formatELF, arch: "ppc64le",
-			compression: compNone, release: "6.1.0-", verdict: Fixed, evidence: EvidenceVersion},
+			compression: compNone, release: "6.1.0-", verdict: verdict.Fixed, evidence: verdict.EvidenceVersion},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := testutil.RequiresCacheFile(t, filepath.Join("debian-kernels", tc.rel))
@@ -80,13 +80,13 @@ func TestRealDebianKernels(t *testing.T) {
 		require.NoError(t, err)
 		p := writeTemp(t, "vmlinuz.efi", makeZboot("gzip", 0xaa64, gz))
 		checkReal(t, p, realCase{format: formatZboot, arch: "arm64", compression: compGzip, release: "6.12.",
-			btf: true, btfFUSE: true, verdict: Fixed, evidence: EvidenceBTF})
+			btf: true, btfFUSE: true, verdict: verdict.Fixed, evidence: verdict.EvidenceBTF})
 	})
 	t.Run("fixed_releases cannot beat BTF", func(t *testing.T) {
 		p := testutil.RequiresCacheFile(t, "debian-kernels/trixie-cloud-amd64/vmlinuz")
-		rep, err := Inspect(context.Background(), p, Options{FixedReleases: []string{"x"}})
+		rep, err := Inspect(context.Background(), p, verdict.Options{FixedReleases: []string{"x"}})
 		require.NoError(t, err)
-		require.Equal(t, EvidenceBTF, rep.Evidence)
+		require.Equal(t, verdict.EvidenceBTF, rep.Evidence)
 	})
 }
 
@@ -98,24 +98,24 @@ func TestRealTinyconfigKernels(t *testing.T) {
 	for _, tc := range []struct {
 		variant, file string
 		btf           bool
-		verdict       Verdict
-		evidence      Evidence
-		versionSays   Verdict
+		verdict       verdict.Verdict
+		evidence      verdict.Evidence
+		versionSays   verdict.Verdict
 	}{
-		{"fixed", "vmlinux", true, Fixed, EvidenceBTF, Fixed},
-		{"fixed", "bzImage", true, Fixed, EvidenceBTF, Fixed},
-		{"vulnerable", "vmlinux", true, Vulnerable, EvidenceBTF, Vulnerable},
-		{"vulnerable", "bzImage", true, Vulnerable, EvidenceBTF, Vulnerable},
-		{"lying-fixed", "vmlinux", true, Vulnerable, EvidenceBTF, Fixed},
-		{"lying-fixed", "bzImage", true, Vulnerable, EvidenceBTF, Fixed},
-		{"lying-vulnerable", "vmlinux", true, Fixed, EvidenceBTF, Vulnerable},
-		{"lying-vulnerable", "bzImage", true, Fixed, EvidenceBTF, Vulnerable},
-		{"fixed-nobtf", "vmlinux", false, Fixed, EvidenceVersion, Fixed},
-		{"vulnerable-nobtf", "vmlinux", false, Vulnerable, EvidenceVersion, Vulnerable},
+		{"fixed", "vmlinux", true, verdict.Fixed, verdict.EvidenceBTF, verdict.Fixed},
+		{"fixed", "bzImage", true, verdict.Fixed, verdict.EvidenceBTF, verdict.Fixed},
+		{"vulnerable", "vmlinux", true, verdict.Vulnerable, verdict.EvidenceBTF, verdict.Vulnerable},
+		{"vulnerable", "bzImage", true, verdict.Vulnerable, verdict.EvidenceBTF, verdict.Vulnerable},
+		{"lying-fixed", "vmlinux", true, verdict.Vulnerable, verdict.EvidenceBTF, verdict.Fixed},
+		{"lying-fixed", "bzImage", true, verdict.Vulnerable, verdict.EvidenceBTF, verdict.Fixed},
+		{"lying-vulnerable", "vmlinux", true, verdict.Fixed, verdict.EvidenceBTF, verdict.Vulnerable},
+		{"lying-vulnerable", "bzImage", true, verdict.Fixed, verdict.EvidenceBTF, verdict.Vulnerable},
+		{"fixed-nobtf", "vmlinux", false, verdict.Fixed, verdict.EvidenceVersion, verdict.Fixed},
+		{"vulnerable-nobtf", "vmlinux", false, verdict.Vulnerable, verdict.EvidenceVersion, verdict.Vulnerable},
 	} {
 		t.Run(tc.variant+"/"+tc.file, func(t *testing.T) {
 			p := filepath.Join(dir, tc.variant, tc.file)
-			rep, err := Inspect(context.Background(), p, Options{})
+			rep, err := Inspect(context.Background(), p, verdict.Options{})
 			require.NoError(t, err)
 			require.Equal(t, releases[tc.variant], rep.Release)
 			require.Equal(t, "x86_64", rep.Arch)
@@ -123,7 +123,7 @@ func TestRealTinyconfigKernels(t *testing.T) {
 			require.Equal(t, tc.btf, rep.BTFHasFUSE, "FUSE is built into our kernels")
 			require.Equal(t, tc.verdict, rep.Verdict, rep.Reason)
 			require.Equal(t, tc.evidence, rep.Evidence, rep.Reason)
-			byVersion := &Report{Release: rep.Release, Banner: rep.Banner}
+			byVersion := &verdict.Report{Release: rep.Release, Banner: rep.Banner}
 			verdict.Judge(byVersion, nil)
 			require.Equal(t, tc.versionSays, byVersion.Verdict, "what the version alone says")
 			if tc.file == "bzImage" {
@@ -137,10 +137,10 @@ func TestRealTinyconfigKernels(t *testing.T) {
 	t.Run("header only cannot see the lie", func(t *testing.T) {
 		// Why Inspect reads payloads by default: the setup header alone
 		// trusts the lying version.
-		rep, err := Inspect(context.Background(), filepath.Join(dir, "lying-fixed", "bzImage"), Options{HeaderOnly: true})
+		rep, err := Inspect(context.Background(), filepath.Join(dir, "lying-fixed", "bzImage"), verdict.Options{HeaderOnly: true})
 		require.NoError(t, err)
-		require.Equal(t, Fixed, rep.Verdict)
-		require.Equal(t, EvidenceVersion, rep.Evidence)
+		require.Equal(t, verdict.Fixed, rep.Verdict)
+		require.Equal(t, verdict.EvidenceVersion, rep.Evidence)
 		require.Contains(t, rep.Reason, "BTF not examined")
 	})
 }

@@ -14,12 +14,6 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
 )
 
-// StatusDir is the directory under kata-submount-guard's state_dir that holds
-// the status files of shares served with protection recover. Plans are
-// <state_dir>/<sandbox-id>.json; a directory of their own keeps a status file
-// from ever taking a plan's name.
-const StatusDir = "status"
-
 // maxStatusSize caps what ReadStatus reads; a status is a few hundred bytes.
 const maxStatusSize = 64 << 10
 
@@ -38,11 +32,6 @@ type Status struct {
 	Running bool      `json:"running"`
 	Updated time.Time `json:"updated"`
 	RecoveryStats
-}
-
-// StatusPath is where the status of sandboxID's share lives.
-func StatusPath(stateDir, sandboxID string) string {
-	return filepath.Join(stateDir, StatusDir, sandboxID+".json")
 }
 
 // WriteStatus replaces the file at path with s: written to a temporary file

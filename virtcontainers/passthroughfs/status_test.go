@@ -9,13 +9,13 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 func TestStatusFile(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
-	path := StatusPath(state, "sb-1")
-	require.Equal(t, filepath.Join(state, "status", "sb-1.json"), path)
-	require.NotEqual(t, filepath.Join(state, "sb-1.status.json"), path, "never a plan's name")
+	path := statedir.StatusPath(state, "sb-1")
 
 	want := &Status{
 		SandboxID: "sb-1", Protection: "recover", PID: 42, Running: true,
@@ -50,7 +50,7 @@ func TestStatusFile(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, ents, 1, "no temporary file left")
 
-	_, err = ReadStatus(StatusPath(state, "other"))
+	_, err = ReadStatus(statedir.StatusPath(state, "other"))
 	require.ErrorIs(t, err, os.ErrNotExist)
 }
 

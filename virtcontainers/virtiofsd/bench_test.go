@@ -4,6 +4,8 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 )
 
 // BenchmarkParseTranslate is the in-process work kata-virtiofsd adds to a
@@ -19,7 +21,7 @@ func BenchmarkParseTranslate(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, _, err := Translate(o, d, ProtectNoSubmounts, Host{Syslog: true}); err != nil {
+				if _, _, err := Translate(o, d, protection.NoSubmounts, Host{Syslog: true}); err != nil {
 					b.Fatal(err)
 				}
 			}

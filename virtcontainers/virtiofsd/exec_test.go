@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
@@ -80,7 +81,7 @@ func TestCDaemonTakesEscapedOptions(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "v.sock")
 	o, err := Parse([]string{"--shared-dir=" + shared, "--socket-path=" + sock, "--cache=never", "--xattrmap=:prefix:all::user.k,v.:"})
 	require.NoError(t, err)
-	args, _, err := Translate(o, qemu72(), ProtectNone, ProbeHost())
+	args, _, err := Translate(o, qemu72(), protection.None, ProbeHost())
 	require.NoError(t, err)
 
 	cmd := exec.Command(path, args...)

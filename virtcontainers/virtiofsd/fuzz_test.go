@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 )
 
 // FuzzParse feeds command lines (arguments separated by NUL) to Parse and
@@ -44,11 +46,11 @@ func FuzzParse(f *testing.F) {
 				want = append(want, a.Tokens...)
 			}
 		}
-		got, _, err := Translate(o, rust113(), ProtectNone, noSyslog)
+		got, _, err := Translate(o, rust113(), protection.None, noSyslog)
 		if err != nil || !slices.Equal(got, want) {
 			t.Fatalf("Translate(%q, rust, none) = %q, %v; want %q", args, got, err, want)
 		}
-		got, _, err = Translate(o, rust113(), ProtectNoSubmounts, noSyslog)
+		got, _, err = Translate(o, rust113(), protection.NoSubmounts, noSyslog)
 		if err != nil {
 			t.Fatalf("Translate(%q, rust, no-submounts): %v", args, err)
 		}
@@ -60,10 +62,10 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Translate(%q, rust, no-submounts) = %q still announces", args, got)
 			}
 		}
-		for _, p := range []Protection{ProtectNone, ProtectNoSubmounts} {
+		for _, p := range []protection.Protection{protection.None, protection.NoSubmounts} {
 			for _, h := range []Host{noSyslog, withSyslog} {
 				got, adapted, err := Translate(o, qemu72(), p, h)
-				if err == nil && p == ProtectNoSubmounts && slices.Contains(got, "announce_submounts") {
+				if err == nil && p == protection.NoSubmounts && slices.Contains(got, "announce_submounts") {
 					t.Fatalf("Translate(%q, C, no-submounts) = %q still announces", args, got)
 				}
 				if err != nil && !errors.Is(err, errdefs.ErrNotImplemented) {

@@ -13,6 +13,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 )
 
 // The command lines each Kata launcher gives its virtio_fs_daemon, written
@@ -96,48 +98,48 @@ func TestLaunchersTranslate(t *testing.T) {
 		name       string
 		args       []string
 		daemon     Daemon
-		protection Protection
+		protection protection.Protection
 		want       []string
 	}{
 		// Go 3.0.2.
-		{"Go 3.0.2 → Rust none", kataGo302Argv("none"), rust113(), ProtectNone, kataGo302Argv("none")},
-		{"Go 3.0.2 → Rust no-submounts", kataGo302Argv("none"), rust113(), ProtectNoSubmounts,
+		{"Go 3.0.2 → Rust none", kataGo302Argv("none"), rust113(), protection.None, kataGo302Argv("none")},
+		{"Go 3.0.2 → Rust no-submounts", kataGo302Argv("none"), rust113(), protection.NoSubmounts,
 			[]string{"--syslog", "-o", "cache=none", "-o", "no_posix_lock", "-o", "source=" + goShared, "--fd=3", "-f",
 				"--thread-pool-size=1", rustNS}},
-		{"Go 3.0.2 → C none", kataGo302Argv("none"), qemu72(), ProtectNone,
+		{"Go 3.0.2 → C none", kataGo302Argv("none"), qemu72(), protection.None,
 			[]string{"--syslog", "--fd=3", "-o", "source=" + goShared, "-o", "cache=none", "--thread-pool-size=1",
 				"-o", "announce_submounts", "-o", "no_killpriv_v2"}},
-		{"Go 3.0.2 → C no-submounts", kataGo302Argv("auto"), qemu72(), ProtectNoSubmounts,
+		{"Go 3.0.2 → C no-submounts", kataGo302Argv("auto"), qemu72(), protection.NoSubmounts,
 			[]string{"--syslog", "--fd=3", "-o", "source=" + goShared, "-o", "cache=auto", "--thread-pool-size=1",
 				"-o", "no_killpriv_v2"}},
 		// Go 4.1.0, --xattr appended after the extra args.
-		{"Go 4.1.0 → Rust no-submounts", kataGo4Argv(true), rust113(), ProtectNoSubmounts,
+		{"Go 4.1.0 → Rust no-submounts", kataGo4Argv(true), rust113(), protection.NoSubmounts,
 			[]string{"--syslog", "--cache=auto", "--shared-dir=" + goShared, "--fd=3", "--thread-pool-size=1", "--xattr", rustNS}},
-		{"Go 4.1.0 → C no-submounts", kataGo4Argv(true), qemu72(), ProtectNoSubmounts,
+		{"Go 4.1.0 → C no-submounts", kataGo4Argv(true), qemu72(), protection.NoSubmounts,
 			[]string{"--syslog", "--fd=3", "-o", "source=" + goShared, "-o", "cache=auto", "--thread-pool-size=1",
 				"-o", "xattr", "-o", "no_killpriv_v2"}},
 		// An annotation's virtio_fs_extra_args are appended to the
 		// configured ones: a disabling flag there, then an enabling one,
 		// then Kata's --xattr.
 		{"Go 4.1.0 annotation → Rust no-submounts", kataGo4Argv(true, "--no-announce-submounts", "-o", "announce_submounts", "--announce-submounts"),
-			rust113(), ProtectNoSubmounts,
+			rust113(), protection.NoSubmounts,
 			[]string{"--syslog", "--cache=auto", "--shared-dir=" + goShared, "--fd=3", "--thread-pool-size=1", "--xattr", rustNS}},
 		// runtime-rs 4.1.0.
-		{"runtime-rs → Rust none", runtimeRS41Argv(rsSocket, true), rust113(), ProtectNone, runtimeRS41Argv(rsSocket, true)},
-		{"runtime-rs → Rust no-submounts", runtimeRS41Argv(rsSocket, true), rust113(), ProtectNoSubmounts,
+		{"runtime-rs → Rust none", runtimeRS41Argv(rsSocket, true), rust113(), protection.None, runtimeRS41Argv(rsSocket, true)},
+		{"runtime-rs → Rust no-submounts", runtimeRS41Argv(rsSocket, true), rust113(), protection.NoSubmounts,
 			[]string{"--socket-path", rsSocket, "--shared-dir", rsShared, "--cache", "auto", "--thread-pool-size=1", "--xattr", rustNS}},
 		{"runtime-rs annotation → Rust no-submounts", runtimeRS41Argv(rsSocket, false, "-o", "xattr,announce_submounts"),
-			rust113(), ProtectNoSubmounts,
+			rust113(), protection.NoSubmounts,
 			[]string{"--socket-path", rsSocket, "--shared-dir", rsShared, "--cache", "auto", "--thread-pool-size=1", "-o", "xattr", rustNS}},
-		{"runtime-rs → C none", runtimeRS41Argv(rsSocket, true), qemu72(), ProtectNone,
+		{"runtime-rs → C none", runtimeRS41Argv(rsSocket, true), qemu72(), protection.None,
 			[]string{"--socket-path=" + rsSocket, "-o", "source=" + rsShared, "-o", "cache=auto", "--thread-pool-size=1",
 				"-o", "xattr", "-o", "announce_submounts", "-o", "no_killpriv_v2"}},
-		{"runtime-rs → C no-submounts", runtimeRS41Argv(rsSocket, false), qemu72(), ProtectNoSubmounts,
+		{"runtime-rs → C no-submounts", runtimeRS41Argv(rsSocket, false), qemu72(), protection.NoSubmounts,
 			[]string{"--socket-path=" + rsSocket, "-o", "source=" + rsShared, "-o", "cache=auto", "--thread-pool-size=1",
 				"-o", "no_killpriv_v2"}},
 		// A Rust virtiofsd from before announcing was its default has no
 		// --no-announce-submounts: not asking is enough.
-		{"runtime-rs → old Rust no-submounts", runtimeRS41Argv(rsSocket, false), without(rust113(), "--no-announce-submounts"), ProtectNoSubmounts,
+		{"runtime-rs → old Rust no-submounts", runtimeRS41Argv(rsSocket, false), without(rust113(), "--no-announce-submounts"), protection.NoSubmounts,
 			[]string{"--socket-path", rsSocket, "--shared-dir", rsShared, "--cache", "auto", "--thread-pool-size=1"}},
 	}
 	for _, tc := range cases {
@@ -147,7 +149,7 @@ func TestLaunchersTranslate(t *testing.T) {
 			got, _, err := Translate(o, tc.daemon, tc.protection, withSyslog)
 			require.NoError(t, err)
 			require.Equal(t, tc.want, got)
-			if tc.protection == ProtectNoSubmounts && tc.daemon.Supports(rustNS) {
+			if tc.protection == protection.NoSubmounts && tc.daemon.Supports(rustNS) {
 				require.Equal(t, rustNS, got[len(got)-1], "the last of the announce flags wins in Rust virtiofsd")
 			}
 		})
@@ -204,10 +206,10 @@ func TestListen(t *testing.T) {
 		given, _ := o.Given("fd")
 		require.Equal(t, fd, given)
 
-		got, _, err := Translate(o, rust113(), ProtectNoSubmounts, withSyslog)
+		got, _, err := Translate(o, rust113(), protection.NoSubmounts, withSyslog)
 		require.NoError(t, err)
 		require.Equal(t, []string{fd, "--shared-dir", rsShared, "--cache", "auto", "--thread-pool-size=1", "--xattr", "--no-announce-submounts"}, got)
-		got, _, err = Translate(o, qemu72(), ProtectNoSubmounts, withSyslog)
+		got, _, err = Translate(o, qemu72(), protection.NoSubmounts, withSyslog)
 		require.NoError(t, err)
 		require.Equal(t, []string{fd, "-o", "source=" + rsShared, "-o", "cache=auto", "--thread-pool-size=1", "-o", "xattr", "-o", "no_killpriv_v2"}, got)
 

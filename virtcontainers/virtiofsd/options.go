@@ -7,30 +7,14 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-)
 
-// Protection is how the share of a sandbox is served. Its values are those
-// of hooks.Protection, the plan's contract; this package keeps its own type
-// so that it does not depend on the plan store.
-type Protection string
-
-const (
-	// ProtectRecover: kata-virtiofsd serves the share itself and recovers
-	// submount roots the guest forgot.
-	ProtectRecover Protection = "recover"
-	// ProtectNoSubmounts: the upstream virtiofsd does not announce submounts.
-	ProtectNoSubmounts Protection = "no-submounts"
-	// ProtectNone: the upstream virtiofsd runs exactly as Kata configured it.
-	ProtectNone Protection = "none"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 // NoPlanFail is the --guard-no-plan value that refuses to start a share
 // whose sandbox has no plan.
 const NoPlanFail = "fail"
-
-// DefaultStateDir is where containerd-shim-kata-v2 writes the sandbox plans
-// when Kata's configuration does not say otherwise.
-const DefaultStateDir = "/run/kata-containers/submount-guard"
 
 // CacheMode is --cache.
 type CacheMode string
@@ -67,14 +51,14 @@ type Arg struct {
 // daemon.
 type Guard struct {
 	// Protection is --guard-protection: it overrides the sandbox's plan.
-	Protection Protection
+	Protection protection.Protection
 	// Upstream is --guard-upstream: the virtiofsd to exec; it overrides the
 	// plan's upstream_virtiofsd.
 	Upstream string
-	// StateDir is --guard-state-dir: where the plans are (DefaultStateDir).
+	// StateDir is --guard-state-dir: where the plans are (statedir.Default).
 	StateDir string
 	// NoPlan is --guard-no-plan: what to do for a sandbox without a plan, a
-	// Protection or NoPlanFail (default ProtectNone: exactly as Kata).
+	// Protection or NoPlanFail (default protection.None: exactly as Kata).
 	NoPlan string
 }
 
@@ -86,7 +70,7 @@ type Guard struct {
 // It is what the launcher translates for an upstream daemon, and what
 // kata-virtiofsd's own daemon receives when it serves the share itself: in
 // that case the launcher has already set SandboxID, Protection and, for
-// ProtectNoSubmounts, cleared AnnounceSubmounts.
+// protection.NoSubmounts, cleared AnnounceSubmounts.
 type Options struct {
 	// Args is the command line, in order.
 	Args []Arg
@@ -153,7 +137,7 @@ type Options struct {
 	Guard Guard
 	// Protection is the protection in force, set by the launcher once it has
 	// read the plan; empty before.
-	Protection Protection
+	Protection protection.Protection
 
 	// socketName is the socket path Listen created in place of
 	// --socket-path, for messages; empty otherwise.
@@ -196,7 +180,7 @@ func Parse(args []string) (*Options, error) {
 		MigrationMode:     "find-paths",
 		MigrationOnError:  "abort",
 		LogLevel:          "info",
-		Guard:             Guard{StateDir: DefaultStateDir, NoPlan: string(ProtectNone)},
+		Guard:             Guard{StateDir: statedir.Default, NoPlan: string(protection.None)},
 		given:             map[string]string{},
 	}
 	if err := o.split(args); err != nil {
@@ -485,8 +469,8 @@ func (o *Options) applyLong(name, value, arg string) error {
 		o.Version = true
 	case "guard-protection":
 		var s string
-		s, err = oneOf(arg, "--guard-protection", value, string(ProtectRecover), string(ProtectNoSubmounts), string(ProtectNone))
-		o.Guard.Protection = Protection(s)
+		s, err = oneOf(arg, "--guard-protection", value, string(protection.Recover), string(protection.NoSubmounts), string(protection.None))
+		o.Guard.Protection = protection.Protection(s)
 	case "guard-upstream":
 		if !filepath.IsAbs(value) {
 			return invalid(arg, "--guard-upstream needs the absolute path of a virtiofsd binary")
@@ -498,7 +482,7 @@ func (o *Options) applyLong(name, value, arg string) error {
 		}
 		o.Guard.StateDir = filepath.Clean(value)
 	case "guard-no-plan":
-		o.Guard.NoPlan, err = oneOf(arg, "--guard-no-plan", value, string(ProtectNone), string(ProtectNoSubmounts), string(ProtectRecover), NoPlanFail)
+		o.Guard.NoPlan, err = oneOf(arg, "--guard-no-plan", value, string(protection.None), string(protection.NoSubmounts), string(protection.Recover), NoPlanFail)
 	default:
 		// split only lets known names through.
 		return invalid(arg, "unknown option")
@@ -645,7 +629,7 @@ func SandboxIDFromSharedDir(dir string) (string, bool) {
 	return id, true
 }
 
-// validSandboxID accepts Kata's ids (the rule hooks' plan store checks): two
+// validSandboxID accepts Kata's ids (the rule hooks/plan's store checks): two
 // or more letters, digits and . _ -, starting with a letter or digit.
 func validSandboxID(id string) bool {
 	if len(id) < 2 || len(id) > 255 {

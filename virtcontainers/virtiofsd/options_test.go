@@ -6,6 +6,9 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 const kataShared = "/run/kata-containers/shared/sandboxes/3f1c9a/shared"
@@ -39,7 +42,7 @@ func TestParse(t *testing.T) {
 				require.Equal(t, "kill", o.Seccomp)
 				require.Equal(t, "never", o.InodeFileHandles)
 				require.Equal(t, "info", o.LogLevel)
-				require.Equal(t, Guard{StateDir: DefaultStateDir, NoPlan: "none"}, o.Guard)
+				require.Equal(t, Guard{StateDir: statedir.Default, NoPlan: "none"}, o.Guard)
 				require.Empty(t, o.Protection)
 				require.Len(t, o.Args, 6)
 				require.Equal(t, Arg{Name: "--cache", Value: "auto", Tokens: []string{"--cache=auto"}}, o.Args[1])
@@ -145,7 +148,7 @@ func TestParse(t *testing.T) {
 			args: kataArgv("--guard-protection=no-submounts", "--guard-upstream", "/usr/libexec/../libexec/virtiofsd",
 				"--guard-state-dir=/var/run/ksg/", "--guard-no-plan=fail"),
 			check: func(t *testing.T, o *Options) {
-				require.Equal(t, Guard{Protection: ProtectNoSubmounts, Upstream: "/usr/libexec/virtiofsd",
+				require.Equal(t, Guard{Protection: protection.NoSubmounts, Upstream: "/usr/libexec/virtiofsd",
 					StateDir: "/var/run/ksg", NoPlan: NoPlanFail}, o.Guard)
 			},
 		},

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 )
 
 // Translate returns the arguments (without argv[0]) that make the upstream d
@@ -13,7 +15,7 @@ import (
 // describes it (see ProbeHost):
 //
 //   - Rust target: o's own arguments, token for token, without the --guard-*
-//     options; ProtectNoSubmounts removes every --announce-submounts,
+//     options; protection.NoSubmounts removes every --announce-submounts,
 //     --no-announce-submounts and -o announce_submounts item and puts
 //     --no-announce-submounts last when d has it (announcing is its default
 //     and the last of the two flags wins). An option d's --help does not
@@ -21,7 +23,7 @@ import (
 //   - C target: the same behaviour spelt in QEMU's options (--shared-dir=D →
 //     -o source=D, --cache=never → -o cache=none, announcing → -o
 //     announce_submounts, ...), with Rust's defaults made explicit where the C
-//     daemon's differ (killpriv_v2). ProtectNoSubmounts omits -o
+//     daemon's differ (killpriv_v2). protection.NoSubmounts omits -o
 //     announce_submounts. An option the C daemon cannot honour is refused,
 //     except the few that are harmless there (see cArgs).
 //
@@ -30,15 +32,15 @@ import (
 // --syslog when no syslog daemon answers at /dev/log, because its seccomp
 // filter kills it at its first message otherwise.
 //
-// ProtectRecover is never an upstream's job and is refused. Refusals wrap
+// protection.Recover is never an upstream's job and is refused. Refusals wrap
 // errdefs.ErrNotImplemented and name every offending argument.
-func Translate(o *Options, d Daemon, p Protection, h Host) (args, adapted []string, err error) {
+func Translate(o *Options, d Daemon, p protection.Protection, h Host) (args, adapted []string, err error) {
 	switch p {
-	case ProtectNone, ProtectNoSubmounts:
-	case ProtectRecover:
+	case protection.None, protection.NoSubmounts:
+	case protection.Recover:
 		return nil, nil, fmt.Errorf("protection %q is served by kata-virtiofsd itself, not by %s: %w", p, d, errdefs.ErrInvalidArgument)
 	default:
-		return nil, nil, fmt.Errorf("unknown protection %q (want %s, %s or %s): %w", p, ProtectRecover, ProtectNoSubmounts, ProtectNone, errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("unknown protection %q (want %s, %s or %s): %w", p, protection.Recover, protection.NoSubmounts, protection.None, errdefs.ErrInvalidArgument)
 	}
 	switch d.Flavour {
 	case FlavourRust:
@@ -130,14 +132,14 @@ func harmlessElsewhere(o *Options) []string {
 	return out
 }
 
-// rustArgs replays o's tokens for a Rust virtiofsd. With ProtectNoSubmounts
+// rustArgs replays o's tokens for a Rust virtiofsd. With protection.NoSubmounts
 // every form that sets announcing, whichever way (--announce-submounts,
 // --no-announce-submounts, the -o announce_submounts item, wherever Kata put
 // them: its defaults, an annotation's appended extra args, runtime-rs's
 // trailing --xattr after them), is taken out and --no-announce-submounts
 // goes last: of the two flags the last one given wins in Rust virtiofsd, so
 // nothing after it can turn announcing back on.
-func rustArgs(o *Options, d Daemon, p Protection) ([]string, error) {
+func rustArgs(o *Options, d Daemon, p protection.Protection) ([]string, error) {
 	var out, cannot []string
 	for _, a := range o.Args {
 		if strings.HasPrefix(a.Name, "--guard-") {
@@ -147,7 +149,7 @@ func rustArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 			cannot = append(cannot, strings.Join(a.Tokens, " "))
 			continue
 		}
-		if p == ProtectNoSubmounts {
+		if p == protection.NoSubmounts {
 			switch a.Name {
 			case "--announce-submounts", "--no-announce-submounts":
 				continue
@@ -177,7 +179,7 @@ func rustArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 	// A Rust virtiofsd without --no-announce-submounts announces only when
 	// asked to (before announcing became its default), so removing every
 	// request was enough.
-	if p == ProtectNoSubmounts && d.Supports("--no-announce-submounts") {
+	if p == protection.NoSubmounts && d.Supports("--no-announce-submounts") {
 		out = append(out, "--no-announce-submounts")
 	}
 	return out, nil
@@ -189,7 +191,7 @@ func rustArgs(o *Options, d Daemon, p Protection) ([]string, error) {
 // -o no_flock / -o no_posix_lock (its defaults) and harmlessElsewhere's. Log
 // levels map to the nearest: trace → debug, off → err. --syslog is dropped
 // when h says no syslog daemon answers (see Translate).
-func cArgs(o *Options, d Daemon, p Protection, h Host) (out, adapted []string, err error) {
+func cArgs(o *Options, d Daemon, p protection.Protection, h Host) (out, adapted []string, err error) {
 	r := &refusals{o: o}
 	// opt adds "-o item" when the daemon lists the option name; key names
 	// the Rust option that asked for it, for the error otherwise.
@@ -271,7 +273,7 @@ func cArgs(o *Options, d Daemon, p Protection, h Host) (out, adapted []string, e
 	if o.XattrMap != "" {
 		opt("xattrmap", o.XattrMap, "xattrmap")
 	}
-	if o.AnnounceSubmounts && p != ProtectNoSubmounts {
+	if o.AnnounceSubmounts && p != protection.NoSubmounts {
 		opt("announce_submounts", "", "announce-submounts")
 	}
 	if o.Cache != CacheNever && o.NoReaddirplus {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 )
 
 // rust113 and qemu72 are the options the real daemons' --help lists
@@ -57,49 +59,49 @@ func TestTranslate(t *testing.T) {
 		name       string
 		args       []string
 		daemon     Daemon
-		protection Protection
+		protection protection.Protection
 		want       []string
 	}{
 		// Rust → Rust.
-		{"rust none: as Kata gave it", kataArgv("--guard-state-dir=/run/x"), rust113(), ProtectNone, kataArgv()},
+		{"rust none: as Kata gave it", kataArgv("--guard-state-dir=/run/x"), rust113(), protection.None, kataArgv()},
 		{"rust none keeps token spelling", []string{"--shared-dir", "/srv", "--fd", "3", "-oxattr", "--guard-upstream", "/v"},
-			rust113(), ProtectNone, []string{"--shared-dir", "/srv", "--fd", "3", "-oxattr"}},
-		{"rust none adds nothing", []string{"--shared-dir=/srv", "--fd=3"}, rust113(), ProtectNone,
+			rust113(), protection.None, []string{"--shared-dir", "/srv", "--fd", "3", "-oxattr"}},
+		{"rust none adds nothing", []string{"--shared-dir=/srv", "--fd=3"}, rust113(), protection.None,
 			[]string{"--shared-dir=/srv", "--fd=3"}},
-		{"rust no-submounts", kataArgv("--guard-protection=no-submounts"), rust113(), ProtectNoSubmounts,
+		{"rust no-submounts", kataArgv("--guard-protection=no-submounts"), rust113(), protection.NoSubmounts,
 			[]string{"--syslog", "--cache=auto", "--shared-dir=" + kataShared, "--fd=3", "--thread-pool-size=1", "--no-announce-submounts"}},
-		{"rust no-submounts without the flag given", []string{"--shared-dir=/srv", "--fd=3"}, rust113(), ProtectNoSubmounts,
+		{"rust no-submounts without the flag given", []string{"--shared-dir=/srv", "--fd=3"}, rust113(), protection.NoSubmounts,
 			[]string{"--shared-dir=/srv", "--fd=3", "--no-announce-submounts"}},
 		{"rust no-submounts edits -o lists", []string{"--shared-dir=/srv", "--fd=3", "-o", "xattr,announce_submounts", "-oannounce_submounts"},
-			rust113(), ProtectNoSubmounts, []string{"--shared-dir=/srv", "--fd=3", "-o", "xattr", "--no-announce-submounts"}},
-		{"rust no-submounts keeps a given --no-announce-submounts", kataArgv("--no-announce-submounts"), rust113(), ProtectNoSubmounts,
+			rust113(), protection.NoSubmounts, []string{"--shared-dir=/srv", "--fd=3", "-o", "xattr", "--no-announce-submounts"}},
+		{"rust no-submounts keeps a given --no-announce-submounts", kataArgv("--no-announce-submounts"), rust113(), protection.NoSubmounts,
 			[]string{"--syslog", "--cache=auto", "--shared-dir=" + kataShared, "--fd=3", "--thread-pool-size=1", "--no-announce-submounts"}},
-		{"rust before announcing was the default", kataArgv(), without(rust113(), "--no-announce-submounts"), ProtectNoSubmounts,
+		{"rust before announcing was the default", kataArgv(), without(rust113(), "--no-announce-submounts"), protection.NoSubmounts,
 			[]string{"--syslog", "--cache=auto", "--shared-dir=" + kataShared, "--fd=3", "--thread-pool-size=1"}},
 
 		// Rust → C.
-		{"C none", kataArgv(), qemu72(), ProtectNone, cWith("-o", "announce_submounts", "-o", "no_killpriv_v2")},
-		{"C no-submounts", kataArgv(), qemu72(), ProtectNoSubmounts, cWith("-o", "no_killpriv_v2")},
-		{"C none without announcing", kataArgv("--no-announce-submounts"), qemu72(), ProtectNone, cWith("-o", "no_killpriv_v2")},
-		{"C cache never", kataArgv("--cache=never", "--no-readdirplus"), qemu72(), ProtectNoSubmounts,
+		{"C none", kataArgv(), qemu72(), protection.None, cWith("-o", "announce_submounts", "-o", "no_killpriv_v2")},
+		{"C no-submounts", kataArgv(), qemu72(), protection.NoSubmounts, cWith("-o", "no_killpriv_v2")},
+		{"C none without announcing", kataArgv("--no-announce-submounts"), qemu72(), protection.None, cWith("-o", "no_killpriv_v2")},
+		{"C cache never", kataArgv("--cache=never", "--no-readdirplus"), qemu72(), protection.NoSubmounts,
 			[]string{"--syslog", "--fd=3", "-o", "source=" + kataShared, "-o", "cache=none", "--thread-pool-size=1", "-o", "no_killpriv_v2"}},
-		{"C no readdirplus", kataArgv("-o", "no_readdirplus"), qemu72(), ProtectNoSubmounts, cWith("-o", "no_readdirplus", "-o", "no_killpriv_v2")},
-		{"C xattr family", kataArgv("--posix-acl", "--security-label", "--xattrmap=/prefix/user.virtiofs.,x/x/"), qemu72(), ProtectNoSubmounts,
+		{"C no readdirplus", kataArgv("-o", "no_readdirplus"), qemu72(), protection.NoSubmounts, cWith("-o", "no_readdirplus", "-o", "no_killpriv_v2")},
+		{"C xattr family", kataArgv("--posix-acl", "--security-label", "--xattrmap=/prefix/user.virtiofs.,x/x/"), qemu72(), protection.NoSubmounts,
 			cWith("-o", "xattr", "-o", "posix_acl", "-o", "security_label", "-o", `xattrmap=/prefix/user.virtiofs.\,x/x/`, "-o", "no_killpriv_v2")},
-		{"C log levels", kataArgv("--log-level=trace"), qemu72(), ProtectNoSubmounts, cWith("-o", "log_level=debug", "-o", "no_killpriv_v2")},
-		{"C -d", kataArgv("-d"), qemu72(), ProtectNoSubmounts, cWith("-o", "log_level=debug", "-o", "no_killpriv_v2")},
-		{"C log off", kataArgv("--log-level=off"), qemu72(), ProtectNoSubmounts, cWith("-o", "log_level=err", "-o", "no_killpriv_v2")},
-		{"C sandbox chroot", kataArgv("--sandbox=chroot"), qemu72(), ProtectNoSubmounts, cWith("-o", "sandbox=chroot", "-o", "no_killpriv_v2")},
-		{"C killpriv", kataArgv("--killpriv-v2"), qemu72(), ProtectNoSubmounts, cWith("-o", "killpriv_v2")},
-		{"C before killpriv existed", kataArgv(), without(qemu72(), "killpriv_v2", "no_killpriv_v2"), ProtectNoSubmounts, cBase},
+		{"C log levels", kataArgv("--log-level=trace"), qemu72(), protection.NoSubmounts, cWith("-o", "log_level=debug", "-o", "no_killpriv_v2")},
+		{"C -d", kataArgv("-d"), qemu72(), protection.NoSubmounts, cWith("-o", "log_level=debug", "-o", "no_killpriv_v2")},
+		{"C log off", kataArgv("--log-level=off"), qemu72(), protection.NoSubmounts, cWith("-o", "log_level=err", "-o", "no_killpriv_v2")},
+		{"C sandbox chroot", kataArgv("--sandbox=chroot"), qemu72(), protection.NoSubmounts, cWith("-o", "sandbox=chroot", "-o", "no_killpriv_v2")},
+		{"C killpriv", kataArgv("--killpriv-v2"), qemu72(), protection.NoSubmounts, cWith("-o", "killpriv_v2")},
+		{"C before killpriv existed", kataArgv(), without(qemu72(), "killpriv_v2", "no_killpriv_v2"), protection.NoSubmounts, cBase},
 		{"C the rest", kataArgv("--writeback", "--allow-direct-io", "--modcaps=+sys_admin:-chown", "--rlimit-nofile=4096", "--print-capabilities"),
-			qemu72(), ProtectNoSubmounts, cWith("-o", "writeback", "-o", "allow_direct_io", "-o", "no_killpriv_v2",
+			qemu72(), protection.NoSubmounts, cWith("-o", "writeback", "-o", "allow_direct_io", "-o", "no_killpriv_v2",
 				"-o", "modcaps=+sys_admin:-chown", "--rlimit-nofile=4096", "--print-capabilities")},
 		{"C harmless options dropped", kataArgv("-f", "--seccomp=kill", "--inode-file-handles=prefer", "--allow-mmap",
 			"--migration-mode=find-paths", "--migration-on-error=abort", "-o", "no_flock,no_posix_lock"),
-			qemu72(), ProtectNoSubmounts, cWith("-o", "no_killpriv_v2")},
+			qemu72(), protection.NoSubmounts, cWith("-o", "no_killpriv_v2")},
 		{"C socket path", []string{"--shared-dir=/srv/a,b", "--socket-path=/run/v.sock", "--socket-group=kvm", "--cache=always"},
-			qemu72(), ProtectNone, []string{"--socket-path=/run/v.sock", "--socket-group=kvm", "-o", `source=/srv/a\,b`, "-o", "cache=always",
+			qemu72(), protection.None, []string{"--socket-path=/run/v.sock", "--socket-group=kvm", "-o", `source=/srv/a\,b`, "-o", "cache=always",
 				"--thread-pool-size=0", "-o", "announce_submounts", "-o", "no_killpriv_v2"}},
 	}
 	for _, tc := range cases {
@@ -119,31 +121,31 @@ func TestTranslateRefusals(t *testing.T) {
 		name       string
 		args       []string
 		daemon     Daemon
-		protection Protection
+		protection protection.Protection
 		err        error
 		want       string
 	}{
-		{"recover is ours", kataArgv(), rust113(), ProtectRecover, errdefs.ErrInvalidArgument, "served by kata-virtiofsd itself"},
+		{"recover is ours", kataArgv(), rust113(), protection.Recover, errdefs.ErrInvalidArgument, "served by kata-virtiofsd itself"},
 		{"unknown protection", kataArgv(), rust113(), "maybe", errdefs.ErrInvalidArgument, `unknown protection "maybe"`},
-		{"unknown flavour", kataArgv(), Daemon{Path: "/x", Flavour: "go"}, ProtectNone, errdefs.ErrNotImplemented, `unknown flavour "go"`},
-		{"old rust lacks a flag", kataArgv("--tag=myfs", "--cache", "metadata"), without(rust113(), "--tag", "--cache"), ProtectNone,
+		{"unknown flavour", kataArgv(), Daemon{Path: "/x", Flavour: "go"}, protection.None, errdefs.ErrNotImplemented, `unknown flavour "go"`},
+		{"old rust lacks a flag", kataArgv("--tag=myfs", "--cache", "metadata"), without(rust113(), "--tag", "--cache"), protection.None,
 			errdefs.ErrNotImplemented, "Rust virtiofsd 1.13.2 at /usr/libexec/virtiofsd does not accept --cache=auto, --tag=myfs, --cache metadata"},
-		{"C cache metadata", kataArgv("--cache=metadata"), qemu72(), ProtectNone, errdefs.ErrNotImplemented, "cannot honour --cache=metadata"},
-		{"C compat cache metadata", kataArgv("-o", "cache=metadata"), qemu72(), ProtectNone, errdefs.ErrNotImplemented, "cannot honour -o cache=metadata"},
-		{"C readonly", kataArgv("--readonly"), qemu72(), ProtectNoSubmounts, errdefs.ErrNotImplemented, "cannot honour --readonly"},
-		{"C tag", kataArgv("--tag=myfs"), qemu72(), ProtectNone, errdefs.ErrNotImplemented, "cannot honour --tag=myfs"},
-		{"C sandbox none", kataArgv("--sandbox", "none"), qemu72(), ProtectNone, errdefs.ErrNotImplemented, "cannot honour --sandbox none"},
-		{"C seccomp", kataArgv("--seccomp=log"), qemu72(), ProtectNone, errdefs.ErrNotImplemented, "cannot honour --seccomp=log"},
-		{"C file handles", kataArgv("--inode-file-handles=mandatory"), qemu72(), ProtectNone, errdefs.ErrNotImplemented, "cannot honour --inode-file-handles=mandatory"},
-		{"C mmap without cache", kataArgv("--cache=never", "--allow-mmap"), qemu72(), ProtectNone, errdefs.ErrNotImplemented, "cannot honour --allow-mmap"},
-		{"C id maps", kataArgv("--uid-map=:0:1000:1:", "--translate-gid=guest:0:100:10"), qemu72(), ProtectNone, errdefs.ErrNotImplemented,
+		{"C cache metadata", kataArgv("--cache=metadata"), qemu72(), protection.None, errdefs.ErrNotImplemented, "cannot honour --cache=metadata"},
+		{"C compat cache metadata", kataArgv("-o", "cache=metadata"), qemu72(), protection.None, errdefs.ErrNotImplemented, "cannot honour -o cache=metadata"},
+		{"C readonly", kataArgv("--readonly"), qemu72(), protection.NoSubmounts, errdefs.ErrNotImplemented, "cannot honour --readonly"},
+		{"C tag", kataArgv("--tag=myfs"), qemu72(), protection.None, errdefs.ErrNotImplemented, "cannot honour --tag=myfs"},
+		{"C sandbox none", kataArgv("--sandbox", "none"), qemu72(), protection.None, errdefs.ErrNotImplemented, "cannot honour --sandbox none"},
+		{"C seccomp", kataArgv("--seccomp=log"), qemu72(), protection.None, errdefs.ErrNotImplemented, "cannot honour --seccomp=log"},
+		{"C file handles", kataArgv("--inode-file-handles=mandatory"), qemu72(), protection.None, errdefs.ErrNotImplemented, "cannot honour --inode-file-handles=mandatory"},
+		{"C mmap without cache", kataArgv("--cache=never", "--allow-mmap"), qemu72(), protection.None, errdefs.ErrNotImplemented, "cannot honour --allow-mmap"},
+		{"C id maps", kataArgv("--uid-map=:0:1000:1:", "--translate-gid=guest:0:100:10"), qemu72(), protection.None, errdefs.ErrNotImplemented,
 			"cannot honour --uid-map=:0:1000:1:, --translate-gid=guest:0:100:10"},
-		{"C noatime", kataArgv("--preserve-noatime"), qemu72(), ProtectNone, errdefs.ErrNotImplemented, "cannot honour --preserve-noatime"},
-		{"C migration", kataArgv("--migration-mode=file-handles", "--migration-confirm-paths"), qemu72(), ProtectNone, errdefs.ErrNotImplemented,
+		{"C noatime", kataArgv("--preserve-noatime"), qemu72(), protection.None, errdefs.ErrNotImplemented, "cannot honour --preserve-noatime"},
+		{"C migration", kataArgv("--migration-mode=file-handles", "--migration-confirm-paths"), qemu72(), protection.None, errdefs.ErrNotImplemented,
 			"cannot honour --migration-mode=file-handles, --migration-confirm-paths"},
-		{"C before announcing existed", kataArgv(), without(qemu72(), "announce_submounts"), ProtectNone, errdefs.ErrNotImplemented,
+		{"C before announcing existed", kataArgv(), without(qemu72(), "announce_submounts"), protection.None, errdefs.ErrNotImplemented,
 			"cannot honour --announce-submounts"},
-		{"every refusal named", kataArgv("--readonly", "--tag=t", "--cache=metadata"), qemu72(), ProtectNoSubmounts, errdefs.ErrNotImplemented,
+		{"every refusal named", kataArgv("--readonly", "--tag=t", "--cache=metadata"), qemu72(), protection.NoSubmounts, errdefs.ErrNotImplemented,
 			"QEMU's C virtiofsd 7.2.22 at /usr/lib/qemu/virtiofsd cannot honour --cache=metadata, --readonly, --tag=t"},
 	}
 	for _, tc := range cases {
@@ -160,7 +162,7 @@ func TestTranslateRefusals(t *testing.T) {
 	t.Run("C before announcing existed is fine without submounts", func(t *testing.T) {
 		o, err := Parse(kataArgv())
 		require.NoError(t, err)
-		got, _, err := Translate(o, without(qemu72(), "announce_submounts"), ProtectNoSubmounts, withSyslog)
+		got, _, err := Translate(o, without(qemu72(), "announce_submounts"), protection.NoSubmounts, withSyslog)
 		require.NoError(t, err)
 		require.NotContains(t, strings.Join(got, " "), "announce")
 	})
@@ -187,7 +189,7 @@ func TestTranslateSyslog(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := Parse(tc.args)
 			require.NoError(t, err)
-			got, adapted, err := Translate(o, tc.daemon, ProtectNoSubmounts, tc.host)
+			got, adapted, err := Translate(o, tc.daemon, protection.NoSubmounts, tc.host)
 			require.NoError(t, err)
 			require.Equal(t, tc.wantSyslog, slices.Contains(got, "--syslog"), "%q", got)
 			if !tc.wantAdapted {
@@ -198,7 +200,7 @@ func TestTranslateSyslog(t *testing.T) {
 				"QEMU's C virtiofsd 7.2.22 at /usr/lib/qemu/virtiofsd, which logs to stderr instead " +
 				"(with --syslog its seccomp filter would kill it at its first message)"}, adapted)
 			// Nothing else changes.
-			withIt, _, err := Translate(o, tc.daemon, ProtectNoSubmounts, withSyslog)
+			withIt, _, err := Translate(o, tc.daemon, protection.NoSubmounts, withSyslog)
 			require.NoError(t, err)
 			require.Equal(t, withIt[1:], got)
 		})

@@ -118,7 +118,7 @@ func parseResponse(data []byte) ([]byte, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reply: %v: %w", err, ErrProtocol)
+		return nil, fmt.Errorf("reply: %w: %w", err, ErrProtocol)
 	}
 	var st StatusError
 	err = pbwire.Range(status, func(f pbwire.Field) error {
@@ -134,7 +134,7 @@ func parseResponse(data []byte) ([]byte, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reply status: %v: %w", err, ErrProtocol)
+		return nil, fmt.Errorf("reply status: %w: %w", err, ErrProtocol)
 	}
 	if st.Code != 0 {
 		return nil, &st
@@ -145,7 +145,7 @@ func parseResponse(data []byte) ([]byte, error) {
 // ctxErr prefers the context's reason to the deadline error it caused.
 func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
 	}
 	return err
 }

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	vut "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser/vhostusertest"
@@ -34,16 +35,16 @@ type daemon struct {
 
 var allDaemons = []daemon{
 	{"ours", "ours (recover off)", func(map[harness.Daemon]string) harness.DaemonSpec {
-		return harness.DaemonSpec{Protection: harness.ProtectNone}
+		return harness.DaemonSpec{Protection: protection.None}
 	}, ""},
 	{"ours-recover", "ours (recover on)", func(map[harness.Daemon]string) harness.DaemonSpec {
-		return harness.DaemonSpec{Protection: harness.ProtectRecover}
+		return harness.DaemonSpec{Protection: protection.Recover}
 	}, ""},
 	{"rust", "Rust virtiofsd 1.13.2", func(u map[harness.Daemon]string) harness.DaemonSpec {
-		return harness.DaemonSpec{Protection: harness.ProtectNone, Upstream: u[harness.DaemonRust]}
+		return harness.DaemonSpec{Protection: protection.None, Upstream: u[harness.DaemonRust]}
 	}, ""},
 	{"c", "C virtiofsd (QEMU 7.2)", func(u map[harness.Daemon]string) harness.DaemonSpec {
-		return harness.DaemonSpec{Protection: harness.ProtectNone, Upstream: u[harness.DaemonC]}
+		return harness.DaemonSpec{Protection: protection.None, Upstream: u[harness.DaemonC]}
 	}, ""},
 }
 
@@ -102,7 +103,7 @@ func run(ctx context.Context) error {
 	}
 	if *before != "" {
 		allDaemons = append(allDaemons, daemon{"ours-before", "ours before (recover off)", func(map[harness.Daemon]string) harness.DaemonSpec {
-			return harness.DaemonSpec{Protection: harness.ProtectNone}
+			return harness.DaemonSpec{Protection: protection.None}
 		}, *before})
 	}
 	if os.Geteuid() != 0 {

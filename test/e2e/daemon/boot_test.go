@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 )
@@ -23,11 +24,11 @@ var daemons = []harness.Daemon{harness.DaemonOurs, harness.DaemonRust, harness.D
 // or none: kata-virtiofsd serves the share itself when no upstream is
 // configured), the others as the upstream with protection none. extra are
 // further virtio_fs_extra_args, e.g. --xattr.
-func daemonSpec(env *harness.Env, d harness.Daemon, ours harness.Protection, stateDir string, extra ...string) harness.DaemonSpec {
+func daemonSpec(env *harness.Env, d harness.Daemon, ours protection.Protection, stateDir string, extra ...string) harness.DaemonSpec {
 	if d == harness.DaemonOurs {
 		return harness.DaemonSpec{Extra: extra, Protection: ours, StateDir: stateDir}
 	}
-	return harness.DaemonSpec{Extra: extra, Protection: harness.ProtectNone, Upstream: env.Upstream[d], StateDir: stateDir}
+	return harness.DaemonSpec{Extra: extra, Protection: protection.None, Upstream: env.Upstream[d], StateDir: stateDir}
 }
 
 // workDir is a short temporary directory (a unix socket path must fit in

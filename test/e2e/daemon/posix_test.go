@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/posix"
@@ -130,7 +131,7 @@ func runPOSIXGuest(t *testing.T, env *harness.Env, d harness.Daemon, checks []st
 	t.Cleanup(func() { require.NoError(t, share.Close()) })
 	require.NoError(t, os.WriteFile(filepath.Join(share.Outside(), escapeMarker), []byte(escapeMarkerContent), 0o644))
 
-	spec := daemonSpec(env, d, harness.ProtectRecover, filepath.Join(dir, "state"), "--xattr")
+	spec := daemonSpec(env, d, protection.Recover, filepath.Join(dir, "state"), "--xattr")
 	r := bootGuest(t, env, dir, share, d, spec, vmOptions{
 		Mode:    guest.ModePOSIX,
 		Params:  []string{guest.KeyPOSIXXattr + "=1", guest.KeyPOSIXEscapeMarker + "=" + escapeMarker},

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
@@ -26,15 +27,6 @@ const (
 	// DaemonOurs: kata-virtiofsd serves the share itself (protection
 	// recover, or no upstream configured).
 	DaemonOurs Daemon = "ours"
-)
-
-// Protection is the value of kata-virtiofsd's --guard-protection.
-type Protection string
-
-const (
-	ProtectNone        Protection = "none"
-	ProtectNoSubmounts Protection = "no-submounts"
-	ProtectRecover     Protection = "recover"
 )
 
 // CDaemonPath is where qemu-system-common installs the C virtiofsd.
@@ -52,10 +44,10 @@ func KataArgs(sharedDir string) []string {
 // DaemonSpec is what an operator adds to virtio_fs_extra_args after Kata's
 // defaults: other virtiofsd options, then our --guard-* options.
 type DaemonSpec struct {
-	Extra      []string   // e.g. --xattr
-	Protection Protection // "": none given (the plan's or --guard-no-plan's)
-	Upstream   string     // "": none given (the plan's, or kata-virtiofsd serves)
-	StateDir   string     // "": kata-virtiofsd's default
+	Extra      []string              // e.g. --xattr
+	Protection protection.Protection // "": none given (the plan's or --guard-no-plan's)
+	Upstream   string                // "": none given (the plan's, or kata-virtiofsd serves)
+	StateDir   string                // "": kata-virtiofsd's default
 }
 
 // Args is the daemon's whole command line for the share at sharedDir.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 )
 
@@ -17,11 +18,11 @@ func TestDaemonSpecKeepsKataArgv(t *testing.T) {
 		spec DaemonSpec
 		want []string
 	}{
-		{"guard options after Kata's", DaemonSpec{Protection: ProtectNoSubmounts, Upstream: "/up", StateDir: "/st"}, []string{
+		{"guard options after Kata's", DaemonSpec{Protection: protection.NoSubmounts, Upstream: "/up", StateDir: "/st"}, []string{
 			"--syslog", "--cache=auto", "--shared-dir=/s", "--fd=3", "--thread-pool-size=1", "--announce-submounts",
 			"--guard-protection=no-submounts", "--guard-upstream=/up", "--guard-state-dir=/st",
 		}},
-		{"extra virtiofsd options before ours", DaemonSpec{Extra: []string{"--xattr"}, Protection: ProtectRecover}, []string{
+		{"extra virtiofsd options before ours", DaemonSpec{Extra: []string{"--xattr"}, Protection: protection.Recover}, []string{
 			"--syslog", "--cache=auto", "--shared-dir=/s", "--fd=3", "--thread-pool-size=1", "--announce-submounts",
 			"--xattr", "--guard-protection=recover",
 		}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"os"
@@ -19,7 +20,7 @@ import (
 // recomputed from the facts and the caller's FixedReleases on every call),
 // one small JSON file per image under Options.CacheDir, named after its key:
 //
-//	v<schema>-<dev>-<ino>-<size>-<mtime ns>-<ctime ns>-<mode>-<limit>.json
+//	v<schema>-<revision hash>-<dev>-<ino>-<size>-<mtime ns>-<ctime ns>-<mode>-<limit>.json
 //
 // The ctime is in the key because a user can set the mtime back (touch -d)
 // after rewriting an image in place with as many bytes, but not the ctime,
@@ -34,11 +35,14 @@ import (
 // that does not parse or whose key differs is ignored and rewritten. Entries
 // of replaced images are left behind; each is under 2 KiB.
 
-// FactsSchema names the facts an image yields and the key they are stored
-// under. Package guestkernel's parser defines the facts: change this
-// whenever a parser change may change the facts of an image, or the Key
-// changes, so that cached entries stop matching. 2: ctime joined the key.
-const FactsSchema = 2
+// The build revision (Options.Revision) is in the key too: package
+// guestkernel's parsers define the facts, and a build that fixes one must
+// not be served what an older build found. Nobody has to remember to bump
+// factsSchema for a parser fix.
+
+// factsSchema names the form of a cache entry and of its Key: change it when
+// either changes. 2: ctime joined the key; 3: the build revision did.
+const factsSchema = 3
 
 // Key identifies an image file as it was when inspected, and how it was
 // inspected; a cache entry serves only the same key.
@@ -50,11 +54,13 @@ type Key struct {
 	CtimeNs    int64  `json:"ctime_ns"`
 	HeaderOnly bool   `json:"header_only"`
 	Limit      int64  `json:"limit"`
+	// Revision is the build that read the image (Options.Revision).
+	Revision string `json:"revision"`
 }
 
 // KeyOf is the key of the file st describes, inspected with opts.
 func KeyOf(st fs.FileInfo, opts Options) Key {
-	k := Key{Size: st.Size(), MtimeNs: st.ModTime().UnixNano(), HeaderOnly: opts.HeaderOnly, Limit: opts.Limit()}
+	k := Key{Size: st.Size(), MtimeNs: st.ModTime().UnixNano(), HeaderOnly: opts.HeaderOnly, Limit: opts.Limit(), Revision: opts.revision()}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		k.Dev, k.Ino = uint64(sys.Dev), uint64(sys.Ino)
 		k.CtimeNs = sys.Ctim.Nano()
@@ -67,7 +73,11 @@ func (k Key) name() string {
 	if k.HeaderOnly {
 		mode = "header"
 	}
-	return fmt.Sprintf("v%d-%x-%x-%x-%x-%x-%s-%x.json", FactsSchema, k.Dev, k.Ino, k.Size, k.MtimeNs, k.CtimeNs, mode, k.Limit)
+	// The revision is any string: its hash keeps the name short and safe,
+	// and Load compares the whole Key.
+	rev := fnv.New32a()
+	rev.Write([]byte(k.Revision))
+	return fmt.Sprintf("v%d-%08x-%x-%x-%x-%x-%x-%s-%x.json", factsSchema, rev.Sum32(), k.Dev, k.Ino, k.Size, k.MtimeNs, k.CtimeNs, mode, k.Limit)
 }
 
 type cacheEntry struct {
@@ -90,7 +100,7 @@ func (c Cache) Load(ctx context.Context, key Key) (*Report, bool) {
 		return nil, false
 	}
 	var e cacheEntry
-	if err := json.Unmarshal(b, &e); err != nil || e.Schema != FactsSchema || e.Key != key || e.Facts == nil {
+	if err := json.Unmarshal(b, &e); err != nil || e.Schema != factsSchema || e.Key != key || e.Facts == nil {
 		log.G(ctx).WithField("entry", key.name()).Debug("ignoring unusable guest kernel cache entry")
 		return nil, false
 	}
@@ -104,7 +114,7 @@ func (c Cache) Store(ctx context.Context, key Key, rep *Report) {
 		return
 	}
 	facts := rep.Facts()
-	b, err := json.Marshal(cacheEntry{Schema: FactsSchema, Key: key, Facts: &facts})
+	b, err := json.Marshal(cacheEntry{Schema: factsSchema, Key: key, Facts: &facts})
 	if err == nil {
 		err = writeAtomic(c.Dir, key.name(), b)
 	}

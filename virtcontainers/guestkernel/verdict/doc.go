@@ -3,8 +3,9 @@
 // the kernel's own BTF outranks the operator's fixed_releases, which outrank
 // the version string (upstream stable history: fixed in 6.7, 6.6.8, 6.1.70 and
 // 5.15.146, never in 5.10.y). It also keeps those facts per image file
-// (device, inode, size, mtime, ctime) in a cache directory, so that a sandbox start
-// judges an image seen before without reading it. It links no image parser
-// or decompressor: package guestkernel reads images and fills the facts;
-// this package is what the shim needs on its hot path.
+// (device, inode, size, mtime, ctime) and build revision in a cache
+// directory, so that a sandbox start judges an image seen before without
+// reading it. It links no image parser or decompressor: package guestkernel
+// reads images and fills the facts; this package is what the shim needs on
+// its hot path.
 package verdict

@@ -1,5 +1,7 @@
 package verdict
 
+import "github.com/kata-submount-guard/kata-submount-guard/internal/buildinfo"
+
 // DefaultMaxDecompressed caps how many bytes a compressed kernel payload may
 // expand to when Options.MaxDecompressed is zero.
 const DefaultMaxDecompressed int64 = 256 << 20
@@ -21,6 +23,18 @@ type Options struct {
 	// setup header, an ELF's sections, a raw Image. Compressed payloads are
 	// not decompressed, so they give no BTF (and zboot images no version).
 	HeaderOnly bool
+	// Revision is the build revision of the parsers that inspect the image,
+	// part of the cache Key; "" means this binary's (buildinfo.Revision).
+	// The shim and the kata-runtime it runs on a miss are one build, so
+	// they agree; tests set it to show that another build misses.
+	Revision string
+}
+
+func (o Options) revision() string {
+	if o.Revision != "" {
+		return o.Revision
+	}
+	return buildinfo.Revision()
 }
 
 // Limit is the decompression budget: MaxDecompressed or its default.

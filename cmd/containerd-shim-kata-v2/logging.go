@@ -1,4 +1,4 @@
-package shim
+package main
 
 import (
 	"io"
@@ -17,9 +17,6 @@ const (
 	kataLogSource = "containerd-kata-shim-v2"
 	kataLogName   = "containerd-shim-v2"
 	kataSyslogTag = "kata"
-	// bundleLogFIFO is the FIFO containerd creates in the bundle and copies
-	// into its own log.
-	bundleLogFIFO = "log"
 )
 
 // newLogger returns a logger with Kata's fields that writes to the bundle's

@@ -1,4 +1,4 @@
-package hooks
+package plan
 
 import (
 	"fmt"
@@ -12,6 +12,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -20,7 +22,7 @@ func samplePlan(id string) *Plan {
 		SandboxID: id, ConfigPath: "/etc/kata-containers/configuration.toml", ConfigSource: "default", Hypervisor: "qemu",
 		Kernel: verdict.Report{Path: "/opt/kata/share/kata-containers/vmlinux.container", Release: "6.1.69", Version: "6.1.69",
 			Verdict: verdict.Vulnerable, Evidence: verdict.EvidenceBTF, Reason: "BTF lacks struct fuse_submount_lookup"},
-		Action: Warn, Reason: "guest kernel lacks the fix", Protection: ProtectNoSubmounts,
+		Action: Warn, Reason: "guest kernel lacks the fix", Protection: protection.NoSubmounts,
 		UpstreamVirtiofsd: "/opt/kata/libexec/virtiofsd", Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
 }
@@ -28,18 +30,21 @@ func samplePlan(id string) *Plan {
 func TestPlanRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state", "guard")
 	p := samplePlan("sb-1")
-	require.NoError(t, WritePlan(dir, p))
+	require.NoError(t, Write(dir, p))
 
 	st, err := os.Stat(dir)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o700), st.Mode().Perm())
-	st, err = os.Stat(PlanPath(dir, "sb-1"))
+	st, err = os.Stat(statedir.PlanPath(dir, "sb-1"))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 
-	got, err := ReadPlan(dir, "sb-1")
+	got, err := Read(dir, "sb-1")
 	require.NoError(t, err)
-	require.Equal(t, p, got)
+	want := *p
+	want.FormatVersion = formatVersion
+	require.Equal(t, &want, got)
+	require.Zero(t, p.FormatVersion, "Write stamps its own copy")
 
 	// Nothing but the plan is left behind.
 	entries, err := os.ReadDir(dir)
@@ -47,20 +52,20 @@ func TestPlanRoundTrip(t *testing.T) {
 	require.Len(t, entries, 1)
 
 	// kata-virtiofsd's status file with protection recover goes too.
-	status := filepath.Join(dir, "status", "sb-1.json")
+	status := statedir.StatusPath(dir, "sb-1")
 	require.NoError(t, os.MkdirAll(filepath.Dir(status), 0o700))
 	require.NoError(t, os.WriteFile(status, []byte("{}"), 0o600))
-	require.NoError(t, RemovePlan(dir, "sb-1"))
-	_, err = ReadPlan(dir, "sb-1")
+	require.NoError(t, Remove(dir, "sb-1"))
+	_, err = Read(dir, "sb-1")
 	require.True(t, errdefs.IsNotFound(err), err)
 	require.NoFileExists(t, status)
-	require.NoError(t, RemovePlan(dir, "sb-1"), "removing twice is fine")
+	require.NoError(t, Remove(dir, "sb-1"), "removing twice is fine")
 }
 
 func TestPlanStateDirTightened(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.Chmod(dir, 0o755))
-	require.NoError(t, WritePlan(dir, samplePlan("sb")))
+	require.NoError(t, Write(dir, samplePlan("sb")))
 	st, err := os.Stat(dir)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o700), st.Mode().Perm())
@@ -70,16 +75,16 @@ func TestPlanBadIDs(t *testing.T) {
 	dir := t.TempDir()
 	for _, id := range []string{"", "a", "../etc/passwd", "a/b", ".hidden", "-x", "x y"} {
 		t.Run(fmt.Sprintf("%q", id), func(t *testing.T) {
-			require.True(t, errdefs.IsInvalidArgument(WritePlan(dir, samplePlan(id))))
-			_, err := ReadPlan(dir, id)
+			require.True(t, errdefs.IsInvalidArgument(Write(dir, samplePlan(id))))
+			_, err := Read(dir, id)
 			require.True(t, errdefs.IsInvalidArgument(err))
-			require.True(t, errdefs.IsInvalidArgument(RemovePlan(dir, id)))
+			require.True(t, errdefs.IsInvalidArgument(Remove(dir, id)))
 		})
 	}
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	require.Empty(t, entries)
-	require.True(t, errdefs.IsInvalidArgument(WritePlan(dir, nil)))
+	require.True(t, errdefs.IsInvalidArgument(Write(dir, nil)))
 }
 
 func TestReadPlanRejects(t *testing.T) {
@@ -94,16 +99,40 @@ func TestReadPlanRejects(t *testing.T) {
 		{"bad action", `{"sandbox_id":"sb","action":"maybe","protection":"none"}`, `decode plan: unknown action "maybe": invalid argument`},
 		{"bad protection", `{"sandbox_id":"sb","action":"warn","protection":"all"}`, `decode plan: unknown protection "all": invalid argument`},
 		{"trailing", `{"sandbox_id":"sb","action":"allow","protection":"none"} {}`, "decode plan: trailing data: invalid argument"},
+		{"newer format", `{"format_version":2,"sandbox_id":"sb","action":"allow","protection":"none"}`,
+			"decode plan: format_version 2 is newer than this build reads (up to 1): a newer containerd-shim-kata-v2 wrote it; install the same kata-submount-guard build"},
+		{"negative format", `{"format_version":-1,"sandbox_id":"sb","action":"allow","protection":"none"}`, "decode plan: format_version -1 is not a version: invalid argument"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			require.NoError(t, os.WriteFile(PlanPath(dir, "sb"), []byte(tc.body), 0o600))
-			_, err := ReadPlan(dir, "sb")
+			require.NoError(t, os.WriteFile(statedir.PlanPath(dir, "sb"), []byte(tc.body), 0o600))
+			_, err := Read(dir, "sb")
 			require.ErrorContains(t, err, tc.msg)
 			require.True(t, errdefs.IsInvalidArgument(err))
 		})
 	}
+}
+
+// TestPlanFormatVersion: a plan carries the version of its form; one written
+// before the field existed (no format_version) still reads, as version 1.
+func TestPlanFormatVersion(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, Write(dir, samplePlan("sb")))
+	data, err := os.ReadFile(statedir.PlanPath(dir, "sb"))
+	require.NoError(t, err)
+	require.Contains(t, string(data), `"format_version": 1,`)
+
+	old := `{"sandbox_id":"sb","config_path":"/etc/kata-containers/configuration.toml","config_source":"default",` +
+		`"delegate_kind":"go-3","hypervisor":"qemu","kernel":{"path":"/k","verdict":"vulnerable","evidence":"btf"},` +
+		`"kernel_inspected":true,"action":"warn","reason":"r","protection":"recover","upstream_virtiofsd":"/u",` +
+		`"unprotected":false,"created":"2026-01-02T03:04:05Z"}`
+	require.NoError(t, os.WriteFile(statedir.PlanPath(dir, "sb"), []byte(old), 0o600))
+	p, err := Read(dir, "sb")
+	require.NoError(t, err)
+	require.Equal(t, 1, p.FormatVersion)
+	require.Equal(t, Warn, p.Action)
+	require.Equal(t, protection.Recover, p.Protection)
 }
 
 // TestPlanConcurrentWriters has many writers replace one sandbox's plan
@@ -111,7 +140,7 @@ func TestReadPlanRejects(t *testing.T) {
 // file is left behind.
 func TestPlanConcurrentWriters(t *testing.T) {
 	dir := t.TempDir()
-	require.NoError(t, WritePlan(dir, samplePlan("sb")))
+	require.NoError(t, Write(dir, samplePlan("sb")))
 	const writers, rounds = 8, 25
 	var wg sync.WaitGroup
 	errs := make(chan error, writers*rounds*2)
@@ -122,7 +151,7 @@ func TestPlanConcurrentWriters(t *testing.T) {
 			for i := 0; i < rounds; i++ {
 				p := samplePlan("sb")
 				p.Reason = fmt.Sprintf("writer %d round %d", w, i)
-				if err := WritePlan(dir, p); err != nil {
+				if err := Write(dir, p); err != nil {
 					errs <- err
 				}
 			}
@@ -131,7 +160,7 @@ func TestPlanConcurrentWriters(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < rounds; i++ {
-				p, err := ReadPlan(dir, "sb")
+				p, err := Read(dir, "sb")
 				if err != nil {
 					errs <- err
 					continue
@@ -152,11 +181,11 @@ func TestPlanConcurrentWriters(t *testing.T) {
 	require.Len(t, entries, 1, "temporary files left behind")
 }
 
-func FuzzDecodePlan(f *testing.F) {
+func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"sandbox_id":"sb","action":"allow","protection":"none"}`))
 	f.Add([]byte(`{"sandbox_id":"sb","kernel":{"verdict":"fixed"},"action":"warn","protection":"no-submounts","created":"2026-01-02T03:04:05Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := DecodePlan(data)
+		p, err := decode(data)
 		if err != nil {
 			require.Nil(t, p)
 			require.True(t, errdefs.IsInvalidArgument(err))
@@ -164,41 +193,6 @@ func FuzzDecodePlan(f *testing.F) {
 		}
 		require.Contains(t, []Action{Allow, Warn, Refuse}, p.Action)
 	})
-}
-
-func TestClassify(t *testing.T) {
-	cases := []struct {
-		name    string
-		ann     map[string]string
-		typ     ContainerType
-		sandbox string
-		msg     string
-	}{
-		{"no annotations", nil, SingleContainer, "c1", ""},
-		{"cri sandbox", map[string]string{"io.kubernetes.cri.container-type": "sandbox"}, PodSandbox, "c1", ""},
-		{"cri container", map[string]string{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "sb9"}, PodContainer, "sb9", ""},
-		{"crio sandbox", map[string]string{"io.kubernetes.cri-o.ContainerType": "sandbox"}, PodSandbox, "c1", ""},
-		{"crio container", map[string]string{"io.kubernetes.cri-o.ContainerType": "container", "io.kubernetes.cri-o.SandboxID": "sb8"}, PodContainer, "sb8", ""},
-		{"docker podsandbox", map[string]string{"io.kubernetes.docker.type": "podsandbox"}, PodSandbox, "c1", ""},
-		{"docker container", map[string]string{"io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": "sb7"}, PodContainer, "sb7", ""},
-		{"values are shared across keys", map[string]string{"io.kubernetes.cri.container-type": "podsandbox"}, PodSandbox, "c1", ""},
-		{"cri key first", map[string]string{"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri-o.ContainerType": "container"}, PodSandbox, "c1", ""},
-		{"unknown type", map[string]string{"io.kubernetes.cri.container-type": "pod"}, "", "", `unknown container type "pod"`},
-		{"container without sandbox id", map[string]string{"io.kubernetes.cri.container-type": "container"}, "", "", "no sandbox id annotation"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			typ, sb, err := Classify(tc.ann, "c1")
-			if tc.msg != "" {
-				require.ErrorContains(t, err, tc.msg)
-				require.True(t, errdefs.IsInvalidArgument(err))
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, tc.typ, typ)
-			require.Equal(t, tc.sandbox, sb)
-		})
-	}
 }
 
 // validIDRE is the rule validID implements by hand.

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestCached(t *testing.T) {
+func TestJudgeCached(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "vmlinux")
@@ -23,7 +23,7 @@ func TestCached(t *testing.T) {
 	Cache{Dir: cacheDir}.Store(ctx, KeyOf(st, opts), &Report{Path: "/elsewhere", Format: "elf", Release: "6.1.69", Banner: bannerVuln61, Verdict: Fixed})
 
 	t.Run("hit is judged for the caller", func(t *testing.T) {
-		rep, ok := Cached(ctx, img, opts)
+		rep, ok := JudgeCached(ctx, img, opts)
 		require.True(t, ok)
 		require.Equal(t, img, rep.Path)
 		require.Equal(t, "elf", rep.Format)
@@ -31,7 +31,7 @@ func TestCached(t *testing.T) {
 		require.Equal(t, EvidenceVersion, rep.Evidence)
 		require.Equal(t, "6.1.69", rep.Version)
 
-		rep, ok = Cached(ctx, img, Options{CacheDir: cacheDir, FixedReleases: []string{"6.1.69"}})
+		rep, ok = JudgeCached(ctx, img, Options{CacheDir: cacheDir, FixedReleases: []string{"6.1.69"}})
 		require.True(t, ok)
 		require.Equal(t, Fixed, rep.Verdict)
 		require.Equal(t, EvidenceOverride, rep.Evidence)
@@ -52,7 +52,7 @@ func TestCached(t *testing.T) {
 		{"empty file", empty, opts},
 	} {
 		t.Run("miss: "+tc.name, func(t *testing.T) {
-			rep, ok := Cached(ctx, tc.path, tc.opts)
+			rep, ok := JudgeCached(ctx, tc.path, tc.opts)
 			require.False(t, ok)
 			require.Nil(t, rep)
 		})
@@ -60,7 +60,7 @@ func TestCached(t *testing.T) {
 
 	t.Run("miss: image changed", func(t *testing.T) {
 		require.NoError(t, os.WriteFile(img, []byte("another image"), 0o644))
-		_, ok := Cached(ctx, img, opts)
+		_, ok := JudgeCached(ctx, img, opts)
 		require.False(t, ok)
 	})
 
@@ -72,7 +72,7 @@ func TestCached(t *testing.T) {
 		before, err := os.Stat(img)
 		require.NoError(t, err)
 		Cache{Dir: cacheDir}.Store(ctx, KeyOf(before, opts), &Report{Format: "elf", Release: "6.1.69", Banner: bannerVuln61})
-		_, ok := Cached(ctx, img, opts)
+		_, ok := JudgeCached(ctx, img, opts)
 		require.True(t, ok)
 
 		overwriteKeepingMtime(t, img, []byte("my image"), before)
@@ -81,7 +81,7 @@ func TestCached(t *testing.T) {
 		require.True(t, os.SameFile(before, after), "same inode")
 		require.Equal(t, before.Size(), after.Size())
 		require.Equal(t, before.ModTime(), after.ModTime())
-		_, ok = Cached(ctx, img, opts)
+		_, ok = JudgeCached(ctx, img, opts)
 		require.False(t, ok, "a stale entry answered for a rewritten image")
 	})
 }

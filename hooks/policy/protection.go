@@ -1,4 +1,4 @@
-package hooks
+package policy
 
 import (
 	"context"
@@ -6,30 +6,28 @@ import (
 	"path/filepath"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
-// OurVirtiofsd is the base name of our daemon. Only a sandbox whose
+// ourVirtiofsd is the base name of our daemon. Only a sandbox whose
 // virtio_fs_daemon is kata-virtiofsd (directly or through a symlink) reads
 // its plan, so only there can a protection be applied.
-const OurVirtiofsd = "kata-virtiofsd"
+const ourVirtiofsd = "kata-virtiofsd"
 
-// protectionHook chooses how virtiofsd serves a sandbox that goes on with a
+// protectionStep chooses how virtiofsd serves a sandbox that goes on with a
 // vulnerable or unknown guest kernel.
-type protectionHook struct{}
-
-func (protectionHook) Name() string { return "virtiofsd-protection" }
-
-func (protectionHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error) {
-	p.Protection = ProtectNone
-	if p.Action == Refuse {
+func protectionStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error) {
+	p.Protection = protection.None
+	if p.Action == plan.Refuse {
 		return false, nil
 	}
 	if p.Kernel.Verdict != verdict.Vulnerable && p.Kernel.Verdict != verdict.Unknown {
 		return false, nil
 	}
-	want := Protection(in.Resolved.Guard.VirtiofsProtection)
-	if want == ProtectNone {
+	want := in.Resolved.Guard.VirtiofsProtection
+	if want == protection.None {
 		p.Unprotected = true
 		p.UnprotectedReason = "virtiofs_protection = none: virtiofsd runs as Kata configured it"
 		p.Reason += "; unprotected: " + p.UnprotectedReason
@@ -39,15 +37,15 @@ func (protectionHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error)
 	if !isOurDaemon(daemon) {
 		p.Unprotected, p.ProtectionUnavailable = true, true
 		p.UnprotectedReason = fmt.Sprintf("virtiofs_protection = %s cannot be applied: virtio_fs_daemon %s is not %s; set virtio_fs_daemon (and valid_virtio_fs_daemon_paths) of [hypervisor.%s] to kata-virtiofsd's path in %s",
-			want, daemon, OurVirtiofsd, p.Hypervisor, in.Resolved.Path)
+			want, daemon, ourVirtiofsd, p.Hypervisor, in.Resolved.Path)
 		p.Reason += "; unprotected: " + p.UnprotectedReason
 		return false, nil
 	}
 	p.Protection = want
 	switch want {
-	case ProtectNoSubmounts:
+	case protection.NoSubmounts:
 		p.Reason += "; protection no-submounts: virtiofsd will not announce submounts"
-	case ProtectRecover:
+	case protection.Recover:
 		p.Reason += "; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets"
 	default:
 		p.Reason += fmt.Sprintf("; protection %s", want)
@@ -68,9 +66,9 @@ func isOurDaemon(path string) bool {
 	if path == "" {
 		return false
 	}
-	if filepath.Base(path) == OurVirtiofsd {
+	if filepath.Base(path) == ourVirtiofsd {
 		return true
 	}
 	resolved, err := filepath.EvalSymlinks(path)
-	return err == nil && filepath.Base(resolved) == OurVirtiofsd
+	return err == nil && filepath.Base(resolved) == ourVirtiofsd
 }

@@ -1,4 +1,4 @@
-package hooks
+package policy
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -21,7 +23,7 @@ func setup(t *testing.T, kernel, guard, daemon string) string {
 	t.Helper()
 	dir := t.TempDir()
 	if daemon == "" {
-		daemon = filepath.Join(dir, "bin", OurVirtiofsd)
+		daemon = filepath.Join(dir, "bin", ourVirtiofsd)
 		require.NoError(t, os.MkdirAll(filepath.Dir(daemon), 0o755))
 		require.NoError(t, os.WriteFile(daemon, nil, 0o755))
 	}
@@ -56,12 +58,12 @@ func canned(v verdict.Verdict, calls *int) Inspector {
 func TestPolicyMatrix(t *testing.T) {
 	kernel := filepath.Join(t.TempDir(), "vmlinuz")
 	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
-	policyAction := map[config.Policy]Action{config.PolicyRefuse: Refuse, config.PolicyWarn: Warn, config.PolicyOff: Allow}
+	policyAction := map[config.Policy]plan.Action{config.PolicyRefuse: plan.Refuse, config.PolicyWarn: plan.Warn, config.PolicyOff: plan.Allow}
 	policies := []config.Policy{config.PolicyRefuse, config.PolicyWarn, config.PolicyOff}
 	verdicts := []verdict.Verdict{verdict.Fixed, verdict.Unaffected, verdict.Vulnerable, verdict.Unknown}
 	for _, onVuln := range policies {
 		for _, onUnk := range policies {
-			for _, prot := range []config.Protection{config.ProtectionRecover, config.ProtectionNoSubmounts, config.ProtectionNone} {
+			for _, prot := range []protection.Protection{protection.Recover, protection.NoSubmounts, protection.None} {
 				guard := fmt.Sprintf("on_vulnerable = %q\non_unknown = %q\nvirtiofs_protection = %q", onVuln, onUnk, prot)
 				r := resolve(t, setup(t, kernel, guard, ""))
 				for _, v := range verdicts {
@@ -70,22 +72,22 @@ func TestPolicyMatrix(t *testing.T) {
 						calls := 0
 						p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", ContainerType: PodSandbox, Inspector: canned(v, &calls)})
 						require.NoError(t, err)
-						wantAction, wantProt := Allow, ProtectNone
+						wantAction, wantProt := plan.Allow, protection.None
 						switch v {
 						case verdict.Vulnerable:
 							wantAction = policyAction[onVuln]
 						case verdict.Unknown:
 							wantAction = policyAction[onUnk]
 						}
-						if (v == verdict.Vulnerable || v == verdict.Unknown) && wantAction != Refuse {
-							wantProt = Protection(prot)
+						if (v == verdict.Vulnerable || v == verdict.Unknown) && wantAction != plan.Refuse {
+							wantProt = prot
 						}
-						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == config.ProtectionNone
+						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == protection.None
 						if guardOff {
 							require.Equal(t, 0, calls, "a guard that is off must not inspect")
 							require.False(t, p.KernelInspected)
-							require.Equal(t, Allow, p.Action)
-							require.Equal(t, ProtectNone, p.Protection)
+							require.Equal(t, plan.Allow, p.Action)
+							require.Equal(t, protection.None, p.Protection)
 							require.Contains(t, p.Reason, "submount guard is off")
 							return
 						}
@@ -114,30 +116,30 @@ func TestDecideReasons(t *testing.T) {
 		guard   string
 		daemon  string
 		verdict verdict.Verdict
-		action  Action
-		prot    Protection
+		action  plan.Action
+		prot    protection.Protection
 		reason  string
 		// unprotected: "" (protected, or no protection needed),
 		// "chosen" (virtiofs_protection = none) or "unavailable".
 		unprotected string
 	}{
-		{"fixed", "", "", verdict.Fixed, Allow, ProtectNone,
+		{"fixed", "", "", verdict.Fixed, plan.Allow, protection.None,
 			"guest kernel " + kernel + " (6.1.69) carries the FUSE submount fix (Linux c4d361f66ac9) (evidence: version)", ""},
-		{"vulnerable refused", `on_vulnerable = "refuse"`, "", verdict.Vulnerable, Refuse, ProtectNone,
+		{"vulnerable refused", `on_vulnerable = "refuse"`, "", verdict.Vulnerable, plan.Refuse, protection.None,
 			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = refuse: sandbox creation refused. Boot a fixed kernel, or set [submount_guard] on_vulnerable = \"warn\" in CONFIG", ""},
-		{"vulnerable warned and protected", "", "", verdict.Vulnerable, Warn, ProtectRecover,
+		{"vulnerable warned and protected", "", "", verdict.Vulnerable, plan.Warn, protection.Recover,
 			"guest kernel " + kernel + " (6.1.69) lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146) (evidence: version); on_vulnerable = warn; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets", ""},
-		{"vulnerable protected by no-submounts", `virtiofs_protection = "no-submounts"`, "", verdict.Vulnerable, Warn, ProtectNoSubmounts,
+		{"vulnerable protected by no-submounts", `virtiofs_protection = "no-submounts"`, "", verdict.Vulnerable, plan.Warn, protection.NoSubmounts,
 			"; on_vulnerable = warn; protection no-submounts: virtiofsd will not announce submounts", ""},
-		{"protection impossible with upstream daemon", "", "/opt/kata/libexec/virtiofsd", verdict.Vulnerable, Warn, ProtectNone,
+		{"protection impossible with upstream daemon", "", "/opt/kata/libexec/virtiofsd", verdict.Vulnerable, plan.Warn, protection.None,
 			"; unprotected: virtiofs_protection = recover cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd; set virtio_fs_daemon (and valid_virtio_fs_daemon_paths) of [hypervisor.qemu] to kata-virtiofsd's path in CONFIG", "unavailable"},
-		{"unknown refused", `on_unknown = "refuse"`, "", verdict.Unknown, Refuse, ProtectNone,
+		{"unknown refused", `on_unknown = "refuse"`, "", verdict.Unknown, plan.Refuse, protection.None,
 			"fix status of guest kernel " + kernel + " (6.1.69) cannot be determined (canned); on_unknown = refuse: sandbox creation refused. If this kernel carries the fix, add \"6.1.69\" to [submount_guard] fixed_releases in CONFIG", ""},
-		{"vulnerable warned and recovered", `virtiofs_protection = "recover"`, "", verdict.Vulnerable, Warn, ProtectRecover,
+		{"vulnerable warned and recovered", `virtiofs_protection = "recover"`, "", verdict.Vulnerable, plan.Warn, protection.Recover,
 			"; on_vulnerable = warn; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets", ""},
-		{"recover impossible with upstream daemon", `virtiofs_protection = "recover"`, "/opt/kata/libexec/virtiofsd", verdict.Unknown, Warn, ProtectNone,
+		{"recover impossible with upstream daemon", `virtiofs_protection = "recover"`, "/opt/kata/libexec/virtiofsd", verdict.Unknown, plan.Warn, protection.None,
 			"; unprotected: virtiofs_protection = recover cannot be applied: virtio_fs_daemon /opt/kata/libexec/virtiofsd is not kata-virtiofsd; set virtio_fs_daemon (and valid_virtio_fs_daemon_paths) of [hypervisor.qemu] to kata-virtiofsd's path in CONFIG", "unavailable"},
-		{"protection none", `virtiofs_protection = "none"`, "", verdict.Unknown, Warn, ProtectNone,
+		{"protection none", `virtiofs_protection = "none"`, "", verdict.Unknown, plan.Warn, protection.None,
 			"; unprotected: virtiofs_protection = none: virtiofsd runs as Kata configured it", "chosen"},
 	}
 	for _, tc := range cases {
@@ -184,7 +186,7 @@ func TestDecideInspectionFailureIsUnknown(t *testing.T) {
 			p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: insp})
 			require.NoError(t, err)
 			require.Equal(t, verdict.Unknown, p.Kernel.Verdict, "never a false fixed")
-			require.Equal(t, Refuse, p.Action)
+			require.Equal(t, plan.Refuse, p.Action)
 		})
 	}
 }
@@ -230,8 +232,8 @@ func TestDecideNoVirtioFS(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 0, calls)
 	require.False(t, p.KernelInspected)
-	require.Equal(t, Allow, p.Action)
-	require.Equal(t, ProtectNone, p.Protection)
+	require.Equal(t, plan.Allow, p.Action)
+	require.Equal(t, protection.None, p.Protection)
 	require.Equal(t, "[hypervisor.qemu] shared_fs = virtio-9p: the guest mounts no virtio-fs share, so the FUSE submount bug cannot occur", p.Reason)
 }
 
@@ -261,7 +263,7 @@ on_vulnerable = "refuse"
 	})
 	p, err := Decide(context.Background(), Input{Resolved: resolve(t, path), SandboxID: "sb", Inspector: insp})
 	require.NoError(t, err)
-	require.Equal(t, Refuse, p.Action)
+	require.Equal(t, plan.Refuse, p.Action)
 	require.Equal(t, "qemu", p.Hypervisor)
 	require.Equal(t, bad, p.Kernel.Path)
 	require.Equal(t, []string{"clh", "qemu"}, p.HypervisorCandidates)
@@ -276,8 +278,8 @@ func TestDecideGuardOffInspectAlways(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, calls)
 	require.Equal(t, verdict.Vulnerable, p.Kernel.Verdict)
-	require.Equal(t, Allow, p.Action)
-	require.Equal(t, ProtectNone, p.Protection)
+	require.Equal(t, plan.Allow, p.Action)
+	require.Equal(t, protection.None, p.Protection)
 }
 
 func TestDecideRejects(t *testing.T) {
@@ -295,25 +297,19 @@ func TestDecideRejects(t *testing.T) {
 	require.Zero(t, calls)
 }
 
-// countHook records that it ran; it shows a new hook joins the chain without
-// touching the others.
-type countHook struct{ ran *int }
-
-func (countHook) Name() string { return "count" }
-func (h countHook) Run(_ context.Context, _ *Input, p *Plan) (bool, error) {
-	*h.ran++
-	p.Reason += "; counted"
-	return false, nil
-}
-
-func TestDecideWithExtraHook(t *testing.T) {
+// TestDecideStepsInOrder: the guest-kernel step runs before the protection
+// step, which reads its verdict and appends to its reason; the shared-fs
+// step ending the decision early is TestDecideNoVirtioFS.
+func TestDecideStepsInOrder(t *testing.T) {
 	kernel := filepath.Join(t.TempDir(), "vmlinuz")
 	require.NoError(t, os.WriteFile(kernel, []byte("x"), 0o644))
-	r := resolve(t, setup(t, kernel, "", ""))
-	calls, ran := 0, 0
-	hooks := append(DefaultHooks(), countHook{&ran})
-	p, err := DecideWith(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: canned(verdict.Fixed, &calls)}, hooks...)
+	r := resolve(t, setup(t, kernel, `virtiofs_protection = "recover"`, ""))
+	calls := 0
+	p, err := Decide(context.Background(), Input{Resolved: r, SandboxID: "sb", Inspector: canned(verdict.Vulnerable, &calls)})
 	require.NoError(t, err)
-	require.Equal(t, 1, ran)
-	require.True(t, strings.HasSuffix(p.Reason, "; counted"))
+	require.Equal(t, 1, calls)
+	require.Equal(t, plan.Warn, p.Action)
+	require.Equal(t, protection.Recover, p.Protection)
+	require.True(t, strings.HasPrefix(p.Reason, "guest kernel "+kernel), p.Reason)
+	require.True(t, strings.HasSuffix(p.Reason, "; protection recover: kata-virtiofsd serves the share itself and recovers submount roots the guest forgets"), p.Reason)
 }

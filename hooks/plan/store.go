@@ -1,4 +1,4 @@
-package hooks
+package plan
 
 import (
 	"bytes"
@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 )
 
 // validIDPattern is Kata's rule for container and sandbox ids; it also keeps
@@ -36,13 +37,8 @@ func isAlnum(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
-// maxPlanSize caps what ReadPlan reads; a plan is a few KiB.
+// maxPlanSize caps what Read reads; a plan is a few KiB.
 const maxPlanSize = 1 << 20
-
-// PlanPath is where the plan of sandboxID lives.
-func PlanPath(stateDir, sandboxID string) string {
-	return filepath.Join(stateDir, sandboxID+".json")
-}
 
 func checkID(sandboxID string) error {
 	if !validID(sandboxID) {
@@ -51,20 +47,23 @@ func checkID(sandboxID string) error {
 	return nil
 }
 
-// WritePlan stores p as <stateDir>/<p.SandboxID>.json: written to a temporary
-// file in the same directory, then renamed over the old one, so a reader sees
-// the old plan or the new one, never a part. The file is 0600 and stateDir is
+// Write stores p, stamped with formatVersion, as
+// <stateDir>/<p.SandboxID>.json: written to a temporary file in the same
+// directory, then renamed over the old one, so a reader sees the old plan or
+// the new one, never a part. The file is 0600 and stateDir is
 // created 0700. It is not fsynced: a plan only matters while its sandbox
 // runs, and no sandbox survives the host going down; on a disk-backed
 // state_dir the flush cost every sandbox start 0.3 ms (ext4, BENCHMARKS.md).
-func WritePlan(stateDir string, p *Plan) (err error) {
+func Write(stateDir string, p *Plan) (err error) {
 	if p == nil {
 		return fmt.Errorf("write plan: nil plan: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := checkID(p.SandboxID); err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
-	data, err := json.MarshalIndent(p, "", "  ")
+	stamped := *p
+	stamped.FormatVersion = formatVersion
+	data, err := json.MarshalIndent(&stamped, "", "  ")
 	if err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
@@ -75,20 +74,20 @@ func WritePlan(stateDir string, p *Plan) (err error) {
 	if err := os.Chmod(stateDir, 0o700); err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
-	final := PlanPath(stateDir, p.SandboxID)
+	final := statedir.PlanPath(stateDir, p.SandboxID)
 	if err := atomicfile.Write(final, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write plan %s: %w", final, err)
 	}
 	return nil
 }
 
-// ReadPlan reads the plan of sandboxID. A missing plan is an error wrapping
+// Read reads the plan of sandboxID. A missing plan is an error wrapping
 // errdefs.ErrNotFound.
-func ReadPlan(stateDir, sandboxID string) (*Plan, error) {
+func Read(stateDir, sandboxID string) (*Plan, error) {
 	if err := checkID(sandboxID); err != nil {
 		return nil, fmt.Errorf("read plan: %w", err)
 	}
-	path := PlanPath(stateDir, sandboxID)
+	path := statedir.PlanPath(stateDir, sandboxID)
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -101,7 +100,7 @@ func ReadPlan(stateDir, sandboxID string) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read plan %s: %w", path, err)
 	}
-	p, err := DecodePlan(data)
+	p, err := decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("read plan %s: %w", path, err)
 	}
@@ -111,9 +110,10 @@ func ReadPlan(stateDir, sandboxID string) (*Plan, error) {
 	return p, nil
 }
 
-// DecodePlan parses a plan's JSON form strictly: unknown fields, trailing
-// data, and unknown action or protection words are errors.
-func DecodePlan(data []byte) (*Plan, error) {
+// decode parses a plan's JSON form strictly: unknown fields, trailing
+// data, a format_version newer than formatVersion, and unknown action or
+// protection words are errors. A plan without format_version is version 1.
+func decode(data []byte) (*Plan, error) {
 	if len(data) > maxPlanSize {
 		return nil, fmt.Errorf("plan larger than %d bytes: %w", maxPlanSize, errdefs.ErrInvalidArgument)
 	}
@@ -121,10 +121,20 @@ func DecodePlan(data []byte) (*Plan, error) {
 	dec.DisallowUnknownFields()
 	var p Plan
 	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf("decode plan: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("decode plan: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("decode plan: trailing data: %w", errdefs.ErrInvalidArgument)
+	}
+	switch {
+	case p.FormatVersion == 0:
+		// Written before plans carried a version: that form is version 1.
+		p.FormatVersion = 1
+	case p.FormatVersion < 0:
+		return nil, fmt.Errorf("decode plan: format_version %d is not a version: %w", p.FormatVersion, errdefs.ErrInvalidArgument)
+	case p.FormatVersion > formatVersion:
+		return nil, fmt.Errorf("decode plan: format_version %d is newer than this build reads (up to %d): a newer containerd-shim-kata-v2 wrote it; install the same kata-submount-guard build of containerd-shim-kata-v2, kata-virtiofsd and kata-runtime: %w",
+			p.FormatVersion, formatVersion, errdefs.ErrInvalidArgument)
 	}
 	switch p.Action {
 	case Allow, Warn, Refuse:
@@ -132,25 +142,25 @@ func DecodePlan(data []byte) (*Plan, error) {
 		return nil, fmt.Errorf("decode plan: unknown action %q: %w", p.Action, errdefs.ErrInvalidArgument)
 	}
 	switch p.Protection {
-	case ProtectNone, ProtectNoSubmounts, ProtectRecover:
+	case protection.None, protection.NoSubmounts, protection.Recover:
 	default:
 		return nil, fmt.Errorf("decode plan: unknown protection %q: %w", p.Protection, errdefs.ErrInvalidArgument)
 	}
 	return &p, nil
 }
 
-// RemovePlan deletes the plan of sandboxID, and the status file that
+// Remove deletes the plan of sandboxID, and the status file that
 // kata-virtiofsd keeps for it with protection recover
-// (<stateDir>/status/<id>.json, passthroughfs.StatusPath); one already gone
+// (statedir.StatusPath); one already gone
 // is not an error (delete may run more than once).
-func RemovePlan(stateDir, sandboxID string) error {
+func Remove(stateDir, sandboxID string) error {
 	if err := checkID(sandboxID); err != nil {
 		return fmt.Errorf("remove plan: %w", err)
 	}
-	if err := os.Remove(PlanPath(stateDir, sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(statedir.PlanPath(stateDir, sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove plan: %w", err)
 	}
-	if err := os.Remove(filepath.Join(stateDir, "status", sandboxID+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(statedir.StatusPath(stateDir, sandboxID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove recovery status: %w", err)
 	}
 	return nil

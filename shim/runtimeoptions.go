@@ -1,13 +1,15 @@
-package config
+package shim
 
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/pbwire"
 )
 
@@ -35,20 +37,27 @@ const (
 	optionsConfigField  = 2 // string; config_body (3, bytes) is not read
 )
 
-// RuntimeOptionsConfigPath returns the ConfigPath carried by the runtime
+// DecodeRuntimeOptions decodes the runtime options containerd writes to a
+// shim's stdin at start for config.Sources; see runtimeOptionsConfigPath.
+func DecodeRuntimeOptions(data []byte) config.RuntimeOptions {
+	path, err := runtimeOptionsConfigPath(data)
+	return config.RuntimeOptions{ConfigPath: path, Err: err}
+}
+
+// runtimeOptionsConfigPath returns the ConfigPath carried by the runtime
 // options containerd writes to a shim's stdin at start: a marshalled
 // google.protobuf.Any holding runtimeoptions.v1.Options. Empty input (stdin
 // is /dev/null when no options are configured) and runc options give "".
 // Decoded by hand (package pbwire) so the shim does not link the protobuf
 // runtime; it accepts and rejects what proto.Unmarshal does
 // (FuzzRuntimeOptions compares them).
-func RuntimeOptionsConfigPath(data []byte) (string, error) {
+func runtimeOptionsConfigPath(data []byte) (string, error) {
 	if len(data) == 0 {
 		return "", nil
 	}
 	fields, err := lengthDelimited(data, anyTypeURLField)
 	if err != nil {
-		return "", fmt.Errorf("runtime options on stdin are not a protobuf Any: %v: %w", err, errdefs.ErrInvalidArgument)
+		return "", fmt.Errorf("runtime options on stdin are not a protobuf Any: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	typeURL := string(fields[anyTypeURLField])
 	name := typeURL
@@ -59,10 +68,10 @@ func RuntimeOptionsConfigPath(data []byte) (string, error) {
 	case name == runtimeOptionsName || name == oldRuntimeOptionsName:
 		opts, err := lengthDelimited(fields[anyValueField], optionsTypeURLField, optionsConfigField)
 		if err != nil {
-			return "", fmt.Errorf("runtime options %s: %v: %w", name, err, errdefs.ErrInvalidArgument)
+			return "", fmt.Errorf("runtime options %s: %w: %w", name, err, errdefs.ErrInvalidArgument)
 		}
 		return string(opts[optionsConfigField]), nil
-	case contains(ignoredOptionNames, name):
+	case slices.Contains(ignoredOptionNames, name):
 		return "", nil
 	default:
 		return "", fmt.Errorf("runtime options of type %q are not supported (Kata's shim rejects them too); configure %s: %w",

@@ -1,9 +1,10 @@
-package hooks
+package plan
 
 import (
 	"time"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -16,25 +17,20 @@ const (
 	Refuse Action = "refuse"
 )
 
-// Protection is how virtiofsd must serve the share of a sandbox that goes on
-// with a vulnerable or unknown guest kernel.
-type Protection string
-
-const (
-	// ProtectRecover serves the share with our own daemon, which keeps
-	// submounts and recovers submount roots the guest forgot.
-	ProtectRecover Protection = "recover"
-	// ProtectNoSubmounts stops virtiofsd from announcing submounts.
-	ProtectNoSubmounts Protection = "no-submounts"
-	// ProtectNone leaves virtiofsd exactly as Kata configured it.
-	ProtectNone Protection = "none"
-)
+// formatVersion is the version of the plan's JSON form this build writes
+// and the newest it reads. Bump it when a change would make an older
+// kata-virtiofsd misread a plan; it only grows.
+const formatVersion = 1
 
 // Plan is the decision for one sandbox. It is written to
 // <state_dir>/<sandbox-id>.json at sandbox creation and read back by
 // kata-virtiofsd; its JSON form is a contract between our binaries.
 type Plan struct {
-	SandboxID string `json:"sandbox_id"`
+	// FormatVersion is the version of this JSON form that wrote the plan
+	// (Write sets FormatVersion); a plan written before the field existed
+	// reads as version 1.
+	FormatVersion int    `json:"format_version"`
+	SandboxID     string `json:"sandbox_id"`
 	// ConfigPath is the Kata configuration file that was used, and
 	// ConfigSource what chose it (annotation, runtime-options, env, default).
 	ConfigPath   string `json:"config_path"`
@@ -57,8 +53,8 @@ type Plan struct {
 	// Reason is one line a person can act on.
 	Reason string `json:"reason"`
 
-	Protection        Protection `json:"protection"`
-	UpstreamVirtiofsd string     `json:"upstream_virtiofsd"`
+	Protection        protection.Protection `json:"protection"`
+	UpstreamVirtiofsd string                `json:"upstream_virtiofsd"`
 	// Unprotected is true when the sandbox goes on with a vulnerable or
 	// unknown kernel and no protection: deliberately (virtiofs_protection =
 	// none) or because the protection asked for cannot apply

@@ -1,4 +1,4 @@
-package hooks
+package policy
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
@@ -17,7 +19,7 @@ type Input struct {
 	// Resolved is the configuration from config.Resolve (annotations
 	// already applied to the hypervisor tables).
 	Resolved *config.Resolved
-	// Annotations of the sandbox's config.json, for hooks that need them.
+	// Annotations of the sandbox's config.json, for steps that need them.
 	Annotations map[string]string
 	SandboxID   string
 	// ContainerType is how the container relates to a sandbox; a container
@@ -32,29 +34,19 @@ type Input struct {
 	InspectAlways bool
 }
 
-// Hook is one step of the decision. It reads the input and the plan so far,
-// updates the plan, and returns done=true when later hooks must not run.
-type Hook interface {
-	Name() string
-	Run(ctx context.Context, in *Input, p *Plan) (done bool, err error)
+// step is one part of the decision. It reads the input and the plan so far,
+// updates the plan, and returns done=true when later steps must not run.
+type step struct {
+	name string
+	run  func(ctx context.Context, in *Input, p *plan.Plan) (done bool, err error)
 }
 
-// DefaultHooks is the chain Decide runs, in order. A new hook is appended
-// here and touches no other.
-func DefaultHooks() []Hook {
-	return []Hook{sharedFSHook{}, guestKernelHook{}, protectionHook{}}
-}
-
-// Decide runs DefaultHooks over in and returns the sandbox's plan.
-func Decide(ctx context.Context, in Input) (*Plan, error) {
-	return DecideWith(ctx, in, DefaultHooks()...)
-}
-
-// DecideWith runs hooks in order over in. The plan starts as "allow, no
-// protection"; each hook may change it. A hook's error is returned as it
-// is, without a plan: it is the line the user reads (the shim prints it),
-// so it says what to fix, and the hook is named in the log only.
-func DecideWith(ctx context.Context, in Input, hooks ...Hook) (*Plan, error) {
+// Decide runs the decision's steps in order over in and returns the
+// sandbox's plan. The plan starts as "allow, no protection"; each step may
+// change it. A step's error is returned as it is, without a plan: it is the
+// line the user reads (the shim prints it), so it says what to fix, and the
+// step is named in the log only.
+func Decide(ctx context.Context, in Input) (*plan.Plan, error) {
 	if in.Resolved == nil {
 		return nil, fmt.Errorf("decide: no resolved configuration: %w", errdefs.ErrInvalidArgument)
 	}
@@ -65,14 +57,14 @@ func DecideWith(ctx context.Context, in Input, hooks ...Hook) (*Plan, error) {
 		return nil, fmt.Errorf("decide: no guest kernel inspector: %w", errdefs.ErrInvalidArgument)
 	}
 	r := in.Resolved
-	p := &Plan{
+	p := &plan.Plan{
 		SandboxID:         in.SandboxID,
 		ConfigPath:        r.Path,
 		ConfigSource:      string(r.Source),
 		DelegateKind:      r.Delegate,
 		Hypervisor:        r.HypervisorName,
-		Action:            Allow,
-		Protection:        ProtectNone,
+		Action:            plan.Allow,
+		Protection:        protection.None,
 		UpstreamVirtiofsd: r.Guard.UpstreamVirtiofsd,
 		Created:           time.Now().UTC(),
 	}
@@ -82,13 +74,18 @@ func DecideWith(ctx context.Context, in Input, hooks ...Hook) (*Plan, error) {
 		}
 	}
 	logger := log.G(ctx).WithField("sandbox", in.SandboxID)
-	for _, h := range hooks {
-		done, err := h.Run(ctx, &in, p)
+	steps := []step{
+		{"shared-fs", sharedFSStep},
+		{"guest-kernel", guestKernelStep},
+		{"virtiofsd-protection", protectionStep},
+	}
+	for _, st := range steps {
+		done, err := st.run(ctx, &in, p)
 		if err != nil {
-			logger.WithField("hook", h.Name()).WithError(err).Debug("hook failed")
+			logger.WithField("step", st.name).WithError(err).Debug("step failed")
 			return nil, err
 		}
-		logger.WithField("hook", h.Name()).WithField("action", p.Action).Debug("hook ran")
+		logger.WithField("step", st.name).WithField("action", p.Action).Debug("step ran")
 		if done {
 			break
 		}
@@ -97,21 +94,21 @@ func DecideWith(ctx context.Context, in Input, hooks ...Hook) (*Plan, error) {
 }
 
 // actionFor maps a policy word to the action it asks for.
-func actionFor(pol config.Policy) Action {
+func actionFor(pol config.Policy) plan.Action {
 	switch pol {
 	case config.PolicyRefuse:
-		return Refuse
+		return plan.Refuse
 	case config.PolicyWarn:
-		return Warn
+		return plan.Warn
 	}
-	return Allow
+	return plan.Allow
 }
 
-func actionRank(a Action) int {
+func actionRank(a plan.Action) int {
 	switch a {
-	case Refuse:
+	case plan.Refuse:
 		return 2
-	case Warn:
+	case plan.Warn:
 		return 1
 	}
 	return 0

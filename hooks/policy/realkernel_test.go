@@ -1,4 +1,4 @@
-package hooks
+package policy
 
 import (
 	"context"
@@ -10,6 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
@@ -27,25 +30,25 @@ func TestDecideRealKernels(t *testing.T) {
 		kernel  string
 		guard   string
 		verdict verdict.Verdict
-		action  Action
-		prot    Protection
+		action  plan.Action
+		prot    protection.Protection
 	}{
-		{"fixed bzImage", filepath.Join(dir, "fixed/bzImage"), `on_vulnerable = "refuse"`, verdict.Fixed, Allow, ProtectNone},
-		{"fixed vmlinux", filepath.Join(dir, "fixed/vmlinux"), `on_vulnerable = "refuse"`, verdict.Fixed, Allow, ProtectNone},
-		{"vulnerable bzImage refused", filepath.Join(dir, "vulnerable/bzImage"), `on_vulnerable = "refuse"`, verdict.Vulnerable, Refuse, ProtectNone},
-		{"vulnerable vmlinux warned", filepath.Join(dir, "vulnerable/vmlinux"), ``, verdict.Vulnerable, Warn, ProtectRecover},
-		{"vulnerable off still protected", filepath.Join(dir, "vulnerable/vmlinux"), `on_vulnerable = "off"`, verdict.Vulnerable, Allow, ProtectRecover},
+		{"fixed bzImage", filepath.Join(dir, "fixed/bzImage"), `on_vulnerable = "refuse"`, verdict.Fixed, plan.Allow, protection.None},
+		{"fixed vmlinux", filepath.Join(dir, "fixed/vmlinux"), `on_vulnerable = "refuse"`, verdict.Fixed, plan.Allow, protection.None},
+		{"vulnerable bzImage refused", filepath.Join(dir, "vulnerable/bzImage"), `on_vulnerable = "refuse"`, verdict.Vulnerable, plan.Refuse, protection.None},
+		{"vulnerable vmlinux warned", filepath.Join(dir, "vulnerable/vmlinux"), ``, verdict.Vulnerable, plan.Warn, protection.Recover},
+		{"vulnerable off still protected", filepath.Join(dir, "vulnerable/vmlinux"), `on_vulnerable = "off"`, verdict.Vulnerable, plan.Allow, protection.Recover},
 		// BTF outranks a version string that lies either way.
-		{"lying-fixed is vulnerable", filepath.Join(dir, "lying-fixed/vmlinux"), `on_vulnerable = "refuse"`, verdict.Vulnerable, Refuse, ProtectNone},
-		{"lying-vulnerable is fixed", filepath.Join(dir, "lying-vulnerable/vmlinux"), `on_vulnerable = "refuse"`, verdict.Fixed, Allow, ProtectNone},
+		{"lying-fixed is vulnerable", filepath.Join(dir, "lying-fixed/vmlinux"), `on_vulnerable = "refuse"`, verdict.Vulnerable, plan.Refuse, protection.None},
+		{"lying-vulnerable is fixed", filepath.Join(dir, "lying-vulnerable/vmlinux"), `on_vulnerable = "refuse"`, verdict.Fixed, plan.Allow, protection.None},
 		// BTF outranks fixed_releases; without BTF the operator's word does.
 		{"fixed_releases cannot beat BTF", filepath.Join(dir, "vulnerable/vmlinux"),
-			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable"]), verdict.Vulnerable, Refuse, ProtectNone},
+			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable"]), verdict.Vulnerable, plan.Refuse, protection.None},
 		{"fixed_releases beats the version", filepath.Join(dir, "vulnerable-nobtf/vmlinux"),
-			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable-nobtf"]), verdict.Fixed, Allow, ProtectNone},
-		{"version alone", filepath.Join(dir, "vulnerable-nobtf/vmlinux"), `on_vulnerable = "refuse"`, verdict.Vulnerable, Refuse, ProtectNone},
-		{"not a kernel is unknown", garbage, `on_unknown = "refuse"`, verdict.Unknown, Refuse, ProtectNone},
-		{"not a kernel warned", garbage, ``, verdict.Unknown, Warn, ProtectRecover},
+			fmt.Sprintf("on_vulnerable = \"refuse\"\nfixed_releases = [%q]", releases["vulnerable-nobtf"]), verdict.Fixed, plan.Allow, protection.None},
+		{"version alone", filepath.Join(dir, "vulnerable-nobtf/vmlinux"), `on_vulnerable = "refuse"`, verdict.Vulnerable, plan.Refuse, protection.None},
+		{"not a kernel is unknown", garbage, `on_unknown = "refuse"`, verdict.Unknown, plan.Refuse, protection.None},
+		{"not a kernel warned", garbage, ``, verdict.Unknown, plan.Warn, protection.Recover},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,8 +63,8 @@ func TestDecideRealKernels(t *testing.T) {
 				require.NotEmpty(t, p.Kernel.Release)
 			}
 			// The plan the shim would write round-trips.
-			require.NoError(t, WritePlan(r.Guard.StateDir, p))
-			back, err := ReadPlan(r.Guard.StateDir, "sb")
+			require.NoError(t, plan.Write(r.Guard.StateDir, p))
+			back, err := plan.Read(r.Guard.StateDir, "sb")
 			require.NoError(t, err)
 			require.Equal(t, p.Kernel, back.Kernel)
 			require.Equal(t, p.Action, back.Action)
@@ -80,11 +83,11 @@ func TestPolicyMatrixRealKernels(t *testing.T) {
 		verdict.Vulnerable: filepath.Join(dir, "vulnerable/vmlinux"),
 		verdict.Unknown:    garbage,
 	}
-	policyAction := map[config.Policy]Action{config.PolicyRefuse: Refuse, config.PolicyWarn: Warn, config.PolicyOff: Allow}
+	policyAction := map[config.Policy]plan.Action{config.PolicyRefuse: plan.Refuse, config.PolicyWarn: plan.Warn, config.PolicyOff: plan.Allow}
 	policies := []config.Policy{config.PolicyRefuse, config.PolicyWarn, config.PolicyOff}
 	for _, onVuln := range policies {
 		for _, onUnk := range policies {
-			for _, prot := range []config.Protection{config.ProtectionNoSubmounts, config.ProtectionNone} {
+			for _, prot := range []protection.Protection{protection.NoSubmounts, protection.None} {
 				for v, image := range images {
 					t.Run(fmt.Sprintf("vuln=%s/unk=%s/prot=%s/%s", onVuln, onUnk, prot, v), func(t *testing.T) {
 						guard := fmt.Sprintf("on_vulnerable = %q\non_unknown = %q\nvirtiofs_protection = %q", onVuln, onUnk, prot)
@@ -92,16 +95,16 @@ func TestPolicyMatrixRealKernels(t *testing.T) {
 						p, err := Decide(context.Background(), Input{Inspector: InspectorFunc(guestkernel.Inspect), Resolved: r, SandboxID: "sb", InspectAlways: true})
 						require.NoError(t, err)
 						require.Equal(t, v, p.Kernel.Verdict)
-						want, wantProt := Allow, ProtectNone
+						want, wantProt := plan.Allow, protection.None
 						switch v {
 						case verdict.Vulnerable:
 							want = policyAction[onVuln]
 						case verdict.Unknown:
 							want = policyAction[onUnk]
 						}
-						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == config.ProtectionNone
-						if v != verdict.Fixed && want != Refuse && !guardOff {
-							wantProt = Protection(prot)
+						guardOff := onVuln == config.PolicyOff && onUnk == config.PolicyOff && prot == protection.None
+						if v != verdict.Fixed && want != plan.Refuse && !guardOff {
+							wantProt = prot
 						}
 						require.Equal(t, want, p.Action, p.Reason)
 						require.Equal(t, wantProt, p.Protection, p.Reason)
@@ -123,10 +126,10 @@ func TestDecideDebianKernels(t *testing.T) {
 		name    string
 		kernel  string
 		verdict verdict.Verdict
-		action  Action
+		action  plan.Action
 	}{
-		{"bookworm", bookworm, verdict.Fixed, Allow},
-		{"bullseye", bullseye, verdict.Vulnerable, Refuse},
+		{"bookworm", bookworm, verdict.Fixed, plan.Allow},
+		{"bullseye", bullseye, verdict.Vulnerable, plan.Refuse},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := resolve(t, setup(t, tc.kernel, `on_vulnerable = "refuse"`, ""))
@@ -137,7 +140,7 @@ func TestDecideDebianKernels(t *testing.T) {
 			require.Equal(t, tc.action, p.Action)
 			require.True(t, p.KernelInspected)
 			// A second decision is served from state_dir/kernel-cache.
-			entries, err := os.ReadDir(r.Guard.KernelCacheDir())
+			entries, err := os.ReadDir(statedir.KernelCacheDir(r.Guard.StateDir))
 			require.NoError(t, err)
 			require.NotEmpty(t, entries)
 			again, err := Decide(context.Background(), Input{Inspector: InspectorFunc(guestkernel.Inspect), Resolved: r, SandboxID: "sb"})
@@ -152,7 +155,7 @@ func TestDecideDebianKernels(t *testing.T) {
 func BenchmarkDecideCached(b *testing.B) {
 	kernel := testutil.RequiresCacheFile(b, "debian-kernels/bookworm-cloud-amd64/vmlinuz")
 	dir := b.TempDir()
-	daemon := filepath.Join(dir, OurVirtiofsd)
+	daemon := filepath.Join(dir, ourVirtiofsd)
 	require.NoError(b, os.WriteFile(daemon, nil, 0o755))
 	path := filepath.Join(dir, "c.toml")
 	require.NoError(b, os.WriteFile(path, []byte(fmt.Sprintf("[hypervisor.qemu]\nkernel = %q\nvirtio_fs_daemon = %q\n[submount_guard]\nstate_dir = %q\n",

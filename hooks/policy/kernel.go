@@ -1,4 +1,4 @@
-package hooks
+package policy
 
 import (
 	"context"
@@ -9,16 +9,15 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
-// sharedFSHook ends the decision early when the guest mounts no virtio-fs
+// sharedFSStep ends the decision early when the guest mounts no virtio-fs
 // share: the submount bug lives in the guest's FUSE-over-virtio-fs code.
-type sharedFSHook struct{}
-
-func (sharedFSHook) Name() string { return "shared-fs" }
-
-func (sharedFSHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error) {
+func sharedFSStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error) {
 	var kinds []string
 	for _, h := range in.Resolved.Hypervisors {
 		if h.Config.IsVirtioFS() {
@@ -30,32 +29,28 @@ func (sharedFSHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error) {
 		}
 		kinds = append(kinds, fmt.Sprintf("[hypervisor.%s] shared_fs = %s", h.Name, kind))
 	}
-	p.Action = Allow
-	p.Protection = ProtectNone
+	p.Action = plan.Allow
+	p.Protection = protection.None
 	p.Kernel = verdict.Report{Path: in.Resolved.Hypervisor.Kernel, Verdict: verdict.Unknown, Evidence: verdict.EvidenceNone,
 		Reason: "not inspected: no virtio-fs share"}
 	p.Reason = fmt.Sprintf("%s: the guest mounts no virtio-fs share, so the FUSE submount bug cannot occur", strings.Join(kinds, ", "))
 	return true, nil
 }
 
-// guestKernelHook inspects the guest kernel of every hypervisor table Kata
+// guestKernelStep inspects the guest kernel of every hypervisor table Kata
 // may use and turns the strictest verdict into an action by the policy.
-type guestKernelHook struct{}
-
-func (guestKernelHook) Name() string { return "guest-kernel" }
-
-func (guestKernelHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error) {
+func guestKernelStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error) {
 	g := in.Resolved.Guard
-	guardOff := g.OnVulnerable == config.PolicyOff && g.OnUnknown == config.PolicyOff && g.VirtiofsProtection == config.ProtectionNone
+	guardOff := g.OnVulnerable == config.PolicyOff && g.OnUnknown == config.PolicyOff && g.VirtiofsProtection == protection.None
 	if guardOff && !in.InspectAlways {
-		p.Action = Allow
+		p.Action = plan.Allow
 		p.Kernel = verdict.Report{Path: in.Resolved.Hypervisor.Kernel, Verdict: verdict.Unknown, Evidence: verdict.EvidenceNone,
 			Reason: "not inspected: the guard is off"}
 		p.Reason = fmt.Sprintf("submount guard is off in %s (on_vulnerable = off, on_unknown = off, virtiofs_protection = none)", in.Resolved.Path)
 		return true, nil
 	}
 
-	opts := verdict.Options{FixedReleases: g.FixedReleases, CacheDir: g.KernelCacheDir()}
+	opts := verdict.Options{FixedReleases: g.FixedReleases, CacheDir: statedir.KernelCacheDir(g.StateDir)}
 	reports := map[string]verdict.Report{}
 	first := true
 	for _, h := range in.Resolved.Hypervisors {
@@ -70,7 +65,7 @@ func (guestKernelHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error
 			}
 			reports[h.Config.Kernel] = rep
 		}
-		action := Allow
+		action := plan.Allow
 		switch rep.Verdict {
 		case verdict.Vulnerable:
 			action = actionFor(g.OnVulnerable)
@@ -85,7 +80,7 @@ func (guestKernelHook) Run(ctx context.Context, in *Input, p *Plan) (bool, error
 		}
 	}
 	if guardOff {
-		p.Action = Allow
+		p.Action = plan.Allow
 	}
 	p.Reason = kernelReason(in.Resolved, p)
 	return false, nil
@@ -125,7 +120,7 @@ func inspect(ctx context.Context, insp Inspector, path string, opts verdict.Opti
 	return out, nil
 }
 
-func kernelReason(r *config.Resolved, p *Plan) string {
+func kernelReason(r *config.Resolved, p *plan.Plan) string {
 	k := p.Kernel
 	what := "guest kernel " + k.Path
 	if k.Version != "" {
@@ -145,7 +140,7 @@ func kernelReason(r *config.Resolved, p *Plan) string {
 		return fmt.Sprintf("%s predates FUSE submounts (Linux 5.10) and is not affected%s", what, evidence)
 	case verdict.Vulnerable:
 		s := fmt.Sprintf("%s lacks the FUSE submount fix (Linux c4d361f66ac9; fixed in 6.7, 6.6.8, 6.1.70, 5.15.146)%s; on_vulnerable = %s", what, evidence, g.OnVulnerable)
-		if p.Action == Refuse {
+		if p.Action == plan.Refuse {
 			return s + fmt.Sprintf(": sandbox creation refused. Boot a fixed kernel, or set [submount_guard] on_vulnerable = \"warn\" in %s", r.Path)
 		}
 		return s
@@ -159,7 +154,7 @@ func kernelReason(r *config.Resolved, p *Plan) string {
 		if k.Release != "" {
 			hint = fmt.Sprintf("add %q to [submount_guard] fixed_releases", k.Release)
 		}
-		if p.Action == Refuse {
+		if p.Action == plan.Refuse {
 			return s + fmt.Sprintf(": sandbox creation refused. If this kernel carries the fix, %s in %s", hint, r.Path)
 		}
 		return s + fmt.Sprintf("; if this kernel carries the fix, %s", hint)
