@@ -141,7 +141,7 @@ func DecodePlan(data []byte) (*Plan, error) {
 
 // RemovePlan deletes the plan of sandboxID, and the status file that
 // kata-virtiofsd keeps for it with protection recover
-// (<stateDir>/status/<id>.json, passthroughfs.StatusPath); one already gone
+// (<stateDir>/status/<id>.json, fsdaemon.StatusPath); one already gone
 // is not an error (delete may run more than once).
 func RemovePlan(stateDir, sandboxID string) error {
 	if err := checkID(sandboxID); err != nil {

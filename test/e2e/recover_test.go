@@ -17,8 +17,8 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsdaemon"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 )
 
 // recoverColumn is protection recover (issue 9): kata-virtiofsd serves the
@@ -61,8 +61,8 @@ func checkRecoveries(t *testing.T, c cell, d runningDaemon, stateDir string, sha
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	path := passthroughfs.StatusPath(stateDir, share.SandboxID)
-	st, err := passthroughfs.ReadStatus(path)
+	path := fsdaemon.StatusPath(stateDir, share.SandboxID)
+	st, err := fsdaemon.ReadStatus(path)
 	if err != nil {
 		t.Errorf("recovery status: %v", err)
 		return "; no status file"
@@ -173,7 +173,7 @@ state_dir = `+q(state)+`
 			require.Contains(t, string(dlog), "protection_from=plan", "the plan chose the protection")
 			if k == harness.KernelFixed {
 				require.Contains(t, string(dlog), "starting upstream virtiofsd")
-				require.NoFileExists(t, passthroughfs.StatusPath(state, share.SandboxID))
+				require.NoFileExists(t, fsdaemon.StatusPath(state, share.SandboxID))
 			} else {
 				require.Contains(t, string(dlog), "serving the share with kata-virtiofsd's own daemon")
 			}

@@ -64,7 +64,7 @@ type RecoverOptions struct {
 }
 
 // RecoveryStats are the counters of submount-root recovery, over the life of
-// the FS. Their JSON form is part of the status file (see Status).
+// the FS. Their JSON form is part of the status file (fsdaemon.Status).
 type RecoveryStats struct {
 	// Recoveries counts requests on a forgotten submount root that were
 	// served by reinstating it: each is a guest kernel losing a submount

@@ -8,7 +8,7 @@ import (
 )
 
 // CheckServe is Translate's counterpart for kata-virtiofsd's own daemon
-// (package fsserver), which serves the share with protection recover or
+// (package fsdaemon), which serves the share with protection recover or
 // when no upstream is configured. It refuses every option that daemon cannot
 // honour, in one error that names each as given (wrapping
 // errdefs.ErrNotImplemented), and returns, as given, the options that have no
@@ -23,7 +23,7 @@ import (
 // --inode-file-handles=never (its only mode), --rlimit-nofile, --log-level
 // and -d, --syslog, --print-capabilities, -f (no effect in Rust either),
 // --seccomp (kill, the default as in Rust, log, trap, none: the filter is
-// installed in the sandboxed daemon, and fsserver refuses an explicit filter
+// installed in the sandboxed daemon, and fsdaemon refuses an explicit filter
 // with --sandbox=none).
 func CheckServe(o *Options) (harmless []string, err error) {
 	r := &refusals{o: o}

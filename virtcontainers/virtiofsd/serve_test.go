@@ -161,7 +161,7 @@ func TestCheckServeNamesEveryRefusal(t *testing.T) {
 }
 
 func TestCheckServeOptionsBuiltInCode(t *testing.T) {
-	// Options made without Parse (fsserver's tests, the sandbox child) have
+	// Options made without Parse (fsdaemon's tests, the sandbox child) have
 	// zero values where Parse sets Rust's defaults: nothing to refuse.
 	ignored, err := CheckServe(&Options{SharedDir: "/srv", FD: -1, SocketPath: "/s"})
 	require.NoError(t, err)

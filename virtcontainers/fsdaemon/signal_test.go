@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"context"
@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	fst "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver/fsservertest"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 )
 
 // TestServeStopsOnSIGTERM: SIGTERM to the daemon (what Kata and systemd
@@ -36,7 +37,7 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 				shared := filepath.Join(base, "sandboxes", sandbox, "shared")
 				require.NoError(t, os.MkdirAll(shared, 0o755))
 				state := filepath.Join(base, "state")
-				statusPath := passthroughfs.StatusPath(state, sandbox)
+				statusPath := StatusPath(state, sandbox)
 				sock := filepath.Join(t.TempDir(), "vhost.sock")
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
@@ -51,11 +52,11 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 				if connected {
 					s := connect(t, sock)
 					defer s.f.Close()
-					_, err := s.clients[0].init(guestInitFlags)
+					_, err := s.clients[0].Init(fst.GuestInitFlags)
 					require.NoError(t, err)
 				}
 				require.Eventually(t, func() bool {
-					st, err := passthroughfs.ReadStatus(statusPath)
+					st, err := ReadStatus(statusPath)
 					return err == nil && st.Running
 				}, 10*time.Second, 10*time.Millisecond, "status file says running")
 				if mode != fssandbox.ModeNone {
@@ -70,7 +71,7 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 				case <-time.After(10 * time.Second):
 					t.Fatalf("daemon still running 10 s after SIGTERM; log:\n%s", daemonLog.String())
 				}
-				st, err := passthroughfs.ReadStatus(statusPath)
+				st, err := ReadStatus(statusPath)
 				require.NoError(t, err)
 				require.False(t, st.Running, "final status")
 				_, err = os.Stat(sock)

@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"bufio"
@@ -21,14 +21,14 @@ import (
 // the parent to write the status file (the sandbox cannot reach state_dir).
 const envStatusFD = "KSG_FSSERVER_STATUS_FD"
 
-// statusFile keeps <state_dir>/status/<sandbox-id>.json (passthroughfs.Status)
+// statusFile keeps <state_dir>/status/<sandbox-id>.json (Status)
 // of a share served with protection recover. A nil *statusFile does nothing:
 // other protections, or a share that is not a Kata sandbox's.
 type statusFile struct {
 	ctx    context.Context
 	path   string
 	mu     sync.Mutex
-	status passthroughfs.Status
+	status Status
 	failed bool
 }
 
@@ -38,8 +38,8 @@ func newStatusFile(ctx context.Context, o *virtiofsd.Options) *statusFile {
 	}
 	s := &statusFile{
 		ctx:  ctx,
-		path: passthroughfs.StatusPath(o.Guard.StateDir, o.SandboxID),
-		status: passthroughfs.Status{
+		path: StatusPath(o.Guard.StateDir, o.SandboxID),
+		status: Status{
 			SandboxID: o.SandboxID, Protection: string(o.Protection), PID: os.Getpid(), Running: true,
 			RecoveryStats: passthroughfs.RecoveryStats{MaxHeld: passthroughfs.DefaultMaxHeld},
 		},
@@ -80,7 +80,7 @@ func (s *statusFile) write() {
 // served regardless.
 func (s *statusFile) writeLocked() {
 	s.status.Updated = time.Now().UTC()
-	if err := passthroughfs.WriteStatus(s.path, &s.status); err != nil && !s.failed {
+	if err := WriteStatus(s.path, &s.status); err != nil && !s.failed {
 		s.failed = true
 		log.G(s.ctx).WithError(err).Warn("cannot write the recovery status file; recoveries are still logged")
 	}

@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"bufio"
@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/log"
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
@@ -257,6 +259,9 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 	if o.Protection == virtiofsd.ProtectRecover {
 		rec = &passthroughfs.RecoverOptions{Report: report}
 	}
+	// The guest kernel has applied the caller's umask to every mode it
+	// sends (virtiofsd sets 0 too).
+	syscall.Umask(0)
 	fs, err := passthroughfs.New(ctx, root, passthroughfs.Options{
 		Cache:             passthroughfs.CachePolicy(o.Cache),
 		AnnounceSubmounts: o.AnnounceSubmounts,
@@ -290,7 +295,7 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 	if !o.Readdirplus() {
 		mo.DisableReadDirPlus = true
 	}
-	dev := NewDevice(ctx, fs, mo, DeviceConfig{RequestQueues: requestQueues})
+	dev := fsserver.NewDevice(ctx, fs, mo, fsserver.DeviceConfig{RequestQueues: requestQueues})
 	// go-fuse reports some malformed requests (a short READ) with the
 	// standard logger, straight to stderr: rate-limit those too. This
 	// process serves one device, so taking the global logger is ours to do.
@@ -298,7 +303,7 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 	defer stdlog.SetFlags(stdlog.Flags())
 	stdlog.SetFlags(0)
 	stdlog.SetOutput(dev.GuestLog(ctx))
-	b := vhostuser.NewBackend(dev, vhostuser.Config{Workers: o.ThreadPoolSize, InlineQueues: []int{HiprioQueue}})
+	b := vhostuser.NewBackend(dev, vhostuser.Config{Workers: o.ThreadPoolSize, InlineQueues: []int{fsserver.HiprioQueue}})
 	log.G(ctx).WithFields(logrus.Fields{
 		"cache":              o.Cache,
 		"announce_submounts": o.AnnounceSubmounts,

@@ -1,4 +1,4 @@
-package passthroughfs
+package fsdaemon
 
 import (
 	"os"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 )
 
 func TestStatusFile(t *testing.T) {
@@ -20,7 +22,7 @@ func TestStatusFile(t *testing.T) {
 	want := &Status{
 		SandboxID: "sb-1", Protection: "recover", PID: 42, Running: true,
 		Updated:       time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
-		RecoveryStats: RecoveryStats{Recoveries: 2, Forgotten: 3, Held: 1, HeldByFD: 1, MaxHeld: DefaultMaxHeld},
+		RecoveryStats: passthroughfs.RecoveryStats{Recoveries: 2, Forgotten: 3, Held: 1, HeldByFD: 1, MaxHeld: passthroughfs.DefaultMaxHeld},
 	}
 	require.NoError(t, WriteStatus(path, want))
 	got, err := ReadStatus(path)

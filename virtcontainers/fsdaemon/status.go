@@ -1,4 +1,4 @@
-package passthroughfs
+package fsdaemon
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 )
 
 // StatusDir is the directory under kata-submount-guard's state_dir that holds
@@ -37,7 +38,7 @@ type Status struct {
 	// Running is false once the daemon has ended.
 	Running bool      `json:"running"`
 	Updated time.Time `json:"updated"`
-	RecoveryStats
+	passthroughfs.RecoveryStats
 }
 
 // StatusPath is where the status of sandboxID's share lives.

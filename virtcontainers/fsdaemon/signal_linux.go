@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"os"
