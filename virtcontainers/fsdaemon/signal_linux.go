@@ -2,10 +2,9 @@ package fsdaemon
 
 import (
 	"os"
-	"os/signal"
 
 	"golang.org/x/sys/unix"
 )
 
-func notify(c chan os.Signal)     { signal.Notify(c, unix.SIGTERM, unix.SIGINT, unix.SIGHUP) }
-func stopNotify(c chan os.Signal) { signal.Stop(c) }
+// stopSignals end the daemon cleanly.
+var stopSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGHUP}

@@ -15,11 +15,11 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 )
 
-// StatusDir is the directory under kata-submount-guard's state_dir that holds
+// statusDir is the directory under kata-submount-guard's state_dir that holds
 // the status files of shares served with protection recover. Plans are
 // <state_dir>/<sandbox-id>.json; a directory of their own keeps a status file
 // from ever taking a plan's name.
-const StatusDir = "status"
+const statusDir = "status"
 
 // maxStatusSize caps what ReadStatus reads; a status is a few hundred bytes.
 const maxStatusSize = 64 << 10
@@ -43,13 +43,13 @@ type Status struct {
 
 // StatusPath is where the status of sandboxID's share lives.
 func StatusPath(stateDir, sandboxID string) string {
-	return filepath.Join(stateDir, StatusDir, sandboxID+".json")
+	return filepath.Join(stateDir, statusDir, sandboxID+".json")
 }
 
-// WriteStatus replaces the file at path with s: written to a temporary file
+// writeStatus replaces the file at path with s: written to a temporary file
 // beside it and renamed over it. The directory is created 0700 if missing;
 // the file is 0600.
-func WriteStatus(path string, s *Status) (err error) {
+func writeStatus(path string, s *Status) (err error) {
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("write status: %w", err)
@@ -75,16 +75,16 @@ func ReadStatus(path string) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read status %s: %w", path, err)
 	}
-	s, err := DecodeStatus(data)
+	s, err := decodeStatus(data)
 	if err != nil {
 		return nil, fmt.Errorf("read status %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// DecodeStatus parses a status file strictly: unknown fields and trailing
+// decodeStatus parses a status file strictly: unknown fields and trailing
 // data are errors.
-func DecodeStatus(data []byte) (*Status, error) {
+func decodeStatus(data []byte) (*Status, error) {
 	if len(data) > maxStatusSize {
 		return nil, fmt.Errorf("status larger than %d bytes: %w", maxStatusSize, errdefs.ErrInvalidArgument)
 	}
@@ -92,7 +92,7 @@ func DecodeStatus(data []byte) (*Status, error) {
 	dec.DisallowUnknownFields()
 	var s Status
 	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("decode status: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("decode status: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("decode status: trailing data: %w", errdefs.ErrInvalidArgument)

@@ -11,7 +11,7 @@ import (
 
 	fst "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver/fsservertest"
 
-	"github.com/containerd/containerd/log"
+	"github.com/containerd/log"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"

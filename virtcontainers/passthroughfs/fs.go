@@ -56,7 +56,7 @@ var _ fuse.RawFileSystem = (*FS)(nil)
 // change).
 func New(ctx context.Context, root string, opts Options) (*FS, error) {
 	if opts.Cache != "" {
-		p, err := ParseCachePolicy(string(opts.Cache))
+		p, err := parseCachePolicy(string(opts.Cache))
 		if err != nil {
 			return nil, err
 		}

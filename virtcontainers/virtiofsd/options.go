@@ -241,7 +241,7 @@ func Parse(args []string) (*Options, error) {
 	if err := o.check(); err != nil {
 		return nil, err
 	}
-	if id, ok := SandboxIDFromSharedDir(o.SharedDir); ok {
+	if id, ok := sandboxIDFromSharedDir(o.SharedDir); ok {
 		o.SandboxID = id
 	}
 	return o, nil
@@ -445,13 +445,13 @@ func (o *Options) check() error {
 	return nil
 }
 
-// SandboxIDFromSharedDir returns the sandbox id in a Kata shared directory:
+// sandboxIDFromSharedDir returns the sandbox id in a Kata shared directory:
 // .../sandboxes/<id>/shared, as Kata's Go runtime passes it
 // (/run/kata-containers/shared/sandboxes/<id>/shared), or .../sandboxes/<id>/ro,
 // as runtime-rs passes it (get_host_ro_shared_path in
 // src/runtime-rs/crates/resource/src/share_fs/utils.rs, 4.1.0). A rootless
 // Kata puts the same tail under its own runtime dir.
-func SandboxIDFromSharedDir(dir string) (string, bool) {
+func sandboxIDFromSharedDir(dir string) (string, bool) {
 	if dir == "" {
 		return "", false
 	}

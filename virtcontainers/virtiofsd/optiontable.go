@@ -117,7 +117,7 @@ var options = []option{
 			c.long("--syslog", "", "syslog")
 			return
 		}
-		c.adapted = append(c.adapted, "no syslog daemon answers at "+DevLog+": --syslog is not passed to "+c.d.String()+
+		c.adapted = append(c.adapted, "no syslog daemon answers at "+devLog+": --syslog is not passed to "+c.d.String()+
 			", which logs to stderr instead (with --syslog its seccomp filter would kill it at its first message)")
 	})),
 	servedAsIs(option{name: "fd", kind: value, set: func(o *Options, v, arg string) error {

@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/containerd/errdefs"
-	"github.com/sirupsen/logrus"
+	"github.com/containerd/log"
 )
 
 // CheckServe is Translate's counterpart for kata-virtiofsd's own daemon
@@ -34,21 +34,21 @@ func CheckServe(o *Options) (harmless []string, err error) {
 	return harmlessElsewhere(o), nil
 }
 
-// LogrusLevel is the logrus level for a --log-level value. "off" is
-// logrus.PanicLevel: nothing kata-virtiofsd logs is at that level.
-// Unknown values (Parse admits none) give logrus.InfoLevel, the default.
-func LogrusLevel(level string) logrus.Level {
+// LogLevel is the log level for a --log-level value. "off" is
+// log.PanicLevel: nothing kata-virtiofsd logs is at that level. Unknown
+// values (Parse admits none) give log.InfoLevel, the default.
+func LogLevel(level string) log.Level {
 	switch level {
 	case "off":
-		return logrus.PanicLevel
+		return log.PanicLevel
 	case "error":
-		return logrus.ErrorLevel
+		return log.ErrorLevel
 	case "warn":
-		return logrus.WarnLevel
+		return log.WarnLevel
 	case "debug":
-		return logrus.DebugLevel
+		return log.DebugLevel
 	case "trace":
-		return logrus.TraceLevel
+		return log.TraceLevel
 	}
-	return logrus.InfoLevel
+	return log.InfoLevel
 }

@@ -171,11 +171,11 @@ func TestCheckServeOptionsBuiltInCode(t *testing.T) {
 		"virtio_fs_extra_args (the README lists what serve mode supports): not implemented")
 }
 
-func TestLogrusLevel(t *testing.T) {
+func TestLogLevel(t *testing.T) {
 	for in, want := range map[string]logrus.Level{
 		"error": logrus.ErrorLevel, "warn": logrus.WarnLevel, "info": logrus.InfoLevel,
 		"debug": logrus.DebugLevel, "trace": logrus.TraceLevel, "off": logrus.PanicLevel,
 	} {
-		require.Equal(t, want, LogrusLevel(in), in)
+		require.Equal(t, want, LogLevel(in), in)
 	}
 }

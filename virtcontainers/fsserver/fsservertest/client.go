@@ -126,7 +126,7 @@ func (c *Client) Init(flags uint64) (*fuse.InitOut, error) {
 		return nil, err
 	}
 	if r.Errno != 0 {
-		return nil, fmt.Errorf("INIT: %v", r.Errno)
+		return nil, fmt.Errorf("INIT: %w", r.Errno)
 	}
 	return FromBytes[fuse.InitOut](r.Body), nil
 }
@@ -157,7 +157,7 @@ func (c *Client) Create(parent uint64, name string, mode uint32) (*fuse.EntryOut
 		return nil, 0, err
 	}
 	if r.Errno != 0 {
-		return nil, 0, fmt.Errorf("CREATE %s: %v", name, r.Errno)
+		return nil, 0, fmt.Errorf("CREATE %s: %w", name, r.Errno)
 	}
 	out := FromBytes[fuse.CreateOut](r.Body)
 	return &out.EntryOut, out.OpenOut.Fh, nil
@@ -174,7 +174,7 @@ func (c *Client) Write(node, fh, off uint64, data []byte) (uint32, error) {
 		return 0, err
 	}
 	if r.Errno != 0 {
-		return 0, fmt.Errorf("WRITE: %v", r.Errno)
+		return 0, fmt.Errorf("WRITE: %w", r.Errno)
 	}
 	return FromBytes[fuse.WriteOut](r.Body).Size, nil
 }
@@ -187,7 +187,7 @@ func (c *Client) Read(node, fh, off uint64, size uint32) ([]byte, error) {
 		return nil, err
 	}
 	if r.Errno != 0 {
-		return nil, fmt.Errorf("READ: %v", r.Errno)
+		return nil, fmt.Errorf("READ: %w", r.Errno)
 	}
 	return r.Body, nil
 }
@@ -199,7 +199,7 @@ func (c *Client) ReadDir(node uint64) ([]string, error) {
 		return nil, err
 	}
 	if r.Errno != 0 {
-		return nil, fmt.Errorf("OPENDIR: %v", r.Errno)
+		return nil, fmt.Errorf("OPENDIR: %w", r.Errno)
 	}
 	fh := FromBytes[fuse.OpenOut](r.Body).Fh
 	var names []string
@@ -211,7 +211,7 @@ func (c *Client) ReadDir(node uint64) ([]string, error) {
 			return nil, err
 		}
 		if r.Errno != 0 {
-			return nil, fmt.Errorf("READDIR: %v", r.Errno)
+			return nil, fmt.Errorf("READDIR: %w", r.Errno)
 		}
 		if len(r.Body) == 0 {
 			break

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/containerd/containerd/log"
+	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
 
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsdaemon"
