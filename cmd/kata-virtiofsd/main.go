@@ -10,15 +10,15 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsdaemon"
 )
 
 // revision is set at build time (-X main.revision).
 var revision = "unknown"
 
 func main() {
-	if fsserver.IsSandboxChild() {
-		os.Exit(fsserver.RunSandboxChild())
+	if fsdaemon.IsSandboxChild() {
+		os.Exit(fsdaemon.RunSandboxChild())
 	}
 	l := launcher{readPlan: plan.Read, defaultUpstream: config.DefaultUpstreamVirtiofsd, serve: serve,
 		stdout: os.Stdout, stderr: os.Stderr, revision: revision}

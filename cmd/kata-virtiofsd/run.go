@@ -97,7 +97,7 @@ func (l launcher) run(ctx context.Context, args []string) (err error) {
 	}
 	// --log-level (or -d) applies to our messages as to the daemon's; a
 	// failure still reaches stderr (above).
-	logger.SetLevel(virtiofsd.LogrusLevel(o.LogLevel))
+	logger.SetLevel(virtiofsd.LogLevel(o.LogLevel))
 	if o.SandboxID != "" {
 		ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", o.SandboxID))
 	}

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsdaemon"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
@@ -14,10 +14,10 @@ import (
 // o.FD (listening, inherited from Kata) or o.SocketPath. It blocks while the
 // share is served and returns when the front-end goes away.
 //
-// The daemon is fsserver.Serve (vhost-user backend + passthrough file
+// The daemon is fsdaemon.Serve (vhost-user backend + passthrough file
 // system); its sandbox re-executes this binary, which main hands to
-// fsserver.RunSandboxChild.
+// fsdaemon.RunSandboxChild.
 func serve(ctx context.Context, o *virtiofsd.Options) error {
-	fsserver.ApplyRuntimeDefaults(ctx, o)
-	return fsserver.Serve(ctx, o)
+	fsdaemon.ApplyRuntimeDefaults(ctx, o)
+	return fsdaemon.Serve(ctx, o)
 }

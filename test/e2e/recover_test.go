@@ -20,8 +20,8 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/guest"
 	"github.com/kata-submount-guard/kata-submount-guard/test/e2e/harness"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsdaemon"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 )
 
 // recoverColumn is protection recover (issue 9): kata-virtiofsd serves the
@@ -65,7 +65,7 @@ func checkRecoveries(t *testing.T, c cell, d runningDaemon, stateDir string, sha
 		time.Sleep(50 * time.Millisecond)
 	}
 	path := statedir.StatusPath(stateDir, share.SandboxID)
-	st, err := passthroughfs.ReadStatus(path)
+	st, err := fsdaemon.ReadStatus(path)
 	if err != nil {
 		t.Errorf("recovery status: %v", err)
 		return "; no status file"

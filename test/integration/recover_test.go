@@ -23,8 +23,8 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsdaemon"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 	vut "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser/vhostusertest"
 )
 
@@ -87,7 +87,7 @@ func TestRecoverThroughThePlan(t *testing.T) {
 	statusPath := statedir.StatusPath(stateDir, podID)
 	g := newGuestDriver(t, sock)
 	g.init(t)
-	st, err := passthroughfs.ReadStatus(statusPath)
+	st, err := fsdaemon.ReadStatus(statusPath)
 	require.NoError(t, err, "kata-virtiofsd serves with protection recover: status file; log:\n%s", dlog.String())
 	require.Equal(t, "recover", st.Protection)
 	require.Equal(t, cmd.Process.Pid, st.PID)
@@ -99,7 +99,7 @@ func TestRecoverThroughThePlan(t *testing.T) {
 	m := g.lookup(t, v.NodeId, "marker")
 	require.EqualValues(t, len("pod volume"), m.Attr.Size)
 	require.Eventually(t, func() bool {
-		st, err := passthroughfs.ReadStatus(statusPath)
+		st, err := fsdaemon.ReadStatus(statusPath)
 		return err == nil && st.Recoveries == 1
 	}, 10*time.Second, 20*time.Millisecond, "recovery counted in %s", statusPath)
 
@@ -110,7 +110,7 @@ func TestRecoverThroughThePlan(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("kata-virtiofsd still running after the frontend hung up; log:\n%s", dlog.String())
 	}
-	st, err = passthroughfs.ReadStatus(statusPath)
+	st, err = fsdaemon.ReadStatus(statusPath)
 	require.NoError(t, err)
 	require.False(t, st.Running)
 	require.EqualValues(t, 1, st.Recoveries)

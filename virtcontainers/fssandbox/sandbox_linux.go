@@ -54,7 +54,7 @@ const (
 // FirstFD is where the files given to Spawn start in the child, in order.
 const FirstFD = 3
 
-// KeptCapabilities are the capabilities the confined server holds: file
+// keptCapabilities are the capabilities the confined server holds: file
 // ownership and permission overrides, credential switching to act as the
 // guest's caller, mknod, file capabilities. Unlike virtiofsd it drops
 // CAP_DAC_READ_SEARCH: that one is only needed for open_by_handle_at (which
@@ -62,17 +62,17 @@ const FirstFD = 3
 // after name_to_handle_at) and linkat(AT_EMPTY_PATH) (LINK follows the
 // /proc/self/fd magic link instead), and with it any bug that reaches
 // open_by_handle_at opens host files outside the share ("Shocker").
-func KeptCapabilities() []int {
+func keptCapabilities() []int {
 	return []int{
 		unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER,
 		unix.CAP_FSETID, unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_MKNOD, unix.CAP_SETFCAP,
 	}
 }
 
-// KeptMask is KeptCapabilities as a bit mask (as in /proc/PID/status).
+// KeptMask is keptCapabilities as a bit mask (as in /proc/PID/status).
 func KeptMask() uint64 {
 	var m uint64
-	for _, c := range KeptCapabilities() {
+	for _, c := range keptCapabilities() {
 		m |= 1 << uint(c)
 	}
 	return m
@@ -209,7 +209,7 @@ func (c *Child) Wait(ctx context.Context) error {
 // read-only procfs that shows only processes (see openProc), makes the
 // directory Spawn named its root (pivot_root in the new mount namespace,
 // where the share is remounted nosuid and nodev, or chroot), reduces the
-// capabilities of every thread to KeptCapabilities and sets no_new_privs on
+// capabilities of every thread to keptCapabilities and sets no_new_privs on
 // every thread. The process then serves from the returned Confined; a
 // seccomp filter (RestrictSyscalls) comes last, once the serving setup is
 // done.

@@ -4,7 +4,7 @@ import "golang.org/x/sys/unix"
 
 // allowedSyscalls is the seccomp allow-list of the confined server, for
 // every architecture (archSyscalls adds each one's own). It was measured:
-// strace -f over the sandboxed daemon serving the fsserver tests and over
+// strace -f over the sandboxed daemon serving the fsdaemon tests and over
 // the passthrough file system under the POSIX suite (test/posix), then each
 // call checked against the code that makes it. unshare and clone are not
 // here: buildFilter allows them with restricted flags.

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 
+	fst "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver/fsservertest"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/stretchr/testify/require"
 
@@ -23,42 +25,42 @@ func BenchmarkDeviceRoundTrip(b *testing.B) {
 		rawFS, opts := fileSystems()[1].make(b, dir)
 		s := startSession(b, rawFS, opts, 1, workers, vut.FeatureVersion1|vut.FeatureEventIdx|vut.FeatureIndirect)
 		c := s.clients[0]
-		_, err := c.init(guestInitFlags)
+		_, err := c.Init(fst.GuestInitFlags)
 		require.NoError(b, err)
-		e, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "data")
+		e, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "data")
 		require.NoError(b, err)
 		require.Zero(b, errno)
-		fh, errno, err := c.open(e.NodeId, syscall.O_RDONLY)
+		fh, errno, err := c.Open(e.NodeId, syscall.O_RDONLY)
 		require.NoError(b, err)
 		require.Zero(b, errno)
 		name := map[int]string{0: "pool0", 1: "pool1", 4: "pool4"}[workers]
 		b.Run(name+"/getattr", func(b *testing.B) {
 			in := fuse.GetAttrIn{}
 			for b.Loop() {
-				if _, err := c.call(opGetattr, e.NodeId, inBody(&in), nil, int(sizeofAttrOut)); err != nil {
+				if _, err := c.Call(fst.OpGetattr, e.NodeId, fst.InBody(&in), nil, int(sizeofAttrOut)); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 		b.Run(name+"/lookup_create_unlink", func(b *testing.B) {
 			for b.Loop() {
-				if _, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "tmpfile"); err != nil || errno != syscall.ENOENT {
+				if _, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "tmpfile"); err != nil || errno != syscall.ENOENT {
 					b.Fatal(errno, err)
 				}
-				ce, cfh, err := c.create(fuse.FUSE_ROOT_ID, "tmpfile", 0o644)
+				ce, cfh, err := c.Create(fuse.FUSE_ROOT_ID, "tmpfile", 0o644)
 				if err != nil {
 					b.Fatal(err)
 				}
 				rel := fuse.ReleaseIn{Fh: cfh}
-				if _, err := c.call(opRelease, ce.NodeId, inBody(&rel), nil, 0); err != nil {
+				if _, err := c.Call(fst.OpRelease, ce.NodeId, fst.InBody(&rel), nil, 0); err != nil {
 					b.Fatal(err)
 				}
-				r, err := c.call(opUnlink, fuse.FUSE_ROOT_ID, nil, cstr("tmpfile"), 0)
-				if err != nil || r.errno != 0 {
-					b.Fatal(r.errno, err)
+				r, err := c.Call(fst.OpUnlink, fuse.FUSE_ROOT_ID, nil, fst.Cstr("tmpfile"), 0)
+				if err != nil || r.Errno != 0 {
+					b.Fatal(r.Errno, err)
 				}
 				fin := fuse.ForgetIn{Nlookup: 1}
-				if _, err := (&client{q: s.hiprio}).call(opForget, ce.NodeId, inBody(&fin), nil, -1); err != nil {
+				if _, err := (&fst.Client{Q: s.hiprio}).Call(opForget, ce.NodeId, fst.InBody(&fin), nil, -1); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -66,7 +68,7 @@ func BenchmarkDeviceRoundTrip(b *testing.B) {
 		b.Run(name+"/read128KiB", func(b *testing.B) {
 			b.SetBytes(128 << 10)
 			for b.Loop() {
-				if _, err := c.read(e.NodeId, fh, 0, 128<<10); err != nil {
+				if _, err := c.Read(e.NodeId, fh, 0, 128<<10); err != nil {
 					b.Fatal(err)
 				}
 			}

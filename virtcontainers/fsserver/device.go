@@ -11,9 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/containerd/containerd/log"
+	"github.com/containerd/log"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/sirupsen/logrus"
 
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser"
 )
@@ -80,7 +79,7 @@ func NewDevice(ctx context.Context, fs fuse.RawFileSystem, opts *fuse.MountOptio
 	if o.Logger == nil {
 		// go-fuse complains about malformed requests: the guest chooses
 		// how often.
-		o.Logger = stdlog.New(&fuseLog{ctx: ctx, warn: warn}, "", 0)
+		o.Logger = stdlog.New(&fuseLog{log: log.G(ctx), warn: warn}, "", 0)
 	}
 	if o.MaxWrite <= 0 {
 		o.MaxWrite = 1 << 20
@@ -102,14 +101,14 @@ func NewDevice(ctx context.Context, fs fuse.RawFileSystem, opts *fuse.MountOptio
 // fuseLog passes go-fuse's messages to the log as warnings, one per kind
 // and interval.
 type fuseLog struct {
-	ctx  context.Context
+	log  *log.Entry
 	warn *vhostuser.WarnLimiter
 }
 
 func (w *fuseLog) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
 	if ok, n := w.warn.Allow(messageKind(msg)); ok {
-		e := log.G(w.ctx).WithField("component", "go-fuse")
+		e := w.log.WithField("component", "go-fuse")
 		if n > 0 {
 			e = e.WithField("suppressed", n)
 		}
@@ -121,7 +120,9 @@ func (w *fuseLog) Write(p []byte) (int, error) {
 // GuestLog is a writer for messages a guest can cause, such as those go-fuse
 // prints with the standard logger: each becomes a warning on ctx's logger,
 // one per kind and interval.
-func (d *Device) GuestLog(ctx context.Context) io.Writer { return &fuseLog{ctx: ctx, warn: d.warn} }
+func (d *Device) GuestLog(ctx context.Context) io.Writer {
+	return &fuseLog{log: log.G(ctx), warn: d.warn}
+}
 
 // messageKind is msg's first words without numbers: "Unimplemented opcode
 // 9999" and "Unimplemented opcode 4242" are one kind.
@@ -136,7 +137,7 @@ func messageKind(msg string) string {
 }
 
 // guestWarn logs a warning the guest caused, rate-limited by reason.
-func (d *Device) guestWarn(ctx context.Context, q int, reason string, fields logrus.Fields) {
+func (d *Device) guestWarn(ctx context.Context, q int, reason string, fields log.Fields) {
 	ok, n := d.warn.Allow(reason)
 	if !ok {
 		return
@@ -179,7 +180,7 @@ func (d *Device) Handle(ctx context.Context, q int, c *vhostuser.Chain) (n uint3
 		// The file system and go-fuse already recover their panics; this
 		// catches the bridge's own so one bad request cannot kill the daemon.
 		if r := recover(); r != nil {
-			d.guestWarn(ctx, q, "virtio-fs request panicked", logrus.Fields{"panic": r})
+			d.guestWarn(ctx, q, "virtio-fs request panicked", log.Fields{"panic": r})
 			n = errorReply(c.Writable, hdr[:got], syscall.EIO)
 		}
 	}()
@@ -188,13 +189,13 @@ func (d *Device) Handle(ctx context.Context, q int, c *vhostuser.Chain) (n uint3
 	case op == opInit:
 		var err error
 		if initFlags, err = parseInit(c.Readable); err != nil {
-			d.guestWarn(ctx, q, "virtio-fs INIT refused", logrus.Fields{"error": err})
+			d.guestWarn(ctx, q, "virtio-fs INIT refused", log.Fields{"error": err})
 			return errorReply(c.Writable, hdr[:got], syscall.EIO)
 		}
 	case !d.initDone.Load():
 		// No session yet: go-fuse has negotiated nothing, so nothing is
 		// acted on.
-		d.guestWarn(ctx, q, "virtio-fs request before INIT", logrus.Fields{"opcode": op})
+		d.guestWarn(ctx, q, "virtio-fs request before INIT", log.Fields{"opcode": op})
 		if op == opForget || op == opBatchForget {
 			return 0
 		}

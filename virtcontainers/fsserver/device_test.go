@@ -14,6 +14,8 @@ import (
 	"time"
 	"unsafe"
 
+	fst "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver/fsservertest"
+
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/stretchr/testify/require"
@@ -52,7 +54,7 @@ func fileSystems() []fsUnderTest {
 type session struct {
 	f       *vut.Frontend
 	hiprio  *vut.Queue
-	clients []*client
+	clients []*fst.Client
 }
 
 // startSession serves rawFS as a virtio-fs device over vhost-user with
@@ -98,13 +100,10 @@ func startSessionCtx(t testing.TB, ctx context.Context, rawFS fuse.RawFileSystem
 		q, err := f.SetupQueue(uint32(1+i), 256, base, 8*mib)
 		require.NoError(t, err)
 		t.Cleanup(q.Close)
-		s.clients = append(s.clients, &client{q: q})
+		s.clients = append(s.clients, &fst.Client{Q: q})
 	}
 	return s
 }
-
-const guestInitFlags = fuse.CAP_ASYNC_READ | fuse.CAP_BIG_WRITES | fuse.CAP_MAX_PAGES | fuse.CAP_READDIRPLUS |
-	fuse.CAP_SUBMOUNTS | fuse.CAP_MAP_ALIGNMENT | fuse.CAP_PARALLEL_DIROPS | fuse.CAP_HAS_INODE_DAX
 
 func TestDeviceServesFileSystem(t *testing.T) {
 	for _, fsut := range fileSystems() {
@@ -123,10 +122,10 @@ func TestDeviceServesFileSystem(t *testing.T) {
 				rawFS, opts := fsut.make(t, dir)
 				s := startSession(t, rawFS, opts, 1, tc.workers, tc.features)
 				c := s.clients[0]
-				c.q.UseIndirect = tc.indirect
-				c.split = tc.split
+				c.Q.UseIndirect = tc.indirect
+				c.Split = tc.split
 
-				out, err := c.init(guestInitFlags)
+				out, err := c.Init(fst.GuestInitFlags)
 				require.NoError(t, err)
 				require.EqualValues(t, 7, out.Major)
 				require.EqualValues(t, opts.MaxWrite, out.MaxWrite)
@@ -134,18 +133,18 @@ func TestDeviceServesFileSystem(t *testing.T) {
 				require.Zero(t, flags&(fuse.CAP_MAP_ALIGNMENT|fuse.CAP_HAS_INODE_DAX), "DAX negotiated")
 				require.Equal(t, opts.ExtraCapabilities&fuse.CAP_SUBMOUNTS != 0, flags&fuse.CAP_SUBMOUNTS != 0)
 
-				entry, fh, err := c.create(fuse.FUSE_ROOT_ID, "hello", 0o644)
+				entry, fh, err := c.Create(fuse.FUSE_ROOT_ID, "hello", 0o644)
 				require.NoError(t, err)
 				data := make([]byte, 300<<10)
 				_, _ = rand.Read(data)
-				n, err := c.write(entry.NodeId, fh, 0, data)
+				n, err := c.Write(entry.NodeId, fh, 0, data)
 				require.NoError(t, err)
 				require.EqualValues(t, len(data), n)
 				onHost, err := os.ReadFile(filepath.Join(dir, "hello"))
 				require.NoError(t, err)
 				require.True(t, bytes.Equal(data, onHost), "host file differs from what the guest wrote")
 
-				got, err := c.read(entry.NodeId, fh, 1000, 200<<10)
+				got, err := c.Read(entry.NodeId, fh, 1000, 200<<10)
 				require.NoError(t, err)
 				require.True(t, bytes.Equal(data[1000:1000+200<<10], got), "read back differs")
 
@@ -153,24 +152,24 @@ func TestDeviceServesFileSystem(t *testing.T) {
 				for i := range 40 {
 					require.NoError(t, os.WriteFile(filepath.Join(dir, "sub", fmt.Sprintf("f%02d", i)), nil, 0o644))
 				}
-				sub, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "sub")
+				sub, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "sub")
 				require.NoError(t, err)
 				require.Zero(t, errno)
 				require.True(t, sub.Attr.IsDir())
-				names, err := c.readdir(sub.NodeId)
+				names, err := c.ReadDir(sub.NodeId)
 				require.NoError(t, err)
 				sort.Strings(names)
 				require.Len(t, names, 42)
 				require.Equal(t, []string{".", "..", "f00"}, names[:3])
 
-				_, errno, err = c.lookup(fuse.FUSE_ROOT_ID, "missing")
+				_, errno, err = c.Lookup(fuse.FUSE_ROOT_ID, "missing")
 				require.NoError(t, err)
 				require.Equal(t, syscall.ENOENT, errno)
 
 				// FORGET goes on the hiprio queue and gets no reply.
-				hc := &client{q: s.hiprio}
+				hc := &fst.Client{Q: s.hiprio}
 				fin := fuse.ForgetIn{Nlookup: 1}
-				_, err = hc.call(opForget, sub.NodeId, inBody(&fin), nil, -1)
+				_, err = hc.Call(opForget, sub.NodeId, fst.InBody(&fin), nil, -1)
 				require.NoError(t, err)
 			})
 		}
@@ -183,7 +182,7 @@ func TestDeviceParallelRequests(t *testing.T) {
 			dir := t.TempDir()
 			rawFS, opts := fsut.make(t, dir)
 			s := startSession(t, rawFS, opts, 2, 4, vut.FeatureVersion1|vut.FeatureEventIdx|vut.FeatureIndirect)
-			_, err := s.clients[0].init(guestInitFlags)
+			_, err := s.clients[0].Init(fst.GuestInitFlags)
 			require.NoError(t, err)
 			var wg sync.WaitGroup
 			errs := make(chan error, 64)
@@ -193,18 +192,18 @@ func TestDeviceParallelRequests(t *testing.T) {
 					go func() {
 						defer wg.Done()
 						name := fmt.Sprintf("q%d-g%d", qi, g)
-						e, fh, err := c.create(fuse.FUSE_ROOT_ID, name, 0o600)
+						e, fh, err := c.Create(fuse.FUSE_ROOT_ID, name, 0o600)
 						if err != nil {
 							errs <- err
 							return
 						}
 						for i := range 20 {
 							payload := bytes.Repeat([]byte(name), 100+i)
-							if _, err := c.write(e.NodeId, fh, 0, payload); err != nil {
+							if _, err := c.Write(e.NodeId, fh, 0, payload); err != nil {
 								errs <- err
 								return
 							}
-							got, err := c.read(e.NodeId, fh, 0, uint32(len(payload)))
+							got, err := c.Read(e.NodeId, fh, 0, uint32(len(payload)))
 							if err != nil {
 								errs <- err
 								return
@@ -234,11 +233,11 @@ func TestDeviceHostileRequests(t *testing.T) {
 	rawFS, opts := fileSystems()[1].make(t, dir)
 	s := startSession(t, rawFS, opts, 1, 2, vut.FeatureVersion1)
 	c := s.clients[0]
-	_, err := c.init(guestInitFlags)
+	_, err := c.Init(fst.GuestInitFlags)
 	require.NoError(t, err)
 	hdr := func(op uint32, length uint32) []byte {
 		h := fuse.InHeader{Opcode: op, Length: length, Unique: 77, NodeId: fuse.FUSE_ROOT_ID}
-		return structBytes(&h)
+		return fst.StructBytes(&h)
 	}
 	for _, tc := range []struct {
 		name     string
@@ -248,27 +247,27 @@ func TestDeviceHostileRequests(t *testing.T) {
 		wantErr  syscall.Errno
 	}{
 		{"short_header", [][]byte{[]byte("0123456789")}, []int{64}, 0, 0},
-		{"read_missing_body", [][]byte{hdr(opRead, 40)}, []int{64}, 16, syscall.EIO},
-		{"read_huge_size_small_buffer", [][]byte{append(hdr(opRead, 80), inBody(&fuse.ReadIn{Fh: 1, Size: 1 << 30})...)}, []int{16, 100}, 16, syscall.EIO},
-		{"getattr_reply_buffer_too_small", [][]byte{append(hdr(opGetattr, 56), make([]byte, 16)...)}, []int{20}, 16, syscall.EIO},
-		{"no_room_for_any_reply", [][]byte{append(hdr(opGetattr, 56), make([]byte, 16)...)}, []int{8}, 0, 0},
+		{"read_missing_body", [][]byte{hdr(fst.OpRead, 40)}, []int{64}, 16, syscall.EIO},
+		{"read_huge_size_small_buffer", [][]byte{append(hdr(fst.OpRead, 80), fst.InBody(&fuse.ReadIn{Fh: 1, Size: 1 << 30})...)}, []int{16, 100}, 16, syscall.EIO},
+		{"getattr_reply_buffer_too_small", [][]byte{append(hdr(fst.OpGetattr, 56), make([]byte, 16)...)}, []int{20}, 16, syscall.EIO},
+		{"no_room_for_any_reply", [][]byte{append(hdr(fst.OpGetattr, 56), make([]byte, 16)...)}, []int{8}, 0, 0},
 		{"unknown_opcode", [][]byte{hdr(9999, 40)}, []int{16}, 16, syscall.ENOSYS},
-		{"lookup_name_not_terminated", [][]byte{hdr(opLookup, 43), []byte("abc")}, []int{16, int(unsafe.Sizeof(fuse.EntryOut{}))}, 16, syscall.ENOENT},
+		{"lookup_name_not_terminated", [][]byte{hdr(fst.OpLookup, 43), []byte("abc")}, []int{16, int(unsafe.Sizeof(fuse.EntryOut{}))}, 16, syscall.ENOENT},
 		{"batch_forget_count_lies", [][]byte{hdr(opBatchForget, 48), {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}}, nil, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := c.q.Do(tc.readable, tc.writable)
+			out, err := c.Q.Do(tc.readable, tc.writable)
 			require.NoError(t, err)
 			require.Len(t, out, tc.wantLen)
 			if tc.wantLen >= 16 {
-				oh := fromBytes[fuse.OutHeader](out)
+				oh := fst.FromBytes[fuse.OutHeader](out)
 				require.EqualValues(t, 77, oh.Unique)
 				require.Equal(t, tc.wantErr, syscall.Errno(-oh.Status))
 			}
 		})
 	}
 	// Still serving.
-	_, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "nothing")
+	_, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "nothing")
 	require.NoError(t, err)
 	require.Equal(t, syscall.ENOENT, errno)
 }
@@ -285,15 +284,22 @@ func TestDeviceAnnouncesSubmounts(t *testing.T) {
 	rawFS, opts := fileSystems()[1].make(t, dir)
 	s := startSession(t, rawFS, opts, 1, 0, vut.FeatureVersion1)
 	c := s.clients[0]
-	out, err := c.init(guestInitFlags)
+	out, err := c.Init(fst.GuestInitFlags)
 	require.NoError(t, err)
 	require.NotZero(t, uint64(out.Flags)&fuse.CAP_SUBMOUNTS)
-	vol, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "vol")
+	vol, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "vol")
 	require.NoError(t, err)
 	require.Zero(t, errno)
 	require.NotZero(t, vol.Attr.Flags&fuse.ATTR_SUBMOUNT, "mount point not announced as a submount")
-	plain, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "plain")
+	plain, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "plain")
 	require.NoError(t, err)
 	require.Zero(t, errno)
 	require.Zero(t, plain.Attr.Flags&fuse.ATTR_SUBMOUNT)
+}
+
+func TestMain(m *testing.M) {
+	// As the daemon does before it serves a passthroughfs.FS (see
+	// passthroughfs.New).
+	syscall.Umask(0)
+	os.Exit(m.Run())
 }

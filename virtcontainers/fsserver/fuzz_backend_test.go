@@ -12,7 +12,9 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/containerd/containerd/log"
+	fst "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver/fsservertest"
+
+	"github.com/containerd/log"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 
@@ -24,8 +26,8 @@ import (
 // fuzzOpcodes are the FUSE requests the fuzzer builds (any other value of
 // its choosing is sent as is).
 var fuzzOpcodes = []uint32{
-	opLookup, opForget, opGetattr, 5 /* READLINK */, opOpen, opRead, 17 /* STATFS */, opRelease,
-	22 /* GETXATTR */, 23 /* LISTXATTR */, 25 /* FLUSH */, opInit, opOpendir, opReaddir, opReleasedir,
+	fst.OpLookup, opForget, fst.OpGetattr, 5 /* READLINK */, fst.OpOpen, fst.OpRead, 17 /* STATFS */, fst.OpRelease,
+	22 /* GETXATTR */, 23 /* LISTXATTR */, 25 /* FLUSH */, opInit, fst.OpOpendir, fst.OpReaddir, fst.OpReleasedir,
 	34 /* ACCESS */, opDestroy, opBatchForget, 44 /* READDIRPLUS */, 46 /* LSEEK */, 50, /* SYNCFS */
 }
 
@@ -94,13 +96,13 @@ func (d *fuzzDevice) reset() error {
 func (d *fuzzDevice) request(op uint32, node uint64, body []byte) []byte {
 	d.unique++
 	h := fuse.InHeader{Opcode: op, NodeId: node, Unique: d.unique, Length: uint32(40 + len(body))}
-	return append(structBytes(&h), body...)
+	return append(fst.StructBytes(&h), body...)
 }
 
 func (d *fuzzDevice) initRequest() []byte {
-	flags := uint64(guestInitFlags)
+	flags := uint64(fst.GuestInitFlags)
 	in := fuse.InitIn{Major: 7, Minor: 36, MaxReadAhead: 128 << 10, Flags: uint32(flags) | fuse.CAP_INIT_EXT, Flags2: uint32(flags >> 32)}
-	return d.request(opInit, 0, inBody(&in))
+	return d.request(opInit, 0, fst.InBody(&in))
 }
 
 var initReply = []int{16, int(unsafe.Sizeof(fuse.InitOut{}))}
@@ -238,7 +240,7 @@ func FuzzBackendFS(f *testing.F) {
 		if out, err := d.queues[1].Do([][]byte{d.initRequest()}, initReply); err != nil || len(out) < 16 || binary.LittleEndian.Uint32(out[4:]) != 0 {
 			t.Fatalf("INIT after the program: %v (%x)", err, out)
 		}
-		out, err := d.queues[1].Do([][]byte{d.request(opLookup, fuse.FUSE_ROOT_ID, cstr("file"))}, []int{16, int(unsafe.Sizeof(fuse.EntryOut{}))})
+		out, err := d.queues[1].Do([][]byte{d.request(fst.OpLookup, fuse.FUSE_ROOT_ID, fst.Cstr("file"))}, []int{16, int(unsafe.Sizeof(fuse.EntryOut{}))})
 		if err != nil || len(out) < 16 || binary.LittleEndian.Uint32(out[4:]) != 0 {
 			t.Fatalf("LOOKUP after the program: %v (%x)", err, out)
 		}

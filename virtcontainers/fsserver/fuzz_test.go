@@ -8,6 +8,8 @@ import (
 	"testing"
 	"unsafe"
 
+	fst "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver/fsservertest"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser"
@@ -21,13 +23,13 @@ import (
 func FuzzDeviceRequest(f *testing.F) {
 	seed := func(op uint32, body []byte) []byte {
 		h := fuse.InHeader{Opcode: op, Unique: 1, NodeId: 1, Length: uint32(40 + len(body))}
-		return append(structBytes(&h), body...)
+		return append(fst.StructBytes(&h), body...)
 	}
-	f.Add(seed(opLookup, []byte("name\x00")), uint16(0), uint16(200))
-	f.Add(seed(opWrite, append(inBody(&fuse.WriteIn{Size: 5}), "hello"...)), uint16(45), uint16(16))
-	f.Add(seed(opRead, inBody(&fuse.ReadIn{Size: 4096})), uint16(40), uint16(4200))
+	f.Add(seed(fst.OpLookup, []byte("name\x00")), uint16(0), uint16(200))
+	f.Add(seed(fst.OpWrite, append(fst.InBody(&fuse.WriteIn{Size: 5}), "hello"...)), uint16(45), uint16(16))
+	f.Add(seed(fst.OpRead, fst.InBody(&fuse.ReadIn{Size: 4096})), uint16(40), uint16(4200))
 	f.Add(seed(opBatchForget, []byte{2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}), uint16(0), uint16(0))
-	f.Add(seed(opInit, inBody(&fuse.InitIn{Major: 7, Minor: 36})), uint16(10), uint16(100))
+	f.Add(seed(opInit, fst.InBody(&fuse.InitIn{Major: 7, Minor: 36})), uint16(10), uint16(100))
 
 	opts := &fuse.MountOptions{MaxWrite: 1 << 20, Logger: stdlog.New(io.Discard, "", 0)}
 	dev := NewDevice(context.Background(), fuse.NewDefaultRawFileSystem(), opts, DeviceConfig{})
@@ -35,7 +37,7 @@ func FuzzDeviceRequest(f *testing.F) {
 	// reach go-fuse's decoders.
 	initOut := make([]byte, 16+unsafe.Sizeof(fuse.InitOut{}))
 	if n := dev.Handle(context.Background(), 1, &vhostuser.Chain{
-		Readable: [][]byte{seed(opInit, inBody(&fuse.InitIn{Major: 7, Minor: 36}))},
+		Readable: [][]byte{seed(opInit, fst.InBody(&fuse.InitIn{Major: 7, Minor: 36}))},
 		Writable: [][]byte{initOut},
 	}); n < 16 || binary.LittleEndian.Uint32(initOut[4:]) != 0 {
 		f.Fatalf("INIT failed: %d bytes, %x", n, initOut[:16])

@@ -8,9 +8,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
-	"github.com/containerd/containerd/log"
+	fst "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver/fsservertest"
+
+	"github.com/containerd/log"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
@@ -69,33 +70,22 @@ func spySession(t *testing.T, ctx context.Context, spy *sessionSpy, nreq int) *s
 	return startSessionCtx(t, ctx, spy, &fuse.MountOptions{MaxWrite: 1 << 20}, nreq, 2, vut.FeatureVersion1)
 }
 
-func (c *client) getattr() (syscall.Errno, error) {
-	r, err := c.call(opGetattr, fuse.FUSE_ROOT_ID, inBody(&fuse.GetAttrIn{}), nil, int(unsafe.Sizeof(fuse.AttrOut{})))
-	return r.errno, err
-}
-
-func (c *client) initVersion(major, minor uint32, flags uint64) (syscall.Errno, error) {
-	in := fuse.InitIn{Major: major, Minor: minor, MaxReadAhead: 128 << 10, Flags: uint32(flags) | fuse.CAP_INIT_EXT, Flags2: uint32(flags >> 32)}
-	r, err := c.call(opInit, 0, structBytes(&in)[unsafe.Sizeof(fuse.InHeader{}):], nil, int(unsafe.Sizeof(fuse.InitOut{})))
-	return r.errno, err
-}
-
 // Before INIT there is no session: requests get EIO (FORGETs, which have
 // no reply, get none) and reach neither go-fuse nor the file system.
 func TestDeviceAnswersEIOBeforeInit(t *testing.T) {
 	spy := &sessionSpy{}
 	s := spySession(t, context.Background(), spy, 1)
 	c := s.clients[0]
-	errno, err := c.getattr()
+	errno, err := c.Getattr()
 	require.NoError(t, err)
 	require.Equal(t, syscall.EIO, errno)
-	_, err = c.call(opForget, fuse.FUSE_ROOT_ID, inBody(&fuse.ForgetIn{Nlookup: 1}), nil, -1)
+	_, err = c.Call(opForget, fuse.FUSE_ROOT_ID, fst.InBody(&fuse.ForgetIn{Nlookup: 1}), nil, -1)
 	require.NoError(t, err)
 	require.Empty(t, spy.log(), "a request before INIT reached the file system")
 
-	_, err = c.init(guestInitFlags)
+	_, err = c.Init(fst.GuestInitFlags)
 	require.NoError(t, err)
-	errno, err = c.getattr()
+	errno, err = c.Getattr()
 	require.NoError(t, err)
 	require.Zero(t, errno)
 	require.Equal(t, []string{"caps:submounts", "getattr"}, spy.log())
@@ -108,7 +98,7 @@ func TestDeviceFailedInitChangesNothing(t *testing.T) {
 	spy := &sessionSpy{}
 	s := spySession(t, context.Background(), spy, 1)
 	c := s.clients[0]
-	_, err := c.init(guestInitFlags)
+	_, err := c.Init(fst.GuestInitFlags)
 	require.NoError(t, err)
 	for _, tc := range []struct {
 		name         string
@@ -118,14 +108,14 @@ func TestDeviceFailedInitChangesNothing(t *testing.T) {
 		{"minor_too_old", 7, 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			errno, err := c.initVersion(tc.major, tc.minor, 0)
+			errno, err := c.InitVersion(tc.major, tc.minor, 0)
 			require.NoError(t, err)
 			require.Equal(t, syscall.EIO, errno)
 			require.Equal(t, []string{"caps:submounts"}, spy.log())
 		})
 	}
 	// A good second INIT (a rebooted guest) starts a new session.
-	errno, err := c.initVersion(7, 36, 0)
+	errno, err := c.InitVersion(7, 36, 0)
 	require.NoError(t, err)
 	require.Zero(t, errno)
 	require.Equal(t, []string{"caps:submounts", "reset", "caps:none"}, spy.log())
@@ -136,21 +126,21 @@ func TestDeviceFailedInitChangesNothing(t *testing.T) {
 func TestDeviceSessionResetWaitsForRequestsInFlight(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		reset func(c *client) error
+		reset func(c *fst.Client) error
 		want  []string
 	}{
-		{"second_init", func(c *client) error { _, err := c.init(guestInitFlags); return err },
+		{"second_init", func(c *fst.Client) error { _, err := c.Init(fst.GuestInitFlags); return err },
 			[]string{"caps:submounts", "getattr", "reset", "caps:submounts"}},
-		{"destroy", func(c *client) error { _, err := c.call(opDestroy, 0, nil, nil, 0); return err },
+		{"destroy", func(c *fst.Client) error { _, err := c.Call(opDestroy, 0, nil, nil, 0); return err },
 			[]string{"caps:submounts", "getattr", "reset"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spy := &sessionSpy{hold: make(chan struct{})}
 			s := spySession(t, context.Background(), spy, 2)
-			_, err := s.clients[0].init(guestInitFlags)
+			_, err := s.clients[0].Init(fst.GuestInitFlags)
 			require.NoError(t, err)
 			attrDone := make(chan error, 1)
-			go func() { _, err := s.clients[0].getattr(); attrDone <- err }()
+			go func() { _, err := s.clients[0].Getattr(); attrDone <- err }()
 			require.Eventually(t, func() bool { return spy.inAttr.Load() == 1 }, 5*time.Second, time.Millisecond)
 			resetDone := make(chan error, 1)
 			go func() { resetDone <- tc.reset(s.clients[1]) }()
@@ -172,13 +162,13 @@ func TestDeviceRateLimitsGuestTriggeredWarnings(t *testing.T) {
 	spy := &sessionSpy{}
 	s := spySession(t, ctx, spy, 1)
 	c := s.clients[0]
-	_, err := c.init(guestInitFlags)
+	_, err := c.Init(fst.GuestInitFlags)
 	require.NoError(t, err)
 	for range 40 {
-		r, err := c.call(9999, fuse.FUSE_ROOT_ID, nil, nil, 0)
+		r, err := c.Call(9999, fuse.FUSE_ROOT_ID, nil, nil, 0)
 		require.NoError(t, err)
-		require.Equal(t, syscall.ENOSYS, r.errno)
-		errno, err := c.initVersion(9, 0, 0)
+		require.Equal(t, syscall.ENOSYS, r.Errno)
+		errno, err := c.InitVersion(9, 0, 0)
 		require.NoError(t, err)
 		require.Equal(t, syscall.EIO, errno)
 	}
@@ -195,30 +185,3 @@ func TestDeviceRateLimitsGuestTriggeredWarnings(t *testing.T) {
 }
 
 var _ = vhostuser.MaxWorkers
-
-// go-fuse prints some complaints with the standard logger; the daemon
-// routes those through the same rate limit, so a guest repeating a short
-// READ cannot flood the host's log either.
-func TestServeRateLimitsGoFuseStandardLog(t *testing.T) {
-	hook := logtest.NewGlobal()
-	t.Cleanup(hook.Reset)
-	_, sock, _ := serveParsed(t)
-	s := connect(t, sock)
-	t.Cleanup(func() { s.f.Close() })
-	c := s.clients[0]
-	_, err := c.init(guestInitFlags)
-	require.NoError(t, err)
-	h := fuse.InHeader{Opcode: opRead, Length: 40, Unique: 9, NodeId: fuse.FUSE_ROOT_ID}
-	for range 30 {
-		out, err := c.q.Do([][]byte{structBytes(&h)}, []int{64})
-		require.NoError(t, err)
-		require.Len(t, out, 16)
-	}
-	n := 0
-	for _, e := range hook.AllEntries() {
-		if strings.HasPrefix(e.Message, "Short read") {
-			n++
-		}
-	}
-	require.Equal(t, 1, n, "want the first short READ logged as a warning, the other 29 held back")
-}

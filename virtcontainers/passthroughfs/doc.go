@@ -9,5 +9,5 @@
 // submounts, lookup counts, guest-local locks, xattrs only when enabled.
 // With Options.Recover it also recovers announced submount roots that guest
 // kernels without Linux commit c4d361f66ac9 forget while still using them
-// (recover.go), and reports the counters for the status file (status.go).
+// (recover.go), and reports their counters to its caller.
 package passthroughfs

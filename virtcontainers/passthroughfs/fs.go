@@ -49,12 +49,14 @@ type FS struct {
 
 var _ fuse.RawFileSystem = (*FS)(nil)
 
-// New opens root and returns a filesystem serving it. Like virtiofsd it sets
-// the process umask to 0: the guest kernel has already applied the caller's
-// umask to every mode it sends.
+// New opens root and returns a filesystem serving it. It creates files with
+// the modes the guest sends, which the guest kernel has already masked with
+// the caller's umask: the process serving it sets its own umask to 0 first,
+// as virtiofsd does (a process-wide setting is not the file system's to
+// change).
 func New(ctx context.Context, root string, opts Options) (*FS, error) {
 	if opts.Cache != "" {
-		p, err := ParseCachePolicy(string(opts.Cache))
+		p, err := parseCachePolicy(string(opts.Cache))
 		if err != nil {
 			return nil, err
 		}
@@ -113,7 +115,6 @@ func New(ctx context.Context, root string, opts Options) (*FS, error) {
 	fs.attrSec, fs.attrNsec = fs.entrySec, fs.entryNsec
 	fs.announce.Store(opts.AnnounceSubmounts)
 	fs.reads.New = func() any { return new(readResult) }
-	syscall.Umask(0)
 	return fs, nil
 }
 

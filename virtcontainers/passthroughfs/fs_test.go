@@ -62,7 +62,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 	require.Error(t, err, "the shared directory itself must not be a symlink")
 	_, err = New(t.Context(), dir, Options{Cache: "sometimes"})
 	require.ErrorContains(t, err, "sometimes")
-	p, err := ParseCachePolicy("ALWAYS")
+	p, err := parseCachePolicy("ALWAYS")
 	require.NoError(t, err)
 	require.Equal(t, CacheAlways, p)
 }

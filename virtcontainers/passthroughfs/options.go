@@ -28,8 +28,8 @@ const (
 	CacheAlways CachePolicy = "always"
 )
 
-// ParseCachePolicy accepts the values virtiofsd's --cache accepts.
-func ParseCachePolicy(s string) (CachePolicy, error) {
+// parseCachePolicy accepts the values virtiofsd's --cache accepts.
+func parseCachePolicy(s string) (CachePolicy, error) {
 	switch p := CachePolicy(strings.ToLower(s)); p {
 	case CacheNever, CacheMetadata, CacheAuto, CacheAlways:
 		return p, nil

@@ -328,6 +328,8 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	// As the daemon does before it serves (see New).
+	syscall.Umask(0)
 	os.Exit(m.Run())
 }
 

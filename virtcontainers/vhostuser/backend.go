@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd/log"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 )
 

@@ -72,10 +72,10 @@ var (
 	cCompatRE     = regexp.MustCompile(`(?m)^\s+-o ([a-z0-9_]+(?:[|/][a-z0-9_]+)*)`)
 )
 
-// ParseVersion tells the flavour and version from a daemon's --version
+// parseVersion tells the flavour and version from a daemon's --version
 // output. It returns an error wrapping errdefs.ErrNotImplemented for output
 // of neither flavour.
-func ParseVersion(out []byte) (Flavour, string, error) {
+func parseVersion(out []byte) (Flavour, string, error) {
 	first, rest, _ := bytes.Cut(out, []byte("\n"))
 	first = bytes.TrimSpace(first)
 	if m := rustVersionRE.FindSubmatch(first); m != nil && len(bytes.TrimSpace(rest)) == 0 {
@@ -90,8 +90,8 @@ func ParseVersion(out []byte) (Flavour, string, error) {
 		truncate(out, 200), errdefs.ErrNotImplemented)
 }
 
-// ParseHelp lists the options a daemon's --help output names, sorted.
-func ParseHelp(f Flavour, out []byte) []string {
+// parseHelp lists the options a daemon's --help output names, sorted.
+func parseHelp(f Flavour, out []byte) []string {
 	seen := map[string]bool{}
 	for _, m := range longOptionRE.FindAllSubmatch(out, -1) {
 		seen[string(m[1])] = true
@@ -154,7 +154,7 @@ func Detect(ctx context.Context, path, cacheDir string) (Daemon, error) {
 	if err != nil {
 		return Daemon{}, err
 	}
-	flavour, v, err := ParseVersion(version)
+	flavour, v, err := parseVersion(version)
 	if err != nil {
 		return Daemon{}, fmt.Errorf("upstream virtiofsd %s: %w", path, err)
 	}
@@ -162,7 +162,7 @@ func Detect(ctx context.Context, path, cacheDir string) (Daemon, error) {
 	if err != nil {
 		return Daemon{}, err
 	}
-	d := Daemon{Path: path, Flavour: flavour, Version: v, Options: ParseHelp(flavour, help)}
+	d := Daemon{Path: path, Flavour: flavour, Version: v, Options: parseHelp(flavour, help)}
 	if !d.Supports("--fd") {
 		return Daemon{}, fmt.Errorf("upstream virtiofsd %s: its --help lists no --fd option, which Kata needs: %w", path, errdefs.ErrNotImplemented)
 	}

@@ -51,7 +51,7 @@ func TestParseVersion(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f, v, err := ParseVersion([]byte(tc.out))
+			f, v, err := parseVersion([]byte(tc.out))
 			if tc.flavour == "" {
 				require.ErrorIs(t, err, errdefs.ErrNotImplemented)
 				require.ErrorContains(t, err, "neither the Rust virtiofsd")
@@ -70,14 +70,14 @@ func TestParseHelp(t *testing.T) {
 	rust := "Usage: virtiofsd [OPTIONS]\n\nOptions:\n      --shared-dir <SHARED_DIR>\n          Shared directory\n\n" +
 		"      --no-announce-submounts\n          Do not announce\n\n  -o <COMPAT_OPTIONS>\n          Old options\n" +
 		"  -h, --help\n          Print help\n"
-	require.Equal(t, []string{"--help", "--no-announce-submounts", "--shared-dir"}, ParseHelp(FlavourRust, []byte(rust)))
+	require.Equal(t, []string{"--help", "--no-announce-submounts", "--shared-dir"}, parseHelp(FlavourRust, []byte(rust)))
 
 	c := "usage: virtiofsd [options]\n\n    -h   --help                print help\n    -o cache=<mode>            cache\n" +
 		"    -o flock|no_flock          flock\n    -o posix_acl/no_posix_acl  acl\n    -o killpriv_v2/no_killpriv_v2\n" +
 		"    --fd=FDNUM                 fd\n    --thread-pool-size=NUM     pool\n"
 	require.Equal(t, []string{"--fd", "--help", "--thread-pool-size", "cache", "flock", "killpriv_v2", "no_flock",
-		"no_killpriv_v2", "no_posix_acl", "posix_acl"}, ParseHelp(FlavourC, []byte(c)))
-	require.Equal(t, []string{"--fd", "--help", "--thread-pool-size"}, ParseHelp(FlavourRust, []byte(c)), "-o names are the C daemon's only")
+		"no_killpriv_v2", "no_posix_acl", "posix_acl"}, parseHelp(FlavourC, []byte(c)))
+	require.Equal(t, []string{"--fd", "--help", "--thread-pool-size"}, parseHelp(FlavourRust, []byte(c)), "-o names are the C daemon's only")
 }
 
 // TestDetectRealDaemons runs detection against the two real daemons and

@@ -15,5 +15,7 @@
 //
 // The flag sets follow the daemons themselves: Rust virtiofsd 1.13.2
 // (`virtiofsd --help`, clap; `-o` compat options applied after all flags) and
-// QEMU 7.2's tools/virtiofsd (`-o` fuse_opt options, helper.c flags).
+// QEMU 7.2's tools/virtiofsd (`-o` fuse_opt options, helper.c flags). Each
+// long option is one entry of one table (optiontable.go) that drives parsing,
+// the C translation, CheckServe and README's serve-mode table.
 package virtiofsd

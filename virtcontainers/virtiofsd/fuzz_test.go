@@ -104,14 +104,14 @@ func FuzzParseVersion(f *testing.F) {
 	f.Add([]byte("virtiofsd version 7.2.22 (Debian)\nCopyright\nusing FUSE kernel interface version 7.36\n"))
 	f.Add([]byte("      --shared-dir <SHARED_DIR>\n  -h, --help\n    -o flock|no_flock\n"))
 	f.Fuzz(func(t *testing.T, out []byte) {
-		flavour, version, err := ParseVersion(out)
+		flavour, version, err := parseVersion(out)
 		if err == nil && (version == "" || (flavour != FlavourRust && flavour != FlavourC)) {
-			t.Fatalf("ParseVersion(%q) = %q, %q, nil", out, flavour, version)
+			t.Fatalf("parseVersion(%q) = %q, %q, nil", out, flavour, version)
 		}
 		for _, fl := range []Flavour{FlavourRust, FlavourC} {
-			opts := ParseHelp(fl, out)
+			opts := parseHelp(fl, out)
 			if !slices.IsSorted(opts) {
-				t.Fatalf("ParseHelp(%q) not sorted: %q", out, opts)
+				t.Fatalf("parseHelp(%q) not sorted: %q", out, opts)
 			}
 		}
 	})

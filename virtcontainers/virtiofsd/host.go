@@ -5,13 +5,13 @@ import (
 	"time"
 )
 
-// DevLog is the local syslog socket, where glibc's syslog(3) sends.
-const DevLog = "/dev/log"
+// devLog is the local syslog socket, where glibc's syslog(3) sends.
+const devLog = "/dev/log"
 
 // Host is what a translation needs to know about the machine the upstream
 // daemon runs on. ProbeHost fills it just before the exec; tests give it.
 type Host struct {
-	// Syslog: a syslog daemon answers at DevLog. Without one, QEMU's C
+	// Syslog: a syslog daemon answers at devLog. Without one, QEMU's C
 	// virtiofsd started with --syslog dies by SIGSYS at its first message
 	// after it confined itself: glibc opens a new socket for every message
 	// it could not send, and the daemon's seccomp filter forbids socket(2).
@@ -22,7 +22,7 @@ type Host struct {
 // missing, is not a socket, or has no listener (a stale socket of a stopped
 // syslog daemon) all mean no syslog: glibc fails the same way on each.
 func ProbeHost() Host {
-	return Host{Syslog: syslogAnswers(DevLog)}
+	return Host{Syslog: syslogAnswers(devLog)}
 }
 
 // syslogAnswers reports whether a unix socket at path accepts a connection,

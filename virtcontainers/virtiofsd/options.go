@@ -225,7 +225,7 @@ func Parse(args []string) (*Options, error) {
 	if err := o.check(); err != nil {
 		return nil, err
 	}
-	if id, ok := SandboxIDFromSharedDir(o.SharedDir); ok {
+	if id, ok := sandboxIDFromSharedDir(o.SharedDir); ok {
 		o.SandboxID = id
 	}
 	return o, nil
@@ -323,23 +323,11 @@ func looksLikeOption(s string) bool {
 // longTakesValue tells whether the long option name takes a value, whether
 // that value must follow '=', and whether the option exists at all.
 func longTakesValue(name string) (takes, requireEquals, known bool) {
-	switch name {
-	case "shared-dir", "tag", "socket", "socket-path", "socket-group", "fd",
-		"thread-pool-size", "xattrmap", "sandbox", "seccomp", "cache", "modcaps",
-		"log-level", "rlimit-nofile", "uid-map", "gid-map", "translate-uid",
-		"translate-gid", "migration-mode", "migration-on-error",
-		"guard-protection", "guard-upstream", "guard-state-dir", "guard-no-plan":
-		return true, false, true
-	case "inode-file-handles":
-		return true, true, true
-	case "xattr", "posix-acl", "readonly", "announce-submounts",
-		"no-announce-submounts", "allow-mmap", "no-readdirplus", "writeback",
-		"allow-direct-io", "print-capabilities", "syslog", "no-killpriv-v2",
-		"killpriv-v2", "security-label", "preserve-noatime",
-		"migration-verify-handles", "migration-confirm-paths", "help", "version":
-		return false, false, true
+	op := optionsByName[name]
+	if op == nil {
+		return false, false, false
 	}
-	return false, false, false
+	return op.kind != noValue, op.kind == valueEqs, true
 }
 
 func oneOf(arg, option, value string, allowed ...string) (string, error) {
@@ -362,132 +350,16 @@ func parseUint(arg, option, value string, bits int) (uint64, error) {
 }
 
 func (o *Options) applyLong(name, value, arg string) error {
-	o.given[name] = arg
-	var err error
-	switch name {
-	case "shared-dir":
-		o.SharedDir = value
-	case "tag":
-		if value == "" || len(value) > 36 {
-			return invalid(arg, "the tag must be 1 to 36 bytes long")
-		}
-		o.Tag = value
-	case "socket", "socket-path":
-		o.SocketPath = value
-	case "socket-group":
-		o.SocketGroup = value
-	case "fd":
-		var n uint64
-		n, err = parseUint(arg, "--fd", value, 31)
-		o.FD = int(n)
-	case "thread-pool-size":
-		var n uint64
-		n, err = parseUint(arg, "--thread-pool-size", value, 31)
-		o.ThreadPoolSize = int(n)
-	case "xattrmap":
-		if value == "" {
-			return invalid(arg, "--xattrmap needs rules, e.g. :map::user.virtiofs.:")
-		}
-		o.XattrMap = value
-	case "sandbox":
-		var s string
-		s, err = oneOf(arg, "--sandbox", strings.ToLower(value), "namespace", "chroot", "none")
-		o.Sandbox = SandboxMode(s)
-	case "seccomp":
-		o.Seccomp, err = oneOf(arg, "--seccomp", value, "none", "kill", "log", "trap")
-	case "cache":
-		var s string
-		s, err = oneOf(arg, "--cache", strings.ToLower(value), "auto", "always", "never", "metadata")
-		o.Cache = CacheMode(s)
-	case "inode-file-handles":
-		o.InodeFileHandles, err = oneOf(arg, "--inode-file-handles", value, "never", "prefer", "fallback", "mandatory")
-	case "modcaps":
-		o.Modcaps = value
-	case "log-level":
-		o.LogLevel, err = oneOf(arg, "--log-level", strings.ToLower(value), "error", "warn", "info", "debug", "trace", "off")
-	case "rlimit-nofile":
-		var n uint64
-		n, err = parseUint(arg, "--rlimit-nofile", value, 64)
-		o.RlimitNofile = &n
-	case "uid-map", "gid-map", "translate-uid", "translate-gid":
-		if value == "" {
-			return invalid(arg, "--%s needs a mapping", name)
-		}
-		switch name {
-		case "uid-map":
-			o.UIDMap = append(o.UIDMap, value)
-		case "gid-map":
-			o.GIDMap = append(o.GIDMap, value)
-		case "translate-uid":
-			o.TranslateUID = append(o.TranslateUID, value)
-		case "translate-gid":
-			o.TranslateGID = append(o.TranslateGID, value)
-		}
-	case "migration-mode":
-		o.MigrationMode, err = oneOf(arg, "--migration-mode", value, "find-paths", "file-handles")
-	case "migration-on-error":
-		o.MigrationOnError, err = oneOf(arg, "--migration-on-error", value, "abort", "guest-error")
-	case "xattr":
-		o.Xattr = true
-	case "posix-acl":
-		o.PosixACL = true
-	case "security-label":
-		o.SecurityLabel = true
-	case "readonly":
-		o.ReadOnly = true
-	case "announce-submounts":
-		o.AnnounceSubmounts = true
-	case "no-announce-submounts":
-		o.AnnounceSubmounts = false
-		o.given["announce-submounts"] = arg
-	case "allow-mmap":
-		o.AllowMmap = true
-	case "no-readdirplus":
-		o.NoReaddirplus = true
-	case "writeback":
-		o.Writeback = true
-	case "allow-direct-io":
-		o.AllowDirectIO = true
-	case "print-capabilities":
-		o.PrintCapabilities = true
-	case "syslog":
-		o.Syslog = true
-	case "killpriv-v2":
-		o.KillprivV2 = true
-	case "no-killpriv-v2":
-		o.KillprivV2 = false
-		o.given["killpriv-v2"] = arg
-	case "preserve-noatime":
-		o.PreserveNoatime = true
-	case "migration-verify-handles":
-		o.MigrationVerifyHandles = true
-	case "migration-confirm-paths":
-		o.MigrationConfirmPaths = true
-	case "help":
-		o.Help = true
-	case "version":
-		o.Version = true
-	case "guard-protection":
-		var s string
-		s, err = oneOf(arg, "--guard-protection", value, string(protection.Recover), string(protection.NoSubmounts), string(protection.None))
-		o.Guard.Protection = protection.Protection(s)
-	case "guard-upstream":
-		if !filepath.IsAbs(value) {
-			return invalid(arg, "--guard-upstream needs the absolute path of a virtiofsd binary")
-		}
-		o.Guard.Upstream = filepath.Clean(value)
-	case "guard-state-dir":
-		if !filepath.IsAbs(value) {
-			return invalid(arg, "--guard-state-dir needs an absolute directory")
-		}
-		o.Guard.StateDir = filepath.Clean(value)
-	case "guard-no-plan":
-		o.Guard.NoPlan, err = oneOf(arg, "--guard-no-plan", value, string(protection.None), string(protection.NoSubmounts), string(protection.Recover), NoPlanFail)
-	default:
+	op := optionsByName[name]
+	if op == nil {
 		// split only lets known names through.
 		return invalid(arg, "unknown option")
 	}
-	return err
+	o.given[name] = arg
+	if op.key != "" {
+		o.given[op.key] = arg
+	}
+	return op.set(o, value, arg)
 }
 
 // applyCompat applies one item of a -o list as Rust virtiofsd 1.13 does.
@@ -497,78 +369,31 @@ func (o *Options) applyCompat(item, arg string) error {
 		if strings.Contains(value, "=") {
 			return invalid(arg, "-o %s: one '=' per option", item)
 		}
-		var err error
-		switch key {
-		case "xattrmap":
-			if value == "" {
-				return invalid(arg, "-o xattrmap needs rules")
-			}
-			o.XattrMap = value
-		case "cache":
-			var s string
-			s, err = oneOf(arg, "-o cache", value, "auto", "always", "none", "metadata")
-			if s == "none" {
-				s = string(CacheNever)
-			}
-			o.Cache = CacheMode(s)
-		case "loglevel":
-			var s string
-			s, err = oneOf(arg, "-o loglevel", value, "debug", "info", "warn", "err")
-			if s == "err" {
-				s = "error"
-			}
-			o.LogLevel = s
-			key = "log-level"
-		case "sandbox":
-			var s string
-			s, err = oneOf(arg, "-o sandbox", value, "namespace", "chroot")
-			o.Sandbox = SandboxMode(s)
-		case "source":
-			o.SharedDir = value
-			key = "shared-dir"
-		case "modcaps":
-			o.Modcaps = value
-		default:
+		op := optionsByCompat[key]
+		if op == nil {
 			return invalid(arg, "-o %s is not a compat option of virtiofsd 1.13", item)
 		}
-		o.given[key] = "-o " + item
-		return err
+		set := op.setCompat
+		if set == nil {
+			set = op.set
+		}
+		o.given[op.givenKey()] = "-o " + item
+		return set(o, value, arg)
 	}
-	// key is now the long option the item stands for; the item itself is
-	// kept for messages, as the user wrote it.
-	switch item {
-	case "xattr", "no_xattr":
-		o.Xattr = item == "xattr"
-		key = "xattr"
-	case "posix_acl", "no_posix_acl":
-		o.PosixACL = item == "posix_acl"
-		key = "posix-acl"
-	case "security_label", "no_security_label":
-		o.SecurityLabel = item == "security_label"
-		key = "security-label"
-	case "readdirplus", "no_readdirplus":
-		o.NoReaddirplus = item == "no_readdirplus"
-		key = "no-readdirplus"
-	case "writeback", "no_writeback":
-		o.Writeback = item == "writeback"
-		key = "writeback"
-	case "allow_direct_io", "no_allow_direct_io":
-		o.AllowDirectIO = item == "allow_direct_io"
-		key = "allow-direct-io"
-	case "killpriv_v2", "no_killpriv_v2":
-		o.KillprivV2 = item == "killpriv_v2"
-		key = "killpriv-v2"
-	case "announce_submounts":
-		// Rust 1.13 accepts it but announcing is decided by
-		// --no-announce-submounts alone: it changes nothing.
-		return nil
-	case "no_flock", "no_posix_lock":
-		// Accepted for compatibility; Rust virtiofsd has no such locks.
-		return nil
-	default:
+	for _, n := range compatNoEffect {
+		if item == n {
+			return nil
+		}
+	}
+	name, off := strings.CutPrefix(item, "no_")
+	op := optionsByCompatFlag[name]
+	if op == nil {
 		return invalid(arg, "-o %s is not a compat option of virtiofsd 1.13", item)
 	}
-	o.given[key] = "-o " + item
+	op.setFlag(o, !off)
+	// Given under the long option the item stands for; the item itself is
+	// kept for messages, as the user wrote it.
+	o.given[op.givenKey()] = "-o " + item
 	return nil
 }
 
@@ -604,13 +429,13 @@ func (o *Options) check() error {
 	return nil
 }
 
-// SandboxIDFromSharedDir returns the sandbox id in a Kata shared directory:
+// sandboxIDFromSharedDir returns the sandbox id in a Kata shared directory:
 // .../sandboxes/<id>/shared, as Kata's Go runtime passes it
 // (/run/kata-containers/shared/sandboxes/<id>/shared), or .../sandboxes/<id>/ro,
 // as runtime-rs passes it (get_host_ro_shared_path in
 // src/runtime-rs/crates/resource/src/share_fs/utils.rs, 4.1.0). A rootless
 // Kata puts the same tail under its own runtime dir.
-func SandboxIDFromSharedDir(dir string) (string, bool) {
+func sandboxIDFromSharedDir(dir string) (string, bool) {
 	if dir == "" {
 		return "", false
 	}

@@ -264,7 +264,7 @@ func TestSandboxIDFromSharedDir(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.dir, func(t *testing.T) {
-			id, ok := SandboxIDFromSharedDir(tc.dir)
+			id, ok := sandboxIDFromSharedDir(tc.dir)
 			require.Equal(t, tc.id, id)
 			require.Equal(t, tc.id != "", ok)
 		})

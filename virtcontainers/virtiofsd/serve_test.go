@@ -161,7 +161,7 @@ func TestCheckServeNamesEveryRefusal(t *testing.T) {
 }
 
 func TestCheckServeOptionsBuiltInCode(t *testing.T) {
-	// Options made without Parse (fsserver's tests, the sandbox child) have
+	// Options made without Parse (fsdaemon's tests, the sandbox child) have
 	// zero values where Parse sets Rust's defaults: nothing to refuse.
 	ignored, err := CheckServe(&Options{SharedDir: "/srv", FD: -1, SocketPath: "/s"})
 	require.NoError(t, err)
@@ -171,11 +171,11 @@ func TestCheckServeOptionsBuiltInCode(t *testing.T) {
 		"virtio_fs_extra_args (the README lists what serve mode supports): not implemented")
 }
 
-func TestLogrusLevel(t *testing.T) {
+func TestLogLevel(t *testing.T) {
 	for in, want := range map[string]logrus.Level{
 		"error": logrus.ErrorLevel, "warn": logrus.WarnLevel, "info": logrus.InfoLevel,
 		"debug": logrus.DebugLevel, "trace": logrus.TraceLevel, "off": logrus.PanicLevel,
 	} {
-		require.Equal(t, want, LogrusLevel(in), in)
+		require.Equal(t, want, LogLevel(in), in)
 	}
 }

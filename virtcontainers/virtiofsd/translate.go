@@ -2,7 +2,6 @@ package virtiofsd
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -78,56 +77,18 @@ func (r *refusals) them() string {
 	return "them"
 }
 
-// refuseRustOnly adds what only the Rust virtiofsd does: a virtio-fs tag in
-// the vhost-user config space, file handles without an O_PATH fallback, UID/GID
-// mapping and translation, and migration other than its default (neither
-// other daemon migrates at all, so the defaults are harmless there; see
-// harmlessElsewhere).
-func refuseRustOnly(o *Options, r *refusals) {
-	if o.Tag != "" {
-		r.add("tag")
-	}
-	if o.InodeFileHandles == "mandatory" {
-		r.add("inode-file-handles")
-	}
-	for _, k := range []struct {
-		key string
-		n   int
-	}{{"uid-map", len(o.UIDMap)}, {"gid-map", len(o.GIDMap)}, {"translate-uid", len(o.TranslateUID)}, {"translate-gid", len(o.TranslateGID)}} {
-		if k.n > 0 {
-			r.add(k.key)
-		}
-	}
-	if o.MigrationMode != "" && o.MigrationMode != "find-paths" {
-		r.add("migration-mode")
-	}
-	if o.MigrationOnError != "" && o.MigrationOnError != "abort" {
-		r.add("migration-on-error")
-	}
-	if o.MigrationVerifyHandles {
-		r.add("migration-verify-handles")
-	}
-	if o.MigrationConfirmPaths {
-		r.add("migration-confirm-paths")
-	}
-}
-
 // harmlessElsewhere returns the options given that change nothing on a
-// daemon other than Rust's, as given: --inode-file-handles=prefer|fallback
-// (both other daemons always hold O_PATH descriptors, which these fall back
-// to: only the number of open descriptors differs) and the migration options
-// at their defaults (neither other daemon offers migration, so QEMU never
-// migrates the device and these are never consulted).
+// daemon other than Rust's, as given (the table's harmless).
 func harmlessElsewhere(o *Options) []string {
 	var out []string
-	if arg, ok := o.Given("inode-file-handles"); ok && (o.InodeFileHandles == "prefer" || o.InodeFileHandles == "fallback") {
-		out = append(out, arg)
-	}
-	if arg, ok := o.Given("migration-mode"); ok && o.MigrationMode == "find-paths" {
-		out = append(out, arg)
-	}
-	if arg, ok := o.Given("migration-on-error"); ok && o.MigrationOnError == "abort" {
-		out = append(out, arg)
+	for i := range options {
+		op := &options[i]
+		if op.harmless == nil {
+			continue
+		}
+		if arg, ok := o.Given(op.givenKey()); ok && op.harmless(o) {
+			out = append(out, arg)
+		}
 	}
 	return out
 }
@@ -185,140 +146,68 @@ func rustArgs(o *Options, d Daemon, p protection.Protection) ([]string, error) {
 	return out, nil
 }
 
-// cArgs spells o for QEMU's C virtiofsd. Harmless on the C daemon, hence
-// dropped: -f (it runs in the foreground anyway), --seccomp=kill (its fixed
-// behaviour), --allow-mmap with --cache=auto|always (Rust ignores it there),
-// -o no_flock / -o no_posix_lock (its defaults) and harmlessElsewhere's. Log
-// levels map to the nearest: trace → debug, off → err. --syslog is dropped
-// when h says no syslog daemon answers (see Translate).
+// cTarget is cArgs' work on one command line: each option's toC adds to
+// out or refuses in r.
+type cTarget struct {
+	o       *Options
+	d       Daemon
+	p       protection.Protection
+	h       Host
+	out     []string
+	adapted []string
+	r       *refusals
+}
+
+// opt adds "-o name[=value]" when the daemon lists name; key names the
+// Rust option that asked for it, for the error otherwise.
+func (c *cTarget) opt(name, value, key string) {
+	if !c.d.Supports(name) {
+		c.r.add(key)
+		return
+	}
+	if value == "" {
+		c.out = append(c.out, "-o", name)
+		return
+	}
+	c.out = append(c.out, "-o", name+"="+escapeFuseOpt(value))
+}
+
+// long adds "name[=value]" when the daemon lists name.
+func (c *cTarget) long(name, value, key string) {
+	if !c.d.Supports(name) {
+		c.r.add(key)
+		return
+	}
+	if value == "" {
+		c.out = append(c.out, name)
+		return
+	}
+	c.out = append(c.out, name+"="+value)
+}
+
+// cArgs spells o for QEMU's C virtiofsd, option by option in the table's
+// order. Harmless on the C daemon, hence dropped: -f (it runs in the
+// foreground anyway), --seccomp=kill (its fixed behaviour), --allow-mmap
+// with --cache=auto|always (Rust ignores it there), -o no_flock / -o
+// no_posix_lock (its defaults) and the table's harmless ones. Log levels
+// map to the nearest: trace → debug, off → err. --syslog is dropped when h
+// says no syslog daemon answers (see Translate).
 func cArgs(o *Options, d Daemon, p protection.Protection, h Host) (out, adapted []string, err error) {
-	r := &refusals{o: o}
-	// opt adds "-o item" when the daemon lists the option name; key names
-	// the Rust option that asked for it, for the error otherwise.
-	opt := func(name, value, key string) {
-		if !d.Supports(name) {
-			r.add(key)
-			return
+	c := &cTarget{o: o, d: d, p: p, h: h, r: &refusals{o: o}}
+	for i := range options {
+		op := &options[i]
+		if op.toC != nil {
+			op.toC(c)
 		}
-		if value == "" {
-			out = append(out, "-o", name)
-			return
-		}
-		out = append(out, "-o", name+"="+escapeFuseOpt(value))
-	}
-	long := func(name, value, key string) {
-		if !d.Supports(name) {
-			r.add(key)
-			return
-		}
-		if value == "" {
-			out = append(out, name)
-			return
-		}
-		out = append(out, name+"="+value)
-	}
-
-	if o.Syslog {
-		if h.Syslog {
-			long("--syslog", "", "syslog")
-		} else {
-			adapted = append(adapted, "no syslog daemon answers at "+DevLog+": --syslog is not passed to "+d.String()+
-				", which logs to stderr instead (with --syslog its seccomp filter would kill it at its first message)")
+		if op.rustOnly != nil && op.rustOnly(o) {
+			c.r.add(op.givenKey())
 		}
 	}
-	switch {
-	case o.FD >= 0:
-		long("--fd", strconv.Itoa(o.FD), "fd")
-	case o.SocketPath != "":
-		long("--socket-path", o.SocketPath, "socket-path")
-	}
-	if o.SocketGroup != "" {
-		long("--socket-group", o.SocketGroup, "socket-group")
-	}
-	if o.SharedDir != "" {
-		opt("source", o.SharedDir, "shared-dir")
-	}
-	switch o.Cache {
-	case CacheAuto, CacheAlways:
-		opt("cache", string(o.Cache), "cache")
-	case CacheNever:
-		opt("cache", "none", "cache")
-	default:
-		r.add("cache")
-	}
-	long("--thread-pool-size", strconv.Itoa(o.ThreadPoolSize), "thread-pool-size")
-	if _, ok := o.Given("log-level"); ok {
-		level := map[string]string{"error": "err", "warn": "warn", "info": "info", "debug": "debug", "trace": "debug", "off": "err"}[o.LogLevel]
-		opt("log_level", level, "log-level")
-	}
-	if _, ok := o.Given("sandbox"); ok {
-		if o.Sandbox == SandboxNone {
-			r.add("sandbox")
-		} else {
-			opt("sandbox", string(o.Sandbox), "sandbox")
-		}
-	}
-	if o.Seccomp != "kill" {
-		r.add("seccomp")
-	}
-	if o.XattrEnabled() {
-		opt("xattr", "", "xattr")
-	}
-	if o.PosixACL {
-		opt("posix_acl", "", "posix-acl")
-	}
-	if o.SecurityLabel {
-		opt("security_label", "", "security-label")
-	}
-	if o.XattrMap != "" {
-		opt("xattrmap", o.XattrMap, "xattrmap")
-	}
-	if o.AnnounceSubmounts && p != protection.NoSubmounts {
-		opt("announce_submounts", "", "announce-submounts")
-	}
-	if o.Cache != CacheNever && o.NoReaddirplus {
-		opt("no_readdirplus", "", "no-readdirplus")
-	}
-	if o.Writeback {
-		opt("writeback", "", "writeback")
-	}
-	if o.AllowDirectIO {
-		opt("allow_direct_io", "", "allow-direct-io")
-	}
-	// Rust's default is no killpriv_v2; the C daemon's is to use it when the
-	// guest offers it. A C daemon without the option never uses it.
-	switch {
-	case o.KillprivV2:
-		opt("killpriv_v2", "", "killpriv-v2")
-	case d.Supports("no_killpriv_v2"):
-		opt("no_killpriv_v2", "", "killpriv-v2")
-	}
-	if o.Modcaps != "" {
-		opt("modcaps", o.Modcaps, "modcaps")
-	}
-	if o.RlimitNofile != nil {
-		long("--rlimit-nofile", strconv.FormatUint(*o.RlimitNofile, 10), "rlimit-nofile")
-	}
-	if o.PrintCapabilities {
-		long("--print-capabilities", "", "print-capabilities")
-	}
-
-	if o.ReadOnly {
-		r.add("readonly")
-	}
-	if o.AllowMmap && (o.Cache == CacheNever || o.Cache == CacheMetadata) {
-		r.add("allow-mmap")
-	}
-	if o.PreserveNoatime {
-		r.add("preserve-noatime")
-	}
-	refuseRustOnly(o, r)
-
-	if len(r.names) > 0 {
+	if len(c.r.names) > 0 {
 		return nil, nil, fmt.Errorf("%s cannot honour %s: remove %s from Kata's virtio_fs_cache/virtio_fs_extra_args, "+
-			"or point --guard-upstream at the Rust virtiofsd: %w", d, r, r.them(), errdefs.ErrNotImplemented)
+			"or point --guard-upstream at the Rust virtiofsd: %w", d, c.r, c.r.them(), errdefs.ErrNotImplemented)
 	}
-	return out, adapted, nil
+	return c.out, c.adapted, nil
 }
 
 // escapeFuseOpt escapes a value for the C daemon's comma-separated -o

@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	fst "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver/fsservertest"
 
 	"github.com/containerd/errdefs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -112,27 +114,27 @@ func TestServeReadOnly(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "greeting"), []byte("hello"), 0o644))
 	s := connect(t, sock)
 	c := s.clients[0]
-	init, err := c.init(guestInitFlags | fuse.CAP_DIRECT_IO_ALLOW_MMAP)
+	init, err := c.Init(fst.GuestInitFlags | fuse.CAP_DIRECT_IO_ALLOW_MMAP)
 	require.NoError(t, err)
 	require.NotZero(t, init.Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP, "--allow-mmap offered to the guest")
 
-	e, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "greeting")
+	e, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "greeting")
 	require.NoError(t, err)
 	require.Zero(t, errno)
-	fh, errno, err := c.open(e.NodeId, syscall.O_RDONLY)
+	fh, errno, err := c.Open(e.NodeId, syscall.O_RDONLY)
 	require.NoError(t, err)
 	require.Zero(t, errno)
-	got, err := c.read(e.NodeId, fh, 0, 100)
+	got, err := c.Read(e.NodeId, fh, 0, 100)
 	require.NoError(t, err)
 	require.Equal(t, "hello", string(got))
 
-	_, errno, err = c.open(e.NodeId, syscall.O_RDWR)
+	_, errno, err = c.Open(e.NodeId, syscall.O_RDWR)
 	require.NoError(t, err)
 	require.Equal(t, syscall.EROFS, errno)
-	r, err := c.call(opCreate, fuse.FUSE_ROOT_ID, inBody(&fuse.CreateIn{Flags: syscall.O_RDWR | syscall.O_CREAT, Mode: 0o644}),
-		cstr("new"), int(unsafe.Sizeof(fuse.CreateOut{})))
+	r, err := c.Call(fst.OpCreate, fuse.FUSE_ROOT_ID, fst.InBody(&fuse.CreateIn{Flags: syscall.O_RDWR | syscall.O_CREAT, Mode: 0o644}),
+		fst.Cstr("new"), int(unsafe.Sizeof(fuse.CreateOut{})))
 	require.NoError(t, err)
-	require.Equal(t, syscall.EROFS, r.errno)
+	require.Equal(t, syscall.EROFS, r.Errno)
 
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err)

@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"bufio"
@@ -10,20 +10,21 @@ import (
 	stdlog "log"
 	"net"
 	"os"
+	"os/signal"
 	"os/user"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/log"
 	"github.com/containerd/errdefs"
-	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
+	"github.com/containerd/log"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
@@ -90,8 +91,8 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	// file then says it stopped. (Without this, --sandbox=none died of the
 	// signal's default action and left running: true behind.)
 	parent := ctx
-	ctx, stopSignals := signalContext(ctx)
-	defer stopSignals()
+	ctx, stopNotify := signal.NotifyContext(ctx, stopSignals...)
+	defer stopNotify()
 	bySignal := func(err error) bool {
 		return parent.Err() == nil && ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled))
 	}
@@ -107,10 +108,14 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("shared_dir", dir))
 	// Protection recover: <state_dir>/status/<sandbox-id>.json.
 	status := newStatusFile(ctx, o)
-	defer status.finish()
+	defer status.finish(ctx)
 
 	if mode == fssandbox.ModeNone {
-		err := serveOn(ctx, l, dir, nil, o, status.update, fssandbox.SeccompNone)
+		var report func(passthroughfs.RecoveryStats)
+		if status != nil {
+			report = func(st passthroughfs.RecoveryStats) { status.update(ctx, st) }
+		}
+		err := serveOn(ctx, l, dir, nil, o, report, fssandbox.SeccompNone)
 		if bySignal(err) {
 			log.G(ctx).Info("virtio-fs daemon stopped by a signal")
 			return nil
@@ -167,7 +172,7 @@ func Serve(ctx context.Context, o *virtiofsd.Options) error {
 	debug.FreeOSMemory()
 	relayedStatus := make(chan struct{})
 	if statusR != nil {
-		go func() { status.relay(statusR); statusR.Close(); close(relayedStatus) }()
+		go func() { status.relay(ctx, statusR); statusR.Close(); close(relayedStatus) }()
 	} else {
 		close(relayedStatus)
 	}
@@ -258,6 +263,9 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 	if o.Protection == protection.Recover {
 		rec = &passthroughfs.RecoverOptions{Report: report}
 	}
+	// The guest kernel has applied the caller's umask to every mode it
+	// sends (virtiofsd sets 0 too).
+	syscall.Umask(0)
 	fs, err := passthroughfs.New(ctx, root, passthroughfs.Options{
 		Cache:             passthroughfs.CachePolicy(o.Cache),
 		AnnounceSubmounts: o.AnnounceSubmounts,
@@ -291,7 +299,7 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 	if !o.Readdirplus() {
 		mo.DisableReadDirPlus = true
 	}
-	dev := NewDevice(ctx, fs, mo, DeviceConfig{RequestQueues: requestQueues})
+	dev := fsserver.NewDevice(ctx, fs, mo, fsserver.DeviceConfig{RequestQueues: requestQueues})
 	// go-fuse reports some malformed requests (a short READ) with the
 	// standard logger, straight to stderr: rate-limit those too. This
 	// process serves one device, so taking the global logger is ours to do.
@@ -299,8 +307,8 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 	defer stdlog.SetFlags(stdlog.Flags())
 	stdlog.SetFlags(0)
 	stdlog.SetOutput(dev.GuestLog(ctx))
-	b := vhostuser.NewBackend(dev, vhostuser.Config{Workers: o.ThreadPoolSize, InlineQueues: []int{HiprioQueue}})
-	log.G(ctx).WithFields(logrus.Fields{
+	b := vhostuser.NewBackend(dev, vhostuser.Config{Workers: o.ThreadPoolSize, InlineQueues: []int{fsserver.HiprioQueue}})
+	log.G(ctx).WithFields(log.Fields{
 		"cache":              o.Cache,
 		"announce_submounts": o.AnnounceSubmounts,
 		"thread_pool_size":   o.ThreadPoolSize,
@@ -323,16 +331,18 @@ func IsSandboxChild() bool { return fssandbox.Stage() != "" }
 // RunSandboxChild runs the sandboxed daemon's current step and returns the
 // process exit code. It logs JSON to stderr, which Serve relays.
 func RunSandboxChild() int {
-	logger := logrus.New()
+	// This process is the sandboxed daemon and nothing else: the standard
+	// logger is its own to set.
+	logger := log.L.Logger
 	logger.SetOutput(os.Stderr)
-	logger.SetFormatter(&logrus.JSONFormatter{})
-	ctx := log.WithLogger(context.Background(), logrus.NewEntry(logger))
+	_ = log.SetFormat(log.JSONFormat)
+	ctx := log.WithLogger(context.Background(), log.L)
 	var o virtiofsd.Options
 	if err := json.Unmarshal([]byte(os.Getenv(envOptions)), &o); err != nil {
 		log.G(ctx).WithError(err).Error("sandboxed daemon: bad options from the parent")
 		return 1
 	}
-	logger.SetLevel(virtiofsd.LogrusLevel(o.LogLevel))
+	logger.SetLevel(virtiofsd.LogLevel(o.LogLevel))
 	if o.SandboxID != "" {
 		ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", o.SandboxID))
 	}
@@ -362,7 +372,7 @@ func RunSandboxChild() int {
 	}
 	log.G(ctx).WithField("capabilities", capEff()).WithField("sandbox_mode", c.Mode).Debug("sandboxed daemon confined")
 	log.G(ctx).WithFields(applyDaemonRuntime(o.ThreadPoolSize)).Debug("go runtime settings")
-	ctx, stop := signalContext(ctx)
+	ctx, stop := signal.NotifyContext(ctx, stopSignals...)
 	defer stop()
 	report := childStatusReporter(ctx)
 	// Last, when nothing but serving is left (virtiofsd's --seccomp).
@@ -401,9 +411,9 @@ func relayLog(ctx context.Context, r io.Reader) {
 			continue
 		}
 		msg, _ := m["msg"].(string)
-		lvl, err := logrus.ParseLevel(fmt.Sprint(m["level"]))
-		if err != nil {
-			lvl = logrus.InfoLevel
+		var lvl log.Level
+		if err := lvl.UnmarshalText([]byte(fmt.Sprint(m["level"]))); err != nil {
+			lvl = log.InfoLevel
 		}
 		delete(m, "msg")
 		delete(m, "level")
@@ -411,19 +421,3 @@ func relayLog(ctx context.Context, r io.Reader) {
 		log.G(ctx).WithFields(m).Log(lvl, msg)
 	}
 }
-
-func signalContext(ctx context.Context) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	sigs := make(chan os.Signal, 1)
-	notify(sigs)
-	go func() {
-		select {
-		case <-sigs:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, func() { stopNotify(sigs); cancel() }
-}
-
-var _ = unix.SIGTERM

@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"runtime"
@@ -15,12 +15,12 @@ func TestDaemonRuntime(t *testing.T) {
 		pool, procs int
 		want        runtimeSettings
 	}{
-		{"Kata's pool of 1 on a large host: one P", nil, 1, 64, runtimeSettings{gcPercent: DefaultGCPercent, maxProcs: 1}},
-		{"pool of 4: four Ps", nil, 4, 64, runtimeSettings{gcPercent: DefaultGCPercent, maxProcs: 4}},
-		{"pool larger than the CPUs: the CPUs", nil, 16, 2, runtimeSettings{gcPercent: DefaultGCPercent, maxProcs: 2}},
-		{"no pool (requests served inline, or the waiting parent): one P", nil, 0, 8, runtimeSettings{gcPercent: DefaultGCPercent, maxProcs: 1}},
+		{"Kata's pool of 1 on a large host: one P", nil, 1, 64, runtimeSettings{gcPercent: defaultGCPercent, maxProcs: 1}},
+		{"pool of 4: four Ps", nil, 4, 64, runtimeSettings{gcPercent: defaultGCPercent, maxProcs: 4}},
+		{"pool larger than the CPUs: the CPUs", nil, 16, 2, runtimeSettings{gcPercent: defaultGCPercent, maxProcs: 2}},
+		{"no pool (requests served inline, or the waiting parent): one P", nil, 0, 8, runtimeSettings{gcPercent: defaultGCPercent, maxProcs: 1}},
 		{"operator's GOGC wins", map[string]string{"GOGC": "200"}, 1, 8, runtimeSettings{maxProcs: 1}},
-		{"operator's GOMAXPROCS wins", map[string]string{"GOMAXPROCS": "8"}, 1, 8, runtimeSettings{gcPercent: DefaultGCPercent}},
+		{"operator's GOMAXPROCS wins", map[string]string{"GOMAXPROCS": "8"}, 1, 8, runtimeSettings{gcPercent: defaultGCPercent}},
 		{"both the operator's", map[string]string{"GOGC": "off", "GOMAXPROCS": "3"}, 1, 8, runtimeSettings{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -42,7 +42,7 @@ func TestApplyDaemonRuntime(t *testing.T) {
 		debug.SetGCPercent(gc)
 	})
 	set := applyDaemonRuntime(1)
-	require.Equal(t, map[string]any{"gogc": DefaultGCPercent, "gomaxprocs": 1}, set)
+	require.Equal(t, map[string]any{"gogc": defaultGCPercent, "gomaxprocs": 1}, set)
 	require.Equal(t, 1, runtime.GOMAXPROCS(0))
-	require.Equal(t, DefaultGCPercent, debug.SetGCPercent(DefaultGCPercent), "GOGC the daemon runs with")
+	require.Equal(t, defaultGCPercent, debug.SetGCPercent(defaultGCPercent), "GOGC the daemon runs with")
 }

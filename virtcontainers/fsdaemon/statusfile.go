@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"bufio"
@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd/log"
+	"github.com/containerd/log"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
@@ -23,14 +23,13 @@ import (
 // the parent to write the status file (the sandbox cannot reach state_dir).
 const envStatusFD = "KSG_FSSERVER_STATUS_FD"
 
-// statusFile keeps <state_dir>/status/<sandbox-id>.json (passthroughfs.Status)
+// statusFile keeps <state_dir>/status/<sandbox-id>.json (Status)
 // of a share served with protection recover. A nil *statusFile does nothing:
 // other protections, or a share that is not a Kata sandbox's.
 type statusFile struct {
-	ctx    context.Context
 	path   string
 	mu     sync.Mutex
-	status passthroughfs.Status
+	status Status
 	failed bool
 }
 
@@ -39,65 +38,64 @@ func newStatusFile(ctx context.Context, o *virtiofsd.Options) *statusFile {
 		return nil
 	}
 	s := &statusFile{
-		ctx:  ctx,
 		path: statedir.StatusPath(o.Guard.StateDir, o.SandboxID),
-		status: passthroughfs.Status{
+		status: Status{
 			SandboxID: o.SandboxID, Protection: string(o.Protection), PID: os.Getpid(), Running: true,
 			RecoveryStats: passthroughfs.RecoveryStats{MaxHeld: passthroughfs.DefaultMaxHeld},
 		},
 	}
-	s.write()
+	s.write(ctx)
 	return s
 }
 
 // update records the counters of the running daemon.
-func (s *statusFile) update(st passthroughfs.RecoveryStats) {
+func (s *statusFile) update(ctx context.Context, st passthroughfs.RecoveryStats) {
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.status.RecoveryStats = st
-	s.writeLocked()
+	s.writeLocked(ctx)
 }
 
 // finish records that the daemon has ended, with its last counters.
-func (s *statusFile) finish() {
+func (s *statusFile) finish(ctx context.Context) {
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.status.Running = false
-	s.writeLocked()
+	s.writeLocked(ctx)
 }
 
-func (s *statusFile) write() {
+func (s *statusFile) write(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.writeLocked()
+	s.writeLocked(ctx)
 }
 
 // writeLocked replaces the file; a failure is logged once and the share is
 // served regardless.
-func (s *statusFile) writeLocked() {
+func (s *statusFile) writeLocked(ctx context.Context) {
 	s.status.Updated = time.Now().UTC()
-	if err := passthroughfs.WriteStatus(s.path, &s.status); err != nil && !s.failed {
+	if err := writeStatus(s.path, &s.status); err != nil && !s.failed {
 		s.failed = true
-		log.G(s.ctx).WithError(err).Warn("cannot write the recovery status file; recoveries are still logged")
+		log.G(ctx).WithError(err).Warn("cannot write the recovery status file; recoveries are still logged")
 	}
 }
 
 // relay reads the counters the sandboxed daemon sends on r until it closes.
-func (s *statusFile) relay(r io.Reader) {
+func (s *statusFile) relay(ctx context.Context, r io.Reader) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		var st passthroughfs.RecoveryStats
 		if err := json.Unmarshal(sc.Bytes(), &st); err != nil {
-			log.G(s.ctx).WithError(err).Warn("sandboxed daemon sent a bad status line")
+			log.G(ctx).WithError(err).Warn("sandboxed daemon sent a bad status line")
 			continue
 		}
-		s.update(st)
+		s.update(ctx, st)
 	}
 }
 

@@ -1,4 +1,4 @@
-package passthroughfs
+package fsdaemon
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 )
 
 // maxStatusSize caps what ReadStatus reads; a status is a few hundred bytes.
@@ -31,13 +32,13 @@ type Status struct {
 	// Running is false once the daemon has ended.
 	Running bool      `json:"running"`
 	Updated time.Time `json:"updated"`
-	RecoveryStats
+	passthroughfs.RecoveryStats
 }
 
-// WriteStatus replaces the file at path with s: written to a temporary file
+// writeStatus replaces the file at path with s: written to a temporary file
 // beside it and renamed over it. The directory is created 0700 if missing;
 // the file is 0600.
-func WriteStatus(path string, s *Status) (err error) {
+func writeStatus(path string, s *Status) (err error) {
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("write status: %w", err)
@@ -63,16 +64,16 @@ func ReadStatus(path string) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read status %s: %w", path, err)
 	}
-	s, err := DecodeStatus(data)
+	s, err := decodeStatus(data)
 	if err != nil {
 		return nil, fmt.Errorf("read status %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// DecodeStatus parses a status file strictly: unknown fields and trailing
+// decodeStatus parses a status file strictly: unknown fields and trailing
 // data are errors.
-func DecodeStatus(data []byte) (*Status, error) {
+func decodeStatus(data []byte) (*Status, error) {
 	if len(data) > maxStatusSize {
 		return nil, fmt.Errorf("status larger than %d bytes: %w", maxStatusSize, errdefs.ErrInvalidArgument)
 	}
@@ -80,7 +81,7 @@ func DecodeStatus(data []byte) (*Status, error) {
 	dec.DisallowUnknownFields()
 	var s Status
 	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("decode status: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("decode status: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("decode status: trailing data: %w", errdefs.ErrInvalidArgument)

@@ -1,5 +1,5 @@
 // Command sandboxd serves a share like kata-virtiofsd's serve mode, without
-// the launcher's plan handling: the fsserver tests build it with
+// the launcher's plan handling: the fsdaemon tests build it with
 // CGO_ENABLED=0 to run the sandbox for real.
 package main
 
@@ -8,16 +8,16 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/containerd/containerd/log"
+	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
 
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsdaemon"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
 func main() {
-	if fsserver.IsSandboxChild() {
-		os.Exit(fsserver.RunSandboxChild())
+	if fsdaemon.IsSandboxChild() {
+		os.Exit(fsdaemon.RunSandboxChild())
 	}
 	o, err := virtiofsd.Parse(os.Args[1:])
 	if err != nil {
@@ -29,7 +29,7 @@ func main() {
 	logger := logrus.New()
 	logger.SetLevel(logrus.DebugLevel)
 	ctx := log.WithLogger(context.Background(), logrus.NewEntry(logger))
-	if err := fsserver.Serve(ctx, o); err != nil {
+	if err := fsdaemon.Serve(ctx, o); err != nil {
 		log.G(ctx).WithError(err).Error("sandboxd")
 		os.Exit(1)
 	}

@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"context"
@@ -8,6 +8,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	fst "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver/fsservertest"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/stretchr/testify/require"
@@ -63,45 +66,45 @@ func TestServeRecover(t *testing.T) {
 
 			s := connect(t, sock)
 			c := s.clients[0]
-			_, err := c.init(guestInitFlags)
+			_, err := c.Init(fst.GuestInitFlags)
 			require.NoError(t, err)
-			st, err := passthroughfs.ReadStatus(statusPath)
+			st, err := ReadStatus(statusPath)
 			require.NoError(t, err, "status written when serving starts")
 			require.True(t, st.Running)
 			require.Equal(t, daemonPid, st.PID)
 			require.Equal(t, "recover", st.Protection)
 			require.Zero(t, st.Recoveries)
 
-			v, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "vol")
+			v, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "vol")
 			require.NoError(t, err)
 			require.Zero(t, errno)
 			require.NotZero(t, v.Attr.Flags&fuse.ATTR_SUBMOUNT)
 			// The parent's inode is evicted: FORGET on the hiprio queue.
 			fin := fuse.ForgetIn{Nlookup: 1}
-			_, err = (&client{q: s.hiprio}).call(opForget, v.NodeId, inBody(&fin), nil, -1)
+			_, err = (&fst.Client{Q: s.hiprio}).Call(fst.OpForget, v.NodeId, fst.InBody(&fin), nil, -1)
 			require.NoError(t, err)
 			// The submount root goes on using the node ID.
 			var gin fuse.GetAttrIn
-			r, err := c.call(opGetattr, v.NodeId, inBody(&gin), nil, int(sizeofAttrOut))
+			r, err := c.Call(fst.OpGetattr, v.NodeId, fst.InBody(&gin), nil, int(unsafe.Sizeof(fuse.AttrOut{})))
 			require.NoError(t, err)
-			require.Zero(t, r.errno, "getattr on the forgotten submount root")
-			m, errno, err := c.lookup(v.NodeId, "marker")
-			require.NoError(t, err)
-			require.Zero(t, errno)
-			fh, errno, err := c.open(m.NodeId, syscall.O_RDONLY)
+			require.Zero(t, r.Errno, "getattr on the forgotten submount root")
+			m, errno, err := c.Lookup(v.NodeId, "marker")
 			require.NoError(t, err)
 			require.Zero(t, errno)
-			got, err := c.read(m.NodeId, fh, 0, 100)
+			fh, errno, err := c.Open(m.NodeId, syscall.O_RDONLY)
+			require.NoError(t, err)
+			require.Zero(t, errno)
+			got, err := c.Read(m.NodeId, fh, 0, 100)
 			require.NoError(t, err)
 			require.Equal(t, "volume data", string(got))
 
 			require.Eventually(t, func() bool {
-				st, err := passthroughfs.ReadStatus(statusPath)
+				st, err := ReadStatus(statusPath)
 				return err == nil && st.Recoveries == 1 && st.Running
 			}, 10*time.Second, 20*time.Millisecond, "status file counts the recovery while serving")
 
 			s.hiprio.Close()
-			c.q.Close()
+			c.Q.Close()
 			s.f.Close()
 			select {
 			case err := <-done:
@@ -109,7 +112,7 @@ func TestServeRecover(t *testing.T) {
 			case <-time.After(20 * time.Second):
 				t.Fatal("daemon still running after the frontend hung up")
 			}
-			st, err = passthroughfs.ReadStatus(statusPath)
+			st, err = ReadStatus(statusPath)
 			require.NoError(t, err)
 			require.False(t, st.Running, "final status")
 			require.EqualValues(t, 1, st.Recoveries)

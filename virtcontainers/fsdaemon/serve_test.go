@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	fst "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver/fsservertest"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/stretchr/testify/require"
@@ -32,12 +34,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// session is a guest's side of the daemon's virtio-fs device.
+type session struct {
+	f       *vut.Frontend
+	hiprio  *vut.Queue
+	clients []*fst.Client
+}
+
 // connect dials the daemon's socket and sets up a session like QEMU.
 func connect(t *testing.T, sock string) *session {
 	t.Helper()
 	d, err := vut.DialFS(sock, 10*time.Second)
 	require.NoError(t, err)
-	return &session{f: d.Frontend, hiprio: d.Hiprio, clients: []*client{{q: d.Requests}}}
+	return &session{f: d.Frontend, hiprio: d.Hiprio, clients: []*fst.Client{{Q: d.Requests}}}
 }
 
 // childOf returns the pid of our child process running the sandbox.
@@ -101,20 +110,20 @@ func TestServeSandboxModes(t *testing.T) {
 
 			s := connect(t, sock)
 			c := s.clients[0]
-			_, err := c.init(guestInitFlags)
+			_, err := c.Init(fst.GuestInitFlags)
 			require.NoError(t, err)
-			e, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "greeting")
-			require.NoError(t, err)
-			require.Zero(t, errno)
-			fh, errno, err := c.open(e.NodeId, syscall.O_RDONLY)
+			e, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "greeting")
 			require.NoError(t, err)
 			require.Zero(t, errno)
-			got, err := c.read(e.NodeId, fh, 0, 100)
+			fh, errno, err := c.Open(e.NodeId, syscall.O_RDONLY)
+			require.NoError(t, err)
+			require.Zero(t, errno)
+			got, err := c.Read(e.NodeId, fh, 0, 100)
 			require.NoError(t, err)
 			require.Equal(t, "hello from the host", string(got))
-			ne, fh2, err := c.create(fuse.FUSE_ROOT_ID, "from-guest", 0o600)
+			ne, fh2, err := c.Create(fuse.FUSE_ROOT_ID, "from-guest", 0o600)
 			require.NoError(t, err)
-			_, err = c.write(ne.NodeId, fh2, 0, []byte("guest data"))
+			_, err = c.Write(ne.NodeId, fh2, 0, []byte("guest data"))
 			require.NoError(t, err)
 			b, err := os.ReadFile(filepath.Join(dir, "from-guest"))
 			require.NoError(t, err)
@@ -122,13 +131,13 @@ func TestServeSandboxModes(t *testing.T) {
 
 			// Escapes: ".." at the root and an absolute symlink must not
 			// reach the host's /etc.
-			if up, errno, err := c.lookup(fuse.FUSE_ROOT_ID, ".."); err == nil && errno == 0 {
-				_, errno, err = c.lookup(up.NodeId, "etc")
+			if up, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, ".."); err == nil && errno == 0 {
+				_, errno, err = c.Lookup(up.NodeId, "etc")
 				require.NoError(t, err)
 				require.NotZero(t, errno, "\"..\" at the share's root reached the host's /etc")
 			}
-			if abs, errno, err := c.lookup(fuse.FUSE_ROOT_ID, "abs"); err == nil && errno == 0 {
-				_, errno, err = c.lookup(abs.NodeId, "passwd")
+			if abs, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "abs"); err == nil && errno == 0 {
+				_, errno, err = c.Lookup(abs.NodeId, "passwd")
 				require.NoError(t, err)
 				require.NotZero(t, errno, "a symlink to /etc was followed on the host")
 			}
@@ -161,7 +170,7 @@ func TestServeSandboxModes(t *testing.T) {
 
 			// The frontend going away ends the daemon cleanly.
 			s.hiprio.Close()
-			c.q.Close()
+			c.Q.Close()
 			s.f.Close()
 			select {
 			case err := <-done:
@@ -221,7 +230,7 @@ func TestServeInheritedFD(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- Serve(context.Background(), o) }()
 	s := connect(t, sock)
-	_, err = s.clients[0].init(guestInitFlags)
+	_, err = s.clients[0].Init(fst.GuestInitFlags)
 	require.NoError(t, err)
 	s.f.Close()
 	require.NoError(t, <-done)

@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"context"
@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
+	fst "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsserver/fsservertest"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 )
 
 // TestServeStopsOnSIGTERM: SIGTERM to the daemon (what Kata and systemd
@@ -52,11 +53,11 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 				if connected {
 					s := connect(t, sock)
 					defer s.f.Close()
-					_, err := s.clients[0].init(guestInitFlags)
+					_, err := s.clients[0].Init(fst.GuestInitFlags)
 					require.NoError(t, err)
 				}
 				require.Eventually(t, func() bool {
-					st, err := passthroughfs.ReadStatus(statusPath)
+					st, err := ReadStatus(statusPath)
 					return err == nil && st.Running
 				}, 10*time.Second, 10*time.Millisecond, "status file says running")
 				if mode != fssandbox.ModeNone {
@@ -71,7 +72,7 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 				case <-time.After(10 * time.Second):
 					t.Fatalf("daemon still running 10 s after SIGTERM; log:\n%s", daemonLog.String())
 				}
-				st, err := passthroughfs.ReadStatus(statusPath)
+				st, err := ReadStatus(statusPath)
 				require.NoError(t, err)
 				require.False(t, st.Running, "final status")
 				_, err = os.Stat(sock)

@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"context"
@@ -8,8 +8,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/containerd/containerd/log"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 )
 
 // defaultNofile is what Rust virtiofsd raises RLIMIT_NOFILE to when

@@ -1,4 +1,4 @@
-package fsserver
+package fsdaemon
 
 import (
 	"context"
@@ -6,13 +6,13 @@ import (
 	"runtime"
 	"runtime/debug"
 
-	"github.com/containerd/containerd/log"
+	"github.com/containerd/log"
 
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
-// DefaultGCPercent is the daemon's GOGC. Go's default, 100, lets the heap
+// defaultGCPercent is the daemon's GOGC. Go's default, 100, lets the heap
 // reach twice what is live; go-fuse allocates about 1 KiB per request, so
 // between collections the heap fills with garbage up to that goal, and the
 // daemon's memory per inode the guest holds was 360 bytes (Rust virtiofsd:
@@ -25,7 +25,7 @@ import (
 // holds (135 bytes each, up to the fd limit, a million on a Kata host), and
 // a fixed limit below it makes the collector run without pause. A 6 MiB
 // limit gave 182 bytes per inode here, with a few thousand inodes only.
-const DefaultGCPercent = 50
+const defaultGCPercent = 50
 
 // runtimeSettings are the Go runtime settings the daemon applies; a zero
 // field leaves the runtime's value.
@@ -47,7 +47,7 @@ type runtimeSettings struct {
 func daemonRuntime(getenv func(string) string, pool, procs int) runtimeSettings {
 	var s runtimeSettings
 	if getenv("GOGC") == "" {
-		s.gcPercent = DefaultGCPercent
+		s.gcPercent = defaultGCPercent
 	}
 	if getenv("GOMAXPROCS") == "" {
 		s.maxProcs = min(procs, max(1, pool))

@@ -1,6 +1,7 @@
-package passthroughfs
+package fsdaemon
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/passthroughfs"
 )
 
 func TestStatusFile(t *testing.T) {
@@ -20,9 +22,9 @@ func TestStatusFile(t *testing.T) {
 	want := &Status{
 		SandboxID: "sb-1", Protection: "recover", PID: 42, Running: true,
 		Updated:       time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
-		RecoveryStats: RecoveryStats{Recoveries: 2, Forgotten: 3, Held: 1, HeldByFD: 1, MaxHeld: DefaultMaxHeld},
+		RecoveryStats: passthroughfs.RecoveryStats{Recoveries: 2, Forgotten: 3, Held: 1, HeldByFD: 1, MaxHeld: passthroughfs.DefaultMaxHeld},
 	}
-	require.NoError(t, WriteStatus(path, want))
+	require.NoError(t, writeStatus(path, want))
 	got, err := ReadStatus(path)
 	require.NoError(t, err)
 	require.Equal(t, want, got)
@@ -42,7 +44,7 @@ func TestStatusFile(t *testing.T) {
 	}
 
 	want.Running, want.Recoveries = false, 3
-	require.NoError(t, WriteStatus(path, want))
+	require.NoError(t, writeStatus(path, want))
 	got, err = ReadStatus(path)
 	require.NoError(t, err)
 	require.Equal(t, want, got)
@@ -63,17 +65,26 @@ func TestDecodeStatusRejects(t *testing.T) {
 		"too large":     `{"sandbox_id":"` + strings.Repeat("a", maxStatusSize) + `"}`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			s, err := DecodeStatus([]byte(data))
+			s, err := decodeStatus([]byte(data))
 			require.ErrorIs(t, err, errdefs.ErrInvalidArgument)
 			require.Nil(t, s)
 		})
 	}
 }
 
+// The decoder's own error stays in the chain, beside the class.
+func TestDecodeStatusKeepsCause(t *testing.T) {
+	_, err := decodeStatus([]byte(`{"pid":"one"}`))
+	require.ErrorIs(t, err, errdefs.ErrInvalidArgument)
+	var typeErr *json.UnmarshalTypeError
+	require.ErrorAs(t, err, &typeErr)
+	require.Equal(t, "pid", typeErr.Field)
+}
+
 func FuzzDecodeStatus(f *testing.F) {
 	f.Add([]byte(`{"sandbox_id":"sb","protection":"recover","pid":1,"running":true,"updated":"2026-01-02T03:04:05Z","recoveries":1,"forgotten":1,"relooked":0,"stale":0,"evicted":0,"held":1,"held_by_fd":1,"max_held":1024}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s, err := DecodeStatus(data)
+		s, err := decodeStatus(data)
 		if (s == nil) == (err == nil) {
 			t.Fatalf("status %v, error %v", s, err)
 		}
