@@ -1,6 +1,7 @@
 package fsserver
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser"
 	vut "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser/vhostusertest"
 )
 
@@ -75,3 +77,31 @@ func BenchmarkDeviceRoundTrip(b *testing.B) {
 }
 
 const sizeofAttrOut = 104
+
+// BenchmarkDeviceHandle measures the daemon side of one request alone: the
+// bridge, ProtocolServer and a file system that does nothing, without
+// rings or notifications.
+func BenchmarkDeviceHandle(b *testing.B) {
+	dev := initedDevice(b, &forgetSpy{RawFileSystem: fuse.NewDefaultRawFileSystem()})
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		in   []byte
+		out  int
+	}{
+		{"forget", request(opForget, 7, forgetBody(1)), 0},
+		{"batch_forget16", request(opBatchForget, 0, batch(16, make([][2]uint64, 16)...)), 0},
+		{"getattr", request(opGetattr, 1, inBody(&fuse.GetAttrIn{})), 16 + sizeofAttrOut},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := &vhostuser.Chain{Readable: [][]byte{bc.in}}
+			if bc.out > 0 {
+				c.Writable = [][]byte{make([]byte, bc.out)}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				dev.Handle(ctx, 1, c)
+			}
+		})
+	}
+}
