@@ -396,7 +396,7 @@ func relayLog(ctx context.Context, r io.Reader) {
 	for sc.Scan() {
 		line := sc.Bytes()
 		if bytes.HasPrefix(line, []byte("SCHED ")) {
-			continue // the Go runtime's schedtrace line (SchedtraceMillis)
+			continue // the Go runtime's schedtrace line (schedtraceMillis)
 		}
 		var m map[string]any
 		if err := json.Unmarshal(line, &m); err != nil {
