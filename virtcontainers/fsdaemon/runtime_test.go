@@ -1,11 +1,19 @@
 package fsdaemon
 
 import (
+	"context"
+	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"testing"
 
+	"github.com/containerd/containerd/log"
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
 func TestDaemonRuntime(t *testing.T) {
@@ -45,4 +53,64 @@ func TestApplyDaemonRuntime(t *testing.T) {
 	require.Equal(t, map[string]any{"gogc": defaultGCPercent, "gomaxprocs": 1}, set)
 	require.Equal(t, 1, runtime.GOMAXPROCS(0))
 	require.Equal(t, defaultGCPercent, debug.SetGCPercent(defaultGCPercent), "GOGC the daemon runs with")
+}
+
+func TestDaemonGODEBUG(t *testing.T) {
+	set := "schedtrace=2147483647"
+	for _, tc := range []struct {
+		name, env, want string
+		changed         bool
+	}{
+		{"none set: schedtrace", "", set, true},
+		{"the operator's other settings are kept", "madvdontneed=1", "madvdontneed=1," + set, true},
+		{"the operator's schedtrace wins", "schedtrace=1000", "schedtrace=1000", false},
+		{"schedtrace=0 turns it off", "madvdontneed=1,schedtrace=0", "madvdontneed=1,schedtrace=0", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, changed := daemonGODEBUG(tc.env)
+			require.Equal(t, tc.want, got)
+			require.Equal(t, tc.changed, changed)
+		})
+	}
+}
+
+// The sandboxed daemon is a child that inherits this process's environment
+// (fssandbox.Spawn); the runtime reads schedtrace only at its start.
+func TestApplyRuntimeDefaultsSetsTheSandboxedDaemonsGODEBUG(t *testing.T) {
+	procs := runtime.GOMAXPROCS(0)
+	gc := debug.SetGCPercent(100)
+	t.Cleanup(func() {
+		runtime.GOMAXPROCS(procs)
+		debug.SetGCPercent(gc)
+	})
+	for _, tc := range []struct {
+		sandbox virtiofsd.SandboxMode
+		want    string
+	}{
+		{"namespace", "schedtrace=2147483647"},
+		{"chroot", "schedtrace=2147483647"},
+		{"none", ""}, // serves in this process, whose runtime has started
+	} {
+		t.Run(string(tc.sandbox), func(t *testing.T) {
+			t.Setenv("GOGC", "")
+			t.Setenv("GOMAXPROCS", "")
+			t.Setenv("GODEBUG", "")
+			ApplyRuntimeDefaults(context.Background(), &virtiofsd.Options{Sandbox: tc.sandbox, ThreadPoolSize: 1})
+			require.Equal(t, tc.want, os.Getenv("GODEBUG"))
+		})
+	}
+}
+
+func TestRelayLogDropsTheRuntimesSchedtraceLine(t *testing.T) {
+	logger, hook := logtest.NewNullLogger()
+	ctx := log.WithLogger(context.Background(), logrus.NewEntry(logger))
+	relayLog(ctx, strings.NewReader(`SCHED 2147483647ms: gomaxprocs=1 idleprocs=1 threads=5 spinningthreads=0 needspinning=0 idlethreads=2 runqueue=0 [0]
+{"level":"info","msg":"served"}
+not JSON
+`))
+	var got []string
+	for _, e := range hook.AllEntries() {
+		got = append(got, e.Message)
+	}
+	require.Equal(t, []string{"served", "virtio-fs daemon"}, got)
 }

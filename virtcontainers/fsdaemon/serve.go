@@ -2,6 +2,7 @@ package fsdaemon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -405,6 +406,9 @@ func relayLog(ctx context.Context, r io.Reader) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
+		if bytes.HasPrefix(line, []byte("SCHED ")) {
+			continue // the Go runtime's schedtrace line (schedtraceMillis)
+		}
 		var m map[string]any
 		if err := json.Unmarshal(line, &m); err != nil {
 			log.G(ctx).WithField("daemon_output", string(line)).Warn("virtio-fs daemon")

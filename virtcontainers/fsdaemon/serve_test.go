@@ -161,6 +161,10 @@ func TestServeSandboxModes(t *testing.T) {
 						require.Equal(t, ours, theirs)
 					}
 				}
+				// It runs with sysmon kept from sleeping deeply (runtime.go).
+				environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+				require.NoError(t, err)
+				require.Contains(t, strings.Split(string(environ), "\x00"), "GODEBUG=schedtrace=2147483647")
 				// The daemon's root is the shared directory: what it sees
 				// as /greeting is the host's file.
 				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/greeting", pid))

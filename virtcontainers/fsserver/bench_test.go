@@ -1,6 +1,7 @@
 package fsserver
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser"
 	vut "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser/vhostusertest"
 )
 
@@ -60,7 +62,7 @@ func BenchmarkDeviceRoundTrip(b *testing.B) {
 					b.Fatal(r.Errno, err)
 				}
 				fin := fuse.ForgetIn{Nlookup: 1}
-				if _, err := (&fst.Client{Q: s.hiprio}).Call(opForget, ce.NodeId, fst.InBody(&fin), nil, -1); err != nil {
+				if _, err := (&fst.Client{Q: s.hiprio}).Call(fst.OpForget, ce.NodeId, fst.InBody(&fin), nil, -1); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -77,3 +79,31 @@ func BenchmarkDeviceRoundTrip(b *testing.B) {
 }
 
 const sizeofAttrOut = 104
+
+// BenchmarkDeviceHandle measures the daemon side of one request alone: the
+// bridge, ProtocolServer and a file system that does nothing, without
+// rings or notifications.
+func BenchmarkDeviceHandle(b *testing.B) {
+	dev := initedDevice(b, &forgetSpy{RawFileSystem: fuse.NewDefaultRawFileSystem()})
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		in   []byte
+		out  int
+	}{
+		{"forget", request(fst.OpForget, 7, forgetBody(1)), 0},
+		{"batch_forget16", request(fst.OpBatchForget, 0, batch(16, make([][2]uint64, 16)...)), 0},
+		{"getattr", request(fst.OpGetattr, 1, fst.InBody(&fuse.GetAttrIn{})), 16 + sizeofAttrOut},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := &vhostuser.Chain{Readable: [][]byte{bc.in}}
+			if bc.out > 0 {
+				c.Writable = [][]byte{make([]byte, bc.out)}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				dev.Handle(ctx, 1, c)
+			}
+		})
+	}
+}

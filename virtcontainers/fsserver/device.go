@@ -62,6 +62,10 @@ type Device struct {
 	// Those two take it exclusively.
 	session  sync.RWMutex
 	initDone atomic.Bool
+	// ownForget: the bridge serves FORGET and BATCH_FORGET itself (see
+	// forget), unless go-fuse must see them (it keeps inodes for ever, or
+	// logs every request).
+	ownForget bool
 	// warn limits the warnings a guest can trigger.
 	warn *vhostuser.WarnLimiter
 }
@@ -95,6 +99,8 @@ func NewDevice(ctx context.Context, fs fuse.RawFileSystem, opts *fuse.MountOptio
 		queues: 1 + cfg.RequestQueues,
 		lim:    vhostuser.Limits{MaxReadable: limit, MaxWritable: limit},
 		warn:   warn,
+
+		ownForget: !o.RememberInodes && !o.Debug,
 	}
 }
 
@@ -201,6 +207,9 @@ func (d *Device) Handle(ctx context.Context, q int, c *vhostuser.Chain) (n uint3
 		}
 		return errorReply(c.Writable, hdr[:got], syscall.EIO)
 	}
+	if (op == opForget || op == opBatchForget) && d.ownForget && d.forget(op, hdr[:], c.Readable) {
+		return 0
+	}
 	written, status := d.ps.HandleRequest(c.Readable, c.Writable)
 	if op == opDestroy {
 		if r, ok := d.fs.(resetter); ok {
@@ -224,6 +233,83 @@ func (d *Device) Handle(ctx context.Context, q int, c *vhostuser.Chain) (n uint3
 		log.G(ctx).WithField("queue", q).Debug("virtio-fs session initialised")
 	}
 	return uint32(written)
+}
+
+// forget serves a FORGET or BATCH_FORGET as go-fuse would, without its
+// request record: go-fuse allocates about 1 KiB and a channel for every
+// request, and half of what a guest churning through files sends is
+// forgets, which have no reply. It returns false for a request shorter than
+// it says, or a FORGET of go-fuse's own node, which go-fuse then serves.
+func (d *Device) forget(op uint32, hdr []byte, in [][]byte) bool {
+	r := iovReader{iov: in}
+	r.skip(inHeaderSize)
+	var b [16]byte
+	if r.read(b[:8]) < 8 {
+		return false
+	}
+	if op == opForget {
+		node := binary.LittleEndian.Uint64(hdr[16:])
+		if node == pollHackNode {
+			return false
+		}
+		d.fs.Forget(node, binary.LittleEndian.Uint64(b[:8]))
+		return true
+	}
+	count := uint64(binary.LittleEndian.Uint32(b[:4]))
+	if count > uint64(r.left())/16 {
+		return false
+	}
+	for range count {
+		r.read(b[:])
+		node := binary.LittleEndian.Uint64(b[:8])
+		if node == pollHackNode {
+			continue
+		}
+		d.fs.Forget(node, binary.LittleEndian.Uint64(b[8:]))
+	}
+	return true
+}
+
+// pollHackNode is the node ID go-fuse answers for itself (its poll probe)
+// and never passes to the file system's Forget.
+const pollHackNode = ^uint64(0)
+
+// iovReader reads a chain's readable buffers as one stream.
+type iovReader struct {
+	iov [][]byte
+	off int // into iov[0]
+}
+
+func (r *iovReader) read(dst []byte) int {
+	n := 0
+	for n < len(dst) && len(r.iov) > 0 {
+		k := copy(dst[n:], r.iov[0][r.off:])
+		n += k
+		r.off += k
+		if r.off == len(r.iov[0]) {
+			r.iov, r.off = r.iov[1:], 0
+		}
+	}
+	return n
+}
+
+func (r *iovReader) skip(n int) {
+	for n > 0 && len(r.iov) > 0 {
+		k := min(n, len(r.iov[0])-r.off)
+		n -= k
+		r.off += k
+		if r.off == len(r.iov[0]) {
+			r.iov, r.off = r.iov[1:], 0
+		}
+	}
+}
+
+func (r *iovReader) left() int {
+	n := -r.off
+	for _, b := range r.iov {
+		n += len(b)
+	}
+	return n
 }
 
 // File systems that keep per-session state (passthroughfs) learn about

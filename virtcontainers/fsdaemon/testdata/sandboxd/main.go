@@ -29,6 +29,7 @@ func main() {
 	logger := logrus.New()
 	logger.SetLevel(logrus.DebugLevel)
 	ctx := log.WithLogger(context.Background(), logrus.NewEntry(logger))
+	fsdaemon.ApplyRuntimeDefaults(ctx, o) // as kata-virtiofsd's serve does
 	if err := fsdaemon.Serve(ctx, o); err != nil {
 		log.G(ctx).WithError(err).Error("sandboxd")
 		os.Exit(1)
