@@ -10,7 +10,7 @@ BINARIES := containerd-shim-kata-v2 kata-runtime kata-virtiofsd
 REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.revision=$(REVISION)
 
-.PHONY: all build inspect setup test test-with-syslog test-without-syslog unit-test integration e2e bench fuzz lint clean help
+.PHONY: all build image inspect setup test test-with-syslog test-without-syslog unit-test integration e2e bench fuzz lint clean help
 
 all: build
 
@@ -19,6 +19,12 @@ build: ## build the three binaries into bin/ (static, without cgo)
 	# Without cgo: kata-virtiofsd's sandbox drops capabilities in all threads
 	# (fssandbox), and a static shim starts ~0.7 ms sooner (BENCHMARKS.md).
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+
+IMAGE ?= ghcr.io/kata-submount-guard/kata-submount-guard-deploy:latest
+image: build ## the kata-deploy companion image as an OCI archive, bin/kata-submount-guard-image.tar, named IMAGE (no Docker daemon; ctr -n k8s.io images import)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/kata-submount-guard-deploy
+	$(GO) run ./deploy/image -o $(BIN)/kata-submount-guard-image.tar -name "$(IMAGE)" \
+	  $(addprefix $(BIN)/,$(BINARIES)) $(BIN)/kata-submount-guard-deploy
 
 KERNELS ?=
 inspect: build ## the main job: inspect guest kernel images, KERNELS="PATH..." (default: Debian's kernels, fetched once into KSG_CACHE)
