@@ -808,10 +808,25 @@ func (c *Cluster) teardown() {
 			t.Errorf("teardown: %v", err)
 		}
 	}
-	for _, pid := range c.processesInNamespaces() {
-		if pid != c.holder.cmd.Process.Pid {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+	// Shims and what they started; wait until they are gone, so that the
+	// namespaces end with the holder.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var left []int
+		for _, pid := range c.processesInNamespaces() {
+			if pid != c.holder.cmd.Process.Pid {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				left = append(left, pid)
+			}
 		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("teardown: processes %v in the cluster's namespaces do not die", left)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if err := stopProc(c.holder, time.Second); err != nil {
 		t.Errorf("teardown: %v", err)
