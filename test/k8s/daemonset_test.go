@@ -118,6 +118,26 @@ func TestDaemonSetInstallsAndUninstalls(t *testing.T) {
 		require.GreaterOrEqual(t, c.Restarts(), 1, "the installer restarted containerd through CONTAINERD_RESTART_COMMAND")
 	})
 
+	t.Run("the labels follow the kernel: a vulnerable one is labelled so within seconds", func(t *testing.T) {
+		// An operator's drop-in switching Kata's kernel; the installer
+		// watches kata-deploy's config.d. Removed again, so that the
+		// labels go back and uninstall finds the tree as it was.
+		dropIn := filepath.Join(kd.configD, "50-test-kernel.toml")
+		require.NoError(t, os.WriteFile(dropIn, []byte(fmt.Sprintf("[hypervisor.qemu]\nkernel = %q\n", filepath.Join(kernels, "vulnerable", "bzImage"))), 0o644))
+		c.WaitFor("the node labelled vulnerable", time.Minute, func() (bool, string) {
+			labels := nodeLabels(t, c)
+			return labels[guardLabelBase+kataShim] == "vulnerable", fmt.Sprint(labels)
+		})
+		b, err := os.ReadFile(filepath.Join(nfdDir, nfdFile))
+		require.NoError(t, err)
+		require.Contains(t, strings.Split(string(b), "\n"), guardLabelBase+kataShim+"=vulnerable", "the NFD file follows")
+		require.NoError(t, os.Remove(dropIn))
+		c.WaitFor("the node labelled fixed again", time.Minute, func() (bool, string) {
+			labels := nodeLabels(t, c)
+			return labels[guardLabelBase+kataShim] == "fixed", fmt.Sprint(labels)
+		})
+	})
+
 	t.Run("a kata pod reaches our shim, then Kata's", func(t *testing.T) {
 		c.Apply(runtimeClass)
 		c.Apply(kataPod("kata-after-install"))
