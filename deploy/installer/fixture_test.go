@@ -30,7 +30,9 @@ func TestMain(m *testing.M) {
 // kataDeployMain is containerd's config.toml as kata-deploy 4.1.0 leaves it
 // on containerd 1.x (no drop-in: runtimes written into the main file), with
 // an administrator's comments and runc handler around.
-const kataDeployMain = `# Administrator's containerd configuration.
+const kataDeployMain = adminConfig + kataDeployHandlers
+
+const adminConfig = `# Administrator's containerd configuration.
 version = 2
 
 [plugins]
@@ -41,7 +43,10 @@ version = 2
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
 
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata-qemu]
+`
+
+// kataDeployHandlers are the runtime tables kata-deploy writes.
+const kataDeployHandlers = `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata-qemu]
 runtime_type = "io.containerd.kata-qemu.v2"
 runtime_path = "/opt/kata/bin/containerd-shim-kata-v2"
 privileged_without_host_devices = true

@@ -3,10 +3,8 @@ package installer
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -84,59 +82,8 @@ type ShimReport struct {
 	Reason                     string `json:",omitempty"`
 }
 
-// state is what we changed, kept at GUARD_PREFIX/state/install.json so that
-// Uninstall can undo it and a re-apply knows the delegates.
-type state struct {
-	// Containerd holds the main file's bytes before our last edit and
-	// after it.
-	Containerd *fileRecord `json:"containerd,omitempty"`
-	// CtrdDropIn is our containerd drop-in, when kata-deploy uses drop-ins.
-	CtrdDropIn string `json:"ctrd_drop_in,omitempty"`
-	// Handlers maps each taken-over handler to its Kata shim.
-	Handlers map[string]string `json:"handlers,omitempty"`
-	// KataDropIns are the config.d files we wrote, CreatedDirs the
-	// directories we had to make for them.
-	KataDropIns []string `json:"kata_drop_ins,omitempty"`
-	CreatedDirs []string `json:"created_dirs,omitempty"`
-}
-
-type fileRecord struct {
-	Path   string `json:"path"`
-	Before []byte `json:"before"`
-	After  []byte `json:"after"`
-}
-
+// ours is our shim on the host.
 func (in *Installer) ours() string { return filepath.Join(in.opt.GuardPrefix, "bin", shimBinary) }
-
-func (in *Installer) statePath() string {
-	return in.host.abs(filepath.Join(in.opt.GuardPrefix, "state", "install.json"))
-}
-
-func (in *Installer) loadState() (*state, error) {
-	st := &state{Handlers: map[string]string{}}
-	data, err := os.ReadFile(in.statePath())
-	if errors.Is(err, os.ErrNotExist) {
-		return st, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read install state: %w", err)
-	}
-	if err := json.Unmarshal(data, st); err != nil {
-		return nil, fmt.Errorf("install state %s: %w; remove it to start afresh", in.statePath(), err)
-	}
-	if st.Handlers == nil {
-		st.Handlers = map[string]string{}
-	}
-	return st, nil
-}
-
-func (in *Installer) saveState(st *state) error {
-	data, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeAtomic(in.statePath(), data, 0o600)
-}
 
 var configPathShim = regexp.MustCompile(`/runtimes/([^/]+)/configuration-([^/]+)\.toml$`)
 
@@ -210,21 +157,36 @@ func (in *Installer) Apply(ctx context.Context) ([]ShimReport, error) {
 		return nil, err
 	}
 	shims := in.discover(cfg, st)
-	ctrdChanged, err := in.takeOver(ctx, cfg, st, shims)
+	// Kata's side first: a handler is pointed at our shim only once its
+	// shim's drop-in (naming the delegate) is in place, and a failure here
+	// leaves containerd's configuration as it was.
+	ready, err := in.writeKataDropIns(ctx, st, shims)
 	if err != nil {
 		return nil, err
 	}
-	if err := in.writeKataDropIns(ctx, st, shims); err != nil {
+	var takeOver []Shim
+	for _, s := range shims {
+		if ready[s.Handler] {
+			takeOver = append(takeOver, s)
+		}
+	}
+	ctrdChanged, err := in.takeOver(ctx, cfg, st, takeOver)
+	if err != nil {
 		return nil, err
 	}
+	// containerd caches the shim binary it resolved: restart after a new
+	// binary too. A restart that failed is tried again on the next pass.
+	st.RestartPending = st.RestartPending || ctrdChanged || (binsChanged && len(takeOver) > 0)
 	if err := in.saveState(st); err != nil {
 		return nil, err
 	}
-	if ctrdChanged || (binsChanged && len(shims) > 0) {
-		// containerd caches the shim binary it resolved: restart after a new
-		// binary too.
+	if st.RestartPending {
 		log.G(ctx).WithField("command", in.opt.RestartCommand).Info("restarting containerd")
 		if err := in.opt.runRestart(ctx); err != nil {
+			return nil, err
+		}
+		st.RestartPending = false
+		if err := in.saveState(st); err != nil {
 			return nil, err
 		}
 	}
@@ -265,182 +227,19 @@ func (in *Installer) installBinaries() (bool, error) {
 	return changed, nil
 }
 
-// takeOver points each shim's handler at our shim: by editing runtime_path
-// in the main file when kata-deploy set it there (containerd < 2.0, whose
-// imports replace whole plugin tables), else by our drop-in imported after
-// kata-deploy's.
-func (in *Installer) takeOver(ctx context.Context, cfg *ctrdConfig, st *state, shims []Shim) (bool, error) {
-	main := cfg.Files[0]
-	doc := main.Data
-	var dropIn []Shim
-	for _, s := range shims {
-		if !in.selected(s) {
-			continue
-		}
-		st.Handlers[s.Handler] = s.Delegate
-		if s.KataFile != main.Path {
-			dropIn = append(dropIn, s)
-			continue
-		}
-		if s.RuntimePath == in.ours() && s.PathFile == main.Path {
-			continue
-		}
-		var err error
-		doc, err = editTOML(in.host.abs(main.Path), doc, runtimeKey(s.PluginID, s.Handler, "runtime_path"), tomlString(in.ours()))
-		if err != nil {
-			return false, fmt.Errorf("take over handler %s: %w", s.Handler, err)
-		}
-		log.G(ctx).WithFields(log.Fields{"handler": s.Handler, "file": main.Path}).Info("runtime_path set to our shim")
-	}
-
-	changed := false
-	dropPath, importEntry, err := in.ctrdDropInPath(cfg, dropIn)
-	if err != nil {
-		return false, err
-	}
-	if importEntry != "" {
-		if doc, err = in.ensureImportAfter(main.Path, doc, cfg.Imports, importEntry, dropIn); err != nil {
-			return false, err
-		}
-	}
-	if old := st.CtrdDropIn; old != "" && old != dropPath {
-		if err := in.removeCtrdDropIn(main.Path, &doc, cfg.Imports, old); err != nil {
-			return false, err
-		}
-		st.CtrdDropIn = ""
-		changed = true
-	}
-	if dropPath != "" {
-		content := ctrdDropInContent(dropIn, in.ours())
-		cur, _ := os.ReadFile(in.host.abs(dropPath))
-		if !bytes.Equal(cur, content) {
-			if err := writeAtomic(in.host.abs(dropPath), content, 0o644); err != nil {
-				return false, err
-			}
-			changed = true
-		}
-		st.CtrdDropIn = dropPath
-	}
-
-	if !bytes.Equal(doc, main.Data) {
-		if st.Containerd == nil || st.Containerd.Path != main.Path || !bytes.Equal(st.Containerd.After, main.Data) {
-			// Someone (kata-deploy) wrote the file since our last edit: what
-			// they wrote is what Uninstall must give back.
-			st.Containerd = &fileRecord{Path: main.Path, Before: main.Data}
-		}
-		st.Containerd.After = doc
-		if err := writeAtomic(in.host.abs(main.Path), doc, 0); err != nil {
-			return false, err
-		}
-		changed = true
-	}
-	return changed, nil
-}
-
-// ctrdDropInPath says where our containerd drop-in goes for the handlers
-// kata-deploy configured by drop-in, and the imports entry to add for it
-// ("" when a glob import already reads it). Beside kata-deploy's file when
-// a glob (conf.d) imports it, so that ours sorts after; else in
-// GUARD_PREFIX, which kata-deploy's uninstall does not delete.
-func (in *Installer) ctrdDropInPath(cfg *ctrdConfig, shims []Shim) (string, string, error) {
-	if len(shims) == 0 {
-		return "", "", nil
-	}
-	kataFile := shims[0].KataFile
-	for _, s := range shims[1:] {
-		if s.KataFile != kataFile {
-			return "", "", fmt.Errorf("kata-deploy's handlers are split over %s and %s; don't know where to put ours", kataFile, s.KataFile)
-		}
-	}
-	for _, imp := range cfg.Imports {
-		if !strings.Contains(imp, "*") {
-			continue
-		}
-		pattern := imp
-		if !filepath.IsAbs(pattern) {
-			pattern = filepath.Join(filepath.Dir(cfg.Files[0].Path), pattern)
-		}
-		if ok, _ := filepath.Match(filepath.Clean(pattern), kataFile); ok {
-			p := filepath.Join(filepath.Dir(kataFile), CtrdDropIn)
-			if match, _ := filepath.Match(filepath.Clean(pattern), p); match && filepath.Base(p) > filepath.Base(kataFile) {
-				return p, "", nil
-			}
-		}
-	}
-	p := filepath.Join(in.opt.GuardPrefix, "containerd", CtrdDropIn)
-	return p, p, nil
-}
-
-func ctrdDropInContent(shims []Shim, ours string) []byte {
-	var b bytes.Buffer
-	b.WriteString("# Written by kata-submount-guard-deploy: containerd runs kata-submount-guard's shim for these\n")
-	b.WriteString("# Kata handlers; every other setting is kata-deploy's. Its uninstall removes this file.\n")
-	for _, s := range shims {
-		fmt.Fprintf(&b, "\n[%s]\nruntime_path = %s\n", dotted(runtimeKey(s.PluginID, s.Handler)), tomlString(ours))
-	}
-	return b.Bytes()
-}
-
-// ensureImportAfter puts entry in the main file's imports right after the
-// entry that reads kata-deploy's file (a later import wins).
-func (in *Installer) ensureImportAfter(mainPath string, doc []byte, imports []string, entry string, shims []Shim) ([]byte, error) {
-	kataIdx, ourIdx := -1, -1
-	for i, imp := range imports {
-		p := imp
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(filepath.Dir(mainPath), p)
-		}
-		if filepath.Clean(p) == shims[0].KataFile {
-			kataIdx = i
-		}
-		if imp == entry {
-			ourIdx = i
-		}
-	}
-	if ourIdx > kataIdx && kataIdx >= 0 {
-		return doc, nil
-	}
-	var next []string
-	for _, imp := range imports {
-		if imp != entry {
-			next = append(next, imp)
-		}
-	}
-	next = append(next, entry)
-	return editTOML(in.host.abs(mainPath), doc, []string{"imports"}, tomlStrings(next))
-}
-
-// removeCtrdDropIn deletes our containerd drop-in and its imports entry.
-func (in *Installer) removeCtrdDropIn(mainPath string, doc *[]byte, imports []string, path string) error {
-	if contains(imports, path) {
-		var next []string
-		for _, imp := range imports {
-			if imp != path {
-				next = append(next, imp)
-			}
-		}
-		d, err := editTOML(in.host.abs(mainPath), *doc, []string{"imports"}, tomlStrings(next))
-		if err != nil {
-			return err
-		}
-		*doc = d
-	}
-	if err := os.Remove(in.host.abs(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// writeKataDropIns writes config.d/90-submount-guard.toml for each shim
-// whose configuration kata-deploy has in place (its reinstall deletes
-// runtimes/<shim>/ and makes it anew; we follow).
-func (in *Installer) writeKataDropIns(ctx context.Context, st *state, shims []Shim) error {
+// writeKataDropIns writes config.d/90-submount-guard.toml for each selected
+// shim whose configuration kata-deploy has in place (its reinstall deletes
+// runtimes/<shim>/ and makes it anew; we follow), and says which handlers
+// have theirs.
+func (in *Installer) writeKataDropIns(ctx context.Context, st *state, shims []Shim) (map[string]bool, error) {
+	ready := map[string]bool{}
 	for _, s := range shims {
 		if !in.selected(s) {
 			continue
 		}
 		if s.ConfigFile == "" {
-			log.G(ctx).WithField("handler", s.Handler).Warn("handler has no options.ConfigPath; no drop-in written")
+			// Our shim would not know the delegate: leave the handler to Kata.
+			log.G(ctx).WithField("handler", s.Handler).Warn("handler has no options.ConfigPath; not taken over")
 			continue
 		}
 		main := in.host.abs(s.ConfigFile)
@@ -450,25 +249,25 @@ func (in *Installer) writeKataDropIns(ctx context.Context, st *state, shims []Sh
 		}
 		base, err := baseHypervisors(main)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		p := filepath.Join(filepath.Dir(s.ConfigFile), "config.d", KataDropIn)
 		content := in.kataDropIn(&s, base)
-		if cur, err := os.ReadFile(in.host.abs(p)); err == nil && bytes.Equal(cur, content) {
-			continue
-		}
-		if _, err := os.Stat(in.host.abs(filepath.Dir(p))); errors.Is(err, os.ErrNotExist) && !contains(st.CreatedDirs, filepath.Dir(p)) {
-			st.CreatedDirs = append(st.CreatedDirs, filepath.Dir(p))
-		}
-		if err := writeAtomic(in.host.abs(p), content, 0o644); err != nil {
-			return err
+		if cur, err := os.ReadFile(in.host.abs(p)); err != nil || !bytes.Equal(cur, content) {
+			if _, err := os.Stat(in.host.abs(filepath.Dir(p))); errors.Is(err, os.ErrNotExist) && !contains(st.CreatedDirs, filepath.Dir(p)) {
+				st.CreatedDirs = append(st.CreatedDirs, filepath.Dir(p))
+			}
+			if err := writeAtomic(in.host.abs(p), content, 0o644); err != nil {
+				return nil, err
+			}
+			log.G(ctx).WithFields(log.Fields{"shim": s.Name, "file": p}).Info("wrote Kata drop-in")
 		}
 		if !contains(st.KataDropIns, p) {
 			st.KataDropIns = append(st.KataDropIns, p)
 		}
-		log.G(ctx).WithFields(log.Fields{"shim": s.Name, "file": p}).Info("wrote Kata drop-in")
+		ready[s.Handler] = true
 	}
-	return nil
+	return ready, nil
 }
 
 // reports says, for each shim, whether it is guarded and protected.
@@ -544,44 +343,6 @@ func (in *Installer) publish(ctx context.Context, reports []ShimReport) error {
 	}
 	if p := labelPatch(current, labels); len(p) > 0 {
 		return in.opt.Nodes.PatchLabels(ctx, in.opt.NodeName, p)
-	}
-	return nil
-}
-
-// writeAtomic replaces path by a temporary file renamed over it; mode 0
-// keeps the current file's mode (0644 for a new one).
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	if mode == 0 {
-		mode = 0o644
-		if st, err := os.Stat(path); err == nil {
-			mode = st.Mode().Perm()
-		}
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, bytes.NewReader(data)); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package installer
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"sync"
@@ -373,10 +374,71 @@ func TestRunReappliesOnChange(t *testing.T) {
 	require.NoError(t, os.RemoveAll(f.abs(qemuDir)))
 	f.write(qemuDir+"/configuration-qemu.toml", qemuConfig)
 	require.Eventually(t, guarded, 5*time.Second, 20*time.Millisecond, "re-applied well before the hour")
-	mu.Lock()
-	assert.Equal(t, 2, restarts)
-	mu.Unlock()
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return restarts == 2 }, 5*time.Second, 20*time.Millisecond, "containerd restarted for the re-applied file")
 
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// A handler our shim could not hand off correctly stays Kata's: one without
+// ConfigPath (no drop-in can name its delegate), one whose configuration
+// is missing (kata-deploy half-way through a reinstall).
+func TestNoTakeOverWithoutTheShimsDropIn(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	f.write("/etc/containerd/config.toml", strings.Replace(kataDeployMain,
+		"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.kata-qemu.options]\nConfigPath = \"/opt/kata/share/defaults/kata-containers/runtimes/qemu/configuration-qemu.toml\"\n", "", 1))
+	require.NoError(t, os.RemoveAll(f.abs(rsDir)))
+
+	reports, err := f.installer().Apply(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 2, strings.Count(f.read("/etc/containerd/config.toml"), `runtime_path = "/opt/kata/`), "both handlers still run Kata's shim")
+	assert.Equal(t, 0, f.restarts)
+	require.Len(t, reports, 2)
+	for _, r := range reports {
+		assert.False(t, r.Guarded, r.Shim)
+		assert.False(t, r.Protected, r.Shim)
+	}
+}
+
+// A restart that failed (containerd's unit busy, say) is tried again on the
+// next pass, although the files are already as they should be.
+func TestFailedRestartIsRetried(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	fail := true
+	f.opt.Restart = func(context.Context) error {
+		f.restarts++
+		if fail {
+			return errors.New("Job for containerd.service canceled")
+		}
+		return nil
+	}
+	_, err := f.installer().Apply(context.Background())
+	require.ErrorContains(t, err, "canceled")
+	fail = false
+	_, err = f.installer().Apply(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 2, f.restarts)
+	_, err = f.installer().Apply(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 2, f.restarts, "and not again once it worked")
+}
+
+func TestUninstallRetriesAFailedRestart(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	before := f.snapshot()
+	_, err := f.installer().Apply(context.Background())
+	require.NoError(t, err)
+	fail := true
+	f.opt.Restart = func(context.Context) error {
+		f.restarts++
+		if fail {
+			return errors.New("Job for containerd.service canceled")
+		}
+		return nil
+	}
+	require.ErrorContains(t, f.installer().Uninstall(context.Background()), "canceled")
+	fail = false
+	require.NoError(t, f.installer().Uninstall(context.Background()))
+	assert.Equal(t, 3, f.restarts, "install, the failed one, the retry")
+	assert.Equal(t, before, f.snapshot())
 }

@@ -40,7 +40,7 @@ func baseHypervisors(mainPath string) (map[string]*baseHypervisor, error) {
 		}
 	}
 	out := map[string]*baseHypervisor{}
-	for i, f := range files {
+	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", f, err)
@@ -52,15 +52,12 @@ func baseHypervisors(mainPath string) (map[string]*baseHypervisor, error) {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}
 		for name, keys := range d.Hypervisor {
+			// A table a drop-in alone sets is a table Kata has too.
 			h := out[name]
 			if h == nil {
-				// A drop-in alone does not make a table Kata would boot from
-				// the file, but Kata does see it; keep it so our table set
-				// matches what Kata merges.
 				h = &baseHypervisor{}
 				out[name] = h
 			}
-			_ = i
 			if v, ok := keys["virtio_fs_daemon"].(string); ok {
 				h.VirtioFSDaemon = v
 			}

@@ -130,6 +130,9 @@ func validLabelName(prefix, name string) bool {
 func nodeLabels(reports []ShimReport) map[string]string {
 	l := map[string]string{}
 	for _, r := range reports {
+		if !validLabelName(LabelPrefix, r.Shim+".protected") {
+			continue // not a label Kubernetes accepts; status still reports it
+		}
 		l[LabelPrefix+r.Shim] = r.Verdict
 		l[LabelPrefix+r.Shim+".protected"] = fmt.Sprint(r.Protected)
 	}

@@ -287,7 +287,7 @@ func editTOML(name string, doc []byte, path []string, value string) ([]byte, err
 		}
 	}
 	if found < 0 {
-		return nil, fmt.Errorf("%s: no plain `key = value` line for %s to edit: %w", name, dotted(path), errdefs.ErrNotFound)
+		return nil, fmt.Errorf("%s: no plain `key = value` line for %s to edit (an inline table, say); write it as `%s = ...` under its own [table] header: %w", name, dotted(path), path[len(path)-1], errdefs.ErrNotFound)
 	}
 	s := spans[found]
 	out := make([]byte, 0, len(doc)+len(value))

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/containerd/log"
 )
@@ -25,6 +24,14 @@ func (in *Installer) Uninstall(ctx context.Context) error {
 	if cfg, err := loadContainerd(in.host, in.opt.ContainerdConf); err == nil {
 		if ctrdChanged, err = in.restoreContainerd(ctx, cfg, st); err != nil {
 			return err
+		}
+		if ctrdChanged {
+			// Recorded before restarting: an uninstall run again after a
+			// failed restart has no file left to change, but must restart.
+			st.RestartPending = true
+			if err := in.saveState(st); err != nil {
+				return err
+			}
 		}
 		for _, s := range in.discover(cfg, st) {
 			if s.ConfigFile != "" {
@@ -59,7 +66,7 @@ func (in *Installer) Uninstall(ctx context.Context) error {
 			}
 		}
 	}
-	if ctrdChanged {
+	if st.RestartPending {
 		// Before the binaries go: containerd must not be left pointing at them.
 		if err := in.opt.runRestart(ctx); err != nil {
 			return err
@@ -130,56 +137,4 @@ func parseImports(doc []byte) ([]string, error) {
 	}
 	_, err := decodeTOML(doc, &d)
 	return d.Imports, err
-}
-
-// Run is the DaemonSet: wait for kata-deploy's node label, then Apply every
-// Interval, and soon after any change to containerd's or the shims'
-// configuration directories, until ctx ends (SIGTERM), leaving the node
-// guarded.
-func (in *Installer) Run(ctx context.Context) error {
-	if in.opt.Nodes != nil && in.opt.NodeName != "" {
-		logged := false
-		for {
-			labels, err := in.opt.Nodes.Labels(ctx, in.opt.NodeName)
-			if err == nil && labels[KataRuntimeLabel] == "true" {
-				break
-			}
-			if err != nil {
-				log.G(ctx).WithError(err).Warn("read node labels")
-			} else if !logged {
-				log.G(ctx).Infof("waiting for node label %s=true (kata-deploy)", KataRuntimeLabel)
-				logged = true
-			}
-			if !sleep(ctx, in.opt.Interval) {
-				return nil
-			}
-		}
-	}
-	for {
-		reports, err := in.Apply(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			log.G(ctx).WithError(err).Error("apply failed; will retry")
-		} else {
-			for _, r := range reports {
-				log.G(ctx).WithFields(log.Fields{"shim": r.Shim, "guarded": r.Guarded, "verdict": r.Verdict, "protected": r.Protected}).Debug("shim")
-			}
-		}
-		if !in.waitForChange(ctx, in.opt.Interval) {
-			return nil
-		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

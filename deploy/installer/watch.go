@@ -33,19 +33,32 @@ func (in *Installer) watchDirs() []string {
 	return dirs
 }
 
-// waitForChange returns after d, when ctx ends (false), or soon after a
-// change in one of the watched directories, so that a kata-deploy reinstall
-// is undone in well under an interval. Without inotify it just sleeps.
-func (in *Installer) waitForChange(ctx context.Context, d time.Duration) bool {
+// watcher reports changes in the watched directories; -1 is no inotify.
+type watcher struct{ fd int }
+
+// watch starts watching before a pass, so that a change made while the pass
+// runs still wakes the next one.
+func (in *Installer) watch() watcher {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
-		return sleep(ctx, d)
+		return watcher{fd: -1}
 	}
-	defer unix.Close(fd)
 	const mask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_MODIFY | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_CLOSE_WRITE | unix.IN_DELETE_SELF
 	for _, dir := range in.watchDirs() {
 		_, _ = unix.InotifyAddWatch(fd, in.host.abs(dir), mask) // a missing directory is not watched
 	}
+	return watcher{fd: fd}
+}
+
+// wait returns after d, when ctx ends (false), or soon after a change, so
+// that a kata-deploy reinstall is undone in well under an interval. Our own
+// writes wake it too: the pass after them changes nothing and the next
+// waits in quiet. Without inotify it just sleeps. It closes w.
+func (w watcher) wait(ctx context.Context, d time.Duration) bool {
+	if w.fd < 0 {
+		return sleep(ctx, d)
+	}
+	defer unix.Close(w.fd)
 	deadline := time.Now().Add(d)
 	buf := make([]byte, 64<<10)
 	for {
@@ -58,12 +71,12 @@ func (in *Installer) waitForChange(ctx context.Context, d time.Duration) bool {
 		}
 		// Wake up at least every 200 ms to notice ctx.
 		wait := min(left, 200*time.Millisecond)
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(wait/time.Millisecond)+1)
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}, int(wait/time.Millisecond)+1)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return sleep(ctx, left)
 		}
 		if n > 0 {
-			_, _ = unix.Read(fd, buf)
+			_, _ = unix.Read(w.fd, buf)
 			// Let the writer finish its burst (kata-deploy writes several files).
 			return sleep(ctx, 500*time.Millisecond)
 		}
