@@ -69,6 +69,10 @@ bench-daemon-direct: build ## our virtio-fs daemon vs Rust and C virtiofsd drive
 bench-daemon: ## our virtio-fs daemon vs Rust and C virtiofsd in TCG guests (root; BENCHMARKS.md)
 	test/e2e/daemon/bench-daemon.sh
 
+.PHONY: k8s
+k8s: ## run the one-node Kubernetes tests only (root; test/setup/80-kubernetes.sh builds Kubernetes once)
+	KSG_INTEGRATION=1 $(GO) test -count=1 -timeout 20m -v ./test/k8s/...
+
 e2e: build ## run the VM truth table only
 	KSG_E2E=1 $(GO) test -count=1 -timeout 60m -v ./test/e2e/...
 
