@@ -17,7 +17,6 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser"
 	vut "github.com/kata-submount-guard/kata-submount-guard/virtcontainers/vhostuser/vhostusertest"
 )
 
@@ -183,5 +182,3 @@ func TestDeviceRateLimitsGuestTriggeredWarnings(t *testing.T) {
 	}
 	require.NotEmpty(t, n, "the first of each warning is logged")
 }
-
-var _ = vhostuser.MaxWorkers
