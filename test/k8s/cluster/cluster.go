@@ -129,13 +129,9 @@ type proc struct {
 	err  error
 }
 
-// BinDir returns the directory of the Kubernetes binaries, asking
+// binDir returns the directory of the Kubernetes binaries, asking root's
 // test/setup/80-kubernetes.sh where its current build is.
-func BinDir() (string, error) {
-	root, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
+func binDir(root string) (string, error) {
 	var stderr bytes.Buffer
 	cmd := exec.Command("bash", filepath.Join(root, "test", "setup", "80-kubernetes.sh"), "--print-dir")
 	cmd.Stderr = &stderr
@@ -144,23 +140,6 @@ func BinDir() (string, error) {
 		return "", fmt.Errorf("%s", strings.TrimSpace(stderr.String()))
 	}
 	return filepath.Join(strings.TrimSpace(string(out)), "bin"), nil
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
 }
 
 // Requires gates t on what a cluster needs: KSG_INTEGRATION=1, root, the
@@ -175,7 +154,7 @@ func Requires(t testing.TB) string {
 	}
 	_, err := os.Stat("/usr/lib/cni/bridge")
 	testutil.Require(t, err == nil, "needs the CNI plugins in /usr/lib/cni (test/setup/80-kubernetes.sh installs containernetworking-plugins)")
-	bin, err := BinDir()
+	bin, err := binDir(testutil.RepoRoot(t))
 	msg := ""
 	if err != nil {
 		msg = err.Error()
@@ -561,8 +540,7 @@ func (c *Cluster) installRuntimePathFix() {
 	if !droppedRuntimePath.Match(version) {
 		return
 	}
-	root, err := repoRoot()
-	require.NoError(t, err)
+	root := testutil.RepoRoot(t)
 	bin := filepath.Join(c.Dir, "bin", "runtimepath")
 	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./test/k8s/cluster/runtimepath")
 	build.Dir = root
