@@ -40,7 +40,10 @@ const (
 // that prefix and a restart command that restarts the harness's containerd.
 // It must install our files and wire our shim in front of Kata's, label the
 // node and write the NFD file with the verdict of Kata's kernel (fixed), so
-// that a kata pod then reaches our shim and Kata's; and `uninstall` must
+// that a kata pod then reaches our shim and Kata's; when kata-deploy is
+// reinstalled under it (kataDeploy.reinstall), it must put our runtime_path
+// and drop-in back, restart containerd, end with the labels as before, and
+// a kata pod must again reach our shim and Kata's; and `uninstall` must
 // restore the prefix, containerd's config included, byte for byte and
 // remove the labels and the NFD file.
 func TestDaemonSetInstallsAndUninstalls(t *testing.T) {
@@ -63,6 +66,7 @@ func TestDaemonSetInstallsAndUninstalls(t *testing.T) {
 	require.NoError(t, err, "make image:\n%s", out)
 
 	c := cluster.Start(t, kd.clusterOptions())
+	kd.backUpContainerdConfig(t)
 	before := snapshotTree(t, kd.root)
 	configBefore, err := os.ReadFile(kd.containerdConfig)
 	require.NoError(t, err)
@@ -152,6 +156,60 @@ func TestDaemonSetInstallsAndUninstalls(t *testing.T) {
 		require.NoError(t, err, "Kata's shim logged the configuration it loaded")
 		require.Contains(t, m, "source=katautils")
 		deletePod(t, c, "kata-after-install")
+	})
+
+	t.Run("a kata-deploy reinstall is undone: runtime_path, drop-in, containerd restarted, labels, a pod through our shim", func(t *testing.T) {
+		start := time.Now()
+		labelsBefore := guardLabels(nodeLabels(t, c))
+		require.Equal(t, "true", labelsBefore[kataLabel])
+		nfdBefore, err := os.ReadFile(filepath.Join(nfdDir, nfdFile))
+		require.NoError(t, err)
+		restarts := c.Restarts()
+		resolved := len(shimLogLines(c, "configuration resolved as the delegate does"))
+		passed := len(shimLogLines(c, "guest kernel check passed"))
+		kataLines := len(c.Syslog.Messages())
+
+		kd.reinstall(t, c)
+		reinstalled := time.Now()
+
+		ours := regexp.MustCompile(`(?m)^\s*runtime_path\s*=\s*"` + regexp.QuoteMeta(filepath.Join(guardPrefix, "bin", "containerd-shim-kata-v2")) + `"`)
+		c.WaitFor("the installer to take the handler over again and restart containerd", time.Minute, func() (bool, string) {
+			cfg, err := os.ReadFile(kd.containerdConfig)
+			if err != nil || !ours.Match(cfg) {
+				return false, fmt.Sprint("runtime_path not ours: ", err, "\n", string(cfg))
+			}
+			dropIn, err := os.ReadFile(filepath.Join(kd.configD, "90-submount-guard.toml"))
+			if err != nil || !strings.Contains(string(dropIn), fmt.Sprintf("delegate_shim = %q", kd.shim)) {
+				return false, fmt.Sprint("drop-in not back: ", err, "\n", string(dropIn))
+			}
+			return c.Restarts() > restarts, fmt.Sprintf("restarts through CONTAINERD_RESTART_COMMAND: %d, before the reinstall %d", c.Restarts(), restarts)
+		})
+		c.WaitFor("the node's labels and NFD file as before the reinstall", time.Minute, func() (bool, string) {
+			labels := guardLabels(nodeLabels(t, c))
+			nfd, _ := os.ReadFile(filepath.Join(nfdDir, nfdFile))
+			return fmt.Sprint(labels) == fmt.Sprint(labelsBefore) && bytes.Equal(nfd, nfdBefore), fmt.Sprint(labels, " want ", labelsBefore, "\n", string(nfd))
+		})
+		reapplied := time.Since(reinstalled)
+
+		c.Apply(kataPod("kata-after-reinstall"))
+		waitPodEvent(t, c, "kata-after-reinstall", "FailedCreatePodSandBox", vsockError(kd.config))
+		lines := shimLogLines(c, "configuration resolved as the delegate does")
+		require.Greater(t, len(lines), resolved, "our shim ran for the pod after the reinstall")
+		require.Contains(t, lines[len(lines)-1], "delegate="+kd.shim+" ", "and handed off to Kata's")
+		lines = shimLogLines(c, "guest kernel check passed")
+		require.Greater(t, len(lines), passed)
+		require.Contains(t, lines[len(lines)-1], "config="+kd.config)
+		require.Contains(t, lines[len(lines)-1], "verdict=fixed")
+		c.WaitFor("Kata's shim to log the configuration it loaded", 10*time.Second, func() (bool, string) {
+			for _, m := range c.Syslog.Messages()[kataLines:] {
+				if strings.Contains(m, `msg="loaded configuration" file=`+kd.config+" ") && strings.Contains(m, "source=katautils") {
+					return true, ""
+				}
+			}
+			return false, "no such syslog message since the reinstall"
+		})
+		deletePod(t, c, "kata-after-reinstall")
+		t.Logf("reinstall undone %s after kata-deploy's; subtest %s", reapplied.Round(10*time.Millisecond), time.Since(start).Round(10*time.Millisecond))
 	})
 
 	t.Run("uninstall restores the prefix and containerd's config byte for byte, removes labels", func(t *testing.T) {
@@ -255,6 +313,17 @@ func runUninstall(t *testing.T, c *cluster.Cluster, ds map[string]any) {
 		}
 		return phase == "Succeeded", phase
 	})
+}
+
+// guardLabels is labels' guard labels and kata-deploy's.
+func guardLabels(labels map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range labels {
+		if strings.HasPrefix(k, guardLabelBase) || k == kataLabel {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func nodeLabels(t *testing.T, c *cluster.Cluster) map[string]string {

@@ -145,15 +145,22 @@ func waitPodEvent(t *testing.T, c *cluster.Cluster, pod, reason, want string) st
 // Kata's, same source) logged with message msg.
 func shimLogLine(t *testing.T, c *cluster.Cluster, msg string) string {
 	t.Helper()
+	lines := shimLogLines(c, msg)
+	require.NotEmpty(t, lines, "no %q line of our shim in containerd's log", msg)
+	return lines[len(lines)-1]
+}
+
+// shimLogLines returns every line of containerd's log that our shim (or
+// Kata's) logged with message msg, oldest first.
+func shimLogLines(c *cluster.Cluster, msg string) []string {
 	re := regexp.MustCompile(`msg="` + regexp.QuoteMeta(msg) + `[^"]*".*source=containerd-kata-shim-v2`)
-	var last string
+	var out []string
 	for _, l := range strings.Split(c.Log("containerd"), "\n") {
 		if re.MatchString(l) {
-			last = l
+			out = append(out, l)
 		}
 	}
-	require.NotEmpty(t, last, "no %q line of our shim in containerd's log", msg)
-	return last
+	return out
 }
 
 // planFiles lists the sandbox plans in stateDir.

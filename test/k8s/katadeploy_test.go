@@ -36,6 +36,7 @@ const (
 //	<root>/opt/kata/share/defaults/kata-containers/runtimes/qemu/configuration-qemu.toml
 //	<root>/opt/kata/share/defaults/kata-containers/runtimes/qemu/config.d/
 //	<root>/etc/containerd/config.toml                  with the kata-qemu runtime
+//	<root>/etc/containerd/config.toml.bak              its backup (backUpContainerdConfig)
 //
 // kata-deploy 4.1.0 uses a containerd drop-in only from containerd 2.0 on
 // (manager.rs, is_containerd_capable_of_drop_in); on 1.x it backs the main
@@ -52,6 +53,7 @@ type kataDeploy struct {
 	kernel           string // vmlinux.container, resolved
 	containerdConfig string
 	runtimeTable     string
+	fixedKernel      string // the kernel vmlinux.container is a copy of
 }
 
 // simulateKataDeploy lays kata-deploy's result out under a new temporary
@@ -59,9 +61,6 @@ type kataDeploy struct {
 // by the cluster harness, which appends runtimeTable to it.
 func simulateKataDeploy(t *testing.T, fixedKernel string) *kataDeploy {
 	t.Helper()
-	shim := testutil.RequiresCacheFile(t, filepath.Join("kata", kataTag, "bin", "containerd-shim-kata-v2"))
-	shipped := testutil.RequiresCacheFile(t, filepath.Join("kata", kataTag, "src", "kata-containers-"+kataTag, "src", "runtime", "config", "configuration-qemu.toml"))
-	virtiofsd := testutil.RequiresCacheFile(t, filepath.Join("virtiofsd-rust", "usr", "libexec", "virtiofsd"))
 	// Short: the tests' paths end up in socket paths and error lines.
 	root, err := os.MkdirTemp("", "ksg-host-")
 	require.NoError(t, err)
@@ -70,19 +69,43 @@ func simulateKataDeploy(t *testing.T, fixedKernel string) *kataDeploy {
 		root:             root,
 		kata:             filepath.Join(root, "opt", "kata"),
 		containerdConfig: filepath.Join(root, "etc", "containerd", "config.toml"),
+		fixedKernel:      fixedKernel,
 	}
 	kd.shim = filepath.Join(kd.kata, "bin", "containerd-shim-kata-v2")
 	kd.config = filepath.Join(kd.kata, "share", "defaults", "kata-containers", "runtimes", "qemu", "configuration-qemu.toml")
 	kd.configD = filepath.Join(filepath.Dir(kd.config), "config.d")
 	kd.kernel = filepath.Join(kd.kata, "share", "kata-containers", "vmlinux-6.1.192-ksg")
-	for _, d := range []string{filepath.Join(kd.kata, "bin"), filepath.Join(kd.kata, "libexec"), filepath.Dir(kd.kernel), kd.configD, filepath.Dir(kd.containerdConfig)} {
+	require.NoError(t, os.MkdirAll(filepath.Dir(kd.containerdConfig), 0o755))
+	kd.layOutPrefix(t)
+
+	kd.runtimeTable = fmt.Sprintf(`
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.%[1]s]
+  runtime_type = "io.containerd.%[1]s.v2"
+  runtime_path = %[2]q
+  privileged_without_host_devices = true
+  pod_annotations = ["io.katacontainers.*"]
+  container_annotations = ["io.katacontainers.*"]
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.%[1]s.options]
+    ConfigPath = %[3]q
+`, kataHandler, kd.shim, kd.config)
+	return kd
+}
+
+// layOutPrefix writes kata-deploy's prefix (<root>/opt/kata), its shim's
+// runtimes/qemu/ with an empty config.d included, as its install does.
+func (kd *kataDeploy) layOutPrefix(t *testing.T) {
+	t.Helper()
+	shim := testutil.RequiresCacheFile(t, filepath.Join("kata", kataTag, "bin", "containerd-shim-kata-v2"))
+	shipped := testutil.RequiresCacheFile(t, filepath.Join("kata", kataTag, "src", "kata-containers-"+kataTag, "src", "runtime", "config", "configuration-qemu.toml"))
+	virtiofsd := testutil.RequiresCacheFile(t, filepath.Join("virtiofsd-rust", "usr", "libexec", "virtiofsd"))
+	for _, d := range []string{filepath.Join(kd.kata, "bin"), filepath.Join(kd.kata, "libexec"), filepath.Dir(kd.kernel), kd.configD} {
 		require.NoError(t, os.MkdirAll(d, 0o755))
 	}
 
 	// Copies, not links: an installer that writes over a file must not
 	// reach the cache.
 	copyFile(t, shim, kd.shim, 0o755)
-	copyFile(t, fixedKernel, kd.kernel, 0o644)
+	copyFile(t, kd.fixedKernel, kd.kernel, 0o644)
 	require.NoError(t, os.WriteFile(filepath.Join(kd.kata, "share", "kata-containers", "kata-containers.img"), nil, 0o644))
 	for link, target := range map[string]string{
 		filepath.Join(kd.kata, "bin", "qemu-system-x86_64"):                     "/usr/bin/qemu-system-x86_64",
@@ -97,18 +120,67 @@ func simulateKataDeploy(t *testing.T, fixedKernel string) *kataDeploy {
 	require.Contains(t, string(b), built, "Kata's generated configuration names its build prefix")
 	cfg := strings.ReplaceAll(string(b), built, kd.kata)
 	require.NoError(t, os.WriteFile(kd.config, []byte(cfg), 0o644))
+}
 
-	kd.runtimeTable = fmt.Sprintf(`
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.%[1]s]
-  runtime_type = "io.containerd.%[1]s.v2"
-  runtime_path = %[2]q
-  privileged_without_host_devices = true
-  pod_annotations = ["io.katacontainers.*"]
-  container_annotations = ["io.katacontainers.*"]
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.%[1]s.options]
-    ConfigPath = %[3]q
-`, kataHandler, kd.shim, kd.config)
-	return kd
+// backupFile is where kata-deploy keeps containerd's config as it found it
+// (config.rs: containerd_conf_file_backup).
+func (kd *kataDeploy) backupFile() string { return kd.containerdConfig + ".bak" }
+
+// backUpContainerdConfig writes the backup kata-deploy's first install made
+// of containerd's config before it added runtimeTable (configure_containerd
+// on a config it did not create), once the harness has written the config.
+func (kd *kataDeploy) backUpContainerdConfig(t *testing.T) {
+	t.Helper()
+	b, err := os.ReadFile(kd.containerdConfig)
+	require.NoError(t, err)
+	pre, ok := strings.CutSuffix(string(b), kd.runtimeTable)
+	require.True(t, ok, "containerd's config ends with kata-deploy's runtime table")
+	require.NoError(t, os.WriteFile(kd.backupFile(), []byte(pre), 0o644))
+}
+
+// reinstall does to the node what kata-deploy 4.1.0 does when it is
+// uninstalled and installed again (e.g. helm uninstall, helm install), in
+// its order (main.rs cleanup, then install):
+//
+//   - cleanup: removes its node label (release_node); puts containerd's
+//     config back from its backup (cleanup_containerd, whole-file
+//     disposition Restore), our runtime_path with it; deletes
+//     runtimes/<shim>/ and the whole prefix (remove_artifacts), our
+//     config.d drop-in with them; restarts containerd;
+//   - install: marks the node pending (claim_node); lays the prefix out
+//     anew, runtimes/<shim>/config.d with its own files only
+//     (install_artifacts); backs containerd's config up again and writes its
+//     runtime table, runtime_path = its own shim (configure_containerd);
+//     restarts containerd; labels the node.
+//
+// The simulated first install's only node label is the shared one, so that
+// is the one reinstall takes away and gives back.
+func (kd *kataDeploy) reinstall(t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	label := func(value string) {
+		out, err := c.Kubectl("label", "node", cluster.NodeName, "--overwrite", kataLabel+value)
+		require.NoError(t, err, out)
+	}
+
+	label("-")
+	require.NoError(t, os.Remove(kd.containerdConfig))
+	require.NoError(t, os.Rename(kd.backupFile(), kd.containerdConfig))
+	require.NoError(t, os.RemoveAll(filepath.Dir(kd.config)))
+	require.NoError(t, os.RemoveAll(kd.kata))
+	require.NoError(t, c.RestartContainerd(), "kata-deploy's cleanup restarting containerd")
+
+	label("=false")
+	kd.layOutPrefix(t)
+	pre, err := os.ReadFile(kd.containerdConfig)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(kd.backupFile(), pre, 0o644))
+	f, err := os.OpenFile(kd.containerdConfig, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString(kd.runtimeTable)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.NoError(t, c.RestartContainerd(), "kata-deploy's install restarting containerd")
+	label("=true")
 }
 
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {

@@ -112,12 +112,16 @@ type Cluster struct {
 	// /k8s.io/<id>) that did not exist before the cluster.
 	cgroups []string
 
-	mu       sync.Mutex
-	procs    map[string]*proc
-	stop     chan struct{}
-	done     chan struct{}
-	restarts atomic.Int32
-	serving  bool // serveRestarts runs
+	mu    sync.Mutex
+	procs map[string]*proc
+	// restartMu makes restarts one at a time, as systemd's are: a test
+	// restarting containerd while the installer asks for a restart must not
+	// start two.
+	restartMu sync.Mutex
+	stop      chan struct{}
+	done      chan struct{}
+	restarts  atomic.Int32
+	serving   bool // serveRestarts runs
 }
 
 // proc is one process of the cluster.
@@ -646,6 +650,8 @@ func (c *Cluster) WaitFor(what string, timeout time.Duration, cond func() (bool,
 // file as it is now, as a node's `systemctl restart containerd` does:
 // running containers and their shims go on.
 func (c *Cluster) RestartContainerd() error {
+	c.restartMu.Lock()
+	defer c.restartMu.Unlock()
 	c.mu.Lock()
 	p := c.procs["containerd"]
 	c.mu.Unlock()
