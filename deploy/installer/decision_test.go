@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -170,4 +171,33 @@ func decideFor(t *testing.T, f *fixture, configFile string, kind config.Delegate
 		}
 	}
 	return worst, protected
+}
+
+// TestKernelVerdictRemembered: a reconcile pass runs Decide once for the
+// shim and once per table; each kernel is read once per version of the
+// file (size and mtime), not on every pass.
+func TestKernelVerdictRemembered(t *testing.T) {
+	f := newFixture(t, "6.1.38", "6.18.35")
+	in := f.installer()
+	ctx := context.Background()
+	reports, err := in.Apply(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "vulnerable", reports[0].Verdict)
+
+	kernel := f.abs(vulnKernel)
+	st, err := os.Stat(kernel)
+	require.NoError(t, err)
+	// The same size and mtime, other bytes: the pass trusts what it read.
+	require.NoError(t, os.WriteFile(kernel, make([]byte, st.Size()), 0o644))
+	require.NoError(t, os.Chtimes(kernel, st.ModTime(), st.ModTime()))
+	reports, err = in.Status(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "vulnerable", reports[0].Verdict, "remembered")
+
+	// A new mtime is a new kernel: read again.
+	later := st.ModTime().Add(time.Second)
+	require.NoError(t, os.Chtimes(kernel, later, later))
+	reports, err = in.Status(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "unknown", reports[0].Verdict, "read again")
 }
