@@ -80,13 +80,13 @@ func (src Sources) defaultPathsFor(kind DelegateKind) []string {
 // isShipped is Kata 4's isShippedKataConfigPath (Go) and
 // is_shipped_kata_config_path (runtime-rs): the file, symlinks resolved, is
 // one of the kind's default paths, symlinks resolved.
-func isShipped(path string, defaults []string) bool {
-	resolved, err := resolvePath(path)
+func isShipped(root, path string, defaults []string) bool {
+	resolved, err := resolveIn(root, path)
 	if err != nil {
 		return false
 	}
 	for _, d := range defaults {
-		if rd, err := resolvePath(d); err == nil && rd == resolved {
+		if rd, err := resolveIn(root, d); err == nil && rd == resolved {
 			return true
 		}
 	}
@@ -136,14 +136,14 @@ func choosePathFor(ctx context.Context, src Sources, kind DelegateKind) (string,
 		if p != "" {
 			path, source = p, SourceRuntimeOptions
 		} else if env != "" {
-			if !isShipped(env, defaults) {
+			if !isShipped(src.Root, env, defaults) {
 				return "", "", errNotShipped(kind, env, defaults)
 			}
 			path, source = env, SourceEnv
 		}
 	case DelegateRuntimeRS:
 		if env != "" {
-			if !isShipped(env, defaults) {
+			if !isShipped(src.Root, env, defaults) {
 				return "", "", errNotShipped(kind, env, defaults)
 			}
 			path, source = env, SourceEnv
@@ -165,14 +165,14 @@ func choosePathFor(ctx context.Context, src Sources, kind DelegateKind) (string,
 		path, source = src.ExplicitPath, SourceFlag
 	}
 	if path != "" {
-		resolved, err := resolvePath(path)
+		resolved, err := resolveIn(src.Root, path)
 		if err != nil {
 			return "", "", fmt.Errorf("configuration file from %s: %w", describeSource(source), err)
 		}
 		return resolved, source, nil
 	}
 	for _, p := range defaults {
-		if resolved, err := resolvePath(p); err == nil {
+		if resolved, err := resolveIn(src.Root, p); err == nil {
 			return resolved, SourceDefault, nil
 		}
 	}
@@ -206,7 +206,7 @@ func OperatorPath(src Sources) (string, error) {
 		if c.path == "" {
 			continue
 		}
-		resolved, err := resolvePath(c.path)
+		resolved, err := resolveIn(src.Root, c.path)
 		if err != nil {
 			return "", fmt.Errorf("configuration file from %s: %w", describeSource(c.source), err)
 		}
@@ -219,7 +219,7 @@ func OperatorPath(src Sources) (string, error) {
 		}
 	}
 	for _, p := range defaults {
-		if resolved, err := resolvePath(p); err == nil {
+		if resolved, err := resolveIn(src.Root, p); err == nil {
 			return resolved, nil
 		}
 	}

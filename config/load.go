@@ -37,6 +37,9 @@ type File struct {
 
 	// origins maps a dotted key to the file that set it last.
 	origins map[string]string
+	// root is where the host's / was mounted when the file was loaded
+	// (Sources.Root); its paths are host paths.
+	root string
 }
 
 // origin names the file that set key, or the main file.
@@ -60,13 +63,25 @@ type doc struct {
 // entry, whatever its name, and an entry that is not a readable TOML file is
 // an error.
 func Load(path string) (*File, error) {
-	data, err := readCapped(path)
+	return loadIn("", path)
+}
+
+// loadIn is Load of the host path path on a host whose / is at root
+// (Sources.Root); the files are named by their host paths.
+func loadIn(root, path string) (*File, error) {
+	onHost := func(p string) string {
+		if isHostRoot(root) {
+			return p
+		}
+		return filepath.Join(root, p)
+	}
+	data, err := readCapped(onHost(path))
 	if err != nil {
 		return nil, err
 	}
 	var dropIns []namedBytes
 	dir := filepath.Join(filepath.Dir(path), DropInDir)
-	entries, err := os.ReadDir(dir)
+	entries, err := os.ReadDir(onHost(dir))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
@@ -75,14 +90,19 @@ func Load(path string) (*File, error) {
 		// os.ReadDir sorts by name, the order Kata merges in.
 		for _, e := range entries {
 			p := filepath.Join(dir, e.Name())
-			b, err := readCapped(p)
+			b, err := readCapped(onHost(p))
 			if err != nil {
 				return nil, fmt.Errorf("drop-in %s: %w", p, err)
 			}
 			dropIns = append(dropIns, namedBytes{name: p, data: b})
 		}
 	}
-	return build(path, data, dropIns)
+	f, err := build(path, data, dropIns)
+	if err != nil {
+		return nil, err
+	}
+	f.root = root
+	return f, nil
 }
 
 // parse reads one configuration document held in data, named name in

@@ -80,6 +80,13 @@ type Sources struct {
 	// Loaded is a file already loaded (with its drop-ins) from Loaded.Path;
 	// Resolve uses it instead of reading that path again.
 	Loaded *File
+	// Root is where the host's / is mounted when the caller runs in a
+	// mount namespace of its own (the kata-deploy companion's HOST_ROOT);
+	// "" is this process's /. Every path in the sources and in the files is
+	// then a host path, looked up under Root with its symlinks followed as
+	// the host follows them, and Resolved keeps host paths. Hypervisor
+	// annotations are not supported there.
+	Root string
 }
 
 // HypervisorChoice is one [hypervisor.<name>] table with its effective
@@ -112,6 +119,9 @@ type Resolved struct {
 	Hypervisors    []HypervisorChoice `json:"hypervisors"`
 
 	Guard Guard `json:"submount_guard"`
+
+	// Root is Sources.Root: where the host's / was mounted ("" for /).
+	Root string `json:"root,omitempty"`
 }
 
 // Ambiguous reports whether Kata may pick any of several hypervisor tables.
@@ -132,13 +142,16 @@ func Resolve(ctx context.Context, src Sources) (*Resolved, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !isHostRoot(src.Root) && len(src.Annotations) > 0 {
+		return nil, fmt.Errorf("resolve %s under the host root %s: pod annotations are not supported there: %w", path, src.Root, errdefs.ErrInvalidArgument)
+	}
 	f := src.Loaded
-	if f == nil || f.Path != path {
-		if f, err = Load(path); err != nil {
+	if f == nil || f.Path != path || f.root != src.Root {
+		if f, err = loadIn(src.Root, path); err != nil {
 			return nil, err
 		}
 	}
-	r := &Resolved{Path: path, Source: source, File: f, Delegate: kind, DelegateVersion: src.DelegateVersion, Guard: f.Guard}
+	r := &Resolved{Path: path, Source: source, File: f, Delegate: kind, DelegateVersion: src.DelegateVersion, Guard: f.Guard, Root: src.Root}
 
 	names, err := hypervisorTables(f, kind, src.Annotations)
 	if err != nil {
@@ -271,7 +284,7 @@ func effective(f *File, kind DelegateKind, cacheDefault, name string, h Hypervis
 		return &ValueError{File: f.origin(table + "." + key), Table: table, Key: key, Value: v, Reason: reason, Allowed: allowed}
 	}
 	resolveKey := func(key, v string) (string, error) {
-		p, err := resolvePath(v)
+		p, err := resolveIn(f.root, v)
 		if err != nil {
 			return "", fmt.Errorf("%s: [%s] %s = %q: %w", f.origin(table+"."+key), table, key, v, err)
 		}

@@ -10,7 +10,9 @@
 // when kata-deploy wrote there, as it does for containerd < 2.0, or by a
 // drop-in imported after kata-deploy's for containerd 2.x), restarts
 // containerd, and labels the node with each shim's guest-kernel fix status
-// (an NFD feature file and direct labels). It re-applies whatever
+// and whether its pods are protected (an NFD feature file and direct
+// labels): policy.Decide, the decision our shim makes at sandbox creation,
+// run here on the shim's configuration read under HOST_ROOT. It re-applies whatever
 // kata-deploy's reinstall undoes, within a second of the change (inotify),
 // and Uninstall puts every file back as it found it: byte for byte when
 // nobody changed the file since, else by reverting only its own edits.

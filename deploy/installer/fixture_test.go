@@ -101,6 +101,7 @@ virtio_fs_daemon = "/opt/kata/libexec/virtiofsd"
 valid_virtio_fs_daemon_paths = ["/opt/kata/libexec/virtiofsd"]
 
 [runtime]
+hypervisor_name = "qemu"
 `
 
 const (

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/containerd/log"
+
+	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // Installer installs, re-applies and removes the guard on one node.
@@ -20,7 +22,7 @@ type Installer struct {
 	host hostFS
 	// verdicts caches kernel verdicts by path, size, mtime and fixed_releases
 	// so that a reconcile every few seconds does not re-read kernels.
-	verdicts map[string]string
+	verdicts map[string]verdict.Report
 	// installed remembers each binary we found or put in place equal to
 	// ours, by the file's identity, so that a reconcile does not re-read
 	// tens of megabytes to compare them.
@@ -50,7 +52,7 @@ func New(opt Options) *Installer {
 	if opt.Interval <= 0 {
 		opt.Interval = DefaultInterval
 	}
-	return &Installer{opt: opt, host: hostFS{root: opt.HostRoot}, verdicts: map[string]string{}, installed: map[string]fileID{}}
+	return &Installer{opt: opt, host: hostFS{root: opt.HostRoot}, verdicts: map[string]verdict.Report{}, installed: map[string]fileID{}}
 }
 
 // Shim is one Kata runtime handler of containerd that kata-deploy configured.

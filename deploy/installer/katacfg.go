@@ -2,20 +2,15 @@ package installer
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
-	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // baseHypervisor is what a shim's configuration says of one hypervisor
@@ -132,106 +127,4 @@ func contains(ss []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// Verdicts, worst first, as the label shows them.
-var verdictRank = map[string]int{
-	string(verdict.Vulnerable): 0, string(verdict.Unknown): 1,
-	string(verdict.Unaffected): 2, string(verdict.Fixed): 3,
-}
-
-func worse(a, b string) string {
-	if a == "" || verdictRank[b] < verdictRank[a] {
-		return b
-	}
-	return a
-}
-
-// evaluate fills r.Verdict, r.Protected and r.Reason from the shim's
-// configuration as Kata merges it (ours included) and its guest kernels.
-func (in *Installer) evaluate(ctx context.Context, s *Shim, r *ShimReport) {
-	r.Verdict = string(verdict.Unknown)
-	f, err := config.Load(in.host.abs(s.ConfigFile))
-	if err != nil {
-		r.Reason = fmt.Sprintf("configuration: %v", err)
-		return
-	}
-	if len(f.Hypervisors) == 0 {
-		r.Reason = fmt.Sprintf("%s has no [hypervisor.*] table", s.ConfigFile)
-		return
-	}
-	names := make([]string, 0, len(f.Hypervisors))
-	for n := range f.Hypervisors {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	verdict, protected := "", true
-	var why []string
-	for _, n := range names {
-		h := f.Hypervisors[n]
-		v, reason := in.kernelVerdict(ctx, f, h)
-		verdict = worse(verdict, v)
-		ok, whyNot := in.tableProtected(r.Guarded, n, f.Guard, h, v)
-		if !ok {
-			protected = false
-			why = append(why, fmt.Sprintf("[hypervisor.%s] kernel %s: %s", n, reason, whyNot))
-		}
-	}
-	r.Verdict, r.Protected = verdict, protected
-	r.Reason = strings.Join(why, "; ")
-}
-
-// kernelVerdict inspects a table's guest kernel on the host.
-func (in *Installer) kernelVerdict(ctx context.Context, f *config.File, h config.Hypervisor) (string, string) {
-	kernel := h.Kernel
-	if kernel == "" {
-		kernel = filepath.Join(in.opt.KataPrefix, "share/kata-containers/vmlinuz.container")
-	}
-	resolved, err := in.host.resolve(kernel)
-	if err != nil {
-		return string(verdict.Unknown), fmt.Sprintf("%s cannot be read (%v)", kernel, err)
-	}
-	key := fmt.Sprint(resolved, f.Guard.FixedReleases)
-	if st, err := os.Stat(in.host.abs(resolved)); err == nil {
-		key += fmt.Sprint(st.Size(), st.ModTime().UnixNano())
-	}
-	if v, ok := in.verdicts[key]; ok {
-		return v, kernel + " " + v
-	}
-	rep, err := guestkernel.Inspect(ctx, in.host.abs(resolved), verdict.Options{FixedReleases: f.Guard.FixedReleases})
-	if err != nil {
-		return string(verdict.Unknown), fmt.Sprintf("%s cannot be read (%v)", kernel, err)
-	}
-	in.verdicts[key] = string(rep.Verdict)
-	return string(rep.Verdict), kernel + " " + string(rep.Verdict)
-}
-
-// tableProtected says whether sandboxes booted from one hypervisor table are
-// safe from the bug, and if not, why.
-func (in *Installer) tableProtected(guarded bool, name string, g config.Guard, h config.Hypervisor, v string) (bool, string) {
-	if v == string(verdict.Fixed) || v == string(verdict.Unaffected) {
-		return true, ""
-	}
-	switch {
-	case name == config.HypervisorFirecracker || name == config.HypervisorRemote:
-		return true, ""
-	case h.SharedFS != "" && h.SharedFS != config.SharedFSVirtioFS && h.SharedFS != config.SharedFSVirtioFSNydus:
-		return true, "" // no virtio-fs, no submounts
-	case !guarded:
-		return false, "kata-submount-guard does not guard this handler"
-	}
-	policy := g.OnVulnerable
-	if v == string(verdict.Unknown) {
-		policy = g.OnUnknown
-	}
-	if policy == config.PolicyRefuse {
-		return true, "" // such sandboxes are refused
-	}
-	if g.VirtiofsProtection == protection.None {
-		return false, "virtiofs_protection = none"
-	}
-	if h.SharedFS == config.SharedFSVirtioFSNydus || h.VirtioFSDaemon != filepath.Join(in.opt.GuardPrefix, "bin", "kata-virtiofsd") {
-		return false, fmt.Sprintf("virtio_fs_daemon %q is not kata-virtiofsd", h.VirtioFSDaemon)
-	}
-	return true, ""
 }

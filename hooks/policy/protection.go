@@ -34,7 +34,7 @@ func protectionStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error) 
 		return false, nil
 	}
 	daemon := hypervisorOf(in.Resolved, p.Hypervisor).VirtioFSDaemon
-	if !isOurDaemon(daemon) {
+	if !isOurDaemon(in.Resolved, daemon) {
 		p.Unprotected, p.ProtectionUnavailable = true, true
 		p.UnprotectedReason = fmt.Sprintf("virtiofs_protection = %s cannot be applied: virtio_fs_daemon %s is not %s; set virtio_fs_daemon (and valid_virtio_fs_daemon_paths) of [hypervisor.%s] to kata-virtiofsd's path in %s",
 			want, daemon, ourVirtiofsd, p.Hypervisor, in.Resolved.Path)
@@ -62,13 +62,16 @@ func hypervisorOf(r *config.Resolved, name string) config.Hypervisor {
 	return r.Hypervisor
 }
 
-func isOurDaemon(path string) bool {
+// isOurDaemon follows a symlinked daemon as the host does (under the
+// configuration's Root when it was resolved from outside the host's mount
+// namespace), so that a link's name is never taken for its target's.
+func isOurDaemon(r *config.Resolved, path string) bool {
 	if path == "" {
 		return false
 	}
 	if filepath.Base(path) == ourVirtiofsd {
 		return true
 	}
-	resolved, err := filepath.EvalSymlinks(path)
+	resolved, err := r.EvalSymlinks(path)
 	return err == nil && filepath.Base(resolved) == ourVirtiofsd
 }
