@@ -9,7 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
-	"github.com/kata-submount-guard/kata-submount-guard/shim/internal/oserr"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/oserr"
 )
 
 // checkDelegate makes sure path is an executable file other than this

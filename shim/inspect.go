@@ -17,7 +17,7 @@ import (
 
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/policy"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/capped"
-	"github.com/kata-submount-guard/kata-submount-guard/shim/internal/oserr"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/oserr"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 

@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kata-submount-guard/kata-submount-guard/config"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/oserr"
 )
 
 // delegatedEnv is set in the environment of Kata's kata-runtime when ours
@@ -116,7 +117,7 @@ func findKataCLI(r *config.Resolved, kind config.DelegateKind) kataCLI {
 		fi, err := os.Stat(p)
 		switch {
 		case err != nil:
-			why = append(why, fmt.Sprintf("%s: %v", p, unwrapPath(err)))
+			why = append(why, fmt.Sprintf("%s: %v", p, oserr.Cause(err)))
 		case selfErr == nil && os.SameFile(self, fi):
 			why = append(why, p+" is kata-submount-guard's kata-runtime itself")
 		case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
@@ -129,14 +130,6 @@ func findKataCLI(r *config.Resolved, kind config.DelegateKind) kataCLI {
 		return kataCLI{Broken: true, Missing: fmt.Sprintf("Kata's kata-runtime from [submount_guard] delegate_runtime cannot be run: %s; %s", strings.Join(why, "; "), fix)}
 	}
 	return kataCLI{Missing: fmt.Sprintf("Kata's kata-runtime not found beside delegate_shim %s: %s; %s", g.DelegateShim, strings.Join(why, "; "), fix)}
-}
-
-func unwrapPath(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 // kataResult is how a run of Kata's kata-runtime ended.

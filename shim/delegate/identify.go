@@ -20,7 +20,7 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/atomicfile"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/capped"
-	"github.com/kata-submount-guard/kata-submount-guard/shim/internal/oserr"
+	"github.com/kata-submount-guard/kata-submount-guard/internal/oserr"
 )
 
 // Identity is what a delegate shim says it is.
