@@ -21,24 +21,27 @@ func TestWrite(t *testing.T) {
 		{name: "replaces", old: []byte("old content"), data: []byte("new"), perm: 0o644},
 		{name: "empty", old: []byte("x"), data: nil, perm: 0o600},
 	}
+	writers := map[string]func(string, []byte, os.FileMode) error{"Write": Write, "WriteDurable": WriteDurable}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, "f.json")
-			if tc.old != nil {
-				require.NoError(t, os.WriteFile(path, tc.old, 0o666))
-			}
-			require.NoError(t, Write(path, tc.data, tc.perm))
-			got, err := os.ReadFile(path)
-			require.NoError(t, err)
-			require.Equal(t, string(tc.data), string(got))
-			st, err := os.Stat(path)
-			require.NoError(t, err)
-			require.Equal(t, tc.perm, st.Mode().Perm())
-			entries, err := os.ReadDir(dir)
-			require.NoError(t, err)
-			require.Len(t, entries, 1, "a temporary file was left behind")
-		})
+		for wname, write := range writers {
+			t.Run(wname+"/"+tc.name, func(t *testing.T) {
+				dir := t.TempDir()
+				path := filepath.Join(dir, "f.json")
+				if tc.old != nil {
+					require.NoError(t, os.WriteFile(path, tc.old, 0o666))
+				}
+				require.NoError(t, write(path, tc.data, tc.perm))
+				got, err := os.ReadFile(path)
+				require.NoError(t, err)
+				require.Equal(t, string(tc.data), string(got))
+				st, err := os.Stat(path)
+				require.NoError(t, err)
+				require.Equal(t, tc.perm, st.Mode().Perm())
+				entries, err := os.ReadDir(dir)
+				require.NoError(t, err)
+				require.Len(t, entries, 1, "a temporary file was left behind")
+			})
+		}
 	}
 }
 
