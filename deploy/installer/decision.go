@@ -15,19 +15,6 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
-// Verdicts, worst first, as the label shows them.
-var verdictRank = map[string]int{
-	string(verdict.Vulnerable): 0, string(verdict.Unknown): 1,
-	string(verdict.Unaffected): 2, string(verdict.Fixed): 3,
-}
-
-func worse(a, b string) string {
-	if a == "" || verdictRank[b] < verdictRank[a] {
-		return b
-	}
-	return a
-}
-
 // resolveShim resolves the shim's configuration as our shim does at
 // sandbox creation when containerd passes the handler's ConfigPath (config.d
 // merged, ours included), with the host's paths under HOST_ROOT. The
@@ -87,7 +74,7 @@ func (in *Installer) evaluate(ctx context.Context, s *Shim, r *ShimReport) {
 	}
 	refused := whole.Action == plan.Refuse
 	protected := refused || !whole.Unprotected
-	worst := ""
+	var worst verdict.Verdict // "": no kernel judged
 	var why []string
 	for _, h := range res.Hypervisors {
 		one := *res
@@ -104,8 +91,8 @@ func (in *Installer) evaluate(ctx context.Context, s *Shim, r *ShimReport) {
 			// label still tells its fix status.
 			v, ok = in.kernelVerdict(ctx, h.Config.Kernel, res.Guard.FixedReleases), true
 		}
-		if ok {
-			worst = worse(worst, string(v))
+		if ok && (worst == "" || v.Severity() > worst.Severity()) {
+			worst = v
 		}
 		if refused || !p.Unprotected {
 			continue
@@ -118,7 +105,7 @@ func (in *Installer) evaluate(ctx context.Context, s *Shim, r *ShimReport) {
 		}
 	}
 	if worst != "" {
-		r.Verdict = worst
+		r.Verdict = string(worst)
 	}
 	r.Protected = protected
 	if !protected && len(why) == 0 {

@@ -165,7 +165,9 @@ func decideFor(t *testing.T, f *fixture, configFile string, kind config.Delegate
 			require.NoError(t, err)
 			v = rep.Verdict
 		}
-		worst = worse(worst, string(v))
+		if worst == "" || v.Severity() > verdict.Verdict(worst).Severity() {
+			worst = string(v)
+		}
 		if whole.Action != plan.Refuse && p.Unprotected {
 			protected = false
 		}

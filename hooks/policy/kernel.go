@@ -74,7 +74,7 @@ func guestKernelStep(ctx context.Context, in *Input, p *plan.Plan) (bool, error)
 		}
 		p.KernelInspected = true
 		if first || actionRank(action) > actionRank(p.Action) ||
-			(actionRank(action) == actionRank(p.Action) && verdictRank(rep.Verdict) > verdictRank(p.Kernel.Verdict)) {
+			(actionRank(action) == actionRank(p.Action) && rep.Verdict.Severity() > p.Kernel.Verdict.Severity()) {
 			p.Action, p.Kernel, p.Hypervisor = action, rep, h.Name
 			first = false
 		}

@@ -11,7 +11,6 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
-	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
 
 // Input is what the decision for one sandbox is made from.
@@ -109,18 +108,6 @@ func actionRank(a plan.Action) int {
 	case plan.Refuse:
 		return 2
 	case plan.Warn:
-		return 1
-	}
-	return 0
-}
-
-func verdictRank(v verdict.Verdict) int {
-	switch v {
-	case verdict.Vulnerable:
-		return 3
-	case verdict.Unknown:
-		return 2
-	case verdict.Unaffected:
 		return 1
 	}
 	return 0

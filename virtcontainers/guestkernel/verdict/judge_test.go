@@ -137,3 +137,14 @@ func TestNeverFalseFixed(t *testing.T) {
 		}
 	}
 }
+
+// TestSeverity: a vulnerable kernel outweighs an unknown one, which
+// outweighs one that predates submounts, which outweighs a fixed one.
+func TestSeverity(t *testing.T) {
+	order := []Verdict{Fixed, Unaffected, Unknown, Vulnerable}
+	for i := 1; i < len(order); i++ {
+		if order[i].Severity() <= order[i-1].Severity() {
+			t.Errorf("%s (%d) must outweigh %s (%d)", order[i], order[i].Severity(), order[i-1], order[i-1].Severity())
+		}
+	}
+}

@@ -15,6 +15,22 @@ const (
 	Unknown Verdict = "unknown"
 )
 
+// Severity orders verdicts by what a sandbox has to fear from its kernel:
+// vulnerable 3, unknown 2, unaffected 1, fixed 0. Where several kernels
+// are judged together (hypervisor tables, a node's label), the highest
+// one speaks for them.
+func (v Verdict) Severity() int {
+	switch v {
+	case Vulnerable:
+		return 3
+	case Unknown:
+		return 2
+	case Unaffected:
+		return 1
+	}
+	return 0
+}
+
 // Evidence names what decided a verdict. BTF outranks an operator override,
 // which outranks the version string.
 type Evidence string
