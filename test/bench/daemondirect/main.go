@@ -60,6 +60,7 @@ type config struct {
 	dur      time.Duration
 	scale    []int
 	workload string
+	idle     time.Duration
 }
 
 func main() {
@@ -86,6 +87,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&cfg.streams, "streams", 4, "requests the front-end keeps in flight (one guest task each)")
 	flag.DurationVar(&cfg.dur, "duration", 600*time.Millisecond, "measured time per workload, daemon and round")
 	flag.StringVar(&cfg.workload, "workloads", "", "comma-separated workload keys (default: all)")
+	flag.DurationVar(&cfg.idle, "idle", 5*time.Second, "how long each daemon idles after its last workload before its memory is read")
 	out := flag.String("out", "", "also write the tables to this file")
 	before := flag.String("before", "", "another kata-virtiofsd (an older build) served as daemon ours-before, recover off")
 	daemonEnv := flag.String("daemon-env", "", "comma-separated K=V set in the daemons' environment only (e.g. GOGC=100), not this program's")

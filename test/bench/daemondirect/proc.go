@@ -63,6 +63,9 @@ type memory struct {
 	private int // Private_Clean+Private_Dirty: pages no other process maps
 	anon    int // Anonymous: heap, stacks, runtime
 	peak    int // VmHWM: peak resident
+	// startedPeak is the VmHWM of the process started (the one Kata
+	// waits for): a sandboxing daemon's waiting parent.
+	startedPeak int
 }
 
 func readMemory(pids []int) (memory, error) {
@@ -98,6 +101,9 @@ func readMemory(pids []int) (memory, error) {
 					m.anon += kb
 				case "VmHWM":
 					m.peak += kb
+					if p == pids[0] {
+						m.startedPeak = kb
+					}
 				}
 			}
 		}

@@ -34,6 +34,9 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 	}
 	res := map[resultKey][]sample{}
 	failures := map[resultKey][]string{}
+	// By pool and daemon: its memory over a whole pass of the workloads,
+	// when one process served them all.
+	mems := map[memKey][]memory{}
 	t0 := time.Now()
 	for r := range cfg.rounds {
 		for _, pool := range cfg.pools {
@@ -44,6 +47,7 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 				if err != nil {
 					return err
 				}
+				whole := true
 				for _, w := range ws {
 					k := resultKey{pool, d.key, w.key}
 					smp, err := runWorkload(s, w, cfg)
@@ -57,10 +61,19 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 					msg := fmt.Sprintf("%s, pool %d, round %d, %s: %v (daemon exited: %v %v)", d.label, pool, r+1, w.key, err, exited, how)
 					fmt.Fprintf(os.Stderr, "FAILED: %s; its log ends: %s\n", msg, s.logTail())
 					failures[k] = append(failures[k], msg)
+					whole = false
 					s.stop()
 					if s, err = start(cfg, d, pool, tag+"-again"); err != nil {
 						return err
 					}
+				}
+				if whole {
+					m, err := idleMemory(s, cfg)
+					if err != nil {
+						s.stop()
+						return fmt.Errorf("%s, pool %d: %w", d.key, pool, err)
+					}
+					mems[memKey{pool, d.key}] = append(mems[memKey{pool, d.key}], m)
 				}
 				if err := s.stop(); err != nil {
 					return fmt.Errorf("%s, pool %d: %w", d.key, pool, err)
@@ -130,7 +143,75 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 		}
 		failed = nil
 	}
+	memoryOverWorkloads(b, cfg, mems)
 	return nil
+}
+
+// memKey is one pool size and daemon.
+type memKey struct {
+	pool int
+	d    string
+}
+
+// memoryOverWorkloads writes the table of each daemon's memory over the
+// throughput workloads.
+func memoryOverWorkloads(b *strings.Builder, cfg *config, mems map[memKey][]memory) {
+	fmt.Fprintf(b, "Memory over the workloads above, kB summed over the daemon's processes, median (min–max) over the rounds in which one process served every workload: peak = VmHWM (includes the guest memory pages it touched, as a VMM's RSS does), of it the started process's own (the one Kata waits for: a sandboxing daemon's waiting parent); private = Private_Clean+Private_Dirty and anonymous = Anonymous (smaps_rollup) %v after the last workload. Ratio = ours (recover off) ÷ Rust, < 1 is better for ours.\n\n", cfg.idle)
+	columns := []struct {
+		label string
+		f     func(memory) int
+	}{
+		{"peak", func(m memory) int { return m.peak }},
+		{"peak of the started process", func(m memory) int { return m.startedPeak }},
+		{"private when idle", func(m memory) int { return m.private }},
+		{"anonymous when idle", func(m memory) int { return m.anon }},
+	}
+	fmt.Fprintf(b, "| pool | daemon |")
+	for _, c := range columns {
+		fmt.Fprintf(b, " %s |", c.label)
+	}
+	fmt.Fprintf(b, "\n| ---: | --- |%s\n", strings.Repeat(" ---: |", len(columns)))
+	median := func(k memKey, f func(memory) int) (m, lo, hi float64) {
+		v := make([]float64, len(mems[k]))
+		for i, x := range mems[k] {
+			v[i] = float64(f(x))
+		}
+		return stats(v)
+	}
+	for _, pool := range cfg.pools {
+		for _, d := range cfg.daemons {
+			k := memKey{pool, d.key}
+			fmt.Fprintf(b, "| %d | %s |", pool, d.label)
+			for _, c := range columns {
+				if len(mems[k]) == 0 {
+					fmt.Fprintf(b, " – |")
+					continue
+				}
+				m, lo, hi := median(k, c.f)
+				fmt.Fprintf(b, " %.0f (%.0f–%.0f) |", m, lo, hi)
+			}
+			fmt.Fprintln(b)
+		}
+		ours, rust := memKey{pool, "ours"}, memKey{pool, "rust"}
+		if len(mems[ours]) == 0 || len(mems[rust]) == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "| %d | ours/Rust |", pool)
+		for _, c := range columns {
+			o, _, _ := median(ours, c.f)
+			r, _, _ := median(rust, c.f)
+			fmt.Fprintf(b, " %.2f× |", o/r)
+		}
+		fmt.Fprintln(b)
+	}
+	fmt.Fprintln(b)
+}
+
+// idleMemory is s's memory cfg.idle after the last request, with the peak
+// of its whole run.
+func idleMemory(s *started, cfg *config) (memory, error) {
+	time.Sleep(cfg.idle)
+	return readMemory(s.pids)
 }
 
 // runWorkload prepares w on s, warms up, measures and cleans up.
