@@ -58,10 +58,12 @@ func daemonRuntime(getenv func(string) string, pool, procs int) runtimeSettings 
 }
 
 // onePIOBytes is the most one READ's or WRITE's system call moves in a
-// daemon with one P (see maxIOPerCall): a 128 KiB preadv or pwritev2 of
-// the page cache takes about 20 µs here, a sysmon tick.
-// BENCHMARKS.md, "virtio-fs daemon driven from the host", has the
-// measurements of 64 and 128 KiB.
+// daemon with one P (see maxIOPerCall). On the 2-core test host a 128 KiB
+// write of the page cache took 12 µs and a read 21 µs, against 120-140 µs
+// for 1 MiB; sysmon takes the P only from a call it sees in two checks in a
+// row, at least 20 µs apart. 64 KiB calls cost the daemon as much CPU and
+// make twice the calls (BENCHMARKS.md, "virtio-fs daemon driven from the
+// host", has both).
 const onePIOBytes = 128 << 10
 
 // maxIOPerCall is the passthrough file system's MaxIOPerCall for a daemon
