@@ -57,6 +57,36 @@ func daemonRuntime(getenv func(string) string, pool, procs int) runtimeSettings 
 	return s
 }
 
+// onePIOBytes is the most one READ's or WRITE's system call moves in a
+// daemon with one P (see maxIOPerCall). On the 2-core test host a 128 KiB
+// write of the page cache took 12 µs and a read 21 µs, against 120-140 µs
+// for 1 MiB; sysmon takes the P only from a call it sees in two checks in a
+// row, at least 20 µs apart. 64 KiB calls cost the daemon as much CPU and
+// make twice the calls (BENCHMARKS.md, "virtio-fs daemon driven from the
+// host", has both).
+const onePIOBytes = 128 << 10
+
+// maxIOPerCall is the passthrough file system's MaxIOPerCall for a daemon
+// running with procs Ps.
+//
+// With one P, Go's system monitor takes the P from a goroutine whose system
+// call has lasted a sysmon tick (20 µs or more) when no other P is idle, and
+// hands it to another thread; the call's thread then finds no P when it
+// returns, queues the goroutine and sleeps. A 1 MiB pwritev2 or preadv takes
+// over 100 µs, so every large READ and WRITE paid for two thread switches
+// and a futex wake-up: with Kata's pool of 1, 1 MiB WRITEs cost the daemon
+// 268-304 µs of CPU per MiB against Rust virtiofsd's 205-218. Calls of at
+// most onePIOBytes mostly end within the tick. With more Ps an idle one
+// exists while a single request is in its system call and sysmon leaves
+// the call alone; cutting then only adds calls (it cost CPU with a pool of
+// 4), so there is no limit.
+func maxIOPerCall(procs int) int {
+	if procs == 1 {
+		return onePIOBytes
+	}
+	return 0
+}
+
 // ApplyRuntimeDefaults sets GOGC and GOMAXPROCS (see daemonRuntime) for
 // this process, which is about to Serve o: it serves the share itself
 // (--sandbox=none) or only waits for its sandboxed daemon and relays its log

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -113,4 +114,54 @@ not JSON
 		got = append(got, e.Message)
 	}
 	require.Equal(t, []string{"served", "virtio-fs daemon"}, got)
+}
+
+// The file system cuts READs and WRITEs into calls of at most onePIOBytes
+// only when the daemon runs with one P: there sysmon would hand the P away
+// during every long call; with more an idle P exists and it does not.
+func TestTheDaemonCutsLargeIOOnlyWithOneP(t *testing.T) {
+	procs := runtime.GOMAXPROCS(0)
+	gc := debug.SetGCPercent(100)
+	t.Cleanup(func() {
+		runtime.GOMAXPROCS(procs)
+		debug.SetGCPercent(gc)
+	})
+	for _, tc := range []struct {
+		name       string
+		gomaxprocs string // the operator's GOMAXPROCS, which the runtime read at start
+		startProcs int    // GOMAXPROCS at start: the operator's, or the CPUs
+		pool       int
+		wantProcs  int
+		want       int
+	}{
+		{"Kata's pool of 1 on two CPUs: one P, cut", "", 2, 1, 1, onePIOBytes},
+		{"pool of 4 on two CPUs: two Ps, not cut", "", 2, 4, 2, 0},
+		{"pool of 4 on one CPU: one P, cut", "", 1, 4, 1, onePIOBytes},
+		{"the operator's GOMAXPROCS=2 with a pool of 1: two Ps, not cut", "2", 2, 1, 2, 0},
+		{"the operator's GOMAXPROCS=1 with a pool of 4: one P, cut", "1", 1, 4, 1, onePIOBytes},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("GOGC", "")
+			t.Setenv("GOMAXPROCS", tc.gomaxprocs)
+			runtime.GOMAXPROCS(tc.startProcs)
+			applyDaemonRuntime(tc.pool)
+			require.Equal(t, tc.wantProcs, runtime.GOMAXPROCS(0))
+			o := &virtiofsd.Options{ThreadPoolSize: tc.pool}
+			require.Equal(t, tc.want, fsOptions(o, nil, nil, runtime.GOMAXPROCS(0)).MaxIOPerCall)
+		})
+	}
+}
+
+func TestMaxIOPerCall(t *testing.T) {
+	for _, tc := range []struct {
+		procs, want int
+	}{
+		{1, 128 << 10},
+		{2, 0},
+		{64, 0},
+	} {
+		t.Run(strconv.Itoa(tc.procs)+" Ps", func(t *testing.T) {
+			require.Equal(t, tc.want, maxIOPerCall(tc.procs))
+		})
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -254,6 +255,23 @@ func lookupGroup(name string) (int, error) {
 	return strconv.Atoi(g.Gid)
 }
 
+// fsOptions are the file system's options for o, in a process running with
+// procs Ps (GOMAXPROCS).
+func fsOptions(o *virtiofsd.Options, procSelf *os.File, rec *passthroughfs.RecoverOptions, procs int) passthroughfs.Options {
+	return passthroughfs.Options{
+		Cache:             passthroughfs.CachePolicy(o.Cache),
+		AnnounceSubmounts: o.AnnounceSubmounts,
+		Xattr:             o.XattrEnabled(),
+		AllowDirectIO:     o.AllowDirectIO,
+		ReadOnly:          o.ReadOnly,
+		PreserveNoatime:   o.PreserveNoatime,
+		AllowMmap:         o.AllowMmap,
+		ProcSelfFD:        procSelf,
+		Recover:           rec,
+		MaxIOPerCall:      maxIOPerCall(procs),
+	}
+}
+
 // serveOn accepts one frontend on l and serves root to it. With protection
 // recover the file system recovers forgotten submount roots and passes its
 // counters to report (may be nil).
@@ -267,17 +285,8 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 	// The guest kernel has applied the caller's umask to every mode it
 	// sends (virtiofsd sets 0 too).
 	syscall.Umask(0)
-	fs, err := passthroughfs.New(ctx, root, passthroughfs.Options{
-		Cache:             passthroughfs.CachePolicy(o.Cache),
-		AnnounceSubmounts: o.AnnounceSubmounts,
-		Xattr:             o.XattrEnabled(),
-		AllowDirectIO:     o.AllowDirectIO,
-		ReadOnly:          o.ReadOnly,
-		PreserveNoatime:   o.PreserveNoatime,
-		AllowMmap:         o.AllowMmap,
-		ProcSelfFD:        procSelf,
-		Recover:           rec,
-	})
+	fo := fsOptions(o, procSelf, rec, runtime.GOMAXPROCS(0))
+	fs, err := passthroughfs.New(ctx, root, fo)
 	if err != nil {
 		l.Close()
 		return fmt.Errorf("serve: %w", err)
@@ -318,6 +327,7 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 		"readonly":           o.ReadOnly,
 		"recover":            rec != nil,
 		"seccomp":            seccomp,
+		"max_io_per_call":    fo.MaxIOPerCall,
 	}).Info("vhost-user frontend connected; serving")
 	if err := b.Serve(ctx, conn); err != nil {
 		return fmt.Errorf("serve: %w", err)

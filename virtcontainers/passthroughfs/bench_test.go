@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -129,8 +130,10 @@ func BenchmarkReadDirPlus1k(b *testing.B) {
 	}
 }
 
-func benchRW(b *testing.B, size int, write bool) {
-	fs, src := benchFS(b, Options{})
+func benchRW(b *testing.B, size int, write bool) { benchRWOpts(b, size, write, Options{}) }
+
+func benchRWOpts(b *testing.B, size int, write bool, opts Options) {
+	fs, src := benchFS(b, opts)
 	const fileSize = 64 << 20
 	f, _ := os.Create(filepath.Join(src, "data"))
 	f.Truncate(fileSize)
@@ -168,3 +171,16 @@ func benchRW(b *testing.B, size int, write bool) {
 func BenchmarkRead4K(b *testing.B)  { benchRW(b, 4<<10, false) }
 func BenchmarkRead1M(b *testing.B)  { benchRW(b, 1<<20, false) }
 func BenchmarkWrite1M(b *testing.B) { benchRW(b, 1<<20, true) }
+
+// 1 MiB requests served in calls of at most 64 or 128 KiB (MaxIOPerCall).
+func BenchmarkRead1MInPieces(b *testing.B) {
+	for _, p := range []int{64 << 10, 128 << 10} {
+		b.Run(strconv.Itoa(p>>10)+"KiB", func(b *testing.B) { benchRWOpts(b, 1<<20, false, Options{MaxIOPerCall: p}) })
+	}
+}
+
+func BenchmarkWrite1MInPieces(b *testing.B) {
+	for _, p := range []int{64 << 10, 128 << 10} {
+		b.Run(strconv.Itoa(p>>10)+"KiB", func(b *testing.B) { benchRWOpts(b, 1<<20, true, Options{MaxIOPerCall: p}) })
+	}
+}

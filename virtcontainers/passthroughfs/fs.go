@@ -62,6 +62,9 @@ func New(ctx context.Context, root string, opts Options) (*FS, error) {
 		}
 		opts.Cache = p
 	}
+	if opts.MaxIOPerCall < 0 {
+		return nil, fmt.Errorf("MaxIOPerCall %d: want 0 (no limit) or a positive number of bytes: %w", opts.MaxIOPerCall, errdefs.ErrInvalidArgument)
+	}
 	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		var class error = errdefs.ErrInvalidArgument

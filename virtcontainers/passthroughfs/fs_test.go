@@ -62,6 +62,8 @@ func TestNewRejectsBadInput(t *testing.T) {
 	require.Error(t, err, "the shared directory itself must not be a symlink")
 	_, err = New(t.Context(), dir, Options{Cache: "sometimes"})
 	require.ErrorContains(t, err, "sometimes")
+	_, err = New(t.Context(), dir, Options{MaxIOPerCall: -1})
+	require.ErrorContains(t, err, "MaxIOPerCall -1")
 	p, err := parseCachePolicy("ALWAYS")
 	require.NoError(t, err)
 	require.Equal(t, CacheAlways, p)
@@ -398,34 +400,45 @@ func itoa3(i int) string {
 }
 
 // TestDataPathDoesNotAllocate holds the READ and WRITE paths to zero heap
-// allocations per request.
+// allocations per request, also when they are served in pieces that end
+// inside the request's segments.
 func TestDataPathDoesNotAllocate(t *testing.T) {
-	share := newHostShare(t)
-	require.NoError(t, os.WriteFile(filepath.Join(share.src, "f"), make([]byte, 1<<20), 0o644))
-	fs := newFS(t, share.src, Options{})
-	defer fs.Close()
-	e := mustLookup(t, fs, rootID, "f")
-	var oo fuse.OpenOut
-	require.Equal(t, fuse.OK, fs.Open(nil, &fuse.OpenIn{InHeader: hdr(e.NodeId), Flags: unix.O_RDWR}, &oo))
-	buf := make([]byte, 128<<10)
-	iov := [][]byte{buf[:64<<10], buf[64<<10:]}
-	rin := fuse.ReadIn{InHeader: hdr(e.NodeId), Fh: oo.Fh, Offset: 4096, Size: uint32(len(buf))}
-	win := fuse.WriteIn{InHeader: hdr(e.NodeId), Fh: oo.Fh, Offset: 8192, Size: uint32(len(buf))}
-	allocs := testing.AllocsPerRun(200, func() {
-		r, st := fs.Read(nil, &rin, buf)
-		if st != fuse.OK {
-			t.Fatal(st)
-		}
-		n, st := r.(interface {
-			Readv([][]byte) (int, fuse.Status)
-		}).Readv(iov)
-		if st != fuse.OK || n != len(buf) {
-			t.Fatal(n, st)
-		}
-		r.Done()
-		if n, st := fs.Writev(nil, &win, iov); st != fuse.OK || int(n) != len(buf) {
-			t.Fatal(n, st)
-		}
-	})
-	require.Zero(t, allocs, "allocations per READ+WRITE")
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"one call", Options{}},
+		{"48 KiB pieces across 64 KiB segments", Options{MaxIOPerCall: 48 << 10}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			share := newHostShare(t)
+			require.NoError(t, os.WriteFile(filepath.Join(share.src, "f"), make([]byte, 1<<20), 0o644))
+			fs := newFS(t, share.src, tc.opts)
+			defer fs.Close()
+			e := mustLookup(t, fs, rootID, "f")
+			var oo fuse.OpenOut
+			require.Equal(t, fuse.OK, fs.Open(nil, &fuse.OpenIn{InHeader: hdr(e.NodeId), Flags: unix.O_RDWR}, &oo))
+			buf := make([]byte, 128<<10)
+			iov := [][]byte{buf[:64<<10], buf[64<<10:]}
+			rin := fuse.ReadIn{InHeader: hdr(e.NodeId), Fh: oo.Fh, Offset: 4096, Size: uint32(len(buf))}
+			win := fuse.WriteIn{InHeader: hdr(e.NodeId), Fh: oo.Fh, Offset: 8192, Size: uint32(len(buf))}
+			allocs := testing.AllocsPerRun(200, func() {
+				r, st := fs.Read(nil, &rin, buf)
+				if st != fuse.OK {
+					t.Fatal(st)
+				}
+				n, st := r.(interface {
+					Readv([][]byte) (int, fuse.Status)
+				}).Readv(iov)
+				if st != fuse.OK || n != len(buf) {
+					t.Fatal(n, st)
+				}
+				r.Done()
+				if n, st := fs.Writev(nil, &win, iov); st != fuse.OK || int(n) != len(buf) {
+					t.Fatal(n, st)
+				}
+			})
+			require.Zero(t, allocs, "allocations per READ+WRITE")
+		})
+	}
 }

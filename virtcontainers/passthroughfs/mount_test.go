@@ -88,6 +88,10 @@ func TestPOSIXOverFUSE(t *testing.T) {
 		{"cache=never", Options{Cache: CacheNever}},
 		{"cache=always,xattr", Options{Cache: CacheAlways, Xattr: true}},
 		{"cache=metadata", Options{Cache: CacheMetadata, AnnounceSubmounts: true}},
+		// Every READ and WRITE above 4000 bytes served in several calls,
+		// cut off page boundaries.
+		{"cache=auto,calls of 4000 bytes", Options{Cache: CacheAuto, MaxIOPerCall: 4000}},
+		{"cache=never,calls of 4000 bytes", Options{Cache: CacheNever, MaxIOPerCall: 4000}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			share := newHostShare(t)

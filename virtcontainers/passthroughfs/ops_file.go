@@ -237,7 +237,7 @@ func (r *readResult) Size() int { return r.sz }
 func (r *readResult) Bytes(buf []byte) ([]byte, fuse.Status) {
 	buf = buf[:min(len(buf), r.sz)]
 	one := [1][]byte{buf}
-	n, e := preadFull(r.h.fd, one[:], r.off)
+	n, e := preadFull(r.h.fd, one[:], r.off, r.fs.opts.MaxIOPerCall)
 	if e != 0 {
 		return nil, status(e)
 	}
@@ -246,7 +246,7 @@ func (r *readResult) Bytes(buf []byte) ([]byte, fuse.Status) {
 
 // Readv reads straight into the reply's scatter list (virtio-fs).
 func (r *readResult) Readv(dst [][]byte) (int, fuse.Status) {
-	n, e := preadFull(r.h.fd, dst, r.off)
+	n, e := preadFull(r.h.fd, dst, r.off, r.fs.opts.MaxIOPerCall)
 	return n, status(e)
 }
 
@@ -278,13 +278,16 @@ func (fs *FS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (u
 		return 0, fuse.EINVAL
 	}
 	data = capIov(data, int(in.Size))
-	flags := 0
+	flags, limit := 0, fs.opts.MaxIOPerCall
 	// Page-cache writebacks (WRITE_CACHE, e.g. from mmap) carry their true
 	// offset; only the guest's own write(2)s on an O_APPEND file append.
 	if h.appendMode && in.WriteFlags&fuse.WRITE_CACHE == 0 {
 		flags = unix.RWF_APPEND
 	}
-	n, e := pwriteFull(h.fd, data, int64(in.Offset), flags)
+	if h.appendMode {
+		limit = 0 // one call, as an append must be
+	}
+	n, e := pwriteFull(h.fd, data, int64(in.Offset), flags, limit)
 	if e != 0 {
 		return 0, status(e)
 	}

@@ -84,6 +84,12 @@ type Options struct {
 	// forgot while still using them (protection recover; see RecoverOptions).
 	// It only matters with AnnounceSubmounts.
 	Recover *RecoverOptions
+	// MaxIOPerCall, if positive, is the most bytes one preadv or pwritev2
+	// moves: a larger READ or WRITE is served in several system calls, and
+	// a short one among them ends the request. Appending writes (a handle
+	// the guest opened with O_APPEND) are never cut, so that each lands at
+	// the end in one piece. 0, the default: no limit.
+	MaxIOPerCall int
 }
 
 func (o Options) cache() CachePolicy {

@@ -89,14 +89,29 @@ func closeFD(fd int) {
 // vectors are served in several calls.
 const iovMax = 32
 
-func fillIov(vecs *[iovMax]unix.Iovec, bufs [][]byte) (int, int) {
-	n, total := 0, 0
-	for _, b := range bufs {
-		if n == iovMax {
+// iovCursor walks a scatter list without copying it or its header: the
+// bytes of bufs[0] already moved are skipped when the next iovecs are
+// filled, so a call that ends inside a segment costs no allocation.
+type iovCursor struct {
+	bufs [][]byte
+	skip int // bytes of bufs[0] already moved
+}
+
+// fill points vecs at the next bytes, at most iovMax segments and, if limit
+// is positive, at most limit bytes (the last segment cut short). It returns
+// the number of iovecs and of bytes; 0 iovecs: nothing is left.
+func (c *iovCursor) fill(vecs *[iovMax]unix.Iovec, limit int) (int, int) {
+	n, total, skip := 0, 0, c.skip
+	for _, b := range c.bufs {
+		if n == iovMax || (limit > 0 && total == limit) {
 			break
 		}
+		b, skip = b[skip:], 0
 		if len(b) == 0 {
 			continue
+		}
+		if limit > 0 && len(b) > limit-total {
+			b = b[:limit-total]
 		}
 		vecs[n].Base = &b[0]
 		vecs[n].SetLen(len(b))
@@ -106,12 +121,28 @@ func fillIov(vecs *[iovMax]unix.Iovec, bufs [][]byte) (int, int) {
 	return n, total
 }
 
-// preadFull reads into bufs at off until they are full or EOF.
-func preadFull(fd int, bufs [][]byte, off int64) (int, syscall.Errno) {
+// advance drops the first n bytes.
+func (c *iovCursor) advance(n int) {
+	for len(c.bufs) > 0 && n > 0 {
+		left := len(c.bufs[0]) - c.skip
+		if n < left {
+			c.skip += n
+			return
+		}
+		n -= left
+		c.bufs, c.skip = c.bufs[1:], 0
+	}
+}
+
+// preadFull reads into bufs at off until they are full or EOF, in calls of
+// at most limit bytes if limit is positive. A short read (EOF) ends it; an
+// error after some bytes returns the bytes.
+func preadFull(fd int, bufs [][]byte, off int64, limit int) (int, syscall.Errno) {
+	c := iovCursor{bufs: bufs}
 	done := 0
-	for len(bufs) > 0 {
+	for {
 		var vecs [iovMax]unix.Iovec
-		cnt, want := fillIov(&vecs, bufs)
+		cnt, want := c.fill(&vecs, limit)
 		if cnt == 0 {
 			break
 		}
@@ -129,20 +160,27 @@ func preadFull(fd int, bufs [][]byte, off int64) (int, syscall.Errno) {
 		n := int(r)
 		done += n
 		off += int64(n)
-		if n < want || n == 0 {
+		if n < want {
 			break
 		}
-		bufs = skipIov(bufs, n)
+		c.advance(n)
 	}
 	return done, 0
 }
 
-// pwriteFull writes bufs at off (or appends, with RWF_APPEND in flags).
-func pwriteFull(fd int, bufs [][]byte, off int64, flags int) (int, syscall.Errno) {
+// pwriteFull writes bufs at off (or appends, with RWF_APPEND in flags), in
+// calls of at most limit bytes if limit is positive. An append is never
+// cut, so that its bytes land at the end together. A short write ends it;
+// an error after some bytes returns the bytes.
+func pwriteFull(fd int, bufs [][]byte, off int64, flags, limit int) (int, syscall.Errno) {
+	if flags&unix.RWF_APPEND != 0 {
+		limit = 0
+	}
+	c := iovCursor{bufs: bufs}
 	done := 0
-	for len(bufs) > 0 {
+	for {
 		var vecs [iovMax]unix.Iovec
-		cnt, _ := fillIov(&vecs, bufs)
+		cnt, want := c.fill(&vecs, limit)
 		if cnt == 0 {
 			break
 		}
@@ -158,31 +196,14 @@ func pwriteFull(fd int, bufs [][]byte, off int64, flags int) (int, syscall.Errno
 			return 0, e
 		}
 		n := int(r)
-		if n == 0 {
-			break
-		}
 		done += n
 		off += int64(n)
-		bufs = skipIov(bufs, n)
+		if n < want {
+			break
+		}
+		c.advance(n)
 	}
 	return done, 0
-}
-
-// skipIov drops the first n bytes of bufs; it reslices, never copies data.
-func skipIov(bufs [][]byte, n int) [][]byte {
-	for len(bufs) > 0 && n >= len(bufs[0]) {
-		n -= len(bufs[0])
-		bufs = bufs[1:]
-	}
-	if len(bufs) > 0 && n > 0 {
-		// Only reached after a short write or read in the middle of a
-		// segment: copy the header so the caller's slice stays intact.
-		rest := make([][]byte, len(bufs))
-		copy(rest, bufs)
-		rest[0] = rest[0][n:]
-		bufs = rest
-	}
-	return bufs
 }
 
 // ptr is the byte slice's first element, nil for an empty one (size queries).
