@@ -46,6 +46,12 @@ var allDaemons = []daemon{
 	{"c", "C virtiofsd (QEMU 7.2)", func(u map[harness.Daemon]string) harness.DaemonSpec {
 		return harness.DaemonSpec{Protection: protection.None, Upstream: u[harness.DaemonC]}
 	}, ""},
+	// File handles instead of an O_PATH descriptor per inode: the only
+	// daemon here that can hold more inodes than the descriptor limit
+	// (it needs CAP_DAC_READ_SEARCH). Not in the default set.
+	{"rust-handles", "Rust virtiofsd 1.13.2 --inode-file-handles=mandatory", func(u map[harness.Daemon]string) harness.DaemonSpec {
+		return harness.DaemonSpec{Protection: protection.None, Upstream: u[harness.DaemonRust], Extra: []string{"--inode-file-handles=mandatory"}}
+	}, ""},
 }
 
 type config struct {

@@ -7,8 +7,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // resultKey names the samples of one cell.
@@ -277,10 +275,13 @@ func num(v float64) string {
 }
 
 // memoryAtScale looks up cfg.scale inodes (kept: the guest never forgets
-// them) in each daemon and reads its memory at each step.
+// them) in each daemon and reads its memory at each step. A daemon that
+// cannot hold a step's inodes (the descriptor limit) gets "–" from there on,
+// with the reason under the table.
 func memoryAtScale(ctx context.Context, cfg *config, b *strings.Builder) error {
 	type cell struct{ rss, private, anon, peak []float64 }
-	res := map[string][]cell{} // by daemon, then by step (0: after INIT)
+	res := map[string][]cell{}     // by daemon, then by step (0: after INIT)
+	stopped := map[string]string{} // by daemon: why the steps stopped
 	rounds := min(cfg.rounds, 3)
 	for r := range rounds {
 		for i := range cfg.daemons {
@@ -306,49 +307,71 @@ func memoryAtScale(ctx context.Context, cfg *config, b *strings.Builder) error {
 				c.peak = append(c.peak, float64(m.peak))
 				return nil
 			}
-			err = record(0)
-			var dir *fuse.EntryOut
-			if err == nil {
-				dir, err = s.c[0].lookup(rootID, "scale")
+			if err := record(0); err != nil {
+				s.stop()
+				return fmt.Errorf("memory, %s: %w", d.key, err)
 			}
-			done := 0
-			for step, n := range cfg.scale {
-				if err != nil {
-					break
-				}
-				err = lookupRange(s.c, dir.NodeId, done, n)
-				done = n
-				if err == nil {
-					err = record(step + 1)
-				}
-			}
+			dir, err := s.c[0].lookup(rootID, "scale")
 			if err != nil {
 				s.stop()
 				return fmt.Errorf("memory, %s: %w", d.key, err)
+			}
+			done := 0
+			for step, n := range cfg.scale {
+				if err := lookupRange(s.c, dir.NodeId, done, n); err != nil {
+					// What the daemon could not hold is a result, not a
+					// failure of the run.
+					stopped[d.key] = fmt.Sprintf("%s: looking up %d inodes failed after %d: %v", d.label, n, done, err)
+					break
+				}
+				done = n
+				if err := record(step + 1); err != nil {
+					s.stop()
+					return fmt.Errorf("memory, %s: %w", d.key, err)
+				}
 			}
 			if err := s.stop(); err != nil {
 				return fmt.Errorf("memory, %s: %w", d.key, err)
 			}
 		}
 	}
-	fmt.Fprintf(b, "Memory with N files of one directory looked up and kept (no FORGET), thread pool 1, median of %d rounds; kB summed over the daemon's processes. Private = smaps_rollup Private_Clean+Private_Dirty (pages no other process maps: not the shared guest memory); peak = VmHWM (includes guest memory pages it touched). Per inode = (private at N − private after INIT) ÷ N.\n\n", rounds)
+	fmt.Fprintf(b, "Memory with N files of one directory looked up and kept (no FORGET), thread pool 1, median of %d rounds; kB summed over the daemon's processes. Private = smaps_rollup Private_Clean+Private_Dirty (pages no other process maps: not the shared guest memory); peak = VmHWM (includes guest memory pages it touched). Per inode = (private at N − private after INIT) ÷ N, at the largest N the daemon held.\n\n", rounds)
 	fmt.Fprintf(b, "| daemon | after INIT: RSS / private |")
 	for _, n := range cfg.scale {
 		fmt.Fprintf(b, " %d inodes: RSS / private / peak |", n)
 	}
-	fmt.Fprintf(b, " bytes per inode (at %d) |\n| --- |%s ---: |\n", cfg.scale[len(cfg.scale)-1], strings.Repeat(" ---: |", len(cfg.scale)+1))
+	fmt.Fprintf(b, " bytes per inode |\n| --- |%s ---: |\n", strings.Repeat(" ---: |", len(cfg.scale)+1))
+	med := func(v []float64) float64 { m, _, _ := stats(v); return m }
 	for _, d := range cfg.daemons {
 		cs := res[d.key]
-		med := func(v []float64) float64 { m, _, _ := stats(v); return m }
 		fmt.Fprintf(b, "| %s | %.0f / %.0f |", d.label, med(cs[0].rss), med(cs[0].private))
+		last := 0
 		for i := range cfg.scale {
 			c := cs[i+1]
+			// Only a step every round reached.
+			if len(c.rss) < rounds {
+				fmt.Fprintf(b, " – |")
+				continue
+			}
+			last = i + 1
 			fmt.Fprintf(b, " %.0f / %.0f / %.0f |", med(c.rss), med(c.private), med(c.peak))
 		}
-		last := len(cfg.scale)
-		fmt.Fprintf(b, " %.0f |\n", (med(cs[last].private)-med(cs[0].private))*1024/float64(cfg.scale[last-1]))
+		if last == 0 {
+			fmt.Fprintf(b, " – |\n")
+			continue
+		}
+		n := cfg.scale[last-1]
+		fmt.Fprintf(b, " %.0f (at %d) |\n", (med(cs[last].private)-med(cs[0].private))*1024/float64(n), n)
 	}
 	fmt.Fprintln(b)
+	for _, d := range cfg.daemons {
+		if why, ok := stopped[d.key]; ok {
+			fmt.Fprintf(b, "- Stopped: %s\n", why)
+		}
+	}
+	if len(stopped) > 0 {
+		fmt.Fprintln(b)
+	}
 	return nil
 }
 
