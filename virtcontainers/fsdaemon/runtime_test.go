@@ -44,12 +44,7 @@ func TestDaemonRuntime(t *testing.T) {
 func TestApplyDaemonRuntime(t *testing.T) {
 	t.Setenv("GOGC", "")
 	t.Setenv("GOMAXPROCS", "")
-	procs := runtime.GOMAXPROCS(0)
-	gc := debug.SetGCPercent(100)
-	t.Cleanup(func() {
-		runtime.GOMAXPROCS(procs)
-		debug.SetGCPercent(gc)
-	})
+	restoreRuntime(t)
 	set := applyDaemonRuntime(1)
 	require.Equal(t, map[string]any{"gogc": defaultGCPercent, "gomaxprocs": 1}, set)
 	require.Equal(t, 1, runtime.GOMAXPROCS(0))
@@ -78,12 +73,7 @@ func TestDaemonGODEBUG(t *testing.T) {
 // The sandboxed daemon is a child that inherits this process's environment
 // (fssandbox.Spawn); the runtime reads schedtrace only at its start.
 func TestApplyRuntimeDefaultsSetsTheSandboxedDaemonsGODEBUG(t *testing.T) {
-	procs := runtime.GOMAXPROCS(0)
-	gc := debug.SetGCPercent(100)
-	t.Cleanup(func() {
-		runtime.GOMAXPROCS(procs)
-		debug.SetGCPercent(gc)
-	})
+	restoreRuntime(t)
 	for _, tc := range []struct {
 		sandbox virtiofsd.SandboxMode
 		want    string
@@ -120,12 +110,7 @@ not JSON
 // only when the daemon runs with one P: there sysmon would hand the P away
 // during every long call; with more an idle P exists and it does not.
 func TestTheDaemonCutsLargeIOOnlyWithOneP(t *testing.T) {
-	procs := runtime.GOMAXPROCS(0)
-	gc := debug.SetGCPercent(100)
-	t.Cleanup(func() {
-		runtime.GOMAXPROCS(procs)
-		debug.SetGCPercent(gc)
-	})
+	restoreRuntime(t)
 	for _, tc := range []struct {
 		name       string
 		gomaxprocs string // the operator's GOMAXPROCS, which the runtime read at start
@@ -150,6 +135,17 @@ func TestTheDaemonCutsLargeIOOnlyWithOneP(t *testing.T) {
 			require.Equal(t, tc.want, fsOptions(o, nil, nil, runtime.GOMAXPROCS(0)).MaxIOPerCall)
 		})
 	}
+}
+
+// restoreRuntime puts this process's GOMAXPROCS and GOGC back after a test
+// that applies the daemon's.
+func restoreRuntime(t *testing.T) {
+	procs := runtime.GOMAXPROCS(0)
+	gc := debug.SetGCPercent(100)
+	t.Cleanup(func() {
+		runtime.GOMAXPROCS(procs)
+		debug.SetGCPercent(gc)
+	})
 }
 
 func TestMaxIOPerCall(t *testing.T) {
