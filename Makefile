@@ -62,7 +62,7 @@ bench-shim: ## median shim start->address, ours vs the stand-in delegate alone (
 
 .PHONY: bench-daemon-direct
 BENCH_DIRECT_FLAGS ?=
-bench-daemon-direct: build ## our virtio-fs daemon vs Rust and C virtiofsd driven from the host, no guest (root; a few minutes; BENCHMARKS.md)
+bench-daemon-direct: build ## our virtio-fs daemon vs Rust and C virtiofsd driven from the host, no guest (root; about 8 minutes; BENCHMARKS.md)
 	$(GO) run ./test/bench/daemondirect -kata-virtiofsd $(BIN)/kata-virtiofsd $(BENCH_DIRECT_FLAGS)
 
 .PHONY: bench-daemon
