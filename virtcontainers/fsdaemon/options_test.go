@@ -118,17 +118,10 @@ func TestServeReadOnly(t *testing.T) {
 	require.NoError(t, err)
 	require.NotZero(t, init.Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP, "--allow-mmap offered to the guest")
 
-	e, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "greeting")
-	require.NoError(t, err)
-	require.Zero(t, errno)
-	fh, errno, err := c.Open(e.NodeId, syscall.O_RDONLY)
-	require.NoError(t, err)
-	require.Zero(t, errno)
-	got, err := c.Read(e.NodeId, fh, 0, 100)
-	require.NoError(t, err)
-	require.Equal(t, "hello", string(got))
+	e, got := lookupAndRead(t, c, fuse.FUSE_ROOT_ID, "greeting")
+	require.Equal(t, "hello", got)
 
-	_, errno, err = c.Open(e.NodeId, syscall.O_RDWR)
+	_, errno, err := c.Open(e.NodeId, syscall.O_RDWR)
 	require.NoError(t, err)
 	require.Equal(t, syscall.EROFS, errno)
 	r, err := c.Call(fst.OpCreate, fuse.FUSE_ROOT_ID, fst.InBody(&fuse.CreateIn{Flags: syscall.O_RDWR | syscall.O_CREAT, Mode: 0o644}),

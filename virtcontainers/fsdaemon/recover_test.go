@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -88,30 +87,15 @@ func TestServeRecover(t *testing.T) {
 			r, err := c.Call(fst.OpGetattr, v.NodeId, fst.InBody(&gin), nil, int(unsafe.Sizeof(fuse.AttrOut{})))
 			require.NoError(t, err)
 			require.Zero(t, r.Errno, "getattr on the forgotten submount root")
-			m, errno, err := c.Lookup(v.NodeId, "marker")
-			require.NoError(t, err)
-			require.Zero(t, errno)
-			fh, errno, err := c.Open(m.NodeId, syscall.O_RDONLY)
-			require.NoError(t, err)
-			require.Zero(t, errno)
-			got, err := c.Read(m.NodeId, fh, 0, 100)
-			require.NoError(t, err)
-			require.Equal(t, "volume data", string(got))
+			_, got := lookupAndRead(t, c, v.NodeId, "marker")
+			require.Equal(t, "volume data", got)
 
 			require.Eventually(t, func() bool {
 				st, err := ReadStatus(statusPath)
 				return err == nil && st.Recoveries == 1 && st.Running
 			}, 10*time.Second, 20*time.Millisecond, "status file counts the recovery while serving")
 
-			s.hiprio.Close()
-			c.Q.Close()
-			s.f.Close()
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-			case <-time.After(20 * time.Second):
-				t.Fatal("daemon still running after the frontend hung up")
-			}
+			s.hangUp(t, done)
 			st, err = ReadStatus(statusPath)
 			require.NoError(t, err)
 			require.False(t, st.Running, "final status")

@@ -177,15 +177,7 @@ func TestSandboxedDaemonEveryRequest(t *testing.T) {
 	default:
 	}
 	require.Contains(t, daemonLog.String(), "seccomp=kill")
-	s.hiprio.Close()
-	c.Q.Close()
-	s.f.Close()
-	select {
-	case err := <-done:
-		require.NoError(t, err, "log:\n%s", daemonLog.String())
-	case <-time.After(20 * time.Second):
-		t.Fatal("daemon still running after the frontend hung up")
-	}
+	s.hangUp(t, done, "log:\n%s", daemonLog.String())
 }
 
 // TestServeSeccompWithoutSandbox: without a sandbox there is no process of

@@ -49,6 +49,38 @@ func connect(t *testing.T, sock string) *session {
 	return &session{f: d.Frontend, hiprio: d.Hiprio, clients: []*fst.Client{{Q: d.Requests}}}
 }
 
+// hangUp closes the session as a VMM that goes away does, and requires the
+// daemon (its result on done) to end cleanly within 20 s.
+func (s *session) hangUp(t *testing.T, done <-chan error, msgAndArgs ...any) {
+	t.Helper()
+	s.hiprio.Close()
+	for _, c := range s.clients {
+		c.Q.Close()
+	}
+	s.f.Close()
+	select {
+	case err := <-done:
+		require.NoError(t, err, msgAndArgs...)
+	case <-time.After(20 * time.Second):
+		t.Fatal("daemon still running after the frontend hung up")
+	}
+}
+
+// lookupAndRead looks name up under parent, opens it read-only and reads up
+// to 100 bytes, requiring each step to succeed.
+func lookupAndRead(t *testing.T, c *fst.Client, parent uint64, name string) (*fuse.EntryOut, string) {
+	t.Helper()
+	e, errno, err := c.Lookup(parent, name)
+	require.NoError(t, err)
+	require.Zero(t, errno)
+	fh, errno, err := c.Open(e.NodeId, syscall.O_RDONLY)
+	require.NoError(t, err)
+	require.Zero(t, errno)
+	got, err := c.Read(e.NodeId, fh, 0, 100)
+	require.NoError(t, err)
+	return e, string(got)
+}
+
 // childOf returns the pid of our child process running the sandbox.
 func childOf(t *testing.T, parent int) int {
 	t.Helper()
@@ -112,15 +144,8 @@ func TestServeSandboxModes(t *testing.T) {
 			c := s.clients[0]
 			_, err := c.Init(fst.GuestInitFlags)
 			require.NoError(t, err)
-			e, errno, err := c.Lookup(fuse.FUSE_ROOT_ID, "greeting")
-			require.NoError(t, err)
-			require.Zero(t, errno)
-			fh, errno, err := c.Open(e.NodeId, syscall.O_RDONLY)
-			require.NoError(t, err)
-			require.Zero(t, errno)
-			got, err := c.Read(e.NodeId, fh, 0, 100)
-			require.NoError(t, err)
-			require.Equal(t, "hello from the host", string(got))
+			_, got := lookupAndRead(t, c, fuse.FUSE_ROOT_ID, "greeting")
+			require.Equal(t, "hello from the host", got)
 			ne, fh2, err := c.Create(fuse.FUSE_ROOT_ID, "from-guest", 0o600)
 			require.NoError(t, err)
 			_, err = c.Write(ne.NodeId, fh2, 0, []byte("guest data"))
@@ -173,15 +198,7 @@ func TestServeSandboxModes(t *testing.T) {
 			}
 
 			// The frontend going away ends the daemon cleanly.
-			s.hiprio.Close()
-			c.Q.Close()
-			s.f.Close()
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-			case <-time.After(20 * time.Second):
-				t.Fatal("daemon still running after the frontend hung up")
-			}
+			s.hangUp(t, done)
 			_, err = os.Stat(sock)
 			require.True(t, os.IsNotExist(err), "socket left behind")
 			if mode != fssandbox.ModeNone {
