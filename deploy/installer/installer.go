@@ -150,15 +150,10 @@ func (in *Installer) Apply(ctx context.Context) ([]ShimReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := in.loadState()
+	st, cfg, shims, err := in.load()
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := loadContainerd(in.host, in.opt.ContainerdConf)
-	if err != nil {
-		return nil, err
-	}
-	shims := in.discover(cfg, st)
 	// Kata's side first: a handler is pointed at our shim only once its
 	// shim's drop-in (naming the delegate) is in place, and a failure here
 	// leaves containerd's configuration as it was.
@@ -302,15 +297,22 @@ func (in *Installer) reports(ctx context.Context, shims []Shim) ([]ShimReport, e
 // refresh re-reads containerd's configuration, so that reports describe
 // what containerd will run after Apply's edits.
 func (in *Installer) refresh() ([]Shim, error) {
+	_, _, shims, err := in.load()
+	return shims, err
+}
+
+// load reads the installer's state and containerd's configuration, and
+// finds the Kata shims in them.
+func (in *Installer) load() (*state, *ctrdConfig, []Shim, error) {
 	st, err := in.loadState()
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	cfg, err := loadContainerd(in.host, in.opt.ContainerdConf)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	return in.discover(cfg, st), nil
+	return st, cfg, in.discover(cfg, st), nil
 }
 
 // Status reports every Kata shim of the node as it is now.

@@ -44,35 +44,29 @@ func newStatusFile(ctx context.Context, o *virtiofsd.Options) *statusFile {
 			RecoveryStats: passthroughfs.RecoveryStats{MaxHeld: passthroughfs.DefaultMaxHeld},
 		},
 	}
-	s.write(ctx)
+	s.change(ctx, func(*Status) {})
 	return s
 }
 
 // update records the counters of the running daemon.
 func (s *statusFile) update(ctx context.Context, st passthroughfs.RecoveryStats) {
-	if s == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.status.RecoveryStats = st
-	s.writeLocked(ctx)
+	s.change(ctx, func(status *Status) { status.RecoveryStats = st })
 }
 
 // finish records that the daemon has ended, with its last counters.
 func (s *statusFile) finish(ctx context.Context) {
+	s.change(ctx, func(status *Status) { status.Running = false })
+}
+
+// change applies f to the status and writes it; a nil statusFile (no
+// status for this share) does nothing.
+func (s *statusFile) change(ctx context.Context, f func(*Status)) {
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.status.Running = false
-	s.writeLocked(ctx)
-}
-
-func (s *statusFile) write(ctx context.Context) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	f(&s.status)
 	s.writeLocked(ctx)
 }
 
