@@ -23,6 +23,19 @@ import (
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
 )
 
+// kataShare lays out a share as Kata does, <base>/sandboxes/<sandbox>/shared
+// (so that kata-virtiofsd takes the sandbox ID from it), with a state dir
+// beside it; it returns the share, the state dir, the sandbox's status file
+// path and a socket path.
+func kataShare(t *testing.T, sandbox string) (shared, state, statusPath, sock string) {
+	t.Helper()
+	base := t.TempDir()
+	shared = filepath.Join(base, "sandboxes", sandbox, "shared")
+	require.NoError(t, os.MkdirAll(shared, 0o755))
+	state = filepath.Join(base, "state")
+	return shared, state, statedir.StatusPath(state, sandbox), filepath.Join(t.TempDir(), "vhost.sock")
+}
+
 // TestServeRecover plays a guest kernel without Linux c4d361f66ac9 against
 // Serve with protection recover, in every sandbox mode: the submount root's
 // node ID is forgotten and then used; the daemon must serve it and count the
@@ -31,17 +44,13 @@ func TestServeRecover(t *testing.T) {
 	for _, mode := range []fssandbox.Mode{fssandbox.ModeNone, fssandbox.ModeChroot, fssandbox.ModeNamespace} {
 		t.Run(string(mode), func(t *testing.T) {
 			testutil.RequiresRoot(t)
-			base := t.TempDir()
 			const sandbox = "sb-recover"
-			shared := filepath.Join(base, "sandboxes", sandbox, "shared")
+			shared, state, statusPath, sock := kataShare(t, sandbox)
 			vol := filepath.Join(shared, "vol")
 			require.NoError(t, os.MkdirAll(vol, 0o755))
 			require.NoError(t, unix.Mount("tmpfs", vol, "tmpfs", 0, "size=1m"))
 			t.Cleanup(func() { _ = unix.Unmount(vol, unix.MNT_DETACH) })
 			require.NoError(t, os.WriteFile(filepath.Join(vol, "marker"), []byte("volume data"), 0o644))
-			state := filepath.Join(base, "state")
-			statusPath := statedir.StatusPath(state, sandbox)
-			sock := filepath.Join(t.TempDir(), "vhost.sock")
 			args := []string{"--shared-dir=" + shared, "--socket-path=" + sock, "--sandbox=" + string(mode),
 				"--cache=auto", "--announce-submounts", "--guard-protection=recover", "--guard-state-dir=" + state}
 

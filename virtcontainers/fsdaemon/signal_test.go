@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/test/testutil"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fssandbox"
 )
@@ -33,13 +31,8 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 				if mode != fssandbox.ModeNone {
 					testutil.RequiresRoot(t)
 				}
-				base := t.TempDir()
 				const sandbox = "sb-sigterm"
-				shared := filepath.Join(base, "sandboxes", sandbox, "shared")
-				require.NoError(t, os.MkdirAll(shared, 0o755))
-				state := filepath.Join(base, "state")
-				statusPath := statedir.StatusPath(state, sandbox)
-				sock := filepath.Join(t.TempDir(), "vhost.sock")
+				shared, state, statusPath, sock := kataShare(t, sandbox)
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				var daemonLog testutil.SyncBuffer
