@@ -3,17 +3,16 @@ package virtiofsd
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -65,44 +64,80 @@ const maxProbeOutput = 1 << 20
 // probeTimeout bounds each --version / --help run.
 const probeTimeout = 10 * time.Second
 
-var (
-	rustVersionRE = regexp.MustCompile(`^virtiofsd (\d+\.\d+\.\d+\S*)\s*$`)
-	cVersionRE    = regexp.MustCompile(`^virtiofsd version (\d+\.\d+\.\d+)\S*`)
-	longOptionRE  = regexp.MustCompile(`(?m)^\s+(?:-[A-Za-z],?\s+)?(--[a-z0-9][a-z0-9-]*)`)
-	cCompatRE     = regexp.MustCompile(`(?m)^\s+-o ([a-z0-9_]+(?:[|/][a-z0-9_]+)*)`)
-)
-
 // parseVersion tells the flavour and version from a daemon's --version
 // output. It returns an error wrapping errdefs.ErrNotImplemented for output
 // of neither flavour.
+//
+// The parsers here are written out rather than regular expressions: they
+// kept package regexp, and with it the Unicode tables, out of
+// kata-virtiofsd, whose binary is resident twice per sandbox (the waiting
+// parent and the sandboxed daemon).
 func parseVersion(out []byte) (Flavour, string, error) {
 	first, rest, _ := bytes.Cut(out, []byte("\n"))
 	first = bytes.TrimSpace(first)
-	if m := rustVersionRE.FindSubmatch(first); m != nil && len(bytes.TrimSpace(rest)) == 0 {
-		return FlavourRust, string(m[1]), nil
+	// Rust: "virtiofsd X.Y.Z" (a suffix may follow Z), and nothing else.
+	if v, ok := bytes.CutPrefix(first, []byte("virtiofsd ")); ok && len(bytes.TrimSpace(rest)) == 0 {
+		if n := versionLen(v); n > 0 && bytes.IndexAny(v, asciiSpace) < 0 {
+			return FlavourRust, string(v), nil
+		}
 	}
 	// QEMU prints its version, copyright and the FUSE interface version.
-	if m := cVersionRE.FindSubmatch(first); m != nil && bytes.Contains(rest, []byte("FUSE kernel interface")) {
-		return FlavourC, string(m[1]), nil
+	if v, ok := bytes.CutPrefix(first, []byte("virtiofsd version ")); ok && bytes.Contains(rest, []byte("FUSE kernel interface")) {
+		if n := versionLen(v); n > 0 {
+			return FlavourC, string(v[:n]), nil
+		}
 	}
 	return "", "", fmt.Errorf("--version printed %q, which is neither the Rust virtiofsd's "+
 		"\"virtiofsd X.Y.Z\" nor QEMU's \"virtiofsd version X.Y.Z ... FUSE kernel interface\": %w",
 		truncate(out, 200), errdefs.ErrNotImplemented)
 }
 
-// parseHelp lists the options a daemon's --help output names, sorted.
-func parseHelp(f Flavour, out []byte) []string {
-	seen := map[string]bool{}
-	for _, m := range longOptionRE.FindAllSubmatch(out, -1) {
-		seen[string(m[1])] = true
-	}
-	if f == FlavourC {
-		for _, m := range cCompatRE.FindAllSubmatch(out, -1) {
-			for _, name := range strings.FieldsFunc(string(m[1]), func(r rune) bool { return r == '|' || r == '/' }) {
-				seen[name] = true
+// asciiSpace is what the version and help formats count as white space.
+const asciiSpace = " \t\n\f\r"
+
+func isSpace(c byte) bool { return strings.IndexByte(asciiSpace, c) >= 0 }
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// versionLen is the length of the "X.Y.Z" (digits, dot, digits, dot,
+// digits) that b starts with, or 0.
+func versionLen(b []byte) int {
+	i := 0
+	for part := range 3 {
+		if part > 0 {
+			if i >= len(b) || b[i] != '.' {
+				return 0
 			}
+			i++
+		}
+		start := i
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+		if i == start {
+			return 0
 		}
 	}
+	return i
+}
+
+// parseHelp lists the options a daemon's --help output names, sorted: a
+// "--name" that starts an indented line, after a short option ("-s" or
+// "-s,") if there is one; for the C daemon also every name of an indented
+// "-o name|name/name" line.
+func parseHelp(f Flavour, out []byte) []string {
+	seen := map[string]bool{}
+	forIndentedLines(out, func(line []byte) {
+		if name := longOption(line); name != "" {
+			seen[name] = true
+		}
+		if f != FlavourC {
+			return
+		}
+		for _, name := range compatOptions(line) {
+			seen[name] = true
+		}
+	})
 	opts := make([]string, 0, len(seen))
 	for k := range seen {
 		opts = append(opts, k)
@@ -110,6 +145,84 @@ func parseHelp(f Flavour, out []byte) []string {
 	slices.Sort(opts)
 	return opts
 }
+
+// forIndentedLines calls fn with the text after the white space that opens
+// each line of out, for lines that open with some; that white space may
+// span empty lines.
+func forIndentedLines(out []byte, fn func(rest []byte)) {
+	for start := 0; start < len(out); {
+		i := start
+		for i < len(out) && isSpace(out[i]) {
+			i++
+		}
+		if i > start {
+			fn(out[i:])
+		}
+		next := bytes.IndexByte(out[start:], '\n')
+		if next < 0 {
+			return
+		}
+		start += next + 1
+	}
+}
+
+// longOption returns the "--name" that b opens with, after an optional
+// short option and its white space ("-s --name", "-s, --name"), or "".
+func longOption(b []byte) string {
+	if len(b) >= 2 && b[0] == '-' && isLetter(b[1]) {
+		i := 2
+		if i < len(b) && b[i] == ',' {
+			i++
+		}
+		j := i
+		for j < len(b) && isSpace(b[j]) {
+			j++
+		}
+		if j > i {
+			b = b[j:]
+		}
+	}
+	if len(b) < 3 || b[0] != '-' || b[1] != '-' || !isOptionChar(b[2]) || b[2] == '-' {
+		return ""
+	}
+	n := 3
+	for n < len(b) && isOptionChar(b[n]) {
+		n++
+	}
+	return string(b[:n])
+}
+
+// compatOptions returns the names of a C daemon's "-o name|name/name" line
+// that b is, or nil.
+func compatOptions(b []byte) []string {
+	b, ok := bytes.CutPrefix(b, []byte("-o "))
+	if !ok {
+		return nil
+	}
+	var names []string
+	for {
+		n := 0
+		for n < len(b) && isCompatChar(b[n]) {
+			n++
+		}
+		if n == 0 {
+			return names
+		}
+		names = append(names, string(b[:n]))
+		b = b[n:]
+		// "|" and "/" separate the names only when a name follows.
+		if len(b) < 2 || (b[0] != '|' && b[0] != '/') || !isCompatChar(b[1]) {
+			return names
+		}
+		b = b[1:]
+	}
+}
+
+func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+func isOptionChar(c byte) bool { return 'a' <= c && c <= 'z' || isDigit(c) || c == '-' }
+
+func isCompatChar(c byte) bool { return 'a' <= c && c <= 'z' || isDigit(c) || c == '_' }
 
 func truncate(b []byte, n int) string {
 	s := strings.TrimSpace(string(b))
@@ -143,8 +256,11 @@ func Detect(ctx context.Context, path, cacheDir string) (Daemon, error) {
 	key := newCacheKey(path, fi)
 	cacheFile := ""
 	if cacheDir != "" {
-		sum := sha256.Sum256([]byte(path))
-		cacheFile = filepath.Join(cacheDir, hex.EncodeToString(sum[:16])+".json")
+		// FNV, not a cryptographic hash: the name only spreads the files,
+		// the key inside is checked, and crypto would add to this binary.
+		h := fnv.New128a()
+		h.Write([]byte(path))
+		cacheFile = filepath.Join(cacheDir, hex.EncodeToString(h.Sum(nil))+".json")
 		if d, ok := readCache(cacheFile, key); ok {
 			return d, nil
 		}

@@ -1,7 +1,9 @@
 package virtiofsd
 
 import (
+	"bytes"
 	"errors"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -98,21 +100,71 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// FuzzParseVersion feeds --version and --help output to the parsers.
+// FuzzParseVersion feeds --version and --help output to the parsers and
+// holds them to the regular expressions that first defined both formats
+// (regexpParseVersion, regexpParseHelp): the same flavour, version and
+// options for any output.
 func FuzzParseVersion(f *testing.F) {
 	f.Add([]byte("virtiofsd 1.13.2\n"))
 	f.Add([]byte("virtiofsd version 7.2.22 (Debian)\nCopyright\nusing FUSE kernel interface version 7.36\n"))
 	f.Add([]byte("      --shared-dir <SHARED_DIR>\n  -h, --help\n    -o flock|no_flock\n"))
+	f.Add([]byte("\n\n--after-empty-lines\n  -a,\n--on-next-line\n  -ab --not\n  ---no\n    -o a|/b|c_d/e|\n"))
 	f.Fuzz(func(t *testing.T, out []byte) {
 		flavour, version, err := parseVersion(out)
 		if err == nil && (version == "" || (flavour != FlavourRust && flavour != FlavourC)) {
 			t.Fatalf("parseVersion(%q) = %q, %q, nil", out, flavour, version)
+		}
+		wantFlavour, wantVersion, wantOK := regexpParseVersion(out)
+		if flavour != wantFlavour || version != wantVersion || (err == nil) != wantOK {
+			t.Fatalf("parseVersion(%q) = %q, %q, %v; the expressions give %q, %q, ok %v", out, flavour, version, err, wantFlavour, wantVersion, wantOK)
 		}
 		for _, fl := range []Flavour{FlavourRust, FlavourC} {
 			opts := parseHelp(fl, out)
 			if !slices.IsSorted(opts) {
 				t.Fatalf("parseHelp(%q) not sorted: %q", out, opts)
 			}
+			if want := regexpParseHelp(fl, out); !slices.Equal(opts, want) {
+				t.Fatalf("parseHelp(%s, %q) = %q; the expressions give %q", fl, out, opts, want)
+			}
 		}
 	})
+}
+
+var (
+	rustVersionRE = regexp.MustCompile(`^virtiofsd (\d+\.\d+\.\d+\S*)\s*$`)
+	cVersionRE    = regexp.MustCompile(`^virtiofsd version (\d+\.\d+\.\d+)\S*`)
+	longOptionRE  = regexp.MustCompile(`(?m)^\s+(?:-[A-Za-z],?\s+)?(--[a-z0-9][a-z0-9-]*)`)
+	cCompatRE     = regexp.MustCompile(`(?m)^\s+-o ([a-z0-9_]+(?:[|/][a-z0-9_]+)*)`)
+)
+
+func regexpParseVersion(out []byte) (Flavour, string, bool) {
+	first, rest, _ := bytes.Cut(out, []byte("\n"))
+	first = bytes.TrimSpace(first)
+	if m := rustVersionRE.FindSubmatch(first); m != nil && len(bytes.TrimSpace(rest)) == 0 {
+		return FlavourRust, string(m[1]), true
+	}
+	if m := cVersionRE.FindSubmatch(first); m != nil && bytes.Contains(rest, []byte("FUSE kernel interface")) {
+		return FlavourC, string(m[1]), true
+	}
+	return "", "", false
+}
+
+func regexpParseHelp(f Flavour, out []byte) []string {
+	seen := map[string]bool{}
+	for _, m := range longOptionRE.FindAllSubmatch(out, -1) {
+		seen[string(m[1])] = true
+	}
+	if f == FlavourC {
+		for _, m := range cCompatRE.FindAllSubmatch(out, -1) {
+			for _, name := range strings.FieldsFunc(string(m[1]), func(r rune) bool { return r == '|' || r == '/' }) {
+				seen[name] = true
+			}
+		}
+	}
+	opts := make([]string, 0, len(seen))
+	for k := range seen {
+		opts = append(opts, k)
+	}
+	slices.Sort(opts)
+	return opts
 }
