@@ -2,11 +2,11 @@ package main
 
 import (
 	"io"
-	"log/syslog"
 
 	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
-	lsyslog "github.com/sirupsen/logrus/hooks/syslog"
+
+	"github.com/kata-submount-guard/kata-submount-guard/internal/syslog"
 )
 
 // syslogTag is Kata's: our lines sit beside the shim's and virtiofsd's.
@@ -24,15 +24,11 @@ func newLogger(stderr io.Writer, useSyslog bool, syslogAddr string) (*logrus.Log
 	if !useSyslog {
 		return l, ""
 	}
-	network := ""
-	if syslogAddr != "" {
-		network = "unixgram"
-	}
-	hook, err := lsyslog.NewSyslogHook(network, syslogAddr, syslog.LOG_INFO|syslog.LOG_USER, syslogTag)
+	w, err := syslog.Dial(syslogAddr, syslog.FacilityUser, syslogTag)
 	if err != nil {
 		return l, err.Error()
 	}
-	l.AddHook(hook)
+	l.AddHook(syslog.NewHook(w))
 	l.SetOutput(io.Discard)
 	return l, ""
 }

@@ -1,9 +1,6 @@
 package virtiofsd
 
-import (
-	"net"
-	"time"
-)
+import "github.com/kata-submount-guard/kata-submount-guard/internal/syslog"
 
 // devLog is the local syslog socket, where glibc's syslog(3) sends.
 const devLog = "/dev/log"
@@ -25,15 +22,6 @@ func ProbeHost() Host {
 	return Host{Syslog: syslogAnswers(devLog)}
 }
 
-// syslogAnswers reports whether a unix socket at path accepts a connection,
-// datagram first as glibc tries it, then stream.
-func syslogAnswers(path string) bool {
-	for _, network := range []string{"unixgram", "unix"} {
-		c, err := net.DialTimeout(network, path, time.Second)
-		if err == nil {
-			c.Close()
-			return true
-		}
-	}
-	return false
-}
+// syslogAnswers reports whether a unix socket at path accepts a
+// connection, datagram first as glibc tries it, then stream.
+func syslogAnswers(path string) bool { return syslog.Answers(path) }
