@@ -8,7 +8,6 @@ import (
 	"context"
 	"os"
 
-	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/hooks/plan"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/fsdaemon"
 )
@@ -16,11 +15,18 @@ import (
 // revision is set at build time (-X main.revision).
 var revision = "unknown"
 
+// defaultUpstreamVirtiofsd is config.DefaultUpstreamVirtiofsd, where
+// kata-deploy installs virtiofsd ([submount_guard]'s default
+// upstream_virtiofsd). It is written out because package config (Kata's
+// TOML, annotations, their hashes) would add its dependencies to this
+// binary, which is resident twice per sandbox; a test keeps the two equal.
+const defaultUpstreamVirtiofsd = "/opt/kata/libexec/virtiofsd"
+
 func main() {
 	if fsdaemon.IsSandboxChild() {
 		os.Exit(fsdaemon.RunSandboxChild())
 	}
-	l := launcher{readPlan: plan.Read, defaultUpstream: config.DefaultUpstreamVirtiofsd, serve: serve,
+	l := launcher{readPlan: plan.Read, defaultUpstream: defaultUpstreamVirtiofsd, serve: serve,
 		stdout: os.Stdout, stderr: os.Stderr, revision: revision}
 	if err := l.run(context.Background(), os.Args[1:]); err != nil {
 		os.Exit(1)

@@ -29,13 +29,20 @@ import (
 // process, so the launcher must run in a process of its own.
 const runAsKataVirtiofsd = "KSG_TEST_RUN_KATA_VIRTIOFSD"
 
-// defaultUpstreamEnv replaces config.DefaultUpstreamVirtiofsd in that
+// defaultUpstreamEnv replaces defaultUpstreamVirtiofsd in that
 // process, so that tests do not depend on what this host has installed.
 const defaultUpstreamEnv = "KSG_TEST_DEFAULT_UPSTREAM"
 
+// TestDefaultUpstreamIsConfigs: without a plan, kata-virtiofsd looks for the
+// upstream virtiofsd where [submount_guard]'s default upstream_virtiofsd
+// points.
+func TestDefaultUpstreamIsConfigs(t *testing.T) {
+	require.Equal(t, config.DefaultUpstreamVirtiofsd, defaultUpstreamVirtiofsd)
+}
+
 func TestMain(m *testing.M) {
 	if os.Getenv(runAsKataVirtiofsd) == "1" {
-		defaultUpstream := config.DefaultUpstreamVirtiofsd
+		defaultUpstream := defaultUpstreamVirtiofsd
 		if v, ok := os.LookupEnv(defaultUpstreamEnv); ok {
 			defaultUpstream = v
 		}

@@ -12,7 +12,6 @@ import (
 	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
 
-	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/statedir"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/virtiofsd"
@@ -35,7 +34,7 @@ kata-submount-guard options (they override the plan; never passed on):
         how to serve the share; default: the plan's
   --guard-upstream=PATH
         the virtiofsd to exec; default: the plan's upstream_virtiofsd, or
-        without a plan ` + config.DefaultUpstreamVirtiofsd + ` if it exists;
+        without a plan ` + defaultUpstreamVirtiofsd + ` if it exists;
         none at all: kata-virtiofsd serves the share itself
   --guard-state-dir=DIR
         where the plans are (default ` + statedir.Default + `);

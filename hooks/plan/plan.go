@@ -3,7 +3,6 @@ package plan
 import (
 	"time"
 
-	"github.com/kata-submount-guard/kata-submount-guard/config"
 	"github.com/kata-submount-guard/kata-submount-guard/internal/protection"
 	"github.com/kata-submount-guard/kata-submount-guard/virtcontainers/guestkernel/verdict"
 )
@@ -37,8 +36,8 @@ type Plan struct {
 	ConfigSource string `json:"config_source"`
 	// DelegateKind is the Kata shim whose rules chose ConfigPath (go-3,
 	// go-4, runtime-rs).
-	DelegateKind config.DelegateKind `json:"delegate_kind"`
-	Hypervisor   string              `json:"hypervisor"`
+	DelegateKind string `json:"delegate_kind"`
+	Hypervisor   string `json:"hypervisor"`
 	// HypervisorCandidates lists every hypervisor table when the file holds
 	// several (Kata picks one at random); the plan is the strictest outcome.
 	HypervisorCandidates []string `json:"hypervisor_candidates,omitempty"`

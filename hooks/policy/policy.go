@@ -60,7 +60,7 @@ func Decide(ctx context.Context, in Input) (*plan.Plan, error) {
 		SandboxID:         in.SandboxID,
 		ConfigPath:        r.Path,
 		ConfigSource:      string(r.Source),
-		DelegateKind:      r.Delegate,
+		DelegateKind:      string(r.Delegate),
 		Hypervisor:        r.HypervisorName,
 		Action:            plan.Allow,
 		Protection:        protection.None,
