@@ -26,6 +26,7 @@ func main() {
 	if fsdaemon.IsSandboxChild() {
 		os.Exit(fsdaemon.RunSandboxChild())
 	}
+	fsdaemon.OneProcForLauncher()
 	l := launcher{readPlan: plan.Read, defaultUpstream: defaultUpstreamVirtiofsd, serve: serve,
 		stdout: os.Stdout, stderr: os.Stderr, revision: revision}
 	if err := l.run(context.Background(), os.Args[1:]); err != nil {

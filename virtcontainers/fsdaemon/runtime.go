@@ -87,6 +87,32 @@ func maxIOPerCall(procs int) int {
 	return 0
 }
 
+// launcherProcs is the runtime's GOMAXPROCS before OneProcForLauncher
+// lowered it; 0 when it did not.
+var launcherProcs int
+
+// OneProcForLauncher gives this process one P, unless the operator set
+// GOMAXPROCS: kata-virtiofsd's launcher decides how the share is served,
+// then execs an upstream virtiofsd or stays as the sandboxed daemon's
+// waiting parent for the sandbox's life, and needs no parallelism for any
+// of it. Allocating from a second P's caches made the parent's memory a
+// few hundred KiB larger (BENCHMARKS.md). ApplyRuntimeDefaults still takes
+// the pool's bound against the runtime's own GOMAXPROCS. main calls it
+// first thing.
+func OneProcForLauncher() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		launcherProcs = runtime.GOMAXPROCS(1)
+	}
+}
+
+// hostProcs is the GOMAXPROCS the runtime chose for this process.
+func hostProcs() int {
+	if launcherProcs > 0 {
+		return launcherProcs
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
 // ApplyRuntimeDefaults sets GOGC and GOMAXPROCS (see daemonRuntime) for
 // this process, which is about to Serve o: it serves the share itself
 // (--sandbox=none) or only waits for its sandboxed daemon and relays its log
@@ -94,20 +120,29 @@ func maxIOPerCall(procs int) int {
 // RunSandboxChild. It changes the whole process, so the binary's main
 // calls it, not Serve.
 //
-// For a sandboxed daemon it also sets GODEBUG (see daemonGODEBUG) in this
-// process's environment, which the child inherits: the runtime reads
-// schedtrace only when it starts.
+// For a sandboxed daemon it also sets, in this process's environment, which
+// the child inherits and its runtime reads at start: GODEBUG (see
+// daemonGODEBUG), and GOMAXPROCS to the daemon's, unless the operator set
+// it. A runtime that starts with more Ps than it keeps has already
+// allocated from each of them: the daemon's memory was a few hundred KiB
+// larger when it lowered GOMAXPROCS only after its start.
 func ApplyRuntimeDefaults(ctx context.Context, o *virtiofsd.Options) {
 	pool := 0
 	mode, err := fssandbox.ParseMode(string(o.Sandbox))
 	if err == nil && mode == fssandbox.ModeNone {
 		pool = o.ThreadPoolSize
 	}
+	// Before this process's own settings lower GOMAXPROCS.
+	child := daemonRuntime(os.Getenv, o.ThreadPoolSize, hostProcs())
 	set := applyDaemonRuntime(pool)
 	if err == nil && mode != fssandbox.ModeNone {
 		if g, ok := daemonGODEBUG(os.Getenv("GODEBUG")); ok {
 			_ = os.Setenv("GODEBUG", g)
 			set["child_godebug"] = g
+		}
+		if child.maxProcs != 0 {
+			_ = os.Setenv("GOMAXPROCS", strconv.Itoa(child.maxProcs))
+			set["child_gomaxprocs"] = child.maxProcs
 		}
 	}
 	log.G(ctx).WithFields(set).Debug("go runtime settings")
@@ -152,7 +187,7 @@ func daemonGODEBUG(godebug string) (string, bool) {
 // applyDaemonRuntime applies daemonRuntime for this process and returns
 // what it set, for the log.
 func applyDaemonRuntime(pool int) map[string]any {
-	s := daemonRuntime(os.Getenv, pool, runtime.GOMAXPROCS(0))
+	s := daemonRuntime(os.Getenv, pool, hostProcs())
 	set := map[string]any{}
 	if s.gcPercent != 0 {
 		debug.SetGCPercent(s.gcPercent)

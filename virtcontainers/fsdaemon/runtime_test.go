@@ -71,25 +71,57 @@ func TestDaemonGODEBUG(t *testing.T) {
 }
 
 // The sandboxed daemon is a child that inherits this process's environment
-// (fssandbox.Spawn); the runtime reads schedtrace only at its start.
-func TestApplyRuntimeDefaultsSetsTheSandboxedDaemonsGODEBUG(t *testing.T) {
+// (fssandbox.Spawn); the runtime reads schedtrace and GOMAXPROCS only at its
+// start. The operator's GOMAXPROCS is left as it is.
+func TestApplyRuntimeDefaultsSetsTheSandboxedDaemonsEnvironment(t *testing.T) {
 	restoreRuntime(t)
 	for _, tc := range []struct {
-		sandbox virtiofsd.SandboxMode
-		want    string
+		name          string
+		sandbox       virtiofsd.SandboxMode
+		pool          int
+		gomaxprocs    string // the operator's
+		wantGODEBUG   string
+		wantMaxProcs  string
+		wantProcsHere int
 	}{
-		{"namespace", "schedtrace=2147483647"},
-		{"chroot", "schedtrace=2147483647"},
-		{"none", ""}, // serves in this process, whose runtime has started
+		{"namespace", "namespace", 1, "", "schedtrace=2147483647", "1", 1},
+		{"chroot", "chroot", 1, "", "schedtrace=2147483647", "1", 1},
+		{"namespace, pool of 4 on two CPUs", "namespace", 4, "", "schedtrace=2147483647", "2", 1},
+		{"namespace, the operator's GOMAXPROCS", "namespace", 1, "2", "schedtrace=2147483647", "2", 2},
+		// Serves in this process, whose runtime has started.
+		{"none", "none", 1, "", "", "", 1},
 	} {
-		t.Run(string(tc.sandbox), func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("GOGC", "")
-			t.Setenv("GOMAXPROCS", "")
+			t.Setenv("GOMAXPROCS", tc.gomaxprocs)
 			t.Setenv("GODEBUG", "")
-			ApplyRuntimeDefaults(context.Background(), &virtiofsd.Options{Sandbox: tc.sandbox, ThreadPoolSize: 1})
-			require.Equal(t, tc.want, os.Getenv("GODEBUG"))
+			runtime.GOMAXPROCS(2) // as the runtime chose it on two CPUs, or from the operator's GOMAXPROCS=2
+			ApplyRuntimeDefaults(context.Background(), &virtiofsd.Options{Sandbox: tc.sandbox, ThreadPoolSize: tc.pool})
+			require.Equal(t, tc.wantGODEBUG, os.Getenv("GODEBUG"))
+			require.Equal(t, tc.wantMaxProcs, os.Getenv("GOMAXPROCS"))
+			require.Equal(t, tc.wantProcsHere, runtime.GOMAXPROCS(0))
 		})
 	}
+}
+
+// The launcher runs with one P, but a daemon it serves in its own process
+// (--sandbox=none) gets its pool's bound against the CPUs the runtime
+// chose, not against that one P.
+func TestOneProcForLauncher(t *testing.T) {
+	restoreRuntime(t)
+	t.Cleanup(func() { launcherProcs = 0 })
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMAXPROCS", "")
+	runtime.GOMAXPROCS(2)
+	OneProcForLauncher()
+	require.Equal(t, 1, runtime.GOMAXPROCS(0))
+	ApplyRuntimeDefaults(context.Background(), &virtiofsd.Options{Sandbox: "none", ThreadPoolSize: 4})
+	require.Equal(t, 2, runtime.GOMAXPROCS(0))
+
+	launcherProcs = 0
+	t.Setenv("GOMAXPROCS", "2")
+	OneProcForLauncher()
+	require.Equal(t, 2, runtime.GOMAXPROCS(0), "the operator's GOMAXPROCS")
 }
 
 func TestRelayLogDropsTheRuntimesSchedtraceLine(t *testing.T) {

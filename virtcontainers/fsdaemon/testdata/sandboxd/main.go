@@ -19,6 +19,7 @@ func main() {
 	if fsdaemon.IsSandboxChild() {
 		os.Exit(fsdaemon.RunSandboxChild())
 	}
+	fsdaemon.OneProcForLauncher() // as kata-virtiofsd's main does
 	o, err := virtiofsd.Parse(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
