@@ -34,6 +34,9 @@ type benchResult struct {
 	units  map[string]int64
 	rssKB  int
 	anonKB int
+	// idleAnonKB is RssAnon after the guest left the share alone for
+	// guest.BenchIdle.
+	idleAnonKB int
 }
 
 // TestBenchDaemon runs the bench mode in one guest per daemon, in one test
@@ -53,18 +56,21 @@ func TestBenchDaemon(t *testing.T) {
 			share, err := harness.NewShare(dir, "sb", "")
 			require.NoError(t, err)
 			t.Cleanup(func() { require.NoError(t, share.Close()) })
-			var rss, anon int
+			var rss, anon, idleAnon int
 			spec := daemonSpec(env, d, "", filepath.Join(dir, "state"))
 			run := bootGuest(t, env, dir, share, d, spec, vmOptions{
 				Mode: guest.ModeBench, Timeout: 20 * time.Minute,
 				// The guest keeps the VM up a moment after this line.
 				OnLine: func(line string, proc *harness.DaemonProc) {
-					if strings.HasSuffix(line, guest.SampleLine) {
+					switch {
+					case strings.HasSuffix(line, guest.SampleLine):
 						rss, anon = proc.Memory()
+					case strings.HasSuffix(line, guest.IdleSampleLine):
+						_, idleAnon = proc.Memory()
 					}
 				},
 			})
-			res := benchResult{ns: map[string]int64{}, units: map[string]int64{}, rssKB: rss, anonKB: anon}
+			res := benchResult{ns: map[string]int64{}, units: map[string]int64{}, rssKB: rss, anonKB: anon, idleAnonKB: idleAnon}
 			requireChecksOK(t, d, run, "mount", "bench")
 			for _, m := range benchMetrics {
 				b, ok := run.Lines.Bench[m.key]
@@ -72,7 +78,8 @@ func TestBenchDaemon(t *testing.T) {
 				res.ns[m.key], res.units[m.key] = b.NS, b.Units
 			}
 			results[d] = append(results[d], res)
-			t.Logf("%s round %d: %v, peak RSS %d kB, private %d kB", d, r, res.ns, rss, anon)
+			require.NotZero(t, idleAnon, "%s: no memory sample after the idle line", d)
+			t.Logf("%s round %d: %v, peak RSS %d kB, private %d kB, %d kB after %v idle", d, r, res.ns, rss, anon, idleAnon, guest.BenchIdle)
 		}
 	}
 	table := benchTable(results, rounds)
@@ -113,24 +120,23 @@ func benchTable(results map[harness.Daemon][]benchResult, rounds int) string {
 		o, r, c := rate(harness.DaemonOurs, m.key, m.data), rate(harness.DaemonRust, m.key, m.data), rate(harness.DaemonC, m.key, m.data)
 		fmt.Fprintf(&b, "| %s | %.1f %s | %.1f %s | %.1f %s | %.2f× | %.2f× |\n", m.label, o, unit, r, unit, c, unit, o/r, o/c)
 	}
-	mem := func(kind harness.Daemon, anon bool) float64 {
+	mem := func(kind harness.Daemon, kb func(benchResult) int) float64 {
 		var v []float64
 		for _, r := range results[kind] {
-			kb := r.rssKB
-			if anon {
-				kb = r.anonKB
-			}
-			v = append(v, float64(kb)/1024)
+			v = append(v, float64(kb(r))/1024)
 		}
 		return median(v)
 	}
-	for _, anon := range []bool{false, true} {
-		label := "daemon peak RSS (VmHWM incl. guest pages it touched, all its processes; lower is better)"
-		if anon {
-			label = "daemon private memory at the end (RssAnon, all its processes; lower is better)"
-		}
-		o, r, c := mem(harness.DaemonOurs, anon), mem(harness.DaemonRust, anon), mem(harness.DaemonC, anon)
-		fmt.Fprintf(&b, "| %s | %.1f MiB | %.1f MiB | %.1f MiB | %.2f× | %.2f× |\n", label, o, r, c, o/r, o/c)
+	for _, row := range []struct {
+		label string
+		kb    func(benchResult) int
+	}{
+		{"daemon peak RSS (VmHWM incl. guest pages it touched, all its processes; lower is better)", func(r benchResult) int { return r.rssKB }},
+		{"daemon private memory at the end (RssAnon, all its processes; lower is better)", func(r benchResult) int { return r.anonKB }},
+		{fmt.Sprintf("daemon private memory after %v of a quiet guest (RssAnon, all its processes; lower is better)", guest.BenchIdle), func(r benchResult) int { return r.idleAnonKB }},
+	} {
+		o, r, c := mem(harness.DaemonOurs, row.kb), mem(harness.DaemonRust, row.kb), mem(harness.DaemonC, row.kb)
+		fmt.Fprintf(&b, "| %s | %.1f MiB | %.1f MiB | %.1f MiB | %.2f× | %.2f× |\n", row.label, o, r, c, o/r, o/c)
 	}
 	return b.String()
 }

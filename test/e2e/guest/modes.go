@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Mode is what the guest init does after mounting the share.
@@ -19,7 +20,8 @@ const (
 	// each, then DoneLine.
 	ModeSmoke Mode = "smoke"
 	// ModeBench times the daemon benchmark's workloads (BenchPrefix lines),
-	// prints SampleLine while the daemon still runs, then DoneLine.
+	// prints SampleLine while the daemon still runs, IdleSampleLine after
+	// BenchIdle without touching the share, then DoneLine.
 	ModeBench Mode = "bench"
 	// ModePOSIX runs the POSIX suite (test/posix, compiled to POSIXBinary)
 	// against the share, one check at a time, one POSIXResult line each,
@@ -36,6 +38,11 @@ const (
 	KeyPOSIXEscapeMarker = "ksg.posix_escape_marker"
 )
 
+// BenchIdle is how long ModeBench leaves the share alone before
+// IdleSampleLine: as long as the daemon-direct benchmark's -idle, so that a
+// daemon that gives memory back once the guest is quiet is seen doing so.
+const BenchIdle = 5 * time.Second
+
 // POSIXBinary is where the initramfs holds `go test -c ./test/posix`.
 const POSIXBinary = "/posix.test"
 
@@ -47,6 +54,9 @@ const (
 	BenchPrefix = "KSG-BENCH "
 	// SampleLine: the host should sample the daemon now.
 	SampleLine = "KSG-SAMPLE"
+	// IdleSampleLine: the host should sample the daemon again, after
+	// BenchIdle in which the guest left the share alone.
+	IdleSampleLine = "KSG-IDLE-SAMPLE"
 	// DoneLine is the last line of a mode that ran to its end.
 	DoneLine = "KSG-DONE"
 	// POSIXPrefix starts a POSIXResult line.

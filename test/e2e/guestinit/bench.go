@@ -141,8 +141,10 @@ func bench() {
 	}
 	report("readdir_10k", dT, dN)
 	check("bench", nil)
-	// The host samples the daemon's memory on this line: keep the VM (and
-	// so the daemon) up a moment longer.
+	// The host samples the daemon's memory on these lines: keep the VM (and
+	// so the daemon) up a moment longer after each.
 	fmt.Println(guest.SampleLine)
+	time.Sleep(guest.BenchIdle)
+	fmt.Println(guest.IdleSampleLine)
 	time.Sleep(2 * time.Second)
 }
