@@ -35,7 +35,8 @@ type Plan struct {
 	ConfigPath   string `json:"config_path"`
 	ConfigSource string `json:"config_source"`
 	// DelegateKind is the Kata shim whose rules chose ConfigPath (go-3,
-	// go-4, runtime-rs).
+	// go-4, runtime-rs): a config.DelegateKind, held as a string so that
+	// kata-virtiofsd reads plans without package config.
 	DelegateKind string `json:"delegate_kind"`
 	Hypervisor   string `json:"hypervisor"`
 	// HypervisorCandidates lists every hypervisor table when the file holds

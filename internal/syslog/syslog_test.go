@@ -2,6 +2,7 @@ package syslog
 
 import (
 	"fmt"
+	"io"
 	gosyslog "log/syslog"
 	"net"
 	"os"
@@ -22,21 +23,22 @@ func listen(t *testing.T, network string) (string, <-chan string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "log")
 	got := make(chan string, 16)
+	relay := func(c io.Reader) {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}
 	switch network {
 	case "unixgram":
 		c, err := net.ListenUnixgram(network, &net.UnixAddr{Name: path, Net: network})
 		require.NoError(t, err)
 		t.Cleanup(func() { c.Close() })
-		go func() {
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := c.Read(buf)
-				if err != nil {
-					return
-				}
-				got <- string(buf[:n])
-			}
-		}()
+		go relay(c)
 	case "unix":
 		l, err := net.ListenUnix(network, &net.UnixAddr{Name: path, Net: network})
 		require.NoError(t, err)
@@ -47,14 +49,7 @@ func listen(t *testing.T, network string) (string, <-chan string) {
 				return
 			}
 			defer c.Close()
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := c.Read(buf)
-				if err != nil {
-					return
-				}
-				got <- string(buf[:n])
-			}
+			relay(c)
 		}()
 	}
 	return path, got

@@ -138,6 +138,11 @@ func parseHelp(f Flavour, out []byte) []string {
 			seen[name] = true
 		}
 	})
+	return sortedNames(seen)
+}
+
+// sortedNames is seen's keys, sorted; empty, not nil, for none.
+func sortedNames(seen map[string]bool) []string {
 	opts := make([]string, 0, len(seen))
 	for k := range seen {
 		opts = append(opts, k)

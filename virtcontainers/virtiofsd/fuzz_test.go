@@ -161,10 +161,5 @@ func regexpParseHelp(f Flavour, out []byte) []string {
 			}
 		}
 	}
-	opts := make([]string, 0, len(seen))
-	for k := range seen {
-		opts = append(opts, k)
-	}
-	slices.Sort(opts)
-	return opts
+	return sortedNames(seen)
 }
