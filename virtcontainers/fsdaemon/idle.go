@@ -77,14 +77,18 @@ func releaseWhenIdle(ctx context.Context, period time.Duration, release func()) 
 	}
 }
 
-// startIdleRelease starts releaseWhenIdle with debug.FreeOSMemory for the
-// daemon serving in this process; the returned func stops it.
-func startIdleRelease(ctx context.Context) func() {
+// startIdleRelease starts releaseWhenIdle for the daemon serving in this
+// process: compact (the file system's tables giving back what they kept from
+// a larger past), then debug.FreeOSMemory. The returned func stops it.
+func startIdleRelease(ctx context.Context, compact func() int) func() {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		releaseWhenIdle(ctx, idleCheckPeriod, debug.FreeOSMemory)
+		releaseWhenIdle(ctx, idleCheckPeriod, func() {
+			compact()
+			debug.FreeOSMemory()
+		})
 	}()
 	return func() { cancel(); <-done }
 }

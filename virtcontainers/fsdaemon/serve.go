@@ -318,7 +318,7 @@ func serveOn(ctx context.Context, l *net.UnixListener, root string, procSelf *os
 	stdlog.SetFlags(0)
 	stdlog.SetOutput(dev.GuestLog(ctx))
 	b := vhostuser.NewBackend(dev, vhostuser.Config{Workers: o.ThreadPoolSize, InlineQueues: []int{fsserver.HiprioQueue}})
-	defer startIdleRelease(ctx)()
+	defer startIdleRelease(ctx, fs.Compact)()
 	log.G(ctx).WithFields(log.Fields{
 		"cache":              o.Cache,
 		"announce_submounts": o.AnnounceSubmounts,

@@ -25,9 +25,10 @@ func (h *handle) release() {
 }
 
 type handleShard struct {
-	mu sync.RWMutex
-	m  map[uint64]*handle
-	_  [40]byte
+	mu   sync.RWMutex
+	m    map[uint64]*handle
+	peak int // the most entries m held since it was made (compact.go)
+	_    [32]byte
 }
 
 // handleTable maps FUSE file handles to open descriptors.
@@ -53,6 +54,7 @@ func (t *handleTable) add(h *handle) uint64 {
 	s := t.shard(fh)
 	s.mu.Lock()
 	s.m[fh] = h
+	grown(&s.peak, len(s.m))
 	s.mu.Unlock()
 	return fh
 }

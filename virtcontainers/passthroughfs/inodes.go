@@ -113,9 +113,10 @@ func (ino *inode) release() {
 const shards = 64 // power of two
 
 type idShard struct {
-	mu sync.RWMutex
-	m  map[uint64]*inode
-	_  [40]byte // keep shards on separate cache lines
+	mu   sync.RWMutex
+	m    map[uint64]*inode
+	peak int      // the most entries m held since it was made (compact.go)
+	_    [32]byte // keep shards on separate cache lines
 }
 
 type keyShard struct {
@@ -125,7 +126,8 @@ type keyShard struct {
 	// shard. It only grows under mu, so LOOKUP, which holds mu, asks the
 	// recovery table only when the count is not zero.
 	held atomic.Int32
-	_    [44]byte
+	peak int // the most entries m held since it was made (compact.go)
+	_    [36]byte
 }
 
 // inodeTable maps node IDs to inodes and host identities to node IDs. Node
@@ -165,9 +167,11 @@ func (t *inodeTable) setRoot(key inodeKey, fd int, mode uint32) *inode {
 	ks := t.keyShard(key)
 	ks.mu.Lock()
 	ks.m[key] = ino
+	grown(&ks.peak, len(ks.m))
 	s := t.idShard(rootID)
 	s.mu.Lock()
 	s.m[rootID] = ino
+	grown(&s.peak, len(s.m))
 	s.mu.Unlock()
 	ks.mu.Unlock()
 	return ino
@@ -226,9 +230,11 @@ func (t *inodeTable) ref(key inodeKey, fd int, mode uint32, submount bool, fh *f
 	ino.setSub(fh, h)
 	ino.pins.Store(1)
 	ks.m[key] = ino
+	grown(&ks.peak, len(ks.m))
 	s := t.idShard(ino.nodeid)
 	s.mu.Lock()
 	s.m[ino.nodeid] = ino
+	grown(&s.peak, len(s.m))
 	s.mu.Unlock()
 	ks.mu.Unlock()
 	if unpin != nil {
