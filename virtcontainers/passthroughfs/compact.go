@@ -1,5 +1,7 @@
 package passthroughfs
 
+import "sync"
+
 // Go maps keep their capacity when entries are deleted: a table shard that
 // once held many inodes or open files keeps their slots, 60-70 bytes per
 // inode the guest held (a node-ID and a host-key entry), until the map is
@@ -34,6 +36,19 @@ func compacted[K comparable, V any](m map[K]V, peak int) (map[K]V, int, bool) {
 	return fresh, len(fresh), true
 }
 
+// compactShard makes a shard's map anew, under its lock, if compacted says
+// so, and returns 1 if it did.
+func compactShard[K comparable, V any](mu sync.Locker, m *map[K]V, peak *int) int {
+	mu.Lock()
+	defer mu.Unlock()
+	var made bool
+	*m, *peak, made = compacted(*m, *peak)
+	if made {
+		return 1
+	}
+	return 0
+}
+
 // compact makes anew every shard of t that went down to a quarter of the
 // most it held, and returns how many it made anew. Each shard is locked
 // only while it is copied.
@@ -41,23 +56,11 @@ func (t *inodeTable) compact() int {
 	n := 0
 	for i := range t.byKey {
 		ks := &t.byKey[i]
-		ks.mu.Lock()
-		var did bool
-		ks.m, ks.peak, did = compacted(ks.m, ks.peak)
-		ks.mu.Unlock()
-		if did {
-			n++
-		}
+		n += compactShard(&ks.mu, &ks.m, &ks.peak)
 	}
 	for i := range t.byID {
 		s := &t.byID[i]
-		s.mu.Lock()
-		var did bool
-		s.m, s.peak, did = compacted(s.m, s.peak)
-		s.mu.Unlock()
-		if did {
-			n++
-		}
+		n += compactShard(&s.mu, &s.m, &s.peak)
 	}
 	return n
 }
@@ -67,13 +70,7 @@ func (t *handleTable) compact() int {
 	n := 0
 	for i := range t.shards {
 		s := &t.shards[i]
-		s.mu.Lock()
-		var did bool
-		s.m, s.peak, did = compacted(s.m, s.peak)
-		s.mu.Unlock()
-		if did {
-			n++
-		}
+		n += compactShard(&s.mu, &s.m, &s.peak)
 	}
 	return n
 }
