@@ -135,47 +135,25 @@ func (c *iovCursor) advance(n int) {
 }
 
 // preadFull reads into bufs at off until they are full or EOF, in calls of
-// at most limit bytes if limit is positive. A short read (EOF) ends it; an
-// error after some bytes returns the bytes.
+// at most limit bytes if limit is positive (see transfer).
 func preadFull(fd int, bufs [][]byte, off int64, limit int) (int, syscall.Errno) {
-	c := iovCursor{bufs: bufs}
-	done := 0
-	for {
-		var vecs [iovMax]unix.Iovec
-		cnt, want := c.fill(&vecs, limit)
-		if cnt == 0 {
-			break
-		}
-		r, _, e := unix.Syscall6(unix.SYS_PREADV, uintptr(fd), uintptr(unsafe.Pointer(&vecs[0])), uintptr(cnt),
-			uintptr(off), uintptr(uint64(off)>>32>>32), 0)
-		if e == syscall.EINTR {
-			continue
-		}
-		if e != 0 {
-			if done > 0 {
-				return done, 0
-			}
-			return 0, e
-		}
-		n := int(r)
-		done += n
-		off += int64(n)
-		if n < want {
-			break
-		}
-		c.advance(n)
-	}
-	return done, 0
+	return transfer(unix.SYS_PREADV, fd, bufs, off, 0, limit)
 }
 
 // pwriteFull writes bufs at off (or appends, with RWF_APPEND in flags), in
-// calls of at most limit bytes if limit is positive. An append is never
-// cut, so that its bytes land at the end together. A short write ends it;
-// an error after some bytes returns the bytes.
+// calls of at most limit bytes if limit is positive (see transfer). An
+// append is never cut, so that its bytes land at the end together.
 func pwriteFull(fd int, bufs [][]byte, off int64, flags, limit int) (int, syscall.Errno) {
 	if flags&unix.RWF_APPEND != 0 {
 		limit = 0
 	}
+	return transfer(unix.SYS_PWRITEV2, fd, bufs, off, flags, limit)
+}
+
+// transfer moves bufs at off with sysno (preadv, or pwritev2 with flags) in
+// calls of at most limit bytes if limit is positive. A short call (EOF, a
+// full disk) ends it; an error after some bytes returns the bytes.
+func transfer(sysno uintptr, fd int, bufs [][]byte, off int64, flags, limit int) (int, syscall.Errno) {
 	c := iovCursor{bufs: bufs}
 	done := 0
 	for {
@@ -184,7 +162,7 @@ func pwriteFull(fd int, bufs [][]byte, off int64, flags, limit int) (int, syscal
 		if cnt == 0 {
 			break
 		}
-		r, _, e := unix.Syscall6(unix.SYS_PWRITEV2, uintptr(fd), uintptr(unsafe.Pointer(&vecs[0])), uintptr(cnt),
+		r, _, e := unix.Syscall6(sysno, uintptr(fd), uintptr(unsafe.Pointer(&vecs[0])), uintptr(cnt),
 			uintptr(off), uintptr(uint64(off)>>32>>32), uintptr(flags))
 		if e == syscall.EINTR {
 			continue
