@@ -186,6 +186,14 @@ func TestAnswers(t *testing.T) {
 	require.NoError(t, err)
 	l.SetUnlinkOnClose(false)
 	l.Close()
+	// A syslog daemon that went away leaves its socket file behind.
+	staleGram := filepath.Join(dir, "stale-datagram")
+	gone, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: staleGram, Net: "unixgram"})
+	require.NoError(t, err)
+	require.NoError(t, gone.Close())
+	st, err := os.Stat(staleGram)
+	require.NoError(t, err, "a closed datagram socket keeps its file")
+	require.NotZero(t, st.Mode()&os.ModeSocket)
 	full := filepath.Join(dir, "full")
 	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
@@ -207,6 +215,7 @@ func TestAnswers(t *testing.T) {
 		{"missing", filepath.Join(dir, "missing"), false},
 		{"regular file", file, false},
 		{"stale socket", stale, false},
+		{"stale datagram socket", staleGram, false},
 		{"stream listener with a full backlog", full, false},
 	} {
 		require.Equal(t, tc.want, Answers(tc.path), tc.name)

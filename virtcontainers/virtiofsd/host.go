@@ -17,11 +17,8 @@ type Host struct {
 
 // ProbeHost looks at this machine as Host describes it. A /dev/log that is
 // missing, is not a socket, or has no listener (a stale socket of a stopped
-// syslog daemon) all mean no syslog: glibc fails the same way on each.
+// syslog daemon) all mean no syslog: glibc fails the same way on each
+// (syslog.Answers tries datagram first, as glibc does, then stream).
 func ProbeHost() Host {
-	return Host{Syslog: syslogAnswers(devLog)}
+	return Host{Syslog: syslog.Answers(devLog)}
 }
-
-// syslogAnswers reports whether a unix socket at path accepts a
-// connection, datagram first as glibc tries it, then stream.
-func syslogAnswers(path string) bool { return syslog.Answers(path) }
