@@ -88,14 +88,6 @@ func TestHandleTableCompact(t *testing.T) {
 	tab.clear()
 }
 
-// liveHeap is the heap in use after a collection.
-func liveHeap() uint64 {
-	var m runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
-
 // The point of Compact: a guest that walked a large tree and forgot it
 // leaves the daemon as small as before the walk, not with the maps' slots
 // for every inode it once held.

@@ -27,20 +27,25 @@ func TestInodeRecordSize(t *testing.T) {
 	}
 }
 
+// liveHeap is the heap in use after a collection.
+func liveHeap() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
 // liveBytesPerInode is the heap the table keeps per inode, n inodes held.
 func liveBytesPerInode(n int) float64 {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
+	before := liveHeap()
 	tab := newInodeTable(nil)
 	for i := range n {
 		// fd -1: never used, the inodes are never forgotten.
 		tab.ref(inodeKey{dev: 1, ino: uint64(1000 + i), mnt: 1}, -1, unix.S_IFREG, false, nil)
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
+	after := liveHeap()
 	runtime.KeepAlive(tab)
-	return float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+	return float64(after-before) / float64(n)
 }
 
 func TestInodeTableBytesPerInode(t *testing.T) {

@@ -3,7 +3,6 @@ package passthroughfs
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -68,13 +67,7 @@ func TestOpenDirectoriesHoldNoBuffers(t *testing.T) {
 	fs := newFS(t, share.src, Options{})
 	defer fs.Close()
 	const handles = 1000
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
-	before := heap()
+	before := liveHeap()
 	for range handles {
 		var oo fuse.OpenOut
 		require.Equal(t, fuse.OK, fs.OpenDir(nil, &fuse.OpenIn{InHeader: hdr(rootID)}, &oo))
@@ -83,7 +76,7 @@ func TestOpenDirectoriesHoldNoBuffers(t *testing.T) {
 		require.Equal(t, fuse.OK, fs.ReadDir(nil, &fuse.ReadIn{InHeader: hdr(rootID), Fh: oo.Fh, Size: 256}, l))
 		require.NotEmpty(t, l.Bytes())
 	}
-	grown := int64(heap()) - int64(before)
+	grown := int64(liveHeap()) - int64(before)
 	t.Logf("%d open directories hold %d KiB of heap", handles, grown>>10)
 	require.Less(t, grown, int64(handles*1024), "open directories hold more than 1 KiB of heap each")
 }
