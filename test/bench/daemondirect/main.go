@@ -67,6 +67,7 @@ type config struct {
 	scale    []int
 	workload string
 	idle     time.Duration
+	pin      *pinning // nil: not pinned
 }
 
 func main() {
@@ -87,6 +88,7 @@ func run(ctx context.Context) error {
 		pools   = flag.String("pools", "1,4", "--thread-pool-size values")
 		scale   = flag.String("scale", "5000,10000,18000", "inodes looked up and kept for the memory table (the fd limit bounds it: each daemon keeps one O_PATH descriptor per inode); empty: no memory table")
 		only    = flag.Bool("memory-only", false, "only the memory table")
+		pinned  = flag.Bool("pin", true, "the front-end on one CPU, each daemon on the others (false: all share every CPU)")
 	)
 	flag.StringVar(&cfg.bin, "kata-virtiofsd", filepath.Join(root, "bin/kata-virtiofsd"), "kata-virtiofsd to start every daemon with")
 	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds; daemons alternate within each")
@@ -154,6 +156,12 @@ func run(ctx context.Context) error {
 		}
 	}
 
+	if *pinned {
+		if cfg.pin, err = pin(); err != nil {
+			return err
+		}
+	}
+
 	// A short directory: a unix socket path must fit in 108 bytes.
 	cfg.work, err = os.MkdirTemp("", "ksg-direct-")
 	if err != nil {
@@ -176,7 +184,7 @@ func run(ctx context.Context) error {
 
 	var b strings.Builder
 	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Fprintf(&b, "Load average at the start: %s.\n\n", strings.Join(strings.Fields(string(load))[:3], " "))
+	fmt.Fprintf(&b, "Load average at the start: %s. CPUs: %s.\n\n", strings.Join(strings.Fields(string(load))[:3], " "), cfg.pin)
 	if !*only {
 		if err := throughput(ctx, &cfg, &b); err != nil {
 			return err
@@ -262,6 +270,7 @@ func startOnce(cfg *config, d daemon, pool int, tag string) (*started, error) {
 	if d.bin != "" {
 		bin = d.bin
 	}
+	bin, args = cfg.pin.command(bin, args)
 	proc, err := harness.StartDaemon(bin, args, dir, sock, filepath.Join(dir, "log"))
 	if err != nil {
 		return nil, err
@@ -297,8 +306,9 @@ func startOnce(cfg *config, d daemon, pool int, tag string) (*started, error) {
 
 // sample is one workload on one daemon in one round.
 type sample struct {
-	rate float64       // units per second
-	cpu  time.Duration // daemon CPU time per operation (per unit, or per 1 MiB request)
+	round int           // which round (from 0), to pair it with the other daemons'
+	rate  float64       // units per second
+	cpu   time.Duration // daemon CPU time per operation (per unit, or per 1 MiB request)
 }
 
 // measure runs r's operations from streams goroutines for dur.

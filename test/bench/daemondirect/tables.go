@@ -50,6 +50,7 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 					k := resultKey{pool, d.key, w.key}
 					smp, err := runWorkload(s, w, cfg)
 					if err == nil {
+						smp.round = r
 						res[k] = append(res[k], smp)
 						continue
 					}
@@ -80,7 +81,7 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 		}
 		fmt.Fprintf(os.Stderr, "round %d done, %v\n", r+1, time.Since(t0).Round(time.Second))
 	}
-	fmt.Fprintf(b, "%d rounds of %v per workload and daemon (after a warm-up of %v), %d requests in flight on one request queue; FORGET on the high-priority queue. Median, and in brackets the spread (min–max) over the rounds. CPU = the daemon's user+system time (all its processes and threads, /proc/PID/stat) per operation; ratio = ours (recover off) ÷ the other's throughput, > 1 is better for ours.\n\n",
+	fmt.Fprintf(b, "%d rounds of %v per workload and daemon (after a warm-up of %v), %d requests in flight on one request queue; FORGET on the high-priority queue. Median, and in brackets the spread (min–max) over the rounds. CPU = the daemon's user+system time (all its processes and threads, /proc/PID/stat) per operation; ratio = ours (recover off) ÷ the other's median throughput, > 1 is better for ours; \"by round\": the median (min–max) of the same ratio taken in each round, which both daemons ran one after the other.\n\n",
 		cfg.rounds, cfg.dur, cfg.dur/6, cfg.streams)
 	for _, pool := range cfg.pools {
 		fmt.Fprintf(b, "Thread pool %d (--thread-pool-size=%d):\n\n", pool, pool)
@@ -101,8 +102,10 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 			}
 			fmt.Fprintf(b, "| %s |", w.label)
 			med := map[string]float64{}
+			byDaemon := map[string][]sample{}
 			for _, d := range cfg.daemons {
 				ss := res[resultKey{pool, d.key, w.key}]
+				byDaemon[d.key] = ss
 				if fails := len(failures[resultKey{pool, d.key, w.key}]); fails > 0 {
 					failed = append(failed, failures[resultKey{pool, d.key, w.key}]...)
 					if len(ss) == 0 {
@@ -128,7 +131,12 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 					fmt.Fprintf(b, " – |")
 					continue
 				}
-				fmt.Fprintf(b, " %.2f× |", med[rc.ours]/med[rc.other])
+				fmt.Fprintf(b, " %.2f×", med[rc.ours]/med[rc.other])
+				if pr := pairedRatios(byDaemon[rc.ours], byDaemon[rc.other]); len(pr) > 1 {
+					m, lo, hi := stats(pr)
+					fmt.Fprintf(b, " (by round %.2f×, %.2f–%.2f)", m, lo, hi)
+				}
+				fmt.Fprint(b, " |")
 			}
 			fmt.Fprintln(b)
 		}
@@ -243,6 +251,24 @@ func ratioColumns(cfg *config) []ratioColumn {
 	for _, rc := range []ratioColumn{{"ours/Rust", "ours", "rust"}, {"ours/C", "ours", "c"}, {"recover on/off", "ours-recover", "ours"}, {"after/before", "ours", "ours-before"}} {
 		if has[rc.ours] && has[rc.other] {
 			out = append(out, rc)
+		}
+	}
+	return out
+}
+
+// pairedRatios is ours ÷ other's throughput in each round that measured
+// both. Within a round the daemons run one after the other, seconds apart:
+// a machine that slows down for a while moves both sides of such a ratio,
+// where it moves only one side of a ratio of medians.
+func pairedRatios(ours, other []sample) []float64 {
+	rate := map[int]float64{}
+	for _, s := range other {
+		rate[s.round] = s.rate
+	}
+	var out []float64
+	for _, s := range ours {
+		if r, ok := rate[s.round]; ok && r > 0 {
+			out = append(out, s.rate/r)
 		}
 	}
 	return out
