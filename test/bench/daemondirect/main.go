@@ -88,7 +88,7 @@ func run(ctx context.Context) error {
 		pools   = flag.String("pools", "1,4", "--thread-pool-size values")
 		scale   = flag.String("scale", "5000,10000,18000", "inodes looked up and kept for the memory table (the fd limit bounds it: each daemon keeps one O_PATH descriptor per inode); empty: no memory table")
 		only    = flag.Bool("memory-only", false, "only the memory table")
-		pinned  = flag.Bool("pin", true, "the front-end on one CPU, each daemon on the others (false: all share every CPU)")
+		pinned  = flag.Bool("pin", false, "the front-end on one CPU, each daemon on the others (default: all share every CPU)")
 	)
 	flag.StringVar(&cfg.bin, "kata-virtiofsd", filepath.Join(root, "bin/kata-virtiofsd"), "kata-virtiofsd to start every daemon with")
 	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds; daemons alternate within each")
