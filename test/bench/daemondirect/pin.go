@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -56,7 +57,7 @@ func pin() (*pinning, error) {
 		if err != nil {
 			continue
 		}
-		if err := unix.SchedSetaffinity(tid, &front); err != nil && err != unix.ESRCH {
+		if err := unix.SchedSetaffinity(tid, &front); err != nil && !errors.Is(err, unix.ESRCH) {
 			return nil, fmt.Errorf("-pin: thread %d: %w", tid, err)
 		}
 	}
@@ -82,5 +83,9 @@ func (p *pinning) String() string {
 	if p == nil {
 		return "not pinned: the front-end and the daemon share every CPU"
 	}
-	return fmt.Sprintf("pinned: the front-end on CPU %d (GOMAXPROCS 1), the daemon on CPU %s", p.frontEnd, p.daemons)
+	where := "CPU " + p.daemons
+	if strings.Contains(p.daemons, ",") {
+		where = "CPUs " + p.daemons
+	}
+	return fmt.Sprintf("pinned: the front-end on CPU %d (GOMAXPROCS 1), the daemon on %s", p.frontEnd, where)
 }

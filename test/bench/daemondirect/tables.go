@@ -81,7 +81,7 @@ func throughput(ctx context.Context, cfg *config, b *strings.Builder) error {
 		}
 		fmt.Fprintf(os.Stderr, "round %d done, %v\n", r+1, time.Since(t0).Round(time.Second))
 	}
-	fmt.Fprintf(b, "%d rounds of %v per workload and daemon (after a warm-up of %v), %d requests in flight on one request queue; FORGET on the high-priority queue. Median, and in brackets the spread (min–max) over the rounds. CPU = the daemon's user+system time (all its processes and threads, /proc/PID/stat) per operation; ratio = ours (recover off) ÷ the other's median throughput, > 1 is better for ours; \"by round\": the median (min–max) of the same ratio taken in each round, which both daemons ran one after the other.\n\n",
+	fmt.Fprintf(b, "%d rounds of %v per workload and daemon (after a warm-up of %v), %d requests in flight on one request queue; FORGET on the high-priority queue. Median, and in brackets the spread (min–max) over the rounds. CPU = the daemon's user+system time (all its processes and threads, /proc/PID/stat) per operation; ratio = ours (recover off) ÷ the other's median throughput, > 1 is better for ours; \"by round\": the median (min–max) of the same ratio taken in each round, in which the daemons took their turns one after the other.\n\n",
 		cfg.rounds, cfg.dur, cfg.dur/6, cfg.streams)
 	for _, pool := range cfg.pools {
 		fmt.Fprintf(b, "Thread pool %d (--thread-pool-size=%d):\n\n", pool, pool)
@@ -257,9 +257,10 @@ func ratioColumns(cfg *config) []ratioColumn {
 }
 
 // pairedRatios is ours ÷ other's throughput in each round that measured
-// both. Within a round the daemons run one after the other, seconds apart:
-// a machine that slows down for a while moves both sides of such a ratio,
-// where it moves only one side of a ratio of medians.
+// both. Within a round the daemons take their turns one after the other
+// (a turn is every workload and the idle wait, about ten seconds with the
+// defaults): a machine that slows down for a while moves both sides of such
+// a ratio, where it moves only one side of a ratio of medians.
 func pairedRatios(ours, other []sample) []float64 {
 	rate := map[int]float64{}
 	for _, s := range other {
