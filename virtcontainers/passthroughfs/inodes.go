@@ -166,15 +166,22 @@ func (t *inodeTable) setRoot(key inodeKey, fd int, mode uint32) *inode {
 	ino.pins.Store(1)
 	ks := t.keyShard(key)
 	ks.mu.Lock()
-	ks.m[key] = ino
-	grown(&ks.peak, len(ks.m))
-	s := t.idShard(rootID)
-	s.mu.Lock()
-	s.m[rootID] = ino
-	grown(&s.peak, len(s.m))
-	s.mu.Unlock()
+	t.insertLocked(ks, key, rootID, ino)
 	ks.mu.Unlock()
 	return ino
+}
+
+// insertLocked enters ino in both maps, under key in ks (whose lock the
+// caller holds) and under nodeid in its node-ID shard, and records how many
+// entries each shard now holds (compact.go).
+func (t *inodeTable) insertLocked(ks *keyShard, key inodeKey, nodeid uint64, ino *inode) {
+	ks.m[key] = ino
+	grown(&ks.peak, len(ks.m))
+	s := t.idShard(nodeid)
+	s.mu.Lock()
+	s.m[nodeid] = ino
+	grown(&s.peak, len(s.m))
+	s.mu.Unlock()
 }
 
 // get returns the inode for nodeid pinned, or nil if the guest has no
@@ -229,13 +236,7 @@ func (t *inodeTable) ref(key inodeKey, fd int, mode uint32, submount bool, fh *f
 	ino := &inode{nodeid: id, key: key, fd: fd, mode: mode, lookups: 1, submount: submount}
 	ino.setSub(fh, h)
 	ino.pins.Store(1)
-	ks.m[key] = ino
-	grown(&ks.peak, len(ks.m))
-	s := t.idShard(ino.nodeid)
-	s.mu.Lock()
-	s.m[ino.nodeid] = ino
-	grown(&s.peak, len(s.m))
-	s.mu.Unlock()
+	t.insertLocked(ks, key, ino.nodeid, ino)
 	ks.mu.Unlock()
 	if unpin != nil {
 		unpin.release()

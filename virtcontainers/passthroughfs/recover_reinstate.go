@@ -145,13 +145,7 @@ func (r *recoveryTable) reinstate(h *heldRoot, saw rootState, pinned *inode, fd 
 	var ev evictions
 	r.trimLocked(&ev)
 	r.mu.Unlock()
-	ks.m[h.key] = ino
-	grown(&ks.peak, len(ks.m))
-	s := r.t.idShard(h.nodeid)
-	s.mu.Lock()
-	s.m[h.nodeid] = ino
-	grown(&s.peak, len(s.m))
-	s.mu.Unlock()
+	r.t.insertLocked(ks, h.key, h.nodeid, ino)
 	ino.pins.Add(1)
 	ks.mu.Unlock()
 
